@@ -1,0 +1,83 @@
+# natpunch - build, test and demo.  `make demo` and `make test` do all the
+# set-up on a fresh Debian machine (via `make deps`).
+
+LUA        ?= lua5.4
+PKG_CONFIG ?= pkg-config
+LUA_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+UV_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
+UV_LIBS    ?= $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null || echo -luv)
+WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS     ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -Icsrc
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+PURE_SRC := $(filter-out csrc/np_%.c,$(wildcard csrc/*.c))
+BIND_SRC := $(wildcard csrc/np_*.c)
+HDRS     := $(wildcard csrc/*.h)
+TESTS    := $(patsubst csrc/test/%.c,build/test/%,$(wildcard csrc/test/*.c))
+SAN_TESTS:= $(patsubst csrc/test/%.c,build-san/test/%,$(wildcard csrc/test/*.c))
+WIRE_SRC := $(wildcard csrc/labwire/*.c)
+
+BUSTED   := $(LUA) /usr/bin/busted
+
+.PHONY: all deps test ctest sanitize demo bench lint clean install-rock help
+
+all: build/natpunch/core.so $(if $(WIRE_SRC),build/natpunch-wire)
+
+help:
+	@echo "make          build build/natpunch/core.so (and build/natpunch-wire)"
+	@echo "make deps     install missing Debian packages (as root) or list them"
+	@echo "make test     build and run every spec (busted) and C unit test"
+	@echo "make sanitize build with ASan+UBSan and run the specs under it"
+	@echo "make demo     two peers meet through a rendezvous and exchange messages"
+	@echo "make lint     luacheck"
+
+build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
+
+build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $(WIRE_SRC)
+
+build/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc -o $@ $< $(PURE_SRC) -lm
+
+build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc -o $@ $< $(PURE_SRC) -lm
+
+build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC -Icsrc $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
+
+ctest: $(TESTS)
+	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
+
+deps:
+	@sh tools/deps.sh
+
+# NATPUNCH_BUILD tells the specs (spec/helper.lua) which core.so to load.
+test: deps all $(TESTS)
+	NATPUNCH_BUILD=build NATPUNCH_TESTS=build/test $(BUSTED) $(BUSTED_ARGS)
+
+sanitize: deps build-san/natpunch/core.so $(SAN_TESTS) $(if $(WIRE_SRC),build/natpunch-wire)
+	NATPUNCH_BUILD=build-san NATPUNCH_TESTS=build-san/test NATPUNCH_SANITIZE=1 \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	$(BUSTED) $(BUSTED_ARGS)
+
+demo: deps all
+	$(LUA) examples/demo.lua
+
+bench: deps all
+	$(LUA) bench/run.lua
+
+lint:
+	luacheck lua bin/natpunch examples spec
+
+clean:
+	rm -rf build build-san

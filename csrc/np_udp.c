@@ -1,0 +1,414 @@
+/*
+ * np_udp.c - UDP sockets: bind (with SO_REUSEADDR/SO_REUSEPORT and an
+ * optional interface), batched receive (UV_UDP_RECVMMSG), send, and the
+ * receive demux by first byte (RFC 7983 style, see wire.h):
+ *   STUN -> answered in C when the socket is a STUN server, else delivered
+ *   CONTROL / DATA -> delivered to Lua without the frame byte
+ *   TOUCH / TOUCH_ACK -> the touch engine (np_udp_touch.c)
+ *   PUNCH -> the punch engine (np_udp_punch.c)
+ *   anything else -> dropped and counted
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include "np_udp.h"
+#include "stun.h"
+#include "wire.h"
+
+np_udp *np_udp_check(lua_State *L, int idx) {
+  return (np_udp *)np_handle_check(L, idx, NP_UDP_MT);
+}
+
+static void free_timer(uv_handle_t *t) {
+  free(t);
+}
+
+static void udp_free(np_handle *h) {
+  np_udp *u = (np_udp *)h;
+  np_unref(h->ctx->closing ? NULL : h->ctx->L, &u->recv_cb_ref);
+  np_udp_touch_free(u);
+  np_udp_punch_free(u);
+  if (u->timer) uv_close((uv_handle_t *)u->timer, free_timer);
+  u->timer = NULL;
+}
+
+static int udp_new(lua_State *L) {
+  np_udp *u = (np_udp *)np_handle_new(L, sizeof(np_udp), NP_UDP_MT);
+  u->recv_cb_ref = LUA_NOREF;
+  u->h.free_fn = udp_free;
+  int rc = uv_udp_init_ex(&u->h.ctx->loop, &u->h.u.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
+  if (rc < 0) {
+    *u->h.ud = NULL;
+    free(u);
+    return np_push_error(L, rc);
+  }
+  uv_random(NULL, NULL, &u->epoch, sizeof u->epoch, 0, NULL);
+  if (u->epoch == 0) u->epoch = 1;
+  return 1;
+}
+
+/* udp:bind(host, port [, {reuseaddr=, reuseport=, ipv6only=, interface=}]) */
+static int udp_bind(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  np_parse_addr(L, 2, 3, &ss);
+  int reuseaddr, reuseport;
+  np_sockopt_flags(L, 4, &reuseaddr, &reuseport);
+  int ipv6only = 0;
+  const char *ifname = NULL;
+  if (lua_istable(L, 4)) {
+    lua_getfield(L, 4, "ipv6only");
+    ipv6only = lua_toboolean(L, -1);
+    lua_getfield(L, 4, "interface");
+    ifname = lua_tostring(L, -1);
+    lua_pop(L, 2);
+    if (ifname) luaL_argcheck(L, strlen(ifname) < IFNAMSIZ, 4, "interface name too long");
+  }
+  if (u->bound) return np_push_fail(L, "EINVAL", "socket is already bound");
+  int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return np_push_error(L, uv_translate_sys_error(errno));
+  int one = 1;
+  if ((reuseaddr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) ||
+      (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+      (ifname && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname)) < 0)) {
+    int err = errno;
+    close(fd);
+    return np_push_error(L, uv_translate_sys_error(err));
+  }
+  int rc = uv_udp_open(&u->h.u.udp, fd);
+  if (rc < 0) {
+    close(fd);
+    return np_push_error(L, rc);
+  }
+  /* uv_udp_open turns SO_REUSEADDR on; on Linux that lets a second socket
+   * take the same UDP port silently.  Sharing a port must be asked for. */
+  int zero = 0;
+  if (!reuseaddr) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero);
+  rc = uv_udp_bind(&u->h.u.udp, (struct sockaddr *)&ss, ipv6only ? UV_UDP_IPV6ONLY : 0);
+  if (rc < 0) return np_push_error(L, rc);
+  u->bound = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int udp_getsockname(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  int rc = uv_udp_getsockname(&u->h.u.udp, (struct sockaddr *)&ss, &len);
+  if (rc < 0) return np_push_error(L, rc);
+  return np_push_addr(L, (struct sockaddr *)&ss);
+}
+
+/* ------------------------------------------------------------------ send */
+
+typedef struct send_req {
+  uv_udp_send_t req;
+  np_udp *u;
+  char data[];
+} send_req;
+
+static void on_sent(uv_udp_send_t *req, int status) {
+  send_req *sr = (send_req *)req;
+  if (status < 0 && status != UV_ECANCELED) sr->u->st.tx_errors++;
+  free(sr);
+}
+
+int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+  uint8_t pfx = (uint8_t)prefix;
+  uv_buf_t bufs[2];
+  unsigned n = 0;
+  if (prefix >= 0) bufs[n++] = uv_buf_init((char *)&pfx, 1);
+  bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+  size_t total = len + (prefix >= 0);
+  int rc = uv_udp_try_send(&u->h.u.udp, bufs, n, to);
+  if (rc >= 0) {
+    u->st.tx_packets++;
+    u->st.tx_bytes += total;
+    return 0;
+  }
+  if (rc != UV_EAGAIN) {
+    u->st.tx_errors++;
+    return rc;
+  }
+  /* would block: copy and queue; libuv keeps the order */
+  send_req *sr = malloc(sizeof *sr + total);
+  if (!sr) return UV_ENOMEM;
+  sr->u = u;
+  if (prefix >= 0) sr->data[0] = (char)pfx;
+  memcpy(sr->data + (prefix >= 0), data, len);
+  uv_buf_t b = uv_buf_init(sr->data, (unsigned)total);
+  rc = uv_udp_send(&sr->req, &u->h.u.udp, &b, 1, to, on_sent);
+  if (rc < 0) {
+    free(sr);
+    u->st.tx_errors++;
+    return rc;
+  }
+  u->st.tx_packets++;
+  u->st.tx_queued++;
+  u->st.tx_bytes += total;
+  return 0;
+}
+
+static int kind_prefix(lua_State *L, int idx) {
+  static const char *const kinds[] = {"raw", "data", "control", NULL};
+  static const int prefixes[] = {-1, WIRE_DATA, WIRE_CONTROL};
+  return prefixes[luaL_checkoption(L, idx, "raw", kinds)];
+}
+
+/* udp:send(host, port, data [, kind]) -> true | nil, err, code
+ * kind "raw" (default) sends data as is; "data"/"control" add the frame byte. */
+static int udp_send(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  np_parse_addr(L, 2, 3, &ss);
+  size_t len;
+  const char *data = luaL_checklstring(L, 4, &len);
+  int prefix = kind_prefix(L, 5);
+  luaL_argcheck(L, len + (prefix >= 0) <= 65507, 4, "datagram too large");
+  int rc = np_udp_sendto(u, (struct sockaddr *)&ss, prefix, data, len);
+  if (rc < 0) return np_push_error(L, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* --------------------------------------------------------------- receive */
+
+void np_udp_deliver(np_udp *u, const char *kind, const void *data, size_t len,
+                    const struct sockaddr *from) {
+  lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
+  if (!L) return;
+  lua_pushnil(L);
+  lua_pushlstring(L, data, len);
+  np_push_addr(L, from);
+  lua_pushstring(L, kind);
+  np_call(u->h.ctx, 5);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  np_udp *u = (np_udp *)handle;
+  /* One buffer per loop is enough: datagrams are handled synchronously and
+   * nothing keeps a pointer into it after the callback returns. */
+  buf->base = u->h.ctx->recv_buf;
+  buf->len = NP_RECV_SLOT * NP_RECV_BATCH;
+}
+
+static void answer_stun(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from) {
+  uint8_t out[256];
+  int len = stun_answer_binding(p, n, from, u->software[0] ? u->software : NULL, out, sizeof out);
+  if (len > 0) {
+    u->st.stun_answered++;
+    np_udp_sendto(u, from, -1, out, (size_t)len);
+  } else {
+    /* not a Binding request we answer: hand it to Lua (responses to our
+     * own requests, other methods) */
+    u->st.stun_rejected++;
+    np_udp_deliver(u, "stun", p, n, from);
+  }
+}
+
+static void demux(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from) {
+  if (u->raw) {
+    np_udp_deliver(u, "raw", p, n, from);
+    return;
+  }
+  switch (n ? p[0] : 0xff) {
+  case 0x00: case 0x01: case 0x02: case 0x03:
+    u->st.rx_stun++;
+    if (u->stun_server) answer_stun(u, p, n, from);
+    else np_udp_deliver(u, "stun", p, n, from);
+    break;
+  case WIRE_CONTROL:
+    u->st.rx_control++;
+    np_udp_deliver(u, "control", p + 1, n - 1, from);
+    break;
+  case WIRE_DATA:
+    u->st.rx_data++;
+    np_udp_deliver(u, "data", p + 1, n - 1, from);
+    break;
+  case WIRE_TOUCH:
+  case WIRE_TOUCH_ACK:
+    u->st.rx_touch++;
+    np_udp_touch_input(u, p, n, from);
+    break;
+  case WIRE_PUNCH:
+    u->st.rx_punch++;
+    np_udp_punch_input(u, p, n, from);
+    break;
+  default:
+    u->st.rx_unknown++;
+    break;
+  }
+}
+
+static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
+                    const struct sockaddr *addr, unsigned flags) {
+  np_udp *u = (np_udp *)handle;
+  (void)buf;
+  if (nread == 0 && addr == NULL) return;   /* end of a batch, or nothing */
+  if (nread < 0) {
+    lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
+    if (!L) return;
+    np_push_error(L, (int)nread);
+    lua_remove(L, -3);   /* drop the nil: cb(err_message, nil, nil, nil, code) */
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    np_call(u->h.ctx, 5);
+    return;
+  }
+  if (!addr) return;
+  if (flags & UV_UDP_PARTIAL) {
+    u->st.rx_truncated++;   /* larger than a slot: never happens below 64 KiB */
+    return;
+  }
+  u->st.rx_packets++;
+  u->st.rx_bytes += (uint64_t)nread;
+  demux(u, (const uint8_t *)buf->base, (size_t)nread, addr);
+}
+
+/* udp:recv_start(cb [, {raw=bool}]); cb(err, data, host, port, kind) */
+static int udp_recv_start(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "raw");
+    u->raw = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  np_setref(L, &u->recv_cb_ref, 2);
+  if (!u->receiving) {
+    int rc = uv_udp_recv_start(&u->h.u.udp, on_alloc, on_recv);
+    if (rc < 0) return np_push_error(L, rc);
+    u->receiving = 1;
+  }
+  np_pin(L, &u->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int udp_recv_stop(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  uv_udp_recv_stop(&u->h.u.udp);
+  u->receiving = 0;
+  np_unpin(&u->h);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* udp:stun_server(enable [, software]) */
+static int udp_stun_server(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  u->stun_server = lua_toboolean(L, 2);
+  size_t n = 0;
+  const char *sw = luaL_optlstring(L, 3, "", &n);
+  luaL_argcheck(L, n < sizeof u->software, 3, "software name too long (max 63 bytes)");
+  memcpy(u->software, sw, n + 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ----------------------------------------------------------------- timer */
+
+static void on_deadline(uv_timer_t *t) {
+  np_udp *u = t->data;
+  if (uv_is_closing(&u->h.u.handle)) return;
+  uint64_t now = uv_now(t->loop);
+  uint64_t a = np_udp_touch_tick(u, now);
+  uint64_t b = np_udp_punch_tick(u, now);
+  np_udp_arm(u, a < b ? a : b);
+}
+
+void np_udp_arm(np_udp *u, uint64_t deadline) {
+  if (!u->timer) {
+    if (deadline == UINT64_MAX) return;
+    u->timer = malloc(sizeof *u->timer);
+    if (!u->timer) return;
+    uv_timer_init(&u->h.ctx->loop, u->timer);
+    u->timer->data = u;
+    /* the deadline timer alone must not keep the loop alive: the socket
+     * (receiving) does; a pending touch callback pins the socket anyway */
+  }
+  if (deadline == UINT64_MAX) {
+    uv_timer_stop(u->timer);
+    return;
+  }
+  uint64_t now = uv_now(&u->h.ctx->loop);
+  uint64_t due = uv_timer_get_due_in(u->timer);
+  if (uv_is_active((uv_handle_t *)u->timer) && now + due <= deadline && due > 0) return;
+  uv_timer_start(u->timer, on_deadline, deadline > now ? deadline - now : 0, 0);
+}
+
+/* ----------------------------------------------------------------- stats */
+
+#define STAT(name) do { lua_pushinteger(L, (lua_Integer)u->st.name); lua_setfield(L, -2, #name); } while (0)
+
+static int udp_stats(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  lua_createtable(L, 0, 24);
+  STAT(rx_packets); STAT(rx_bytes); STAT(tx_packets); STAT(tx_bytes); STAT(tx_queued);
+  STAT(tx_errors); STAT(rx_stun); STAT(rx_control); STAT(rx_data); STAT(rx_touch);
+  STAT(rx_punch); STAT(rx_unknown); STAT(rx_truncated); STAT(stun_answered);
+  STAT(stun_rejected); STAT(touch_delivered); STAT(touch_duplicates); STAT(touch_acked);
+  STAT(touch_failed); STAT(touch_retransmits); STAT(touch_malformed);
+  STAT(touch_peers_evicted); STAT(punch_malformed); STAT(punch_unmatched);
+  return 1;
+}
+
+static int udp_fileno(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  uv_os_fd_t fd;
+  int rc = uv_fileno(&u->h.u.handle, &fd);
+  if (rc < 0) return np_push_error(L, rc);
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int udp_close(lua_State *L) {
+  np_handle *h = np_handle_test(L, 1, NP_UDP_MT);
+  if (h) {
+    if (lua_isfunction(L, 2)) np_setref(L, &h->close_cb_ref, 2);
+    np_handle_close(h);
+  }
+  return 0;
+}
+
+static int udp_is_closed(lua_State *L) {
+  lua_pushboolean(L, np_handle_test(L, 1, NP_UDP_MT) == NULL);
+  return 1;
+}
+
+static const luaL_Reg udp_methods[] = {
+  {"bind", udp_bind},
+  {"getsockname", udp_getsockname},
+  {"send", udp_send},
+  {"recv_start", udp_recv_start},
+  {"recv_stop", udp_recv_stop},
+  {"stun_server", udp_stun_server},
+  {"stats", udp_stats},
+  {"fileno", udp_fileno},
+  {"close", udp_close},
+  {"is_closed", udp_is_closed},
+  {NULL, NULL}
+};
+
+int np_udp_open(lua_State *L) {
+  np_class(L, NP_UDP_MT, udp_methods);
+  luaL_getmetatable(L, NP_UDP_MT);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  luaL_setfuncs(L, np_udp_touch_methods, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  luaL_setfuncs(L, np_udp_punch_methods, 1);
+  lua_pop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, udp_new, 1);
+  lua_setfield(L, 1, "udp");
+  return 0;
+}

@@ -1,0 +1,62 @@
+/*
+ * np_udp.h - the UDP handle shared by np_udp.c (socket, send, receive demux)
+ * and np_udp_touch.c / np_udp_punch.c (the touch and punch engines glued to
+ * one socket and one timer).
+ */
+#ifndef NP_UDP_H
+#define NP_UDP_H
+
+#include "natpunch.h"
+
+#define NP_UDP_MT "natpunch.udp"
+
+struct np_touchmap;
+struct np_punch;
+
+typedef struct np_udp_stats {
+  uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, tx_queued, tx_errors;
+  uint64_t rx_stun, rx_control, rx_data, rx_touch, rx_punch, rx_unknown, rx_truncated;
+  uint64_t stun_answered, stun_rejected;
+  uint64_t touch_delivered, touch_duplicates, touch_acked, touch_failed, touch_retransmits,
+      touch_malformed, touch_peers_evicted;
+  uint64_t punch_malformed, punch_unmatched;
+} np_udp_stats;
+
+typedef struct np_udp {
+  np_handle h;
+  int recv_cb_ref;
+  int raw;                 /* deliver every datagram as is, no demux */
+  int receiving;
+  int stun_server;         /* answer STUN Binding requests in C */
+  char software[64];       /* SOFTWARE attribute of answers, "" for none */
+  int bound;
+  np_udp_stats st;
+  struct np_touchmap *touch;   /* lazily created */
+  struct np_punch *punch;      /* lazily created */
+  uv_timer_t *timer;           /* deadline timer of touch and punch, lazily */
+  uint32_t epoch;              /* touch sender epoch of this socket */
+} np_udp;
+
+np_udp *np_udp_check(lua_State *L, int idx);
+/* Send one datagram now (or queued if the socket would block).  prefix is a
+ * frame type byte, or -1 for none.  Returns 0 or a negative uv error. */
+int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
+/* Deliver a message to the Lua receive callback. */
+void np_udp_deliver(np_udp *u, const char *kind, const void *data, size_t len,
+                    const struct sockaddr *from);
+/* The deadline timer: (re)arm for an absolute time in ms (UINT64_MAX: stop). */
+void np_udp_arm(np_udp *u, uint64_t deadline);
+
+/* np_udp_touch.c */
+void np_udp_touch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from);
+uint64_t np_udp_touch_tick(np_udp *u, uint64_t now);   /* returns next deadline */
+void np_udp_touch_free(np_udp *u);
+extern const luaL_Reg np_udp_touch_methods[];
+
+/* np_udp_punch.c */
+void np_udp_punch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from);
+uint64_t np_udp_punch_tick(np_udp *u, uint64_t now);
+void np_udp_punch_free(np_udp *u);
+extern const luaL_Reg np_udp_punch_methods[];
+
+#endif
