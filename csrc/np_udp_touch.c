@@ -1,0 +1,323 @@
+/*
+ * np_udp_touch.c - natdemo's touch (reliable send) on a UDP socket.
+ *
+ * The protocol is the pure state machine of touch.c; this file keeps one
+ * touch_peer per remote endpoint in a bounded hash map, turns its actions
+ * into sends, deliveries and Lua callbacks, and drives its deadlines with
+ * the socket's one timer.
+ *
+ *   id = udp:touch(host, port, data, cb)   cb(err, id, rtt_ms) once
+ *   udp:touch_config{initial_rto=, min_rto=, max_rto=, max_retries=,
+ *                    max_in_flight=, max_payload=, max_peers=}
+ *   udp:touch_info(host, port) -> {srtt_ms=, rto_ms=, in_flight=, ...} | nil
+ * Received messages reach the receive callback with kind "touch", once.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "np_udp.h"
+#include "addr.h"
+#include "touch.h"
+#include "wire.h"
+
+#define TM_BUCKETS 256
+#define TM_DEFAULT_MAX_PEERS 4096
+
+typedef struct tm_cb {
+  uint32_t id;
+  int ref;
+} tm_cb;
+
+typedef struct tm_entry {
+  struct tm_entry *next;
+  struct sockaddr_storage addr;
+  touch_peer *peer;
+  uint64_t last_used;
+  int busy;             /* actions being processed: never evict */
+  unsigned ncb;
+  tm_cb *cbs;           /* max_in_flight slots */
+} tm_entry;
+
+typedef struct np_touchmap {
+  tm_entry *buckets[TM_BUCKETS];
+  unsigned count, max_peers;
+  uint32_t seed;
+  touch_config cfg;
+  uint64_t idle_ms;     /* an idle peer older than this is dropped */
+} np_touchmap;
+
+static np_touchmap *touchmap(np_udp *u) {
+  if (u->touch) return u->touch;
+  np_touchmap *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  touch_config_default(&m->cfg);
+  m->max_peers = TM_DEFAULT_MAX_PEERS;
+  uv_random(NULL, NULL, &m->seed, sizeof m->seed, 0, NULL);
+  /* A receiver must remember ids as long as a sender may retransmit them. */
+  m->idle_ms = 2 * touch_config_lifetime_ms(&m->cfg) + 1000;
+  u->touch = m;
+  return m;
+}
+
+static void entry_free(np_udp *u, tm_entry *e) {
+  lua_State *L = u->h.ctx->closing ? NULL : u->h.ctx->L;
+  for (unsigned i = 0; i < e->ncb; i++) np_unref(L, &e->cbs[i].ref);
+  touch_peer_free(e->peer);
+  free(e->cbs);
+  free(e);
+}
+
+void np_udp_touch_free(np_udp *u) {
+  np_touchmap *m = u->touch;
+  if (!m) return;
+  for (int b = 0; b < TM_BUCKETS; b++) {
+    tm_entry *e = m->buckets[b];
+    while (e) {
+      tm_entry *n = e->next;
+      entry_free(u, e);
+      e = n;
+    }
+  }
+  free(m);
+  u->touch = NULL;
+}
+
+static tm_entry **slot_of(np_touchmap *m, const struct sockaddr *sa) {
+  tm_entry **pe = &m->buckets[addr_hash(sa, m->seed) % TM_BUCKETS];
+  while (*pe && !addr_equal((struct sockaddr *)&(*pe)->addr, sa)) pe = &(*pe)->next;
+  return pe;
+}
+
+/* Make room by dropping the least recently used idle peer. */
+static int evict_one(np_udp *u, np_touchmap *m) {
+  tm_entry **victim = NULL;
+  for (int b = 0; b < TM_BUCKETS; b++) {
+    for (tm_entry **pe = &m->buckets[b]; *pe; pe = &(*pe)->next) {
+      tm_entry *e = *pe;
+      if (e->busy || e->ncb || !touch_idle(e->peer)) continue;
+      if (!victim || e->last_used < (*victim)->last_used) victim = pe;
+    }
+  }
+  if (!victim) return 0;
+  tm_entry *e = *victim;
+  *victim = e->next;
+  entry_free(u, e);
+  m->count--;
+  u->st.touch_peers_evicted++;
+  return 1;
+}
+
+static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create) {
+  np_touchmap *m = touchmap(u);
+  if (!m) return NULL;
+  tm_entry **pe = slot_of(m, sa);
+  if (*pe || !create) return *pe;
+  if (m->count >= m->max_peers && !evict_one(u, m)) return NULL;
+  pe = slot_of(m, sa);
+  tm_entry *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->cbs = calloc(m->cfg.max_in_flight, sizeof *e->cbs);
+  e->peer = touch_peer_new(&m->cfg, u->epoch);
+  if (!e->cbs || !e->peer) {
+    free(e->cbs);
+    touch_peer_free(e->peer);
+    free(e);
+    return NULL;
+  }
+  addr_copy(&e->addr, sa);
+  e->last_used = np_now_ms(u->h.ctx);
+  *pe = e;
+  m->count++;
+  return e;
+}
+
+static int take_cb(tm_entry *e, uint32_t id) {
+  for (unsigned i = 0; i < e->ncb; i++) {
+    if (e->cbs[i].id == id) {
+      int ref = e->cbs[i].ref;
+      e->cbs[i] = e->cbs[--e->ncb];
+      return ref;
+    }
+  }
+  return LUA_NOREF;
+}
+
+static void call_result(np_udp *u, int ref, uint32_t id, int failed, uint32_t rtt) {
+  lua_State *L = np_cb_push(u->h.ctx, ref);
+  if (!L) return;
+  if (failed) lua_pushliteral(L, "ETIMEDOUT: touch was not acknowledged");
+  else lua_pushnil(L);
+  lua_pushinteger(L, id);
+  if (failed) lua_pushnil(L);
+  else lua_pushinteger(L, rtt);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  np_call(u->h.ctx, 3);
+}
+
+/* Carry out every pending action.  Lua callbacks may re-enter (touch
+ * again, even close the socket): memory stays valid until the close
+ * callback, and `busy` keeps this entry from being evicted meanwhile. */
+static void drain(np_udp *u, tm_entry *e) {
+  touch_action a;
+  e->busy++;
+  while (touch_pop(e->peer, &a)) {
+    switch (a.kind) {
+    case TOUCH_TRANSMIT:
+      np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, a.data, a.len);
+      break;
+    case TOUCH_DELIVER:
+      u->st.touch_delivered++;
+      np_udp_deliver(u, "touch", a.data, a.len, (struct sockaddr *)&e->addr);
+      break;
+    case TOUCH_ACKED:
+      u->st.touch_acked++;
+      call_result(u, take_cb(e, a.id), a.id, 0, a.rtt_ms);
+      break;
+    case TOUCH_FAILED:
+      u->st.touch_failed++;
+      call_result(u, take_cb(e, a.id), a.id, 1, 0);
+      break;
+    }
+  }
+  e->busy--;
+  uint64_t d = touch_next_deadline(e->peer);
+  if (d != UINT64_MAX) np_udp_arm(u, d);   /* only ever moves the timer earlier */
+}
+
+void np_udp_touch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from) {
+  /* Only data creates receiver state; a stray ack for an unknown peer is
+   * dropped without allocating anything. */
+  tm_entry *e = lookup(u, from, frame[0] == WIRE_TOUCH);
+  if (!e) {
+    u->st.touch_malformed++;
+    return;
+  }
+  touch_stats before;
+  touch_get_stats(e->peer, &before);
+  int rc = touch_input(e->peer, np_now_ms(u->h.ctx), frame, len);
+  touch_stats after;
+  touch_get_stats(e->peer, &after);
+  u->st.touch_duplicates += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
+  if (rc == TOUCH_EMALFORMED) u->st.touch_malformed++;
+  e->last_used = np_now_ms(u->h.ctx);
+  drain(u, e);
+}
+
+uint64_t np_udp_touch_tick(np_udp *u, uint64_t now) {
+  np_touchmap *m = u->touch;
+  uint64_t next = UINT64_MAX;
+  if (!m) return next;
+  for (int b = 0; b < TM_BUCKETS; b++) {
+    tm_entry **pe = &m->buckets[b];
+    while (*pe) {
+      tm_entry *e = *pe;
+      if (!e->busy && !e->ncb && touch_idle(e->peer) && now - e->last_used > m->idle_ms) {
+        *pe = e->next;
+        entry_free(u, e);
+        m->count--;
+        continue;
+      }
+      if (touch_next_deadline(e->peer) <= now) {
+        touch_stats before, after;
+        touch_get_stats(e->peer, &before);
+        touch_tick(e->peer, now);
+        touch_get_stats(e->peer, &after);
+        u->st.touch_retransmits += after.retransmitted - before.retransmitted;
+        drain(u, e);
+      }
+      uint64_t d = touch_next_deadline(e->peer);
+      if (!touch_idle(e->peer) && d < next) next = d;
+      if (m->count && d == UINT64_MAX && next > now + m->idle_ms) next = now + m->idle_ms;
+      pe = &e->next;
+    }
+  }
+  return next;
+}
+
+/* udp:touch(host, port, data, cb) -> id | nil, err, code */
+static int udp_touch(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  np_parse_addr(L, 2, 3, &ss);
+  size_t len;
+  const char *data = luaL_checklstring(L, 4, &len);
+  luaL_checktype(L, 5, LUA_TFUNCTION);
+  if (!u->receiving)
+    return np_push_fail(L, "ENOTCONN", "socket is not receiving (call recv_start first: acks arrive there)");
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1);
+  if (!e) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  uint32_t id = 0;
+  int rc = touch_send(e->peer, np_now_ms(u->h.ctx), (const uint8_t *)data, len, &id);
+  if (rc < 0) return np_push_fail(L, touch_errname(rc), touch_strerror(rc));
+  lua_pushvalue(L, 5);
+  e->cbs[e->ncb].id = id;
+  e->cbs[e->ncb].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  e->ncb++;
+  e->last_used = np_now_ms(u->h.ctx);
+  drain(u, e);
+  lua_pushinteger(L, id);
+  return 1;
+}
+
+static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt, unsigned long max) {
+  lua_getfield(L, idx, name);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return (int)dflt;
+  }
+  lua_Integer v = luaL_checkinteger(L, -1);
+  if (v < 0 || (unsigned long)v > max) luaL_error(L, "touch_config: %s out of range (0..%lu)", name, max);
+  lua_pop(L, 1);
+  return (int)v;
+}
+
+/* udp:touch_config{...}: applies to peers created afterwards. */
+static int udp_touch_config(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  np_touchmap *m = touchmap(u);
+  if (!m) return luaL_error(L, "out of memory");
+  if (m->count) return np_push_fail(L, "EBUSY", "touch_config must be set before the first touch");
+  touch_config c = m->cfg;
+  c.initial_rto_ms = (uint32_t)opt_uint(L, 2, "initial_rto", c.initial_rto_ms, 600000);
+  c.min_rto_ms = (uint32_t)opt_uint(L, 2, "min_rto", c.min_rto_ms, 600000);
+  c.max_rto_ms = (uint32_t)opt_uint(L, 2, "max_rto", c.max_rto_ms, 600000);
+  c.max_retries = (unsigned)opt_uint(L, 2, "max_retries", c.max_retries, TOUCH_MAX_RETRIES);
+  c.max_in_flight = (unsigned)opt_uint(L, 2, "max_in_flight", c.max_in_flight, TOUCH_WINDOW);
+  c.max_payload = (size_t)opt_uint(L, 2, "max_payload", c.max_payload, TOUCH_PAYLOAD_LIMIT);
+  unsigned max_peers = (unsigned)opt_uint(L, 2, "max_peers", m->max_peers, 1u << 20);
+  if (touch_config_check(&c) != 0 || max_peers == 0)
+    return luaL_error(L, "touch_config: inconsistent values (need min_rto <= initial_rto <= max_rto, "
+                         "max_in_flight >= 1, max_peers >= 1)");
+  m->cfg = c;
+  m->max_peers = max_peers;
+  m->idle_ms = 2 * touch_config_lifetime_ms(&c) + 1000;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int udp_touch_info(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  np_parse_addr(L, 2, 3, &ss);
+  tm_entry *e = u->touch ? lookup(u, (struct sockaddr *)&ss, 0) : NULL;
+  if (!e) {
+    lua_pushnil(L);
+    return 1;
+  }
+  touch_stats s;
+  touch_get_stats(e->peer, &s);
+  lua_createtable(L, 0, 12);
+#define F(name) do { lua_pushinteger(L, (lua_Integer)s.name); lua_setfield(L, -2, #name); } while (0)
+  F(sent); F(transmissions); F(retransmitted); F(acked); F(failed); F(delivered);
+  F(duplicates); F(too_old); F(malformed); F(epoch_changes); F(srtt_ms); F(rttvar_ms);
+  F(rto_ms); F(in_flight);
+#undef F
+  return 1;
+}
+
+const luaL_Reg np_udp_touch_methods[] = {
+  {"touch", udp_touch},
+  {"touch_config", udp_touch_config},
+  {"touch_info", udp_touch_info},
+  {NULL, NULL}
+};

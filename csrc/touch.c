@@ -1,0 +1,518 @@
+/*
+ * touch.c - reliable small messages over UDP (see touch.h and the "Touch"
+ * section of docs/PROTOCOL.md).
+ */
+#include "touch.h"
+#include "wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ *   0      1      2             6             10     11
+ *  +------+------+-------------+-------------+------+------------...
+ *  | 0x06 |flags | epoch (u32) |  id (u32)   | xmit | payload
+ *  +------+------+-------------+-------------+------+------------...
+ *  | 0x07 |flags | epoch (u32) |  id (u32)   | xmit |   (TOUCH_ACK)
+ *  +------+------+-------------+-------------+------+
+ */
+#define OFF_FLAGS 1
+#define OFF_EPOCH 2
+#define OFF_ID 6
+#define OFF_XMIT 10
+
+/* RFC 6298 section 2: clock granularity G.  Our clock counts milliseconds. */
+#define CLOCK_G_US 1000u
+#define WINDOW_MASK (TOUCH_WINDOW - 1u)
+#define SERIAL_HALF 0x80000000u   /* RFC 1982 serial number comparison */
+
+enum { SLOT_FREE = 0, SLOT_INFLIGHT, SLOT_DONE };
+enum { Q_TX_DATA = 1, Q_TX_ACK, Q_DELIVER, Q_ACKED, Q_FAILED };
+
+typedef struct touch_slot {
+  uint8_t state;
+  uint8_t xmit;            /* number of the latest transmission */
+  uint8_t tx_pending;      /* a Q_TX_DATA entry for this slot is queued */
+  uint32_t id;
+  uint32_t rto_ms;         /* timeout armed after the latest transmission */
+  uint64_t deadline;
+  uint64_t sent_at[TOUCH_MAX_RETRIES + 1];
+  size_t frame_len;
+  uint8_t *frame;          /* max_payload + TOUCH_HEADER_LEN bytes */
+} touch_slot;
+
+typedef struct touch_entry {
+  uint8_t kind;
+  uint16_t index;          /* slot or receive buffer */
+  uint32_t id;
+  uint32_t rtt_ms;
+  uint8_t ack[TOUCH_ACK_LEN];
+} touch_entry;
+
+/* Duplicate filter of one sender epoch: ids below base are done, ids in
+ * [base, base + TOUCH_WINDOW) have a bit at id % TOUCH_WINDOW. */
+typedef struct rx_filter {
+  int valid;
+  uint32_t epoch;
+  uint32_t base;
+  uint64_t bits[TOUCH_WINDOW / 64];
+} rx_filter;
+
+struct touch_peer {
+  touch_config cfg;
+  uint32_t epoch;
+  uint32_t next_id;
+  unsigned slots_used;
+  touch_slot *slots;
+  uint8_t *frames;         /* one block holding every slot's frame */
+
+  int have_rtt;
+  uint64_t srtt_us;
+  uint64_t rttvar_us;
+
+  /* The current and the previous sender epoch: frames of the old one still
+   * in the network after a restart are filtered, not taken for a third. */
+  rx_filter cur, prev;
+  uint8_t *rx_buf;
+  size_t rx_len[TOUCH_RX_BUFS];
+  uint8_t rx_used[TOUCH_RX_BUFS];
+
+  touch_entry *queue;      /* ring; capacity bounds every kind of entry */
+  unsigned qcap, qhead, qcount;
+  unsigned acks_queued;
+
+  touch_stats stats;
+};
+
+const char *touch_errname(int err) {
+  switch (err) {
+  case TOUCH_OK: return "OK";
+  case TOUCH_EINVAL: return "EINVAL";
+  case TOUCH_E2BIG: return "E2BIG";
+  case TOUCH_EFULL: return "EFULL";
+  case TOUCH_EMALFORMED: return "EMALFORMED";
+  case TOUCH_ESTALE: return "ESTALE";
+  case TOUCH_EBUSY: return "EBUSY";
+  default: return "UNKNOWN";
+  }
+}
+
+const char *touch_strerror(int err) {
+  switch (err) {
+  case TOUCH_OK: return "success";
+  case TOUCH_EINVAL: return "invalid argument";
+  case TOUCH_E2BIG: return "message too long";
+  case TOUCH_EFULL: return "too many messages in flight";
+  case TOUCH_EMALFORMED: return "malformed touch frame";
+  case TOUCH_ESTALE: return "acknowledgement for another epoch";
+  case TOUCH_EBUSY: return "receive buffers full";
+  default: return "unknown error";
+  }
+}
+
+/*
+ * Defaults, and why:
+ *  - initial RTO 250 ms instead of RFC 6298's 1 s (section 2.1): the path
+ *    has just been punched, so it answers, and a spurious retransmission
+ *    costs one small duplicate datagram (filtered by the receiver), not a
+ *    collapsed congestion window as in TCP.  250 ms still exceeds almost
+ *    every Internet RTT, and a loss on a LAN or loopback costs 250 ms, not
+ *    1 s.  Callers that know the RTT (from punching) use touch_seed_rtt().
+ *  - min RTO 50 ms instead of 1 s (section 2.4): acks are never delayed
+ *    here (TCP's floor covers delayed ACKs), and on loopback SRTT is ~0, so
+ *    the floor only has to cover event-loop scheduling jitter.
+ *  - max RTO 3 s and 6 retries: FAILED after at most 7 * 3 s and typically
+ *    0.25+0.5+1+2+3+3+3 = 12.75 s without answer: long enough to ride out a
+ *    short outage, short enough for an application to react.
+ *  - 64 in flight; 1200-byte payloads: 1211-byte frames fit the 1232-byte
+ *    UDP payload any IPv6 path carries (RFC 8200 section 5: 1280-byte
+ *    minimum MTU), the size QUIC relies on too (RFC 9000 section 14).
+ */
+void touch_config_default(touch_config *cfg) {
+  cfg->initial_rto_ms = 250;
+  cfg->min_rto_ms = 50;
+  cfg->max_rto_ms = 3000;
+  cfg->max_retries = 6;
+  cfg->max_in_flight = 64;
+  cfg->max_payload = 1200;
+}
+
+int touch_config_check(const touch_config *cfg) {
+  if (cfg == NULL) return TOUCH_EINVAL;
+  if (cfg->min_rto_ms == 0 || cfg->min_rto_ms > cfg->max_rto_ms) return TOUCH_EINVAL;
+  if (cfg->initial_rto_ms < cfg->min_rto_ms || cfg->initial_rto_ms > cfg->max_rto_ms)
+    return TOUCH_EINVAL;
+  if (cfg->max_retries > TOUCH_MAX_RETRIES) return TOUCH_EINVAL;
+  if (cfg->max_in_flight == 0 || cfg->max_in_flight > TOUCH_WINDOW) return TOUCH_EINVAL;
+  if (cfg->max_payload > TOUCH_PAYLOAD_LIMIT) return TOUCH_EINVAL;
+  return TOUCH_OK;
+}
+
+uint64_t touch_config_lifetime_ms(const touch_config *cfg) {
+  return (uint64_t)(cfg->max_retries + 1) * cfg->max_rto_ms;
+}
+
+touch_peer *touch_peer_new(const touch_config *cfg, uint32_t epoch) {
+  if (touch_config_check(cfg) != TOUCH_OK) return NULL;
+  touch_peer *p = calloc(1, sizeof *p);
+  if (p == NULL) return NULL;
+  p->cfg = *cfg;
+  p->epoch = epoch;
+  p->next_id = 1;
+  size_t frame_cap = cfg->max_payload + TOUCH_HEADER_LEN;
+  p->slots = calloc(cfg->max_in_flight, sizeof *p->slots);
+  uint8_t *frames = malloc(frame_cap * cfg->max_in_flight);
+  p->rx_buf = malloc(cfg->max_payload * TOUCH_RX_BUFS + 1);
+  /* At most one pending transmit and one outcome per slot, plus acks and
+   * deliveries, each bounded by its own counter: the ring never overflows. */
+  p->qcap = 2 * cfg->max_in_flight + TOUCH_ACK_QUEUE + TOUCH_RX_BUFS;
+  p->queue = calloc(p->qcap, sizeof *p->queue);
+  if (p->slots == NULL || frames == NULL || p->rx_buf == NULL || p->queue == NULL) {
+    free(frames);
+    free(p->slots);
+    free(p->rx_buf);
+    free(p->queue);
+    free(p);
+    return NULL;
+  }
+  p->frames = frames;
+  for (unsigned i = 0; i < cfg->max_in_flight; i++) p->slots[i].frame = frames + i * frame_cap;
+  return p;
+}
+
+void touch_peer_free(touch_peer *p) {
+  if (p == NULL) return;
+  free(p->frames);
+  free(p->slots);
+  free(p->rx_buf);
+  free(p->queue);
+  free(p);
+}
+
+uint32_t touch_peer_epoch(const touch_peer *p) {
+  return p->epoch;
+}
+
+/* ---- RTT estimator, RFC 6298 section 2 (microseconds internally) ---- */
+
+static uint32_t current_rto_ms(const touch_peer *p) {
+  uint64_t rto;
+  if (!p->have_rtt) return p->cfg.initial_rto_ms;
+  uint64_t var4 = 4 * p->rttvar_us;
+  rto = p->srtt_us + (var4 > CLOCK_G_US ? var4 : CLOCK_G_US);   /* (2.3) */
+  rto = (rto + 999) / 1000;
+  if (rto < p->cfg.min_rto_ms) rto = p->cfg.min_rto_ms;          /* (2.4) */
+  if (rto > p->cfg.max_rto_ms) rto = p->cfg.max_rto_ms;          /* (2.5) */
+  return (uint32_t)rto;
+}
+
+static void rtt_sample(touch_peer *p, uint64_t rtt_ms) {
+  uint64_t r = rtt_ms * 1000;
+  if (!p->have_rtt) {                                            /* (2.2) */
+    p->srtt_us = r;
+    p->rttvar_us = r / 2;
+    p->have_rtt = 1;
+  } else {                                                       /* (2.3) */
+    uint64_t diff = p->srtt_us > r ? p->srtt_us - r : r - p->srtt_us;
+    p->rttvar_us = (3 * p->rttvar_us + diff) / 4;
+    p->srtt_us = (7 * p->srtt_us + r) / 8;
+  }
+}
+
+void touch_seed_rtt(touch_peer *p, uint32_t rtt_ms) {
+  if (!p->have_rtt) rtt_sample(p, rtt_ms);
+}
+
+/* ---- action queue ---- */
+
+static touch_entry *enqueue(touch_peer *p, uint8_t kind, unsigned index, uint32_t id) {
+  if (p->qcount == p->qcap) return NULL;   /* cannot happen: see qcap */
+  touch_entry *e = &p->queue[(p->qhead + p->qcount) % p->qcap];
+  p->qcount++;
+  e->kind = kind;
+  e->index = (uint16_t)index;
+  e->id = id;
+  e->rtt_ms = 0;
+  return e;
+}
+
+static void queue_transmit(touch_peer *p, unsigned slot) {
+  touch_slot *s = &p->slots[slot];
+  if (s->tx_pending) return;   /* the queued one will carry the new xmit */
+  if (enqueue(p, Q_TX_DATA, slot, s->id) != NULL) s->tx_pending = 1;
+}
+
+static void queue_ack(touch_peer *p, uint32_t epoch, uint32_t id, uint8_t xmit) {
+  touch_entry *e;
+  if (p->acks_queued >= TOUCH_ACK_QUEUE || (e = enqueue(p, Q_TX_ACK, 0, id)) == NULL) {
+    p->stats.acks_dropped++;   /* the sender will retransmit and we ack again */
+    return;
+  }
+  p->acks_queued++;
+  e->ack[0] = WIRE_TOUCH_ACK;
+  e->ack[OFF_FLAGS] = 0;
+  wire_put_u32(e->ack + OFF_EPOCH, epoch);
+  wire_put_u32(e->ack + OFF_ID, id);
+  e->ack[OFF_XMIT] = xmit;
+  p->stats.acks_sent++;
+}
+
+int touch_pop(touch_peer *p, touch_action *out) {
+  while (p->qcount > 0) {
+    touch_entry *e = &p->queue[p->qhead];
+    p->qhead = (p->qhead + 1) % p->qcap;
+    p->qcount--;
+    memset(out, 0, sizeof *out);
+    out->id = e->id;
+    switch (e->kind) {
+    case Q_TX_DATA: {
+      touch_slot *s = &p->slots[e->index];
+      s->tx_pending = 0;
+      if (s->state != SLOT_INFLIGHT || s->id != e->id) continue;  /* resolved meanwhile */
+      out->kind = TOUCH_TRANSMIT;
+      out->data = s->frame;
+      out->len = s->frame_len;
+      return 1;
+    }
+    case Q_TX_ACK:
+      p->acks_queued--;
+      out->kind = TOUCH_TRANSMIT;
+      out->data = e->ack;
+      out->len = TOUCH_ACK_LEN;
+      return 1;
+    case Q_DELIVER:
+      /* Freed now, overwritten at the earliest by the next touch_input. */
+      p->rx_used[e->index] = 0;
+      out->kind = TOUCH_DELIVER;
+      out->data = p->rx_buf + (size_t)e->index * p->cfg.max_payload;
+      out->len = p->rx_len[e->index];
+      return 1;
+    case Q_ACKED:
+    case Q_FAILED:
+      p->slots[e->index].state = SLOT_FREE;
+      p->slots_used--;
+      out->kind = e->kind == Q_ACKED ? TOUCH_ACKED : TOUCH_FAILED;
+      out->rtt_ms = e->rtt_ms;
+      return 1;
+    default:
+      continue;
+    }
+  }
+  return 0;
+}
+
+/* ---- sender ---- */
+
+int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uint32_t *id_out) {
+  if (data == NULL && len > 0) return TOUCH_EINVAL;
+  if (len > p->cfg.max_payload) return TOUCH_E2BIG;
+  if (p->slots_used >= p->cfg.max_in_flight) return TOUCH_EFULL;
+  /* Keep every id in flight within max_in_flight of the oldest one, so the
+   * receiver's window (>= max_in_flight) never slides past an id that may
+   * still be acknowledged (see TOUCH_WINDOW). */
+  unsigned free_slot = p->cfg.max_in_flight;
+  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+    touch_slot *s = &p->slots[i];
+    if (s->state == SLOT_INFLIGHT && p->next_id - s->id >= p->cfg.max_in_flight)
+      return TOUCH_EFULL;
+    if (s->state == SLOT_FREE && free_slot == p->cfg.max_in_flight) free_slot = i;
+  }
+  touch_slot *s = &p->slots[free_slot];
+  s->state = SLOT_INFLIGHT;
+  s->id = p->next_id;
+  s->xmit = 0;
+  s->tx_pending = 0;
+  s->rto_ms = current_rto_ms(p);
+  s->sent_at[0] = now;
+  s->deadline = now + s->rto_ms;
+  s->frame[0] = WIRE_TOUCH;
+  s->frame[OFF_FLAGS] = 0;
+  wire_put_u32(s->frame + OFF_EPOCH, p->epoch);
+  wire_put_u32(s->frame + OFF_ID, s->id);
+  s->frame[OFF_XMIT] = 0;
+  if (len > 0) memcpy(s->frame + TOUCH_HEADER_LEN, data, len);
+  s->frame_len = TOUCH_HEADER_LEN + len;
+  p->slots_used++;
+  p->next_id++;
+  if (p->next_id == 0) p->next_id = 1;   /* 0 is never a valid id */
+  p->stats.sent++;
+  p->stats.transmissions++;
+  queue_transmit(p, free_slot);
+  if (id_out != NULL) *id_out = s->id;
+  return TOUCH_OK;
+}
+
+void touch_tick(touch_peer *p, uint64_t now) {
+  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+    touch_slot *s = &p->slots[i];
+    if (s->state != SLOT_INFLIGHT || s->deadline > now) continue;
+    if (s->xmit >= p->cfg.max_retries) {
+      s->state = SLOT_DONE;
+      enqueue(p, Q_FAILED, i, s->id);
+      p->stats.failed++;
+      continue;
+    }
+    /* RFC 6298 section 5.5: back off the timer on each expiry. */
+    s->xmit++;
+    s->frame[OFF_XMIT] = s->xmit;
+    s->sent_at[s->xmit] = now;
+    s->rto_ms = s->rto_ms >= p->cfg.max_rto_ms / 2 ? p->cfg.max_rto_ms : s->rto_ms * 2;
+    s->deadline = now + s->rto_ms;
+    p->stats.retransmitted++;
+    p->stats.transmissions++;
+    queue_transmit(p, i);
+  }
+}
+
+uint64_t touch_next_deadline(const touch_peer *p) {
+  uint64_t next = UINT64_MAX;
+  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+    const touch_slot *s = &p->slots[i];
+    if (s->state == SLOT_INFLIGHT && s->deadline < next) next = s->deadline;
+  }
+  return next;
+}
+
+static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
+  uint32_t epoch = wire_get_u32(f + OFF_EPOCH);
+  uint32_t id = wire_get_u32(f + OFF_ID);
+  uint8_t xmit = f[OFF_XMIT];
+  if (id == 0) {
+    p->stats.malformed++;
+    return TOUCH_EMALFORMED;
+  }
+  if (epoch != p->epoch) {
+    p->stats.stale_acks++;
+    return TOUCH_ESTALE;
+  }
+  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+    touch_slot *s = &p->slots[i];
+    if (s->state != SLOT_INFLIGHT || s->id != id) continue;
+    if (xmit > s->xmit) {       /* echoes a transmission we never made */
+      p->stats.malformed++;
+      return TOUCH_EMALFORMED;
+    }
+    uint64_t sent = s->sent_at[xmit];
+    uint64_t rtt = now > sent ? now - sent : 0;
+    rtt_sample(p, rtt);
+    s->state = SLOT_DONE;
+    touch_entry *e = enqueue(p, Q_ACKED, i, id);
+    if (e != NULL) e->rtt_ms = rtt > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt;
+    p->stats.acked++;
+    return TOUCH_OK;
+  }
+  p->stats.stale_acks++;   /* a duplicate ack of a resolved message */
+  return TOUCH_OK;
+}
+
+/* ---- receiver ---- */
+
+static int bit_get(const rx_filter *f, uint32_t id) {
+  uint32_t b = id & WINDOW_MASK;
+  return (int)((f->bits[b / 64] >> (b % 64)) & 1u);
+}
+
+static void bit_set(rx_filter *f, uint32_t id) {
+  uint32_t b = id & WINDOW_MASK;
+  f->bits[b / 64] |= (uint64_t)1 << (b % 64);
+}
+
+static void bit_clear(rx_filter *f, uint32_t id) {
+  uint32_t b = id & WINDOW_MASK;
+  f->bits[b / 64] &= ~((uint64_t)1 << (b % 64));
+}
+
+/* Move base up to new_base; the ids leaving the window count as done. */
+static void window_slide(rx_filter *f, uint32_t new_base) {
+  uint32_t shift = new_base - f->base;
+  if (shift >= TOUCH_WINDOW) {
+    memset(f->bits, 0, sizeof f->bits);
+  } else {
+    for (uint32_t k = 0; k < shift; k++) bit_clear(f, f->base + k);
+  }
+  f->base = new_base;
+}
+
+static rx_filter *filter_for(touch_peer *p, uint32_t epoch, uint32_t id) {
+  if (p->cur.valid && p->cur.epoch == epoch) return &p->cur;
+  if (p->prev.valid && p->prev.epoch == epoch) return &p->prev;
+  if (p->cur.valid) p->stats.epoch_changes++;
+  p->prev = p->cur;
+  memset(&p->cur, 0, sizeof p->cur);
+  p->cur.valid = 1;
+  p->cur.epoch = epoch;
+  /* The first id seen is the top of the window: ids below it by
+   * TOUCH_WINDOW or more were resolved by the sender before it sent this
+   * one (its in-flight bound), whatever order they arrive in. */
+  p->cur.base = id - (TOUCH_WINDOW - 1);
+  return &p->cur;
+}
+
+static int free_rx_buf(const touch_peer *p) {
+  for (int i = 0; i < TOUCH_RX_BUFS; i++)
+    if (!p->rx_used[i]) return i;
+  return -1;
+}
+
+static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
+  uint32_t epoch = wire_get_u32(f + OFF_EPOCH);
+  uint32_t id = wire_get_u32(f + OFF_ID);
+  uint8_t xmit = f[OFF_XMIT];
+  size_t plen = len - TOUCH_HEADER_LEN;
+  if (id == 0 || plen > p->cfg.max_payload) {
+    p->stats.malformed++;
+    return TOUCH_EMALFORMED;
+  }
+  rx_filter *flt = filter_for(p, epoch, id);
+  uint32_t diff = id - flt->base;
+  if (diff >= SERIAL_HALF) {
+    /* Below the window: resolved long ago.  Ack so a confused sender stops. */
+    p->stats.too_old++;
+    queue_ack(p, epoch, id, xmit);
+    return TOUCH_OK;
+  }
+  if (diff < TOUCH_WINDOW && bit_get(flt, id)) {
+    p->stats.duplicates++;
+    queue_ack(p, epoch, id, xmit);   /* our earlier ack may have been lost */
+    return TOUCH_OK;
+  }
+  int rb = free_rx_buf(p);
+  if (rb < 0) {
+    /* No ack: the sender retransmits once the application has popped. */
+    p->stats.rx_busy++;
+    return TOUCH_EBUSY;
+  }
+  if (diff >= TOUCH_WINDOW) window_slide(flt, id - (TOUCH_WINDOW - 1));
+  bit_set(flt, id);
+  p->rx_used[rb] = 1;
+  p->rx_len[rb] = plen;
+  if (plen > 0) memcpy(p->rx_buf + (size_t)rb * p->cfg.max_payload, f + TOUCH_HEADER_LEN, plen);
+  enqueue(p, Q_DELIVER, (unsigned)rb, id);
+  p->stats.delivered++;
+  queue_ack(p, epoch, id, xmit);
+  return TOUCH_OK;
+}
+
+int touch_input(touch_peer *p, uint64_t now, const uint8_t *frame, size_t len) {
+  if (frame == NULL || len < TOUCH_HEADER_LEN) {
+    p->stats.malformed++;
+    return TOUCH_EMALFORMED;
+  }
+  if (frame[0] == WIRE_TOUCH) return input_data(p, frame, len);
+  /* Bytes after an ack's xmit are ignored, for later extensions. */
+  if (frame[0] == WIRE_TOUCH_ACK) return input_ack(p, now, frame);
+  p->stats.malformed++;
+  return TOUCH_EMALFORMED;
+}
+
+int touch_idle(const touch_peer *p) {
+  return p->slots_used == 0 && p->qcount == 0;
+}
+
+void touch_get_stats(const touch_peer *p, touch_stats *out) {
+  *out = p->stats;
+  out->srtt_ms = p->have_rtt ? (uint32_t)((p->srtt_us + 500) / 1000) : 0;
+  out->rttvar_ms = p->have_rtt ? (uint32_t)((p->rttvar_us + 500) / 1000) : 0;
+  out->rto_ms = current_rto_ms(p);
+  out->in_flight = p->slots_used;
+}

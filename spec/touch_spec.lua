@@ -1,0 +1,170 @@
+-- Touch (reliable send) over real loopback sockets, through a relay that
+-- drops, duplicates and reorders datagrams in both directions.
+local helper = require "spec.helper"
+local core = require "natpunch.core"
+local natpunch = require "natpunch"
+
+local function socket()
+  local u = core.udp()
+  assert(u:bind("127.0.0.1", 0))
+  return u, select(2, u:getsockname())
+end
+
+-- relay: a <-> (ra | rb) <-> b ; returns counters
+local function lossy_relay(opts, a_port, b_port)
+  local ra, ra_port = socket()
+  local rb = socket()
+  local rng_state = opts.seed
+  local function rand()   -- small LCG: deterministic and local to this relay
+    rng_state = (rng_state * 1103515245 + 12345) % 2147483648
+    return rng_state / 2147483648
+  end
+  local c = { forwarded = 0, dropped = 0, duplicated = 0, delayed = 0 }
+  local timers = {}
+  local function forward(out, port, data)
+    if rand() < opts.loss then c.dropped = c.dropped + 1 return end
+    local copies = rand() < opts.dup and 2 or 1
+    if copies == 2 then c.duplicated = c.duplicated + 1 end
+    for _ = 1, copies do
+      if rand() < opts.reorder then
+        c.delayed = c.delayed + 1
+        local t = core.timer()
+        timers[t] = true
+        t:start(math.floor(rand() * 30), 0, function()
+          timers[t] = nil
+          t:close()
+          out:send("127.0.0.1", port, data)
+        end)
+      else
+        out:send("127.0.0.1", port, data)
+      end
+      c.forwarded = c.forwarded + 1
+    end
+  end
+  ra:recv_start(function(_, data) forward(rb, b_port, data) end, { raw = true })
+  rb:recv_start(function(_, data) forward(ra, a_port, data) end, { raw = true })
+  c.close = function()
+    ra:close(); rb:close()
+    for t in pairs(timers) do t:close() end
+  end
+  return ra_port, c
+end
+
+describe("touch", function()
+  it("delivers exactly once and acks, on a clean path", function()
+    helper.run(function()
+      local a = socket()
+      local b, b_port = socket()
+      local got = {}
+      a:recv_start(function() end)
+      b:recv_start(function(err, data, _, _, kind)
+        assert.is_nil(err)
+        if kind == "touch" then got[#got + 1] = data end
+      end)
+      local fut = natpunch.future()
+      local id = assert(a:touch("127.0.0.1", b_port, "hello", function(err, mid, rtt)
+        fut:set(err, mid, rtt)
+      end))
+      local err, mid, rtt = fut:wait(2)
+      assert.is_nil(err)
+      assert.equal(id, mid)
+      assert.is_number(rtt)
+      assert.same({ "hello" }, got)
+      assert.equal(1, b:stats().touch_delivered)
+      assert.equal(1, a:stats().touch_acked)
+      a:close(); b:close()
+    end)
+  end)
+
+  it("at 30% loss with duplication and reordering: exactly once or reported failed", function()
+    helper.run(function()
+      local a, a_port = socket()
+      local b, b_port = socket()
+      local relay_port, relay = lossy_relay({ loss = 0.3, dup = 0.1, reorder = 0.2, seed = 7 }, a_port, b_port)
+      a:touch_config{ initial_rto = 40, min_rto = 20, max_rto = 400, max_retries = 10 }
+      local delivered, acked, failed = {}, {}, {}
+      a:recv_start(function() end)
+      b:recv_start(function(_, data, _, _, kind)
+        if kind == "touch" then delivered[data] = (delivered[data] or 0) + 1 end
+      end)
+      local N, resolved = 300, 0
+      local done = natpunch.future()
+      local sent = 0
+      while sent < N do
+        local payload = "m" .. (sent + 1)
+        local id, err, code = a:touch("127.0.0.1", relay_port, payload, function(e)
+          if e then failed[payload] = true else acked[payload] = true end
+          resolved = resolved + 1
+          if resolved == N then done:set(true) end
+        end)
+        if id then
+          sent = sent + 1
+        else
+          assert.equal("EFULL", code, err)   -- in-flight bound: wait and retry
+          natpunch.sleep(0.01)
+        end
+      end
+      assert.is_true(done:wait(30))
+      local dup = 0
+      for _, n in pairs(delivered) do if n > 1 then dup = dup + 1 end end
+      assert.equal(0, dup, "a message was delivered twice")
+      local n_acked, n_failed = 0, 0
+      for i = 1, N do
+        local p = "m" .. i
+        assert.is_true(acked[p] or failed[p] or false, "unresolved " .. p)
+        assert.is_falsy(acked[p] and failed[p])
+        if acked[p] then
+          n_acked = n_acked + 1
+          assert.equal(1, delivered[p], "acked but not delivered: " .. p)
+        else
+          n_failed = n_failed + 1
+        end
+      end
+      assert.is_true(relay.dropped > 50 and relay.duplicated > 10 and relay.delayed > 10)
+      assert.is_true(a:stats().touch_retransmits > 50)
+      assert.is_true(b:stats().touch_duplicates > 0)
+      assert.is_true(n_acked > N * 0.9, "too many failures: " .. n_failed)
+      relay.close(); a:close(); b:close()
+    end, 40)
+  end)
+
+  it("reports failure when nothing answers", function()
+    helper.run(function()
+      local a = socket()
+      local dead = socket()
+      local _, dead_port = dead:getsockname()
+      dead:close()
+      a:recv_start(function() end)
+      a:touch_config{ initial_rto = 20, min_rto = 10, max_rto = 40, max_retries = 3 }
+      local fut = natpunch.future()
+      assert(a:touch("127.0.0.1", dead_port, "x", function(err, id) fut:set(err, id) end))
+      local err = fut:wait(3)
+      assert.matches("ETIMEDOUT", err)
+      assert.equal(1, a:stats().touch_failed)
+      a:close()
+    end)
+  end)
+
+  it("bounds messages in flight and refuses bad use", function()
+    helper.run(function()
+      local a = socket()
+      assert.has_error(function() a:touch("127.0.0.1", 9, "x") end)          -- no callback
+      local ok, _, code = a:touch("127.0.0.1", 9, "x", function() end)
+      assert.is_nil(ok); assert.equal("ENOTCONN", code)                       -- not receiving
+      a:recv_start(function() end)
+      assert.has_error(function() a:touch_config{ max_in_flight = -1 } end)
+      assert.has_error(function() a:touch_config{ min_rto = 500, max_rto = 100 } end)
+      a:touch_config{ max_in_flight = 4, initial_rto = 1000, min_rto = 1000, max_rto = 1000 }
+      for _ = 1, 4 do assert(a:touch("127.0.0.1", 9, "x", function() end)) end
+      local id, _, c2 = a:touch("127.0.0.1", 9, "x", function() end)
+      assert.is_nil(id); assert.equal("EFULL", c2)
+      local big = string.rep("x", 5000)
+      local id2, _, c3 = a:touch("127.0.0.1", 10, big, function() end)
+      assert.is_nil(id2); assert.equal("E2BIG", c3)
+      local busy, _, c4 = a:touch_config{ max_retries = 2 }   -- too late: peers exist
+      assert.is_nil(busy); assert.equal("EBUSY", c4)
+      a:close()
+      assert.has_error(function() a:touch("127.0.0.1", 9, "x", function() end) end)
+    end)
+  end)
+end)
