@@ -1,0 +1,230 @@
+--- The middle peer (natdemo's midPeer, seed 000): peers register with an id;
+-- the server records each peer's public (observed) and private
+-- (self-reported) endpoints; when a peer asks to connect to another id, both
+-- are introduced at the same time with each other's endpoints and a shared
+-- nonce, and they punch directly.  The server never carries their data.
+--
+--   local rv = natpunch.rendezvous{ listen = "0.0.0.0:3478" }
+--   rv.on_connect = function(from, to) return from.id ~= "mallory" end
+--
+-- It also answers plain STUN Binding requests (in C, on the same socket),
+-- so any STUN client works against it.
+local core = require "natpunch.core"
+local msg = require "natpunch.msg"
+local addr = require "natpunch.addr"
+
+local rendezvous = {}
+
+local Server = {}
+Server.__index = Server
+
+local DEFAULTS = {
+  listen = "0.0.0.0:3478",
+  ttl = 30,              -- seconds a registration lives without refresh
+  max_peers = 10000,     -- cap: memory per peer is bounded, so is the total
+  software = "natpunch " .. core.version,
+}
+
+local ID_PATTERN = "^[%w%-_%.@:]+$"
+local MAX_ID = 64
+local MAX_PRIVATE = 8
+
+local function valid_id(id)
+  return type(id) == "string" and #id >= 1 and #id <= MAX_ID and id:match(ID_PATTERN) ~= nil
+end
+
+-- Reply to the source of a request: never larger than the request itself
+-- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
+-- to amplify traffic toward a spoofed address.
+function Server:_reply(ip, port, fields, request_size)
+  local body = msg.encode(fields)
+  if #body + 1 > request_size then
+    self.counters.replies_suppressed = self.counters.replies_suppressed + 1
+    return
+  end
+  self.udp:send(ip, port, body, "control")
+end
+
+function Server:_event(ev)
+  if self.on_event then self.on_event(ev) end
+end
+
+function Server:_error(ip, port, m, reason, size)
+  self.counters.errors = self.counters.errors + 1
+  self:_reply(ip, port, { t = "error", tx = m.tx or "", reason = reason }, size)
+end
+
+function Server:_on_register(m, ip, port, size)
+  local id = m.id
+  if not valid_id(id) then return self:_error(ip, port, m, "invalid id", size) end
+  local public = addr.format(ip, port)
+  local rec = self.peers[id]
+  if rec and rec.key ~= (m.key or "") and rec.public ~= public then
+    return self:_error(ip, port, m, "id taken", size)
+  end
+  if not rec and self.count >= self.max_peers then
+    return self:_error(ip, port, m, "server full", size)
+  end
+  local private = {}
+  for _, c in ipairs(msg.split_list(m.private)) do
+    if addr.parse(c) and #private < MAX_PRIVATE then private[#private + 1] = c end
+  end
+  local info = { id = id, public = public, private = private, ip = ip, port = port }
+  if self.on_register then
+    local ok, reason = self.on_register(info)
+    if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
+  end
+  if rec and rec.public ~= public then self.by_addr[rec.public] = nil end
+  if not rec then
+    self.count = self.count + 1
+    self.counters.registrations = self.counters.registrations + 1
+    rec = { id = id, key = m.key or "" }
+    self.peers[id] = rec
+    self:_event({ event = "registered", peer = id, public = public, private = table.concat(private, ",") })
+  end
+  rec.public, rec.ip, rec.port, rec.private = public, ip, port, private
+  rec.expires = core.now() + self.ttl * 1000
+  self.by_addr[public] = id
+  self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
+end
+
+local function hex(bytes)
+  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+function Server:_introduce(a, b, tx_for_a, size)
+  local nonce = hex(core.random_bytes(8))
+  -- b first: b does not have to fit into a's request size budget
+  self.udp:send(b.ip, b.port, msg.encode({
+    t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
+    nonce = nonce, role = "accept",
+  }), "control")
+  self:_reply(a.ip, a.port, {
+    t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
+    private = table.concat(b.private, ","), nonce = nonce, role = "connect",
+  }, size)
+  self.counters.introductions = self.counters.introductions + 1
+  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce })
+end
+
+function Server:_on_connect(m, ip, port, size)
+  local from_id = self.by_addr[addr.format(ip, port)]
+  local from = from_id and self.peers[from_id]
+  if not from then return self:_error(ip, port, m, "not registered", size) end
+  local to = valid_id(m.target) and self.peers[m.target]
+  if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
+  if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
+  if self.on_connect then
+    local ok, reason = self.on_connect(from, to)
+    if ok == false then return self:_error(ip, port, m, reason or "denied", size) end
+  end
+  self:_introduce(from, to, m.tx or "", size)
+end
+
+function Server:_on_unregister(m, ip, port)
+  local id = self.by_addr[addr.format(ip, port)]
+  if id and id == m.id then self:_drop(id) end
+end
+
+function Server:_drop(id)
+  local rec = self.peers[id]
+  if not rec then return end
+  self.peers[id] = nil
+  self.by_addr[rec.public] = nil
+  self.count = self.count - 1
+  self:_event({ event = "expired", peer = id })
+end
+
+local handlers = {
+  register = Server._on_register,
+  connect = Server._on_connect,
+  unregister = Server._on_unregister,
+}
+
+function Server:_on_packet(err, data, ip, port, kind)
+  if err then return end
+  if kind ~= "control" then
+    self.counters.dropped = self.counters.dropped + 1
+    return
+  end
+  local m = msg.decode(data)
+  local h = m and handlers[m.t]
+  if not h then
+    self.counters.malformed = self.counters.malformed + 1
+    return
+  end
+  h(self, m, ip, port, #data + 1)
+end
+
+function Server:_sweep()
+  local now = core.now()
+  for id, rec in pairs(self.peers) do
+    if rec.expires <= now then self:_drop(id) end
+  end
+end
+
+--- Registered peers: a list of {id, public, private}.
+function Server:list()
+  local out = {}
+  for id, rec in pairs(self.peers) do
+    out[#out + 1] = { id = id, public = rec.public, private = rec.private }
+  end
+  table.sort(out, function(x, y) return x.id < y.id end)
+  return out
+end
+
+function Server:lookup(id)
+  return self.peers[id]
+end
+
+function Server:address()
+  local ip, port = self.udp:getsockname()
+  return addr.format(ip, port), ip, port
+end
+
+--- Counters of the socket (C) and of the policy (Lua).
+function Server:stats()
+  local s = self.udp:stats()
+  for k, v in pairs(self.counters) do s[k] = v end
+  s.peers = self.count
+  return s
+end
+
+function Server:close()
+  if self.closed then return end
+  self.closed = true
+  self.sweeper:close()
+  self.udp:close()
+end
+Server.__close = Server.close
+Server.__gc = Server.close
+
+--- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
+-- (s), max_peers, software, on_register(info), on_connect(from, to),
+-- on_event(ev).  Returns the server, or nil, message, code.
+function rendezvous.new(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
+  local self = setmetatable({}, Server)
+  for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
+  if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end
+  local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
+  self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
+  self.peers, self.by_addr, self.count = {}, {}, 0
+  self.counters = { registrations = 0, introductions = 0, errors = 0, malformed = 0, dropped = 0,
+    replies_suppressed = 0 }
+  self.udp = core.udp()
+  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
+  if not ok then
+    self.udp:close()
+    return nil, err, code
+  end
+  self.udp:stun_server(true, self.software)
+  self.udp:recv_start(function(...) self:_on_packet(...) end)
+  self.sweeper = core.timer()
+  local every = math.max(100, math.min(self.ttl * 250, 5000))
+  self.sweeper:start(every, every, function() self:_sweep() end)
+  return self
+end
+
+return setmetatable(rendezvous, { __call = function(_, opts) return rendezvous.new(opts) end })

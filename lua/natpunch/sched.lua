@@ -1,0 +1,218 @@
+--- Coroutine tasks on the natpunch loop, so scripts read top to bottom.
+--
+--   natpunch.run(function()
+--     local peer = natpunch.peer{ server = "203.0.113.1:3478", id = "alice" }
+--     natpunch.sleep(0.5)
+--   end)
+--
+-- Every task is a coroutine resumed only from the loop thread.  A task that
+-- waits registers a resume function with the handle it waits on and yields;
+-- the loop callback resumes it.  Errors in a background task are reported,
+-- and stop `run` with that error (so tests fail loudly instead of hanging).
+local core = require "natpunch.core"
+
+local sched = {}
+
+local Task = {}
+Task.__index = Task
+
+-- Scheduler state lives in this table, one per Lua state (there is one loop
+-- per Lua state, held by natpunch.core).
+local state = {
+  by_co = setmetatable({}, { __mode = "k" }),  -- coroutine -> task
+  failure = nil,                               -- first background error
+  running = false,
+}
+
+local function traceback(co, err)
+  if type(err) == "string" then
+    return debug.traceback(co, err)
+  end
+  return err
+end
+
+local function finish(task, ok, ...)
+  if coroutine.status(task.co) ~= "dead" then return end
+  task.done = true
+  if ok then
+    task.results = table.pack(...)
+  else
+    task.error = traceback(task.co, (...))
+    if not task.main and not task.cancelled and state.failure == nil then
+      state.failure = task.error
+      io.stderr:write("natpunch: error in task: ", tostring(task.error), "\n")
+      core.stop()
+    end
+  end
+  local waiters = task.waiters
+  task.waiters = nil
+  for _, w in ipairs(waiters or {}) do w() end
+  if task.main then core.stop() end
+end
+
+--- Resume a task with values; used by wake-up callbacks.
+function sched.resume(task, ...)
+  if task.done or coroutine.status(task.co) ~= "suspended" then return end
+  finish(task, coroutine.resume(task.co, ...))
+end
+
+--- The task running now, or nil on the main thread.
+function sched.current()
+  local co, main = coroutine.running()
+  if main then return nil end
+  return state.by_co[co]
+end
+
+local function need_task(what)
+  local t = sched.current()
+  if not t then
+    error(what .. " must be called from a task (inside natpunch.run or natpunch.spawn)", 3)
+  end
+  return t
+end
+
+--- Start fn(...) as a new task; it runs until its first wait right away.
+function sched.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'spawn' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local task = setmetatable({ co = coroutine.create(fn) }, Task)
+  state.by_co[task.co] = task
+  finish(task, coroutine.resume(task.co, ...))
+  return task
+end
+
+--- Suspend the current task until wake(...) is called; `arm(wake)` sets it
+-- up.  With timeout (seconds), returns nil, "timeout" if nothing came.
+function sched.wait(arm, timeout)
+  local task = need_task("wait")
+  local timer, fired = nil, false
+  local function wake(...)
+    if fired then return end
+    fired = true
+    if timer then timer:close() end
+    sched.resume(task, ...)
+  end
+  if timeout then
+    timer = core.timer()
+    timer:start(math.max(0, timeout * 1000), 0, function() wake(nil, "timeout", "ETIMEDOUT") end)
+  end
+  local cancel = arm(wake)
+  local r = table.pack(coroutine.yield())
+  fired = true
+  if timer and not timer:is_closed() then timer:close() end
+  if type(cancel) == "function" then cancel() end
+  return table.unpack(r, 1, r.n)
+end
+
+--- Sleep the current task for s seconds.
+function sched.sleep(s)
+  if type(s) ~= "number" or s < 0 then
+    error("bad argument #1 to 'sleep' (non-negative number of seconds expected)", 2)
+  end
+  need_task("sleep")
+  local t = core.timer()
+  sched.wait(function(wake)
+    t:start(s * 1000, 0, function() wake(true) end)
+  end)
+  t:close()
+end
+
+--- Wait for another task to finish; returns its results (or raises its error).
+function Task:join(timeout)
+  if not self.done then
+    local ok, err = sched.wait(function(wake)
+      self.waiters = self.waiters or {}
+      table.insert(self.waiters, function() wake(true) end)
+    end, timeout)
+    if not ok then return nil, err end
+  end
+  if self.error then error(self.error, 0) end
+  return table.unpack(self.results, 1, self.results.n)
+end
+
+--- Stop a waiting task; it never resumes.
+function Task:cancel()
+  if self.done then return end
+  self.cancelled = true
+  self.done = true
+  local waiters = self.waiters
+  self.waiters = nil
+  for _, w in ipairs(waiters or {}) do w() end
+end
+
+--- A one-shot value that tasks can wait for: f:set(...), f:wait(timeout).
+local Future = {}
+Future.__index = Future
+
+function sched.future()
+  return setmetatable({ waiters = {} }, Future)
+end
+
+function Future:set(...)
+  if self.values then return false end
+  self.values = table.pack(...)
+  local ws = self.waiters
+  self.waiters = {}
+  for _, w in ipairs(ws) do w(...) end
+  return true
+end
+
+function Future:is_set()
+  return self.values ~= nil
+end
+
+function Future:wait(timeout)
+  if self.values then return table.unpack(self.values, 1, self.values.n) end
+  return sched.wait(function(wake)
+    table.insert(self.waiters, wake)
+    return function()
+      for i, w in ipairs(self.waiters) do
+        if w == wake then table.remove(self.waiters, i) break end
+      end
+    end
+  end, timeout)
+end
+
+--- Run fn as the main task and drive the loop until it returns.  Returns its
+-- results; raises its error, or the error of a background task.
+-- opts.timeout (seconds) bounds the whole run.
+function sched.run(fn, opts)
+  if state.running then error("natpunch.run is already running (nested run)", 2) end
+  if sched.current() then error("natpunch.run called from inside a task", 2) end
+  opts = opts or {}
+  state.running = true
+  state.failure = nil
+  local watchdog
+  local main
+  local ok, err = pcall(function()
+    main = setmetatable({ co = coroutine.create(fn), main = true }, Task)
+    state.by_co[main.co] = main
+    if opts.timeout then
+      watchdog = core.timer()
+      watchdog:start(opts.timeout * 1000, 0, function()
+        state.failure = state.failure or ("natpunch.run: timed out after " .. opts.timeout .. " s")
+        core.stop()
+      end)
+    end
+    finish(main, coroutine.resume(main.co))
+    while not main.done and not state.failure do
+      local alive = core.run("default")
+      if not alive and not main.done and not state.failure then
+        state.failure = "natpunch.run: the main task is waiting but nothing can wake it (no active handles)"
+      end
+    end
+  end)
+  if watchdog then watchdog:close() end
+  state.running = false
+  if not ok then error(err, 0) end
+  if state.failure then
+    local f = state.failure
+    state.failure = nil
+    error(f, 0)
+  end
+  if main.error then error(main.error, 0) end
+  return table.unpack(main.results, 1, main.results.n)
+end
+
+return sched
