@@ -45,8 +45,6 @@ static int udp_new(lua_State *L) {
     free(u);
     return np_push_error(L, rc);
   }
-  uv_random(NULL, NULL, &u->epoch, sizeof u->epoch, 0, NULL);
-  if (u->epoch == 0) u->epoch = 1;
   return 1;
 }
 

@@ -34,7 +34,6 @@ typedef struct np_udp {
   struct np_touchmap *touch;   /* lazily created */
   struct np_punch *punch;      /* lazily created */
   uv_timer_t *timer;           /* deadline timer of touch and punch, lazily */
-  uint32_t epoch;              /* touch sender epoch of this socket */
 } np_udp;
 
 np_udp *np_udp_check(lua_State *L, int idx);

@@ -116,7 +116,12 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create) {
   tm_entry *e = calloc(1, sizeof *e);
   if (!e) return NULL;
   e->cbs = calloc(m->cfg.max_in_flight, sizeof *e->cbs);
-  e->peer = touch_peer_new(&m->cfg, u->epoch);
+  /* a fresh sender epoch per peer state: if this endpoint's state was
+   * evicted and is created again, ids restart at 1, and a receiver that
+   * still remembers an old epoch would take them for duplicates */
+  uint32_t epoch = 0;
+  uv_random(NULL, NULL, &epoch, sizeof epoch, 0, NULL);
+  e->peer = touch_peer_new(&m->cfg, epoch ? epoch : 1);
   if (!e->cbs || !e->peer) {
     free(e->cbs);
     touch_peer_free(e->peer);

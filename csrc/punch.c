@@ -336,14 +336,18 @@ uint64_t punch_session_next_deadline(const punch_session *s) {
   return UINT64_MAX;
 }
 
+static void learn_peer_tie(punch_session *s, uint64_t tie) {
+  if (!s->have_peer_tie) {
+    s->peer_tie = tie;
+    s->have_peer_tie = 1;
+  }
+}
+
 static int input_request(punch_session *s, uint64_t now, const struct sockaddr *from,
                          const punch_frame *f) {
   s->stats.requests_received++;
   s->heard_request = 1;
-  if (!s->have_peer_tie) {
-    s->peer_tie = f->tie;
-    s->have_peer_tie = 1;
-  }
+  learn_peer_tie(s, f->tie);
   struct sockaddr_storage to;
   addr_copy(&to, from);
   queue_frame(s, &to, PUNCH_RESPONSE, f->seq);
@@ -376,6 +380,7 @@ static int input_response(punch_session *s, uint64_t now, const struct sockaddr 
     s->stats.rejected++;
     return PUNCH_EPATH;
   }
+  learn_peer_tie(s, f->tie);
   s->state = PUNCH_STATE_SUCCEEDED;
   s->selected = h->cand;
   uint64_t rtt = now > h->at ? now - h->at : 0;

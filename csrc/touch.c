@@ -63,6 +63,7 @@ struct touch_peer {
   uint32_t epoch;
   uint32_t next_id;
   unsigned slots_used;
+  unsigned nslots;         /* 0 until the first touch_send, then max_in_flight */
   touch_slot *slots;
   uint8_t *frames;         /* one block holding every slot's frame */
 
@@ -93,6 +94,7 @@ const char *touch_errname(int err) {
   case TOUCH_EMALFORMED: return "EMALFORMED";
   case TOUCH_ESTALE: return "ESTALE";
   case TOUCH_EBUSY: return "EBUSY";
+  case TOUCH_ENOMEM: return "ENOMEM";
   default: return "UNKNOWN";
   }
 }
@@ -106,6 +108,7 @@ const char *touch_strerror(int err) {
   case TOUCH_EMALFORMED: return "malformed touch frame";
   case TOUCH_ESTALE: return "acknowledgement for another epoch";
   case TOUCH_EBUSY: return "receive buffers full";
+  case TOUCH_ENOMEM: return "out of memory";
   default: return "unknown error";
   }
 }
@@ -159,25 +162,38 @@ touch_peer *touch_peer_new(const touch_config *cfg, uint32_t epoch) {
   p->cfg = *cfg;
   p->epoch = epoch;
   p->next_id = 1;
-  size_t frame_cap = cfg->max_payload + TOUCH_HEADER_LEN;
-  p->slots = calloc(cfg->max_in_flight, sizeof *p->slots);
-  uint8_t *frames = malloc(frame_cap * cfg->max_in_flight);
   p->rx_buf = malloc(cfg->max_payload * TOUCH_RX_BUFS + 1);
   /* At most one pending transmit and one outcome per slot, plus acks and
    * deliveries, each bounded by its own counter: the ring never overflows. */
   p->qcap = 2 * cfg->max_in_flight + TOUCH_ACK_QUEUE + TOUCH_RX_BUFS;
   p->queue = calloc(p->qcap, sizeof *p->queue);
-  if (p->slots == NULL || frames == NULL || p->rx_buf == NULL || p->queue == NULL) {
-    free(frames);
-    free(p->slots);
+  if (p->rx_buf == NULL || p->queue == NULL) {
     free(p->rx_buf);
     free(p->queue);
     free(p);
     return NULL;
   }
-  p->frames = frames;
-  for (unsigned i = 0; i < cfg->max_in_flight; i++) p->slots[i].frame = frames + i * frame_cap;
   return p;
+}
+
+/* The sender's slots are allocated at the first touch_send, once: a peer
+ * that only receives (any source can make the caller create one) costs a
+ * few kilobytes, not max_in_flight full frames. */
+static int sender_alloc(touch_peer *p) {
+  if (p->nslots > 0) return TOUCH_OK;
+  size_t frame_cap = p->cfg.max_payload + TOUCH_HEADER_LEN;
+  p->slots = calloc(p->cfg.max_in_flight, sizeof *p->slots);
+  p->frames = malloc(frame_cap * p->cfg.max_in_flight);
+  if (p->slots == NULL || p->frames == NULL) {
+    free(p->slots);
+    free(p->frames);
+    p->slots = NULL;
+    p->frames = NULL;
+    return TOUCH_ENOMEM;
+  }
+  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) p->slots[i].frame = p->frames + i * frame_cap;
+  p->nslots = p->cfg.max_in_flight;
+  return TOUCH_OK;
 }
 
 void touch_peer_free(touch_peer *p) {
@@ -207,6 +223,7 @@ static uint32_t current_rto_ms(const touch_peer *p) {
 }
 
 static void rtt_sample(touch_peer *p, uint64_t rtt_ms) {
+  if (rtt_ms > 3600000) rtt_ms = 3600000;   /* a caller's clock jump, not a path */
   uint64_t r = rtt_ms * 1000;
   if (!p->have_rtt) {                                            /* (2.2) */
     p->srtt_us = r;
@@ -307,11 +324,12 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
   if (data == NULL && len > 0) return TOUCH_EINVAL;
   if (len > p->cfg.max_payload) return TOUCH_E2BIG;
   if (p->slots_used >= p->cfg.max_in_flight) return TOUCH_EFULL;
+  if (sender_alloc(p) != TOUCH_OK) return TOUCH_ENOMEM;
   /* Keep every id in flight within max_in_flight of the oldest one, so the
    * receiver's window (>= max_in_flight) never slides past an id that may
    * still be acknowledged (see TOUCH_WINDOW). */
   unsigned free_slot = p->cfg.max_in_flight;
-  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+  for (unsigned i = 0; i < p->nslots; i++) {
     touch_slot *s = &p->slots[i];
     if (s->state == SLOT_INFLIGHT && p->next_id - s->id >= p->cfg.max_in_flight)
       return TOUCH_EFULL;
@@ -343,7 +361,7 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
 }
 
 void touch_tick(touch_peer *p, uint64_t now) {
-  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+  for (unsigned i = 0; i < p->nslots; i++) {
     touch_slot *s = &p->slots[i];
     if (s->state != SLOT_INFLIGHT || s->deadline > now) continue;
     if (s->xmit >= p->cfg.max_retries) {
@@ -366,7 +384,7 @@ void touch_tick(touch_peer *p, uint64_t now) {
 
 uint64_t touch_next_deadline(const touch_peer *p) {
   uint64_t next = UINT64_MAX;
-  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+  for (unsigned i = 0; i < p->nslots; i++) {
     const touch_slot *s = &p->slots[i];
     if (s->state == SLOT_INFLIGHT && s->deadline < next) next = s->deadline;
   }
@@ -385,7 +403,7 @@ static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
     p->stats.stale_acks++;
     return TOUCH_ESTALE;
   }
-  for (unsigned i = 0; i < p->cfg.max_in_flight; i++) {
+  for (unsigned i = 0; i < p->nslots; i++) {
     touch_slot *s = &p->slots[i];
     if (s->state != SLOT_INFLIGHT || s->id != id) continue;
     if (xmit > s->xmit) {       /* echoes a transmission we never made */

@@ -40,7 +40,7 @@
  * that wide never skips an id the sender may still get acknowledged. */
 #define TOUCH_WINDOW 1024
 #define TOUCH_MAX_RETRIES 15     /* xmit counter history kept per message */
-#define TOUCH_RX_BUFS 8          /* deliveries waiting to be popped */
+#define TOUCH_RX_BUFS 4          /* deliveries waiting to be popped */
 #define TOUCH_ACK_QUEUE 32       /* acks waiting to be popped */
 /* Largest UDP payload over IPv4 (65535 - 20 - 8) less our header. */
 #define TOUCH_PAYLOAD_LIMIT (65507 - TOUCH_HEADER_LEN)
@@ -53,7 +53,8 @@ enum touch_error {
   TOUCH_EFULL = -3,       /* max_in_flight messages unresolved: retry later */
   TOUCH_EMALFORMED = -4,  /* not a TOUCH/TOUCH_ACK frame, truncated, bad field */
   TOUCH_ESTALE = -5,      /* ack for another epoch (an earlier incarnation) */
-  TOUCH_EBUSY = -6        /* no free receive buffer: frame dropped unacked */
+  TOUCH_EBUSY = -6,       /* no free receive buffer: frame dropped unacked */
+  TOUCH_ENOMEM = -7       /* touch_send could not allocate the sender's slots */
 };
 
 const char *touch_errname(int err);    /* "EFULL", ...; "UNKNOWN" otherwise */
@@ -80,9 +81,16 @@ uint64_t touch_config_lifetime_ms(const touch_config *cfg);
 
 typedef struct touch_peer touch_peer;
 
-/* NULL if cfg fails touch_config_check() or memory is short.  All memory is
- * allocated here, once: about max_in_flight * (max_payload + 160) +
- * TOUCH_RX_BUFS * max_payload bytes. */
+/* NULL if cfg fails touch_config_check() or memory is short.
+ *
+ * epoch must be fresh for every touch_peer (32 random bits, e.g. from
+ * uv_random): ids restart at 1, and a receiver that still remembers an
+ * earlier touch_peer under the same epoch would take the new messages for
+ * duplicates, acknowledge them and never deliver them.
+ *
+ * Memory is allocated twice at most and never grows: here about 5 KB plus
+ * TOUCH_RX_BUFS * max_payload (the receiver), and at the first touch_send
+ * max_in_flight * (max_payload + 200) bytes (the sender's slots). */
 touch_peer *touch_peer_new(const touch_config *cfg, uint32_t epoch);
 void touch_peer_free(touch_peer *p);
 uint32_t touch_peer_epoch(const touch_peer *p);
@@ -91,7 +99,7 @@ uint32_t touch_peer_epoch(const touch_peer *p);
 void touch_seed_rtt(touch_peer *p, uint32_t rtt_ms);
 
 /* Queue a message and its first TRANSMIT.  Returns 0 and the id, TOUCH_E2BIG,
- * TOUCH_EFULL or TOUCH_EINVAL. */
+ * TOUCH_EFULL, TOUCH_ENOMEM or TOUCH_EINVAL. */
 int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uint32_t *id_out);
 
 /* A received TOUCH or TOUCH_ACK frame (first byte included).  Returns 0 when
