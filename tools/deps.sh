@@ -24,6 +24,7 @@ need iputils-ping  have ping
 need conntrack     have conntrack
 need stun-client   have stun
 need coturn        have turnutils_stunclient
+need lua-socket    lua5.4 -e 'require "socket"'
 if [ -z "$missing" ]; then
   echo "deps: all present"
   exit 0
