@@ -320,7 +320,23 @@ static int udp_touch_info(lua_State *L) {
   return 1;
 }
 
+/* udp:touch_seed(host, port, rtt_ms): start the RTT estimate of that
+ * endpoint from a measured RTT (e.g. the punch's), if it has no sample. */
+static int udp_touch_seed(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  np_parse_addr(L, 2, 3, &ss);
+  lua_Integer rtt = luaL_checkinteger(L, 4);
+  luaL_argcheck(L, rtt >= 0 && rtt <= 600000, 4, "rtt must be 0..600000 ms");
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1);
+  if (!e) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  touch_seed_rtt(e->peer, (uint32_t)rtt);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 const luaL_Reg np_udp_touch_methods[] = {
+  {"touch_seed", udp_touch_seed},
   {"touch", udp_touch},
   {"touch_config", udp_touch_config},
   {"touch_info", udp_touch_info},

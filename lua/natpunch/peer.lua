@@ -186,7 +186,7 @@ function Peer:_on_introduce(m)
     return
   end
   sched.spawn(function()
-    local perr, ip, port, kind = fut:wait()
+    local perr, ip, port, kind, rtt = fut:wait()
     if perr then
       rec.done:set(nil, "punch failed: " .. tostring(perr))
       if m.role == "accept" then
@@ -198,6 +198,7 @@ function Peer:_on_introduce(m)
     if not s or s.remote ~= addr.format(ip, port) then
       s = new_session(self, m, ip, port, kind, started)
     end
+    if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
     rec.done:set(s)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
       transport = s.transport, setup_ms = s.setup_ms })
