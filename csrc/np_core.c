@@ -112,9 +112,11 @@ static void on_handle_closed(uv_handle_t *uvh) {
 }
 
 np_handle *np_handle_new(lua_State *L, size_t size, const char *mt) {
+  /* userdata first: if it raises (out of memory) nothing is leaked */
+  void **ud = lua_newuserdatauv(L, sizeof(void *), 1);
+  *ud = NULL;
   np_handle *h = calloc(1, size);
   if (!h) luaL_error(L, "out of memory");
-  void **ud = lua_newuserdatauv(L, sizeof(void *), 1);
   *ud = h;
   h->u.handle.data = h;   /* marks a natpunch handle for walk_close (set again after init) */
   h->ctx = np_ctx_get(L);

@@ -124,6 +124,7 @@ static np_tcp *tcp_push_new(lua_State *L) {
     np_push_error(L, rc);
     return NULL;
   }
+  t->h.u.handle.data = &t->h;   /* the natpunch-handle mark (np_handle_new) */
   return t;
 }
 
