@@ -122,7 +122,7 @@ end
 -- Refresh the registration (and the NAT mapping toward the server) every
 -- ttl/3; on failure, fail over to the next server.
 function Peer:_start_refresh()
-  if self.refresher then return end
+  if self.refresher and not self.refresher.done then return end
   self.refresher = sched.spawn(function()
     while not self.closed do
       sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))

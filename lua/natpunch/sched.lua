@@ -20,6 +20,7 @@ Task.__index = Task
 -- per Lua state, held by natpunch.core).
 local state = {
   by_co = setmetatable({}, { __mode = "k" }),  -- coroutine -> task
+  live = {},                                   -- tasks not finished yet
   failure = nil,                               -- first background error
   running = false,
 }
@@ -34,6 +35,7 @@ end
 local function finish(task, ok, ...)
   if coroutine.status(task.co) ~= "dead" then return end
   task.done = true
+  state.live[task] = nil
   if ok then
     task.results = table.pack(...)
   else
@@ -78,6 +80,7 @@ function sched.spawn(fn, ...)
   end
   local task = setmetatable({ co = coroutine.create(fn) }, Task)
   state.by_co[task.co] = task
+  state.live[task] = true
   finish(task, coroutine.resume(task.co, ...))
   return task
 end
@@ -98,10 +101,15 @@ function sched.wait(arm, timeout)
     timer:start(math.max(0, timeout * 1000), 0, function() wake(nil, "timeout", "ETIMEDOUT") end)
   end
   local cancel = arm(wake)
+  local function release()
+    fired = true
+    task.release = nil
+    if timer and not timer:is_closed() then timer:close() end
+    if type(cancel) == "function" then cancel() end
+  end
+  task.release = release     -- what Task:cancel undoes while we wait
   local r = table.pack(coroutine.yield())
-  fired = true
-  if timer and not timer:is_closed() then timer:close() end
-  if type(cancel) == "function" then cancel() end
+  release()
   return table.unpack(r, 1, r.n)
 end
 
@@ -114,8 +122,8 @@ function sched.sleep(s)
   local t = core.timer()
   sched.wait(function(wake)
     t:start(s * 1000, 0, function() wake(true) end)
+    return function() t:close() end
   end)
-  t:close()
 end
 
 --- Wait for another task to finish; returns its results (or raises its error).
@@ -131,11 +139,14 @@ function Task:join(timeout)
   return table.unpack(self.results, 1, self.results.n)
 end
 
---- Stop a waiting task; it never resumes.
+--- Stop a waiting task; it never resumes, and what it waited on (timers,
+-- waiter lists) is released.
 function Task:cancel()
   if self.done then return end
   self.cancelled = true
   self.done = true
+  state.live[self] = nil
+  if self.release then self.release() end
   local waiters = self.waiters
   self.waiters = nil
   for _, w in ipairs(waiters or {}) do w() end
@@ -176,7 +187,8 @@ end
 
 --- Run fn as the main task and drive the loop until it returns.  Returns its
 -- results; raises its error, or the error of a background task.
--- opts.timeout (seconds) bounds the whole run.
+-- opts.timeout (seconds) bounds the whole run.  A run owns the tasks
+-- spawned during it: those still waiting when it ends are cancelled.
 function sched.run(fn, opts)
   if state.running then error("natpunch.run is already running (nested run)", 2) end
   if sched.current() then error("natpunch.run called from inside a task", 2) end
@@ -188,6 +200,7 @@ function sched.run(fn, opts)
   local ok, err = pcall(function()
     main = setmetatable({ co = coroutine.create(fn), main = true }, Task)
     state.by_co[main.co] = main
+    state.live[main] = true
     if opts.timeout then
       watchdog = core.timer()
       watchdog:start(opts.timeout * 1000, 0, function()
@@ -204,6 +217,9 @@ function sched.run(fn, opts)
     end
   end)
   if watchdog then watchdog:close() end
+  -- tasks still waiting when run ends (after an error or a timeout, or
+  -- background tasks the main task left behind) must not resume later
+  for t in pairs(state.live) do t:cancel() end
   state.running = false
   if not ok then error(err, 0) end
   if state.failure then
