@@ -1,0 +1,228 @@
+--- `natpunch peer`: register with a rendezvous server, then either wait to
+-- be connected to (and echo what arrives), or connect to a peer by id,
+-- exchange a message and/or a touch, and exit with the outcome.
+local cli = require "natpunch.cli"
+
+local DEFAULT_TIMEOUT = 10      -- seconds, connecting side
+local MAX_REGISTER_WAIT = 5     -- seconds per server before failing over
+local EXTRA_REPLY_WAIT = 0.5    -- seconds to collect further replies after the first
+
+local OPTIONS = {
+  { "server", arg = "ADDR:PORT", type = "addr", multi = true,
+    help = "rendezvous server; several are tried in order (failover)" },
+  { "id", arg = "ID", help = "this peer's id (letters, digits, - _ . @ :)" },
+  { "connect", arg = "ID", help = "connect to the peer registered as ID, then exit" },
+  { "send", arg = "TEXT", help = "send TEXT unreliably to the other side" },
+  { "touch", arg = "TEXT", help = "send TEXT reliably (acknowledged) to the other side" },
+  { "bind", arg = "ADDR:PORT", type = "addr", help = "local address (default 0.0.0.0:0)" },
+  { "timeout", arg = "S", type = "number",
+    help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
+      .. "when waiting: run until interrupted)" },
+  { "no-echo", help = "when waiting: do not echo received messages back" },
+  { "json", help = "print events as JSON, one object per line" },
+}
+
+local M = {}
+
+M.summary = "register as a peer; wait for peers, or connect to one by id"
+
+M.usage = table.concat({
+  "Usage: natpunch peer --server ADDR:PORT [--server ADDR:PORT ...] --id ID",
+  "                     [--connect ID] [--send TEXT] [--touch TEXT]",
+  "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
+  "",
+  "Registers with the rendezvous server(s) under ID, then:",
+  "",
+  "  without --connect: waits to be connected to, and prints what arrives.",
+  "    Every message received is echoed back on the same session (a touch as",
+  "    a touch, a send as a send) unless --no-echo.  --send/--touch TEXT are",
+  "    sent to each peer as it connects.  Runs until interrupted, or for",
+  "    --timeout S seconds (then exits 0).",
+  "",
+  "  with --connect ID: asks the server for an introduction to ID, punches a",
+  "    direct UDP path, sends --send TEXT (unreliable) and touches --touch",
+  "    TEXT (reliable), then waits for the answer.  Success (exit 0): connected;",
+  "    with --touch, the touch was acknowledged; and with --send or --touch,",
+  "    at least one message came back (the waiting side's echo) - all within",
+  "    --timeout.  Anything else exits 1 with a final \"failed\" event.",
+  "",
+  cli.options_help(OPTIONS),
+  "",
+  "With --json, stdout carries one JSON object per line, and nothing else:",
+  '  {"event":"registered","public":"IP:PORT","local":"IP:PORT","server":"IP:PORT"}',
+  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private",'
+    .. '"transport":"udp","setup_ms":N}',
+  '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
+  '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
+  '  {"event":"failed","reason":"..."}     (last line on failure)',
+  "Also: server_failed (a server did not answer; the next one is tried) and",
+  "touch_failed.  Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
+  "",
+  "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
+}, "\n")
+
+local function human(ev)
+  local e = ev.event
+  if e == "registered" then
+    return string.format("registered via %s: public %s, local %s", ev.server or "?", ev.public, ev["local"])
+  elseif e == "server_failed" then
+    return string.format("server %s failed: %s (trying the next one)", ev.server, tostring(ev.reason))
+  elseif e == "connected" then
+    return string.format("connected to %s at %s (%s path, %s, %d ms)", ev.peer, ev.remote, ev.path,
+      ev.transport, ev.setup_ms)
+  elseif e == "message" then
+    return string.format("message from %s (%s): %s", ev.peer, ev.kind or "data", ev.data)
+  elseif e == "touch_acked" then
+    return string.format("touch %s acked by %s in %d ms", tostring(ev.id), ev.peer, ev.rtt_ms)
+  elseif e == "touch_failed" then
+    return string.format("touch %s to %s failed: %s", tostring(ev.id), ev.peer, tostring(ev.reason))
+  elseif e == "failed" then
+    return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
+  end
+  return e
+end
+
+local function check(opts, rest)
+  if #rest > 0 then return "unexpected argument '" .. rest[1] .. "'" end
+  if not opts.server then return "--server ADDR:PORT is required" end
+  if not opts.id then return "--id ID is required" end
+  if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
+  return nil
+end
+
+-- The connecting side: register, connect, send/touch, wait for the answer.
+-- Returns nil on success, else the reason.
+local function connect_and_exchange(natpunch, p, opts, state)
+  state.stage = "registering"
+  local ok, err = p:register()
+  if not ok then return err end
+  state.stage = "connecting to " .. opts.connect
+  local s
+  s, err = p:connect(opts.connect, math.max(0.1, state.left()))
+  if not s then return err end
+  if opts.send then
+    state.stage = "sending"
+    ok, err = s:send(opts.send)
+    if not ok then return "send failed: " .. tostring(err) end
+    state.expected = state.expected + 1
+  end
+  if opts.touch then
+    state.stage = "waiting for the touch acknowledgement"
+    local acked = natpunch.future()
+    local id, terr = s:touch(opts.touch, function(e, rtt) acked:set(e == nil, e, rtt) end)
+    if not id then return "touch failed: " .. tostring(terr) end
+    state.expected = state.expected + 1
+    local good, e = acked:wait(math.max(0.001, state.left()))
+    if good == nil then return "timeout after " .. opts.timeout .. " s waiting for the touch acknowledgement" end
+    if not good then return "touch failed: " .. tostring(e) end
+  end
+  if state.expected > 0 then
+    state.stage = "waiting for a reply from " .. opts.connect
+    if state.received == 0 then
+      local got = state.replies:wait(math.max(0.001, state.left()))
+      if not got then
+        return "timeout after " .. opts.timeout .. " s waiting for a reply from " .. opts.connect
+          .. " (is it echoing? see --no-echo)"
+      end
+    end
+    -- the rest of the echoes, briefly, so they are printed too
+    local until_ms = natpunch.now() + math.min(EXTRA_REPLY_WAIT, state.left()) * 1000
+    while state.received < state.expected and natpunch.now() < until_ms do
+      natpunch.sleep(0.02)
+    end
+  end
+  return nil
+end
+
+function M.run(argv)
+  local opts, rest = cli.parse(argv, OPTIONS)
+  if not opts then return cli.usage_error("peer", rest) end
+  if opts.help then
+    io.stdout:write(M.usage, "\n")
+    return cli.OK
+  end
+  local bad = check(opts, rest)
+  if bad then return cli.usage_error("peer", bad) end
+  if opts.connect and not opts.timeout then opts.timeout = DEFAULT_TIMEOUT end
+  io.stdout:setvbuf("line")
+  local out = cli.output(opts.json, human)
+
+  return cli.run_loop("peer", function(ctx)
+    local natpunch = ctx.natpunch
+    local started = natpunch.now()
+    local state = { stage = "starting", expected = 0, received = 0, replies = natpunch.future() }
+    function state.left()
+      if not opts.timeout then return math.huge end
+      return opts.timeout - (natpunch.now() - started) / 1000
+    end
+    local echo = not opts.no_echo and not opts.connect
+
+    local function greet(s)
+      if opts.send then s:send(opts.send) end
+      if opts.touch then s:touch(opts.touch, function() end) end
+    end
+
+    local p, err = natpunch.peer{
+      servers = opts.server, id = opts.id, bind = opts.bind,
+      -- with --timeout, registering (over every server) may use half of it
+      register_timeout = math.min(MAX_REGISTER_WAIT,
+        opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
+      connect_timeout = opts.timeout or DEFAULT_TIMEOUT,
+      on_event = out.event,
+      on_session = not opts.connect and greet or nil,
+      on_message = function(s, data, kind)
+        state.received = state.received + 1
+        state.replies:set(true)
+        if echo then
+          if kind == "touch" then s:touch(data, function() end) else s:send(data) end
+        end
+      end,
+    }
+    if not p then
+      out.event({ event = "failed", reason = "cannot bind " .. tostring(opts.bind) .. ": " .. tostring(err) })
+      return cli.FAIL
+    end
+
+    local function fail(reason)
+      -- the peer may have reported this failure already
+      if not (out.last and out.last.event == "failed") then out.event({ event = "failed", reason = reason }) end
+      natpunch.sleep(0.01)   -- out of the current callback before closing (see below)
+      p:close()
+      return cli.FAIL
+    end
+
+    if not opts.connect then
+      local ok, rerr = p:register()
+      if not ok then return fail(rerr) end
+      out.log("natpunch peer: registered as '", opts.id, "'; waiting for peers",
+        opts.timeout and (" for " .. opts.timeout .. " s") or " (Ctrl-C to stop)")
+      if opts.timeout then natpunch.sleep(math.max(0, state.left())) else natpunch.future():wait() end
+      p:close()
+      return cli.OK
+    end
+
+    -- connecting side: the whole exchange is bounded by --timeout
+    local result = natpunch.future()
+    local task = natpunch.spawn(function()
+      result:set(true, connect_and_exchange(natpunch, p, opts, state))
+    end)
+    local finished, reason = result:wait(math.max(0.001, state.left()))
+    if not finished then
+      task:cancel()
+      return fail("timeout after " .. opts.timeout .. " s while " .. state.stage)
+    end
+    if reason then return fail(reason) end
+    -- We may be inside the callback that delivered the last echo: let the
+    -- loop send its acknowledgement before the socket goes, or the other
+    -- side would retransmit that touch into a closed port and report it
+    -- failed.
+    natpunch.sleep(0.01)
+    p:close()
+    return cli.OK
+  end, function(reason)
+    if reason == "interrupted" and not opts.connect then return end   -- how a waiting peer stops
+    if not (out.last and out.last.event == "failed") then out.event({ event = "failed", reason = reason }) end
+  end)
+end
+
+return M

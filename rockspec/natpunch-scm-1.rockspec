@@ -1,0 +1,98 @@
+-- natpunch as a rock.  From a checkout:
+--
+--   luarocks --lua-version=5.4 make rockspec/natpunch-scm-1.rockspec \
+--     CFLAGS="-O2 -fPIC -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
+--
+-- `luarocks make` builds from the current directory; source.url is only
+-- read by `luarocks install`/`pack`, and natpunch has no published
+-- repository yet.  The builtin build type takes its compiler flags from
+-- luarocks' own variables, not from this file (build.variables is used only
+-- by the "make" type), hence CFLAGS on the command line above; without it
+-- the module builds with luarocks' default "-O2 -fPIC" (gcc's default
+-- dialect, gnu17, accepts the sources too).
+--
+-- The lists below must name every csrc/*.c (but csrc/test/ and
+-- csrc/labwire/) and every lua/natpunch/**.lua: spec/rockspec_spec.lua
+-- checks that, and prints the missing lines.
+rockspec_format = "3.0"
+package = "natpunch"
+version = "scm-1"
+
+source = {
+  url = "git+file:///natpunch",   -- placeholder, see above
+}
+
+description = {
+  summary = "NAT traversal engine: rendezvous, UDP hole punching and reliable touch on libuv",
+  detailed = [[
+natpunch lets two peers behind NATs find each other through a rendezvous
+server and talk over a direct UDP path.  A C core on libuv (sockets, timers,
+STUN codec, punching and reliable "touch" messages) is scripted from Lua 5.4
+with coroutine tasks.  Includes the `natpunch` command (rendezvous, peer,
+shell, lab).
+]],
+  license = "MIT",
+}
+
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["natpunch.core"] = {
+      sources = {
+        "csrc/addr.c",
+        "csrc/crc32.c",
+        "csrc/hmac.c",
+        "csrc/md5.c",
+        "csrc/np_core.c",
+        "csrc/np_stdio.c",
+        "csrc/np_stun.c",
+        "csrc/np_tcp.c",
+        "csrc/np_timer.c",
+        "csrc/np_udp.c",
+        "csrc/np_udp_batch.c",
+        "csrc/np_udp_punch.c",
+        "csrc/np_udp_touch.c",
+        "csrc/punch.c",
+        "csrc/sha1.c",
+        "csrc/sha256.c",
+        "csrc/stun.c",
+        "csrc/stun_write.c",
+        "csrc/touch.c",
+      },
+      incdirs = { "csrc", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+      libraries = { "uv" },
+    },
+    ["natpunch"] = "lua/natpunch/init.lua",
+    ["natpunch.addr"] = "lua/natpunch/addr.lua",
+    ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
+    ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",
+    ["natpunch.cli.peer"] = "lua/natpunch/cli/peer.lua",
+    ["natpunch.cli.rendezvous"] = "lua/natpunch/cli/rendezvous.lua",
+    ["natpunch.cli.shell"] = "lua/natpunch/cli/shell.lua",
+    ["natpunch.json"] = "lua/natpunch/json.lua",
+    ["natpunch.lab"] = "lua/natpunch/lab.lua",
+    ["natpunch.lab.impair"] = "lua/natpunch/lab/impair.lua",
+    ["natpunch.lab.ip4"] = "lua/natpunch/lab/ip4.lua",
+    ["natpunch.lab.matrix"] = "lua/natpunch/lab/matrix.lua",
+    ["natpunch.lab.nft"] = "lua/natpunch/lab/nft.lua",
+    ["natpunch.lab.probe"] = "lua/natpunch/lab/probe.lua",
+    ["natpunch.lab.proc"] = "lua/natpunch/lab/proc.lua",
+    ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
+    ["natpunch.msg"] = "lua/natpunch/msg.lua",
+    ["natpunch.peer"] = "lua/natpunch/peer.lua",
+    ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
+    ["natpunch.sched"] = "lua/natpunch/sched.lua",
+  },
+  install = {
+    bin = { natpunch = "bin/natpunch" },
+  },
+}

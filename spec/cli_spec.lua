@@ -1,0 +1,360 @@
+-- bin/natpunch end to end on 127.0.0.1: a rendezvous and peers as separate
+-- processes.  Every command is bounded with `timeout`; background processes
+-- are killed in after_each, also when a test fails.
+local helper = require "spec.helper"
+local json = require "natpunch.json"
+
+local CLI = helper.cli()
+local q = helper.q
+-- helper.cli() starts with VAR=value assignments: run it through env(1) so
+-- that timeout(1) can bound it
+local function within(seconds) return "timeout " .. seconds .. " env " .. CLI end
+-- Helper commands run without the sanitizer runtime that `make sanitize`
+-- preloads (coreutils' own leaks would abort them); natpunch itself gets it
+-- back from helper.cli().
+local function sh(cmd) return "env -u LD_PRELOAD sh -c " .. q(cmd) end
+
+local function read_file(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function tmpdir()
+  local p = io.popen(sh("mktemp -d /tmp/natpunch-cli.XXXXXX"))
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
+local function now()
+  return require("natpunch.core").hrtime() / 1e9
+end
+
+-- Run a command; returns stdout, exit code, stderr, elapsed seconds.
+local function run(cmd, dir)
+  local err = dir .. "/run.err"
+  local start = now()
+  local p = io.popen(sh(cmd .. " 2> " .. q(err)))
+  local out = p:read("a")
+  local _, how, code = p:close()
+  if how == "signal" then code = 128 + code end
+  return out, code, read_file(err), now() - start
+end
+
+-- Every stdout line of a --json run must be one JSON object.
+local function events(out)
+  local list = {}
+  for line in out:gmatch("[^\n]+") do
+    local ev, err = json.decode(line)
+    assert(type(ev) == "table" and ev.event, "not a JSON event line: " .. line .. " " .. tostring(err))
+    list[#list + 1] = ev
+  end
+  return list
+end
+
+local function find(list, name, from)
+  for i = from or 1, #list do
+    if list[i].event == name then return i, list[i] end
+  end
+  return nil
+end
+
+-- Background processes of the running test, killed by after_each.
+local running = {}
+
+-- A background process: stdout and stderr in files, pid in a file.
+local function spawn(cmd, dir, name)
+  local bg = { out = dir .. "/" .. name .. ".out", err = dir .. "/" .. name .. ".err",
+    pidfile = dir .. "/" .. name .. ".pid" }
+  assert(os.execute(sh(string.format("%s > %s 2> %s & echo $! > %s", cmd, q(bg.out), q(bg.err), q(bg.pidfile)))))
+  bg.pid = read_file(bg.pidfile):match("%d+")
+  running[#running + 1] = bg
+  function bg.kill()
+    if bg.pid then os.execute(sh("kill " .. bg.pid .. " 2>/dev/null")) end
+  end
+  -- wait (bounded) until stdout has a line matching pattern; returns it
+  function bg.expect(pattern, seconds)
+    for _ = 1, (seconds or 5) * 20 do
+      for line in read_file(bg.out):gmatch("[^\n]+") do
+        if line:find(pattern) then return line end
+      end
+      os.execute(sh("sleep 0.05"))
+    end
+    error(name .. ": no line matching '" .. pattern .. "' in time; stdout:\n" .. read_file(bg.out)
+      .. "\nstderr:\n" .. read_file(bg.err))
+  end
+  return bg
+end
+
+local function start_rendezvous(dir)
+  local rv = spawn(within(60) .. " rendezvous --listen 127.0.0.1:0 --json", dir, "rv")
+  local line = rv.expect('"event":"listening"')
+  rv.address = assert(json.decode(line)).address
+  assert.matches("^127%.0%.0%.1:%d+$", rv.address)
+  return rv
+end
+
+describe("natpunch CLI", function()
+  local dir
+  before_each(function() dir = tmpdir() end)
+  after_each(function()
+    for _, bg in ipairs(running) do bg.kill() end
+    running = {}
+    os.execute(sh("rm -rf " .. q(dir)))
+  end)
+
+  describe("help and usage errors", function()
+    it("prints help for the command and every subcommand, exit 0", function()
+      local out, code = run(CLI .. " --help", dir)
+      assert.equal(0, code)
+      assert.matches("Usage: natpunch COMMAND", out)
+      -- every command the help lists (the lab too), and at least these
+      local names = {}
+      for line in out:match("Commands:\n(.-)\n\n"):gmatch("[^\n]+") do
+        local name = line:match("^  (%w+) ")
+        if name and name ~= "help" then names[#names + 1] = name end
+      end
+      assert.is_true(#names >= 3)
+      for _, must in ipairs({ "rendezvous", "peer", "shell" }) do assert.matches("  " .. must .. " ", out, 1, true) end
+      for _, name in ipairs(names) do
+        local sub, c1 = run(CLI .. " " .. name .. " --help", dir)
+        assert.equal(0, c1)
+        assert.matches("Usage: natpunch " .. name, sub, 1, true)
+        local same, c2 = run(CLI .. " help " .. name, dir)
+        assert.equal(0, c2)
+        assert.equal(sub, same)
+      end
+      local h, c3 = run(CLI .. " help", dir)
+      assert.equal(0, c3)
+      assert.equal(out, h)
+    end)
+
+    it("documents the peer success rule and the JSON events", function()
+      local out = run(CLI .. " peer --help", dir)
+      for _, word in ipairs({ "--server", "--id", "--connect", "--send", "--touch", "--bind", "--timeout",
+        "--no-echo", "--json", '"event":"connected"', '"event":"touch_acked"', '"event":"failed"' }) do
+        assert.matches(word, out, 1, true)
+      end
+    end)
+
+    it("rejects an unknown subcommand with exit 2 and a message", function()
+      local out, code, err = run(CLI .. " frobnicate", dir)
+      assert.equal(2, code)
+      assert.equal("", out)
+      assert.matches("unknown command 'frobnicate'", err, 1, true)
+    end)
+
+    it("rejects bad options with exit 2 and a message", function()
+      local cases = {
+        { "rendezvous --bogus", "unknown option '--bogus'" },
+        { "rendezvous --ttl abc", "--ttl expects a non-negative number" },
+        { "rendezvous --listen nowhere", "invalid address 'nowhere'" },
+        { "rendezvous --json extra", "unexpected argument 'extra'" },
+        { "peer --id a", "--server ADDR:PORT is required" },
+        { "peer --server 127.0.0.1:9", "--id ID is required" },
+        { "peer --server 127.0.0.1 --id a", "invalid address" },
+        { "peer --server 127.0.0.1:9 --id a --timeout", "needs a value" },
+        { "peer --server 127.0.0.1:9 --id a --timeout 0", "--timeout must be positive" },
+        { "peer --server 127.0.0.1:9 --id a --json=yes", "takes no value" },
+        { "shell --nope", "unknown option '--nope'" },
+      }
+      for _, c in ipairs(cases) do
+        local out, code, err = run(CLI .. " " .. c[1], dir)
+        assert.equal(2, code, c[1])
+        assert.equal("", out, c[1])
+        assert.matches(c[2], err, 1, true)
+        assert.matches("--help", err, 1, true)
+      end
+    end)
+  end)
+
+  describe("rendezvous", function()
+    it("prints listening first, then registrations, as JSON lines only", function()
+      local rv = start_rendezvous(dir)
+      local out, code = run(within(20) .. " peer --server " .. rv.address
+        .. " --id regtest --connect nobody --timeout 5 --json", dir)
+      assert.equal(1, code)
+      local evs = events(out)
+      assert.equal("registered", evs[1].event)
+      rv.expect('"peer":"regtest"')
+      rv.kill()
+      local rvevs = events(read_file(rv.out))
+      assert.same({ event = "listening", address = rv.address }, rvevs[1])
+      local _, reg = find(rvevs, "registered")
+      assert.equal("regtest", reg.peer)
+      assert.equal(evs[1].public, reg.public)
+    end)
+
+    it("exits 1 with a message when it cannot listen", function()
+      -- 203.0.113.0/24 (TEST-NET-3) is never a local address: bind fails
+      local out, code, err = run(within(10) .. " rendezvous --listen 203.0.113.1:3478 --json", dir)
+      assert.equal(1, code)
+      assert.equal("", out)
+      assert.matches("cannot listen on 203.0.113.1:3478", err, 1, true)
+    end)
+  end)
+
+  describe("peer", function()
+    it("connects, touches and gets the echo back (exit 0)", function()
+      local rv = start_rendezvous(dir)
+      local b = spawn(within(40) .. " peer --server " .. rv.address .. " --id bob --json --timeout 30",
+        dir, "bob")
+      b.expect('"event":"registered"')
+      local out, code, err, secs = run(within(20) .. " peer --server " .. rv.address
+        .. " --id alice --connect bob --touch hello --send hi --json --timeout 10", dir)
+      assert.equal(0, code, out .. err)
+      assert.is_true(secs < 10)
+      local evs = events(out)
+      local ir, reg = find(evs, "registered")
+      local ic, conn = find(evs, "connected")
+      local it_, ack = find(evs, "touch_acked")
+      assert.is_truthy(ir and ic and it_, out)
+      assert.is_true(ir < ic and ic < it_, out)
+      assert.matches("^127%.0%.0%.1:%d+$", reg.public)
+      assert.equal("bob", conn.peer)
+      assert.equal("udp", conn.transport)
+      assert.is_truthy(conn.path == "public" or conn.path == "private", conn.path)
+      assert.equal("number", type(conn.setup_ms))
+      assert.equal("number", type(ack.rtt_ms))
+      assert.equal("number", type(ack.id))
+      -- bob echoed both: the touch as a touch, the send as a send
+      local got = {}
+      for i = ic + 1, #evs do
+        if evs[i].event == "message" then got[evs[i].data] = evs[i].kind end
+      end
+      assert.equal("touch", got.hello, out)
+      assert.is_nil(find(evs, "failed"), out)
+      -- bob saw alice connect and both messages
+      b.expect('"data":"hello"')
+      local bevs = events(read_file(b.out))
+      local _, bconn = find(bevs, "connected")
+      assert.equal("alice", bconn.peer)
+      rv.expect('"event":"introduced"')
+      local _, intro = find(events(read_file(rv.out)), "introduced")
+      assert.equal("alice", intro.from)
+      assert.equal("bob", intro.to)
+    end)
+
+    it("with --touch alone: acked, echoed, and the echo acknowledged in turn", function()
+      local rv = start_rendezvous(dir)
+      local b = spawn(within(40) .. " peer --server " .. rv.address .. " --id bob --json --timeout 30",
+        dir, "bob")
+      b.expect('"event":"registered"')
+      for round = 1, 3 do
+        local id = "toucher" .. round
+        local out, code, err = run(within(20) .. " peer --server " .. rv.address .. " --id " .. id
+          .. " --connect bob --touch ping" .. round .. " --json", dir)
+        assert.equal(0, code, out .. err)
+        local evs = events(out)
+        local ia = find(evs, "touch_acked")
+        local im, msg = find(evs, "message")
+        assert.is_truthy(ia and im, out)
+        assert.same({ event = "message", peer = "bob", data = "ping" .. round, kind = "touch" }, msg)
+        -- bob's echo was acknowledged by the peer that just exited
+        b.expect('"event":"touch_acked".*"peer":"' .. id .. '"')
+      end
+      assert.is_nil(read_file(b.out):find('"touch_failed"', 1, true))
+    end)
+
+    it("fails fast with a failed event for an unknown id", function()
+      local rv = start_rendezvous(dir)
+      local out, code, _, secs = run(within(20) .. " peer --server " .. rv.address
+        .. " --id lonely --connect nobody --touch x --json --timeout 10", dir)
+      assert.equal(1, code)
+      assert.is_true(secs < 3, "took " .. secs .. " s")
+      local evs = events(out)
+      assert.equal("registered", evs[1].event)
+      assert.equal("failed", evs[#evs].event)
+      assert.matches("unknown peer 'nobody'", evs[#evs].reason, 1, true)
+      assert.equal(1, select(2, out:gsub('"event":"failed"', "")))   -- exactly one
+    end)
+
+    it("fails over to the next server, and fails when none answers", function()
+      local rv = start_rendezvous(dir)
+      -- a port where nothing answers: bind one, close it
+      local core = require "natpunch.core"
+      local u = core.udp()
+      assert(u:bind("127.0.0.1", 0))
+      local _, dead_port = u:getsockname()
+      u:close()
+      local dead = "127.0.0.1:" .. dead_port
+      local out, code, _, secs = run(within(20) .. " peer --server " .. dead .. " --server " .. rv.address
+        .. " --id hopper --connect nobody --json --timeout 4", dir)
+      assert.equal(1, code)
+      local evs = events(out)
+      local i1, sf = find(evs, "server_failed")
+      local i2, reg = find(evs, "registered")
+      assert.is_truthy(i1 and i2 and i1 < i2, out)
+      assert.equal(dead, sf.server)
+      assert.equal(rv.address, reg.server)
+      assert.matches("unknown peer", evs[#evs].reason)
+      assert.is_true(secs < 5)
+
+      out, code, _, secs = run(within(20) .. " peer --server " .. dead
+        .. " --id hopper --connect nobody --json --timeout 1.5", dir)
+      assert.equal(1, code)
+      evs = events(out)
+      assert.equal("failed", evs[#evs].event)
+      assert.matches("timeout", evs[#evs].reason)
+      assert.is_true(secs < 4, "took " .. secs .. " s")
+    end)
+
+    it("writes human lines without --json and JSON nowhere", function()
+      local rv = start_rendezvous(dir)
+      local out, code = run(within(20) .. " peer --server " .. rv.address
+        .. " --id human --connect nobody --timeout 5", dir)
+      assert.equal(1, code)
+      assert.matches("registered via " .. rv.address:gsub("%.", "%%."), out)
+      assert.matches("failed: unknown peer 'nobody'", out, 1, true)
+      assert.is_nil(out:find("{", 1, true))
+    end)
+  end)
+
+  describe("shell", function()
+    it("runs piped chunks as tasks: rendezvous, peer, register", function()
+      local script = dir .. "/in.lua"
+      local f = assert(io.open(script, "w"))
+      f:write([[
+rv = natpunch.rendezvous{ listen = "127.0.0.1:0" }
+a = natpunch.peer{ server = rv:address(), id = "shelly", on_event = show }
+pub = a:register()
+pub == rv:lookup("shelly").public
+#rv:list(), rv:list()[1].id
+for i = 1, 2 do
+  print("line", i)
+end
+error("oops")
+natpunch.sleep(0.05) return "slept"
+=  40 + 2
+print(rawget(_G, "rv") == nil)
+]])
+      f:close()
+      local out, code, err = run("cat " .. q(script) .. " | " .. within(20) .. " shell", dir)
+      assert.equal(0, code, err)
+      local lines = {}
+      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      local reg = assert(json.decode(lines[1]))
+      assert.equal("registered", reg.event)
+      assert.same({ "true", "1\tshelly", "line\t1", "line\t2", "slept", "42", "true" },
+        { table.unpack(lines, 2) })
+      assert.matches("stdin:1: oops", err, 1, true)
+    end)
+
+    it("reports syntax errors and goes on; ends at end of input", function()
+      local out, code, err = run("printf 'x = = 1\\nreturn 7\\nfunction f(\\n' | " .. within(20) .. " shell", dir)
+      assert.equal(0, code)
+      assert.equal("7\n", out)
+      assert.matches("unexpected symbol near '='", err, 1, true)
+      assert.matches("<eof>", err, 1, true)     -- the unfinished chunk at the end
+    end)
+
+    it("exit(code) leaves at once", function()
+      local out, code = run("printf 'exit(3)\\nprint(1)\\n' | " .. within(20) .. " shell", dir)
+      assert.equal(3, code)
+      assert.equal("", out)
+    end)
+  end)
+end)

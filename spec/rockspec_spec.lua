@@ -1,0 +1,115 @@
+-- rockspec/natpunch-scm-1.rockspec: lists every source, builds with
+-- `luarocks make` into a temporary tree, and the installed rock works.
+-- The build runs in a copy of the checkout, because the builtin build type
+-- writes its objects next to the sources.
+local helper = require "spec.helper"
+
+local q = helper.q
+local ROCKSPEC = "rockspec/natpunch-scm-1.rockspec"
+-- the project's warning flags (Makefile), which luarocks' builtin type only
+-- takes from the command line
+local CFLAGS = "-O2 -fPIC -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
+-- No sanitizer runtime (which `make sanitize` preloads) in luarocks, gcc,
+-- coreutils and the installed rock: this spec checks packaging, not memory.
+local function sh(cmd) return "env -u LD_PRELOAD sh -c " .. q(cmd) end
+
+local function run(cmd)
+  local p = io.popen(sh(cmd .. " 2>&1"))
+  local out = p:read("a")
+  local _, how, code = p:close()
+  if how == "signal" then code = 128 + code end
+  return out, code
+end
+
+local function lines(cmd)
+  local out = {}
+  for l in run(cmd):gmatch("[^\n]+") do out[#out + 1] = l end
+  table.sort(out)
+  return out
+end
+
+local function load_rockspec()
+  local env = {}
+  local chunk = assert(loadfile(ROCKSPEC, "t", env))
+  chunk()
+  return env
+end
+
+describe("rockspec", function()
+  it("names every C source and every Lua module, and only those", function()
+    local spec = load_rockspec()
+    assert.equal("natpunch", spec.package)
+    assert.equal("scm-1", spec.version)
+    assert.equal("builtin", spec.build.type)
+    assert.equal("bin/natpunch", spec.build.install.bin.natpunch)
+    assert.same({ header = "uv.h", library = "uv" }, spec.external_dependencies.LIBUV)
+
+    local core = spec.build.modules["natpunch.core"]
+    local listed = {}
+    for _, s in ipairs(core.sources) do listed[#listed + 1] = s end
+    table.sort(listed)
+    local want = lines("ls csrc/*.c")
+    local missing = {}
+    for _, f in ipairs(want) do
+      local found = false
+      for _, s in ipairs(listed) do found = found or s == f end
+      if not found then missing[#missing + 1] = '        "' .. f .. '",' end
+    end
+    assert.same(want, listed, "the rockspec's natpunch.core sources differ from csrc/*.c; add:\n"
+      .. table.concat(missing, "\n"))
+
+    local mods = {}
+    for name, file in pairs(spec.build.modules) do
+      if type(file) == "string" then mods[file] = name end
+    end
+    local absent = {}
+    for _, f in ipairs(lines("find lua -name '*.lua'")) do
+      local name = f:gsub("^lua/", ""):gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+      if mods[f] ~= name then
+        absent[#absent + 1] = string.format('    ["%s"] = "%s",', name, f)
+      end
+      mods[f] = nil
+    end
+    assert.same({}, absent, "modules missing from the rockspec:\n" .. table.concat(absent, "\n"))
+    assert.same({}, mods, "the rockspec names Lua files that do not exist")
+  end)
+
+  it("builds with luarocks make into a tree where natpunch loads and runs", function()
+    local tmp = run("mktemp -d /tmp/natpunch-rock.XXXXXX"):match("[^\n]+")
+    finally(function() os.execute(sh("rm -rf " .. q(tmp))) end)
+    local src, tree = tmp .. "/src", tmp .. "/tree"
+    assert(os.execute(sh("mkdir -p " .. q(src) .. " && cp -r csrc lua bin rockspec " .. q(src))))
+
+    local out, code = run("cd " .. q(src) .. " && timeout 300 luarocks --lua-version=5.4 --tree "
+      .. q(tree) .. " make " .. ROCKSPEC .. " CFLAGS=" .. q(CFLAGS))
+    assert.equal(0, code, out)
+    assert.matches("-Werror", out, 1, true)           -- our flags reached the compiler
+    assert.matches("natpunch scm-1 is now installed", out, 1, true)
+
+    -- the tree's paths, as `luarocks path` gives them; run outside the
+    -- checkout so nothing is found through ./?.lua
+    local paths = "eval \"$(luarocks --lua-version=5.4 --tree " .. q(tree) .. " path)\" && cd " .. q(tmp) .. " && "
+    out, code = run("sh -c " .. q(paths .. "timeout 20 lua5.4 -e '"
+      .. "local n = require \"natpunch\"; "
+      .. "print(n.version, package.searchpath(\"natpunch.core\", package.cpath), "
+      .. "package.searchpath(\"natpunch.cli\", package.path))'"))
+    assert.equal(0, code, out)
+    assert.matches("^%d+%.%d+%.%d+\t" .. tree:gsub("%p", "%%%0") .. "/lib/lua/5%.4/natpunch/core%.so\t"
+      .. tree:gsub("%p", "%%%0") .. "/share/lua/5%.4/natpunch/cli/init%.lua\n$", out)
+
+    -- the installed command: help, and real work (a rendezvous and a peer
+    -- that registers, in the shell)
+    out, code = run("timeout 20 " .. q(tree .. "/bin/natpunch") .. " --help")
+    assert.equal(0, code, out)
+    assert.matches("Usage: natpunch COMMAND", out, 1, true)
+    out, code = run("timeout 20 " .. q(tree .. "/bin/natpunch") .. " peer --help")
+    assert.equal(0, code, out)
+    out, code = run("printf '%s\\n' "
+      .. q('rv = natpunch.rendezvous{ listen = "127.0.0.1:0" }') .. " "
+      .. q('p = natpunch.peer{ server = rv:address(), id = "rock" }') .. " "
+      .. q('p:register() == rv:lookup("rock").public') .. " | "
+      .. "sh -c " .. q(paths .. "timeout 20 natpunch shell"))
+    assert.equal(0, code, out)
+    assert.equal("true\n", out)
+  end)
+end)
