@@ -40,6 +40,7 @@ typedef struct np_ctx {
   int traceback_ref;     /* debug.traceback, cached for callbacks */
   int closing;
   int running;           /* inside uv_run */
+  int interrupted;       /* a callback raised "interrupted!" (SIGINT) */
   int dead;              /* the loop is closed */
   uint64_t callback_errors;
   char *recv_buf;        /* shared receive buffer, NP_RECV_SLOT * NP_RECV_BATCH */

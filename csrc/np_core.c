@@ -65,6 +65,16 @@ lua_State *np_cb_push(np_ctx *ctx, int ref) {
 
 static void report_error(np_ctx *ctx, lua_State *L) {
   ctx->callback_errors++;
+  /* lua.c turns SIGINT into an "interrupted!" error in whatever Lua code
+   * runs next, here a callback: stop the loop and raise it from core.run,
+   * so a script stops on Ctrl-C as it would outside the loop. */
+  const char *m = lua_tostring(L, -1);
+  if (m && strncmp(m, "interrupted!", 12) == 0) {
+    ctx->interrupted = 1;
+    uv_stop(&ctx->loop);
+    lua_pop(L, 1);
+    return;
+  }
   if (ctx->on_error_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->on_error_ref);
     lua_insert(L, -2);
@@ -244,6 +254,10 @@ static int np_run(lua_State *L) {
   int alive = uv_run(&ctx->loop, uvmodes[mode]);
   ctx->running = 0;
   ctx->L = saved;
+  if (ctx->interrupted) {
+    ctx->interrupted = 0;
+    return luaL_error(L, "interrupted!");
+  }
   lua_pushboolean(L, alive);
   return 1;
 }

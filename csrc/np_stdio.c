@@ -22,6 +22,10 @@ static void stdin_free(np_handle *h) {
 static int stdin_new(lua_State *L) {
   np_ctx *ctx = np_ctx_get(L);
   uv_handle_type t = uv_guess_handle(0);
+  /* epoll cannot watch a regular file (libuv would abort): callers read
+   * those with io.read, they never block for long */
+  if (t != UV_TTY && t != UV_NAMED_PIPE && t != UV_TCP)
+    return np_push_fail(L, "EINVAL", "standard input is not a terminal, pipe or socket");
   np_stdin *s = (np_stdin *)np_handle_new(L, sizeof(np_stdin), NP_STDIN_MT);
   s->cb_ref = LUA_NOREF;
   s->h.free_fn = stdin_free;

@@ -65,6 +65,31 @@ describe("rendezvous", function()
     end)
   end)
 
+  it("delivers data that arrives before its own punch check succeeded", function()
+    helper.run(function()
+      local got = natpunch.future()
+      local a = assert(natpunch.peer{ server = "127.0.0.1:9", id = "a", bind = "127.0.0.1:0",
+        on_message = function(s, data, kind) got:set(data, kind, s.peer) end })
+      -- the remote peer, played by a raw socket
+      local r = core.udp(); r:bind("127.0.0.1", 0)
+      local _, rport = r:getsockname()
+      local nonce = "0123456789abcdef"
+      r:recv_start(function(_, data, ip, port)
+        if data:byte(1) == 0x08 and data:byte(2) == 0 then        -- A's punch request
+          r:send(ip, port, "early", "data")                          -- data first...
+          -- ...then the response: same nonce and seq, our own tie-breaker
+          r:send(ip, port, "\x08\x01" .. data:sub(3, 14) .. string.rep("\x07", 8))
+        end
+      end, { raw = true })
+      a:_on_introduce({ t = "introduce", peer = "r", public = "127.0.0.1:" .. rport, private = "",
+        nonce = nonce, role = "accept" })
+      local data, kind, from = got:wait(2)
+      assert.same({ "early", "data", "r" }, { data, kind, from })
+      assert.equal(0, a:stats().unknown_source)
+      a:close(); r:close()
+    end)
+  end)
+
   it("answers an unknown id with a clear error, quickly", function()
     helper.run(function()
       local rv, srv = server()

@@ -35,6 +35,9 @@ local DEFAULTS = {
 
 local function now() return core.now() end
 
+local EARLY_MAX = 64             -- packets kept from a session not set up yet
+local EARLY_MAX_AGE_MS = 5000
+
 function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
 end
@@ -155,6 +158,22 @@ local function new_session(self, intro, ip, port, kind, started)
   return s
 end
 
+-- Hand the early packets from this session's address to it, in order;
+-- drop the ones too old to belong to any introduction.
+function Peer:_replay_early(s)
+  local keep, t = {}, now()
+  for _, e in ipairs(self.early) do
+    if e.from == s.remote then
+      s:_deliver(e.data, e.kind)
+    elseif t - e.at <= EARLY_MAX_AGE_MS then
+      keep[#keep + 1] = e
+    else
+      self.counters.unknown_source = self.counters.unknown_source + 1
+    end
+  end
+  self.early = keep
+end
+
 -- Punch toward every candidate of the introduced peer (C state machine).
 function Peer:_punch(intro)
   local cands = {}
@@ -199,6 +218,7 @@ function Peer:_on_introduce(m)
       s = new_session(self, m, ip, port, kind, started)
     end
     if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
+    self:_replay_early(s)
     rec.done:set(s)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
       transport = s.transport, setup_ms = s.setup_ms })
@@ -262,12 +282,19 @@ function Peer:_on_packet(err, data, ip, port, kind)
     return
   end
   if kind == "data" or kind == "touch" then
-    local s = self.sessions[addr.format(ip, port)]
-    if not s then
-      self.counters.unknown_source = self.counters.unknown_source + 1
+    local from = addr.format(ip, port)
+    local s = self.sessions[from]
+    if s then return s:_deliver(data, kind) end
+    if next(self.intros) then
+      -- The other side may finish punching first and send before our own
+      -- check has succeeded (touch is acked in C already): keep a few
+      -- early packets for a little while and replay them to the session.
+      local early = self.early
+      if #early >= EARLY_MAX then table.remove(early, 1) end
+      early[#early + 1] = { from = from, data = data, kind = kind, at = now() }
       return
     end
-    s:_deliver(data, kind)
+    self.counters.unknown_source = self.counters.unknown_source + 1
   end
 end
 
@@ -372,7 +399,7 @@ function peer.new(opts)
   local self = setmetatable({
     id = opts.id, servers = servers, server_index = 1,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
-    pending = {}, sessions = {}, by_peer = {}, intros = {}, tx_seq = 0,
+    pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0 },
   }, Peer)
   for k, v in pairs(DEFAULTS) do
