@@ -73,11 +73,18 @@ sanitize: deps build-san/natpunch/core.so $(SAN_TESTS) $(if $(WIRE_SRC),build/na
 demo: deps all
 	$(LUA) examples/demo.lua
 
-bench: deps all
-	$(LUA) bench/run.lua
+# bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
+BENCH := build/bench/loadgen build/bench/stun_raw
+
+bench: deps all $(BENCH)
+	$(LUA) bench/run.lua $(BENCH_ARGS)
+
+build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc -o $@ $< $(PURE_SRC) -lm
 
 lint:
-	luacheck lua bin/natpunch examples spec
+	luacheck lua bin/natpunch examples spec bench
 
 clean:
 	rm -rf build build-san

@@ -1,7 +1,8 @@
 /*
  * np_udp.c - UDP sockets: bind (with SO_REUSEADDR/SO_REUSEPORT and an
- * optional interface), batched receive (UV_UDP_RECVMMSG), send, and the
- * receive demux by first byte (RFC 7983 style, see wire.h):
+ * optional interface), batched receive (UV_UDP_RECVMMSG), send (batched
+ * within a receive batch by np_udp_batch.c), and the receive demux by first
+ * byte (RFC 7983 style, see wire.h):
  *   STUN -> answered in C when the socket is a STUN server, else delivered
  *   CONTROL / DATA -> delivered to Lua without the frame byte
  *   TOUCH / TOUCH_ACK -> the touch engine (np_udp_touch.c)
@@ -31,6 +32,7 @@ static void udp_free(np_handle *h) {
   np_unref(h->ctx->closing ? NULL : h->ctx->L, &u->recv_cb_ref);
   np_udp_touch_free(u);
   np_udp_punch_free(u);
+  np_udp_batch_free(u);
   if (u->timer) uv_close((uv_handle_t *)u->timer, free_timer);
   u->timer = NULL;
 }
@@ -39,6 +41,7 @@ static int udp_new(lua_State *L) {
   np_udp *u = (np_udp *)np_handle_new(L, sizeof(np_udp), NP_UDP_MT);
   u->recv_cb_ref = LUA_NOREF;
   u->h.free_fn = udp_free;
+  u->batching = 1;
   int rc = uv_udp_init_ex(&u->h.ctx->loop, &u->h.u.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
   if (rc < 0) {
     *u->h.ud = NULL;
@@ -115,7 +118,43 @@ static void on_sent(uv_udp_send_t *req, int status) {
   free(sr);
 }
 
+int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
+                      size_t len) {
+  size_t total = len + (prefix >= 0);
+  send_req *sr = malloc(sizeof *sr + total);
+  if (!sr) {
+    u->st.tx_errors++;
+    return UV_ENOMEM;
+  }
+  sr->u = u;
+  if (prefix >= 0) sr->data[0] = (char)prefix;
+  memcpy(sr->data + (prefix >= 0), data, len);
+  uv_buf_t b = uv_buf_init(sr->data, (unsigned)total);
+  int rc = uv_udp_send(&sr->req, &u->h.u.udp, &b, 1, to, on_sent);
+  if (rc < 0) {
+    free(sr);
+    u->st.tx_errors++;
+    return rc;
+  }
+  u->st.tx_packets++;
+  u->st.tx_queued++;
+  u->st.tx_bytes += total;
+  return 0;
+}
+
 int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+  if (u->in_batch && np_udp_batch_put(u, to, prefix, data, len)) return 0;
+  return np_udp_send_now(u, to, prefix, data, len);
+}
+
+int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+  /* libuv would open a new socket for a closing handle ("deferred bind")
+   * and then abort in uv__udp_finish_close */
+  if (uv_is_closing(&u->h.u.handle)) {
+    u->st.tx_errors++;
+    return UV_EBADF;
+  }
+  np_udp_batch_flush(u);
   uint8_t pfx = (uint8_t)prefix;
   uv_buf_t bufs[2];
   unsigned n = 0;
@@ -133,22 +172,7 @@ int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *
     return rc;
   }
   /* would block: copy and queue; libuv keeps the order */
-  send_req *sr = malloc(sizeof *sr + total);
-  if (!sr) return UV_ENOMEM;
-  sr->u = u;
-  if (prefix >= 0) sr->data[0] = (char)pfx;
-  memcpy(sr->data + (prefix >= 0), data, len);
-  uv_buf_t b = uv_buf_init(sr->data, (unsigned)total);
-  rc = uv_udp_send(&sr->req, &u->h.u.udp, &b, 1, to, on_sent);
-  if (rc < 0) {
-    free(sr);
-    u->st.tx_errors++;
-    return rc;
-  }
-  u->st.tx_packets++;
-  u->st.tx_queued++;
-  u->st.tx_bytes += total;
-  return 0;
+  return np_udp_send_async(u, to, prefix, data, len);
 }
 
 static int kind_prefix(lua_State *L, int idx) {
@@ -158,7 +182,8 @@ static int kind_prefix(lua_State *L, int idx) {
 }
 
 /* udp:send(host, port, data [, kind]) -> true | nil, err, code
- * kind "raw" (default) sends data as is; "data"/"control" add the frame byte. */
+ * kind "raw" (default) sends data as is; "data"/"control" add the frame byte.
+ * Sent at once (never batched), so the caller sees send errors. */
 static int udp_send(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   struct sockaddr_storage ss;
@@ -167,7 +192,7 @@ static int udp_send(lua_State *L) {
   const char *data = luaL_checklstring(L, 4, &len);
   int prefix = kind_prefix(L, 5);
   luaL_argcheck(L, len + (prefix >= 0) <= 65507, 4, "datagram too large");
-  int rc = np_udp_sendto(u, (struct sockaddr *)&ss, prefix, data, len);
+  int rc = np_udp_send_now(u, (struct sockaddr *)&ss, prefix, data, len);
   if (rc < 0) return np_push_error(L, rc);
   lua_pushboolean(L, 1);
   return 1;
@@ -247,7 +272,11 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
                     const struct sockaddr *addr, unsigned flags) {
   np_udp *u = (np_udp *)handle;
   (void)buf;
-  if (nread == 0 && addr == NULL) return;   /* end of a batch, or nothing */
+  /* closed from a callback inside a recvmmsg batch: libuv 1.44 still hands
+   * over the rest of the batch; the socket is gone, drop it */
+  if (uv_is_closing((uv_handle_t *)handle)) return;
+  if (addr == NULL) np_udp_batch_end(u);   /* UV_UDP_MMSG_FREE, nothing, or an error */
+  if (nread == 0 && addr == NULL) return;
   if (nread < 0) {
     lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
     if (!L) return;
@@ -269,6 +298,8 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   }
   u->st.rx_packets++;
   u->st.rx_bytes += (uint64_t)nread;
+  /* only a recvmmsg chunk is sure to be followed by an end-of-batch call */
+  if (u->batching && (flags & UV_UDP_MMSG_CHUNK)) u->in_batch = 1;
   demux(u, (const uint8_t *)buf->base, (size_t)nread, addr);
 }
 
@@ -294,6 +325,7 @@ static int udp_recv_start(lua_State *L) {
 
 static int udp_recv_stop(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
+  np_udp_batch_end(u);   /* libuv ends the batch without telling */
   uv_udp_recv_stop(&u->h.u.udp);
   u->receiving = 0;
   np_unpin(&u->h);
@@ -350,10 +382,10 @@ void np_udp_arm(np_udp *u, uint64_t deadline) {
 
 static int udp_stats(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
-  lua_createtable(L, 0, 24);
+  lua_createtable(L, 0, 26);
   STAT(rx_packets); STAT(rx_bytes); STAT(tx_packets); STAT(tx_bytes); STAT(tx_queued);
-  STAT(tx_errors); STAT(rx_stun); STAT(rx_control); STAT(rx_data); STAT(rx_touch);
-  STAT(rx_punch); STAT(rx_unknown); STAT(rx_truncated); STAT(stun_answered);
+  STAT(tx_errors); STAT(tx_batches); STAT(tx_batched); STAT(rx_stun); STAT(rx_control);
+  STAT(rx_data); STAT(rx_touch); STAT(rx_punch); STAT(rx_unknown); STAT(rx_truncated); STAT(stun_answered);
   STAT(stun_rejected); STAT(touch_delivered); STAT(touch_duplicates); STAT(touch_acked);
   STAT(touch_failed); STAT(touch_retransmits); STAT(touch_malformed);
   STAT(touch_peers_evicted); STAT(punch_malformed); STAT(punch_unmatched);
@@ -369,13 +401,35 @@ static int udp_fileno(lua_State *L) {
   return 1;
 }
 
+/* udp:batching([enable]) -> enabled: whether sends made in C during a
+ * receive batch leave together (sendmmsg) at its end.  On by default. */
+static int udp_batching(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  if (!lua_isnoneornil(L, 2)) {
+    u->batching = lua_toboolean(L, 2);
+    if (!u->batching) np_udp_batch_end(u);
+  }
+  lua_pushboolean(L, u->batching);
+  return 1;
+}
+
+/* Closing (also from a callback inside a batch) closes the fd at once:
+ * what the batch queued leaves first. */
 static int udp_close(lua_State *L) {
   np_handle *h = np_handle_test(L, 1, NP_UDP_MT);
   if (h) {
+    np_udp_batch_end((np_udp *)h);
     if (lua_isfunction(L, 2)) np_setref(L, &h->close_cb_ref, 2);
     np_handle_close(h);
   }
   return 0;
+}
+
+/* __gc and __close: as for every handle, after what a batch queued. */
+static int udp_gc(lua_State *L) {
+  void **ud = lua_touserdata(L, 1);
+  if (ud && *ud) np_udp_batch_end((np_udp *)*ud);
+  return np_handle_gc(L);
 }
 
 static int udp_is_closed(lua_State *L) {
@@ -391,6 +445,7 @@ static const luaL_Reg udp_methods[] = {
   {"recv_stop", udp_recv_stop},
   {"stun_server", udp_stun_server},
   {"stats", udp_stats},
+  {"batching", udp_batching},
   {"fileno", udp_fileno},
   {"close", udp_close},
   {"is_closed", udp_is_closed},
@@ -400,6 +455,10 @@ static const luaL_Reg udp_methods[] = {
 int np_udp_open(lua_State *L) {
   np_class(L, NP_UDP_MT, udp_methods);
   luaL_getmetatable(L, NP_UDP_MT);
+  lua_pushcfunction(L, udp_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, udp_gc);
+  lua_setfield(L, -2, "__close");
   lua_pushvalue(L, lua_upvalueindex(1));
   luaL_setfuncs(L, np_udp_touch_methods, 1);
   lua_pushvalue(L, lua_upvalueindex(1));

@@ -22,6 +22,7 @@ need iproute2      have ip
 need nftables      have nft
 need iputils-ping  have ping
 need conntrack     have conntrack
+need procps        have pgrep
 need stun-client   have stun
 need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'

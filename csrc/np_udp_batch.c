@@ -1,0 +1,111 @@
+/*
+ * np_udp_batch.c - batched sends on the receive fast path.
+ *
+ * libuv (UV_UDP_RECVMMSG) calls the receive callback once per datagram of
+ * a recvmmsg(2) batch, flagged UV_UDP_MMSG_CHUNK, and then once more with
+ * nread 0, no address and UV_UDP_MMSG_FREE.  A STUN server answers every
+ * request of the batch from C, one sendto(2) each; here those answers (and
+ * any other small datagram sent from C meanwhile: touch acks, punch
+ * checks) are copied into a per-socket queue and leave together with one
+ * sendmmsg(2) when the batch ends, or earlier when the queue is full.
+ *
+ * Rules that keep this invisible to the peers:
+ *  - nothing waits past the end of its batch: no added latency;
+ *  - datagrams leave in the order they were sent: a datagram that cannot
+ *    be queued (too large) or that Lua sends itself (np_udp_send_now)
+ *    flushes the queue first, and when libuv's own send queue is not
+ *    empty everything goes behind it;
+ *  - the socket is flushed before it stops receiving (libuv then ends the
+ *    batch without the UV_UDP_MMSG_FREE call) or closes (the fd goes);
+ *  - a full socket buffer (EAGAIN) or a partial sendmmsg result leaves the
+ *    rest to libuv's send queue, which keeps the order too.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* sendmmsg */
+#endif
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "np_udp.h"
+
+typedef struct np_txq {
+  unsigned n;
+  struct mmsghdr msgs[NP_TXQ_SLOTS];
+  struct iovec iov[NP_TXQ_SLOTS];
+  struct sockaddr_storage to[NP_TXQ_SLOTS];
+  uint8_t data[NP_TXQ_SLOTS][NP_TXQ_SLOT];
+} np_txq;
+
+static socklen_t addr_len(const struct sockaddr *sa) {
+  return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+int np_udp_batch_put(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+  size_t total = len + (prefix >= 0);
+  if (total > NP_TXQ_SLOT || (to->sa_family != AF_INET && to->sa_family != AF_INET6)) {
+    np_udp_batch_flush(u);
+    return 0;
+  }
+  if (!u->txq) {
+    u->txq = malloc(sizeof *u->txq);
+    if (!u->txq) return 0;
+    u->txq->n = 0;
+  }
+  np_txq *q = u->txq;
+  if (q->n == NP_TXQ_SLOTS) np_udp_batch_flush(u);
+  unsigned i = q->n++;
+  uint8_t *p = q->data[i];
+  if (prefix >= 0) *p++ = (uint8_t)prefix;
+  memcpy(p, data, len);
+  memcpy(&q->to[i], to, addr_len(to));
+  q->iov[i] = (struct iovec){.iov_base = q->data[i], .iov_len = total};
+  q->msgs[i] = (struct mmsghdr){.msg_hdr = {
+    .msg_name = &q->to[i], .msg_namelen = addr_len(to), .msg_iov = &q->iov[i], .msg_iovlen = 1}};
+  return 1;
+}
+
+void np_udp_batch_flush(np_udp *u) {
+  np_txq *q = u->txq;
+  if (!q || q->n == 0) return;
+  unsigned n = q->n, i = 0;
+  q->n = 0;   /* before any send: np_udp_send_async must not come back here */
+  if (uv_is_closing(&u->h.u.handle)) {   /* see np_udp_send_now */
+    u->st.tx_errors += n;
+    return;
+  }
+  uv_os_fd_t fd;
+  /* behind sends libuv still holds, a direct send would overtake them */
+  if (u->h.u.udp.send_queue_count == 0 && uv_fileno(&u->h.u.handle, &fd) == 0) {
+    while (i < n) {
+      int r;
+      do r = sendmmsg(fd, q->msgs + i, n - i, 0);
+      while (r < 0 && errno == EINTR);
+      if (r > 0) {
+        u->st.tx_batches++;
+        u->st.tx_batched += (uint64_t)r;
+        u->st.tx_packets += (uint64_t)r;
+        for (int k = 0; k < r; k++) u->st.tx_bytes += q->iov[i + k].iov_len;
+        i += (unsigned)r;
+      } else if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+        break;   /* the rest waits in libuv's queue, in order */
+      } else {
+        u->st.tx_errors++;   /* sendmmsg reports the failing datagram: skip it */
+        i++;
+      }
+    }
+  }
+  for (; i < n; i++)
+    np_udp_send_async(u, (struct sockaddr *)&q->to[i], -1, q->data[i], q->iov[i].iov_len);
+}
+
+void np_udp_batch_end(np_udp *u) {
+  np_udp_batch_flush(u);
+  u->in_batch = 0;
+}
+
+void np_udp_batch_free(np_udp *u) {
+  free(u->txq);
+  u->txq = NULL;
+  u->in_batch = 0;
+}
