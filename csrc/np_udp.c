@@ -372,7 +372,10 @@ void np_udp_arm(np_udp *u, uint64_t deadline) {
   }
   uint64_t now = uv_now(&u->h.ctx->loop);
   uint64_t due = uv_timer_get_due_in(u->timer);
-  if (uv_is_active((uv_handle_t *)u->timer) && now + due <= deadline && due > 0) return;
+  /* keep an earlier deadline, also one already due whose callback has not
+   * run yet (due == 0): replacing it would put off, say, a retransmission
+   * until a much later deadline */
+  if (uv_is_active((uv_handle_t *)u->timer) && now + due <= deadline) return;
   uv_timer_start(u->timer, on_deadline, deadline > now ? deadline - now : 0, 0);
 }
 

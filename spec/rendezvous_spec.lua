@@ -90,6 +90,36 @@ describe("rendezvous", function()
     end)
   end)
 
+  it("recovers when an introduction is lost", function()
+    helper.run(function()
+      local rv, srv = server()
+      local sip, sport = srv:match("^(.-):(%d+)$")
+      -- b reaches the server through a relay that drops the first
+      -- introduction it carries
+      local relay = core.udp(); relay:bind("127.0.0.1", 0)
+      local _, rport = relay:getsockname()
+      local b_ip, b_port, dropped = nil, nil, 0
+      relay:recv_start(function(_, data, ip, port)
+        if port == tonumber(sport) then
+          if data:find("introduce", 1, true) and dropped == 0 then dropped = 1 return end
+          if b_port then relay:send(b_ip, b_port, data) end
+        elseif not b_port or (ip == b_ip and port == b_port) then   -- b registers first
+          b_ip, b_port = ip, port
+          relay:send(sip, tonumber(sport), data)
+        end
+      end, { raw = true })
+      local a = new_peer(srv, "a")
+      local b = new_peer("127.0.0.1:" .. rport, "b")
+      assert(a:register()); assert(b:register())
+      local s = assert(a:connect("b", 5))
+      assert.equal(1, dropped)
+      assert.is_true(rv:stats().reintroductions >= 1)
+      assert.equal(1, rv:stats().introductions)
+      assert(s:touch("made it"))
+      a:close(); b:close(); relay:close(); rv:close()
+    end)
+  end)
+
   it("answers an unknown id with a clear error, quickly", function()
     helper.run(function()
       local rv, srv = server()

@@ -168,3 +168,55 @@ describe("touch", function()
     end)
   end)
 end)
+
+describe("deadline timer", function()
+  it("is not put off by traffic that arrives while a deadline is due", function()
+    -- A lingering punch session answers a stream of its peer's requests;
+    -- each answer re-arms the socket's one timer.  A touch toward an
+    -- address that never answers must still be retransmitted on time.
+    helper.run(function()
+      local a, a_port = socket()
+      local b, b_port = socket()
+      local nonce = "0011223344556677"
+      local request
+      b:recv_start(function(_, data, ip, port)
+        if data:byte(1) == 0x08 and data:byte(2) == 0 then
+          request = "\x08\x00" .. data:sub(3, 14) .. string.rep("\x09", 8)     -- b's own tie-breaker
+          b:send(ip, port, "\x08\x01" .. data:sub(3, 14) .. string.rep("\x09", 8))
+        end
+      end, { raw = true })
+      a:recv_start(function() end)
+      local done = natpunch.future()
+      assert(a:punch({ nonce = nonce, candidates = { { "127.0.0.1", b_port, "public" } }, timeout = 10000 },
+        function(err) done:set(err == nil) end))
+      assert.is_true(done:wait(2))
+      -- the flood comes from another process, so that packets arrive at
+      -- any moment of a's loop (also just as a deadline falls due)
+      local hex = request:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+      local child = io.popen(helper.lua .. [[ -e '
+        package.cpath = os.getenv("NATPUNCH_BUILD") .. "/?.so;" .. package.cpath
+        local core = require "natpunch.core"
+        local req = (]] .. ("%q"):format(hex) .. [[):gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+        local u = core.udp(); u:bind("127.0.0.1", 0)
+        local t = core.timer(); local n = 0
+        t:start(0, 1, function()
+          for _ = 1, 5 do u:send("127.0.0.1", ]] .. a_port .. [[, req) end
+          n = n + 1
+          if n >= 1100 then t:close(); u:close() end
+        end)
+        core.run()' 2>&1]])
+      local dead = socket()
+      local _, dead_port = dead:getsockname()
+      dead:close()
+      a:touch_config{ initial_rto = 100, min_rto = 100, max_rto = 100, max_retries = 10 }
+      assert(a:touch("127.0.0.1", dead_port, "x", function() end))
+      natpunch.sleep(1.05)
+      local info = a:touch_info("127.0.0.1", dead_port)
+      -- one transmission every 100 ms: about 10 in 1 s; the bug gave 0
+      child:close()
+      assert.is_true(a:stats().rx_punch > 500, "the flood did not arrive")
+      assert.is_true(info.retransmitted >= 6, "retransmitted " .. info.retransmitted)
+      a:close(); b:close()
+    end)
+  end)
+end)

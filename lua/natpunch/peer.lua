@@ -35,6 +35,7 @@ local DEFAULTS = {
 
 local function now() return core.now() end
 
+local REPEAT_FIRST, REPEAT_MAX = 0.5, 2   -- seconds between repeated connects while punching
 local EARLY_MAX = 64             -- packets kept from a session not set up yet
 local EARLY_MAX_AGE_MS = 5000
 
@@ -246,8 +247,22 @@ function Peer:connect(id, timeout)
   local rec = self.intros[reply.nonce]
   if not rec then return nil, "bad introduction" end
   rec.started = started
+  -- The other peer's introduction may have been lost: repeat the same
+  -- request (same tx) while punching; the server then sends the same
+  -- introduction, same nonce, to both of us again.
+  local again = msg.encode({ t = "connect", target = id, tx = reply.tx }, msg.MIN_REQUEST)
+  local repeater = sched.spawn(function()
+    local gap = REPEAT_FIRST
+    while true do
+      sched.sleep(gap)
+      if rec.done:is_set() or self.closed then return end
+      self.udp:send(self.server_ip, self.server_port, again, "control")
+      gap = math.min(gap * 2, REPEAT_MAX)
+    end
+  end)
   local left = timeout - (now() - started) / 1000
   local s, perr = rec.done:wait(math.max(0.001, left))
+  repeater:cancel()
   if not s then
     local reason = perr or "timeout"
     self:_emit({ event = "failed", peer = id, reason = reason })

@@ -25,6 +25,7 @@ local DEFAULTS = {
   software = "natpunch " .. core.version,
 }
 
+local REPEAT_MS = 30000   -- a repeated connect gets the same introduction this long
 local ID_PATTERN = "^[%w%-_%.@:]+$"
 local MAX_ID = 64
 local MAX_PRIVATE = 8
@@ -92,8 +93,9 @@ local function hex(bytes)
   return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
-function Server:_introduce(a, b, tx_for_a, size)
-  local nonce = hex(core.random_bytes(8))
+function Server:_introduce(a, b, tx_for_a, size, nonce)
+  local again = nonce ~= nil
+  nonce = nonce or hex(core.random_bytes(8))
   -- b first: b does not have to fit into a's request size budget
   self.udp:send(b.ip, b.port, msg.encode({
     t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
@@ -103,6 +105,11 @@ function Server:_introduce(a, b, tx_for_a, size)
     t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
     private = table.concat(b.private, ","), nonce = nonce, role = "connect",
   }, size)
+  if again then
+    self.counters.reintroductions = self.counters.reintroductions + 1
+    return
+  end
+  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now() }
   self.counters.introductions = self.counters.introductions + 1
   self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce })
 end
@@ -114,6 +121,13 @@ function Server:_on_connect(m, ip, port, size)
   local to = valid_id(m.target) and self.peers[m.target]
   if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
   if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
+  -- The same request again (same tx): one of the introductions was lost,
+  -- or the reply is still on its way.  Send both again with the same
+  -- nonce, so the two peers never punch with different nonces.
+  local last = from.last_intro
+  if last and last.tx == (m.tx or "") and last.target == to.id and core.now() - last.at < REPEAT_MS then
+    return self:_introduce(from, to, last.tx, size, last.nonce)
+  end
   if self.on_connect then
     local ok, reason = self.on_connect(from, to)
     if ok == false then return self:_error(ip, port, m, reason or "denied", size) end
@@ -211,8 +225,8 @@ function rendezvous.new(opts)
   local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   self.peers, self.by_addr, self.count = {}, {}, 0
-  self.counters = { registrations = 0, introductions = 0, errors = 0, malformed = 0, dropped = 0,
-    replies_suppressed = 0 }
+  self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
+    dropped = 0, replies_suppressed = 0 }
   self.udp = core.udp()
   local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
   if not ok then
