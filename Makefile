@@ -70,8 +70,12 @@ sanitize: deps build-san/natpunch/core.so $(SAN_TESTS) $(if $(WIRE_SRC),build/na
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(BUSTED) $(BUSTED_ARGS)
 
+# In the NAT lab when it can run (root, namespaces, nftables); otherwise the
+# lab demo says why (exit 77) and the loopback demo runs instead.
 demo: deps all
-	$(LUA) examples/demo.lua
+	@$(LUA) examples/lab_demo.lua; rc=$$?; \
+	if [ $$rc = 77 ]; then echo "demo: falling back to loopback"; $(LUA) examples/demo.lua; \
+	else exit $$rc; fi
 
 # bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
 BENCH := build/bench/loadgen build/bench/stun_raw

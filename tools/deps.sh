@@ -23,6 +23,7 @@ need nftables      have nft
 need iputils-ping  have ping
 need conntrack     have conntrack
 need procps        have pgrep
+need util-linux    have setpriv
 need stun-client   have stun
 need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'

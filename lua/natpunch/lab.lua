@@ -126,6 +126,37 @@ local function check_name(name, what)
   end
 end
 
+-- A NAT's static port forwards, { proto =, port =, to = host name or LAN
+-- address, to_port = }, resolved to { proto, port, addr, to_port } once
+-- every address is known.
+local function plan_forwards(n, by_name)
+  local list = {}
+  for i, f in ipairs(n.forward_spec or {}) do
+    local what = ("%s: forward #%d"):format(n.name, i)
+    if type(f) ~= "table" or (f.proto ~= "udp" and f.proto ~= "tcp") then
+      error(("lab: %s: proto must be udp or tcp"):format(what), 4)
+    end
+    for _, k in ipairs({ "port", "to_port" }) do
+      local v = f[k]
+      if (v ~= nil or k == "port") and (math.type(v) ~= "integer"
+          or v < 1 or v > 65535) then
+        error(("lab: %s: %s must be a port number"):format(what, k), 4)
+      end
+    end
+    local target = by_name[f.to]
+    local a = target and target.addr or f.to
+    local num = ip4.parse(a)
+    if (target and target.behind ~= n.name) or not num
+      or not ip4.contains(n.lan_net, n.lan_len, num) then
+      error(("lab: %s: to=%q is not a host on %s's LAN"):format(what,
+        tostring(f.to), n.name), 4)
+    end
+    list[i] = { proto = f.proto, port = f.port, addr = a,
+      to_port = f.to_port or f.port }
+  end
+  return list
+end
+
 -- Validate a description and fill in every address.  Returns the plan:
 -- { prefix, nats = {...}, hosts = {...}, by_name = {...} }.
 local function plan(desc)
@@ -219,6 +250,7 @@ local function plan(desc)
     else
       n.port_preservation = spec.port_preservation and true or false
     end
+    n.forward_spec = spec.forward
     n.udp_timeout = spec.udp_timeout or NAT_DEFAULTS.udp_timeout
     n.udp_stream_timeout = spec.udp_stream_timeout
       or NAT_DEFAULTS.udp_stream_timeout
@@ -244,6 +276,7 @@ local function plan(desc)
     attach(n, spec)
     p.hosts[#p.hosts + 1] = n
   end
+  for _, n in ipairs(p.nats) do n.forward = plan_forwards(n, p.by_name) end
   return p
 end
 
@@ -460,7 +493,8 @@ function Topology:_build()
     self:_uplink(n, "wan")
     local rules = nft.ruleset({ type = n.type, public = n.addr,
       hairpin = n.hairpin, port_preservation = n.port_preservation,
-      timeout = math.max(n.udp_timeout, n.udp_stream_timeout) })
+      timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
+      forward = n.forward })
     local path = state.log_path(self.prefix, n.name .. "-nft")
     state.append(self.prefix, "log", path)
     local f = assert(io.open(path, "w"))
@@ -559,6 +593,11 @@ function Topology:info()
       e.port_preservation = n.port_preservation
       e.udp_timeout = n.udp_timeout
       e.udp_stream_timeout = n.udp_stream_timeout
+      for _, f in ipairs(n.forward) do
+        e.forward = e.forward or {}
+        e.forward[#e.forward + 1] = ("%s %s:%d -> %s:%d"):format(f.proto,
+          n.addr, f.port, f.addr, f.to_port)
+      end
     end
     list[#list + 1] = e
   end

@@ -4,7 +4,7 @@ local cli = require "natpunch.cli"
 
 local M = {}
 
-M.summary = "build a NAT lab of network namespaces (up, exec, status, down)"
+M.summary = "build a NAT lab of network namespaces (up, exec, status, down, matrix)"
 
 local TYPES = "full, restricted, prc, sym"
 
@@ -32,6 +32,21 @@ local UP_OPTIONS = {
   { "json", help = "print one JSON object per line" },
 }
 
+local MATRIX_OPTIONS = {
+  { "only", arg = "CASES", default = "all",
+    help = "all, pairs, cone, lean (cone pairs + sym->full) or case names, a,b (--list)" },
+  { "list", help = "list the cases and what each must show, then exit" },
+  { "delay", arg = "D", help = "one-way delay on every link into the internet but the server's (50ms)" },
+  { "jitter", arg = "D", help = "delay varies by +-D" },
+  { "loss", arg = "P", help = "drop P of the frames each way on those links (5%)" },
+  { "timeout", arg = "S", type = "number",
+    help = "the connecting peer's --timeout (default 5, with impairment 10)" },
+  { "repeat", arg = "N", type = "integer", default = 1, help = "run the cases N times (medians)" },
+  { "impair", arg = "HOW", default = "auto", help = "auto, netem or wire" },
+  { "prefix", arg = "P", help = "name prefix of the lab (default np + 4 hex digits)" },
+  { "json", help = "print one JSON object per line" },
+}
+
 local PREFIX_OPTIONS = {
   { "prefix", arg = "P", help = "the lab (needed when several exist)" },
   { "json", help = "print one JSON object per line" },
@@ -42,6 +57,7 @@ M.usage = table.concat({
   "       natpunch lab exec [--prefix P] HOST -- COMMAND [ARG...]",
   "       natpunch lab status [--json]",
   "       natpunch lab down [--prefix P] [--json]",
+  "       natpunch lab matrix [--only CASES] [--delay D] [--loss P] [--json]",
   "",
   "Builds a NAT lab from Linux network namespaces (needs root, iproute2 and",
   "nftables) and leaves it up until `down`:",
@@ -61,6 +77,13 @@ M.usage = table.concat({
   "",
   "up " .. cli.options_help(UP_OPTIONS):gsub("^Options:", "options:"),
   "",
+  "matrix builds its own lab (one NAT per side and type), runs a rendezvous",
+  "and two `natpunch peer --json` per case (one waits, one connects, sends and",
+  "touches), prints one line per case (pair, connected, path, setup_ms, reason),",
+  "and removes the lab.  Exit 0 when every case is as expected:",
+  "",
+  "matrix " .. cli.options_help(MATRIX_OPTIONS):gsub("^Options:", "options:"),
+  "",
   "exec runs COMMAND inside HOST's namespace (s1, s2, p, a, a2, b, c, the",
   "routers na, nb, nc, or inet) with this terminal, and exits with its code.",
   "status lists the labs that exist; down removes one (--prefix) or all of",
@@ -72,6 +95,7 @@ M.usage = table.concat({
   "  natpunch lab exec --prefix np1 s1 -- natpunch rendezvous --listen 0.0.0.0:3478",
   "  natpunch lab exec --prefix np1 a -- natpunch peer --server 203.0.113.2:3478 --id a",
   "  natpunch lab down --prefix np1",
+  "  natpunch lab matrix --only lean --delay 50ms --loss 5% --json",
   "",
   "Exit codes: 0 success, 1 failure (not root, a command failed), 2 usage error;",
   "exec: the command's own exit code.",
@@ -259,7 +283,105 @@ local function down(lab, argv)
   return cli.OK
 end
 
-local SUB = { up = up, exec = exec, status = status, down = down }
+-- One human line per case result.
+local function case_text(r)
+  local function ms(v) return v and ("%.1f"):format(v) or "-" end
+  local line = ("%-23s %-8s %-9s %-8s %6s  rtt %s/%s ms  ratio %s  server non-control %s")
+    :format(r.pair, r.expect, r.connected and "connected" or "FAILED", r.path or "-",
+      r.setup_ms and (r.setup_ms .. " ms") or "-", ms(r.rtt_server_ms), ms(r.rtt_peer_ms),
+      r.ratio and ("%.2f"):format(r.ratio) or "-", tostring(r.server_other))
+  if r.reason then line = line .. "  reason: " .. r.reason end
+  if not r.pass then line = line .. "\n    NOT AS EXPECTED: " .. table.concat(r.problems, "; ") end
+  return line
+end
+
+local CASE_KEYS = { "case", "pair", "a", "b", "expect", "connected", "path", "setup_ms", "reason",
+  "peer_connected", "peer_path", "peer_setup_ms", "peer_reason", "remote", "touch_rtt_ms",
+  "rtt_server_ms", "rtt_peer_ms", "ratio", "server_control", "server_other", "elapsed_ms",
+  "pass", "problems", "phase_ms" }
+
+local function matrix_cmd(lab, argv)
+  local opts, rest = cli.parse(argv, MATRIX_OPTIONS)
+  if not opts then return cli.usage_error("lab matrix", rest) end
+  if opts.help then print(M.usage) return cli.OK end
+  if #rest > 0 then return cli.usage_error("lab matrix", "unexpected '" .. rest[1] .. "'") end
+  local matrix = require "natpunch.lab.matrix"
+  local json = require "natpunch.json"
+  local names, err = matrix.names(opts.only)
+  if not names then return cli.usage_error("lab matrix", err) end
+  if opts["repeat"] < 1 then return cli.usage_error("lab matrix", "--repeat must be at least 1") end
+  if opts.timeout and opts.timeout <= 0 then
+    return cli.usage_error("lab matrix", "--timeout must be positive")
+  end
+  local out = out_for(opts.json)
+  if opts.list then
+    for _, name in ipairs(names) do
+      local c = matrix.case(name)
+      out.event({ event = "case", case = name, pair = c.pair, expect = c.expect, path = c.path,
+        peer_path = c.peer_path, title = c.title,
+        text = ("%-22s %-8s path %-7s  %s"):format(name, c.expect, c.path, c.title) })
+    end
+    return cli.OK
+  end
+  local link
+  for _, k in ipairs({ "delay", "jitter", "loss" }) do
+    if opts[k] then link = link or {}; link[k] = opts[k] end
+  end
+  local ok, r = pcall(matrix.runner, { cases = names, link = link, timeout = opts.timeout,
+    prefix = opts.prefix, impair = opts.impair })
+  if not ok then return cli.usage_error("lab matrix", tostring(r):gsub("^lab: ", "")) end
+  local why = lab.unavailable()
+  if why then
+    io.stderr:write("natpunch lab matrix: ", why, "\n")
+    return cli.FAIL
+  end
+  local started = os.time()
+  local results = {}
+  local good, failure = pcall(function()
+    r:up()
+    local desc = link and require("natpunch.lab.impair").describe(
+      require("natpunch.lab.impair").parse(link, "matrix")) or "none"
+    out.event({ event = "lab", prefix = r:topology().prefix, link = desc, cases = #names,
+      timeout = r.timeout,
+      text = ("lab %s up: %d cases, link impairment: %s, peer --timeout %g s")
+        :format(r:topology().prefix, #names, desc, r.timeout) })
+    r:run(function(res)
+      results[#results + 1] = res
+      local ev = { event = "case", text = case_text(res) }
+      for _, k in ipairs(CASE_KEYS) do ev[k] = res[k] end
+      ev.problems = json.array(res.problems)
+      out.event(ev)
+    end, opts["repeat"])
+  end)
+  r:down()
+  if not good then
+    local interrupted = tostring(failure):match("interrupted!")
+    io.stderr:write("natpunch lab matrix: ", tostring(failure), "\n")
+    return interrupted and cli.INTERRUPTED or cli.FAIL
+  end
+  local passed, ratios = 0, {}
+  for _, res in ipairs(results) do
+    if res.pass then passed = passed + 1 end
+    if res.ratio then ratios[#ratios + 1] = res.ratio end
+  end
+  if opts["repeat"] > 1 then
+    for _, s in ipairs(matrix.summarize(results)) do
+      local ev = { event = "summary", text = ("%-23s %d/%d connected, %d/%d as expected, "
+        .. "median setup %s ms, median ratio %s"):format(s.pair, s.connected, s.runs, s.passed,
+        s.runs, tostring(s.setup_ms or "-"), s.ratio and ("%.2f"):format(s.ratio) or "-") }
+      for k, v in pairs(s) do ev[k] = v end
+      out.event(ev)
+    end
+  end
+  local med = matrix.median(ratios)
+  out.event({ event = "done", cases = #results, passed = passed, seconds = os.time() - started,
+    median_ratio = med,
+    text = ("%d/%d cases as expected in %d s%s"):format(passed, #results, os.time() - started,
+      med and (", median setup/(server RTT + peer RTT) %.2f"):format(med) or "") })
+  return passed == #results and cli.OK or cli.FAIL
+end
+
+local SUB = { up = up, exec = exec, status = status, down = down, matrix = matrix_cmd }
 
 function M.run(argv)
   local lab = require "natpunch.lab"

@@ -82,7 +82,9 @@ local function snat(n)
 end
 
 -- Render the ruleset (an `nft -f` file).  n = { type, public, hairpin,
--- port_preservation, timeout (seconds, lifetime of the dynamic entries) }.
+-- port_preservation, timeout (seconds, lifetime of the dynamic entries),
+-- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
+-- ... } (static port forwards: a server behind the NAT, natdemo stage 2) }.
 function nft.ruleset(n)
   assert(nft.TYPES[n.type], "unknown NAT type")
   local pub = n.public
@@ -117,6 +119,12 @@ function nft.ruleset(n)
   -- hairpinning.
   add("  chain prerouting {")
   add("    type nat hook prerouting priority dstnat; policy accept;")
+  -- A static forward comes first: it owns its public port whatever the
+  -- NAT type, like a port forward configured on a home router.
+  for _, f in ipairs(n.forward or {}) do
+    add('    iifname "wan" ip daddr %s %s dport %d dnat ip to %s:%d', pub,
+      f.proto, f.port, f.addr, f.to_port or f.port)
+  end
   local dnat = ("ip daddr %s %s meta l4proto . th dport @mapping "
     .. "dnat ip to meta l4proto . th dport map @mapping"):format(pub, l4)
   if eif then add('    iifname "wan" %s', dnat) end
@@ -159,6 +167,10 @@ function nft.ruleset(n)
   end
   add("    ct state established,related accept")
   add('    iifname "lan" oifname "wan" accept')
+  for _, f in ipairs(n.forward or {}) do
+    add('    iifname "wan" oifname "lan" ct status dnat ip daddr %s %s dport %d '
+      .. 'accept', f.addr, f.proto, f.to_port or f.port)
+  end
   if n.type == "full" then
     add('    iifname "wan" oifname "lan" ct status dnat accept')
   elseif n.type == "restricted" then

@@ -23,10 +23,31 @@ function proc.command(argv)
   return table.concat(words, " ")
 end
 
+-- `make sanitize` preloads the ASan/UBSan runtime (LD_PRELOAD) into the
+-- specs.  The system tools the lab runs (ip, nft, sysctl, ping, ...) must
+-- not inherit it: LeakSanitizer aborts them over their own leaks.  So run()
+-- and spawn() drop it, and a natpunch process gets it back through
+-- proc.preload(argv).
+proc.PRELOAD = os.getenv("LD_PRELOAD")
+if proc.PRELOAD == "" then proc.PRELOAD = nil end
+
+local function unpreloaded(cmd)
+  if not proc.PRELOAD then return cmd end
+  return "env -u LD_PRELOAD " .. cmd
+end
+
+-- argv run with the LD_PRELOAD this process got (as is when there is none).
+function proc.preload(argv)
+  if not proc.PRELOAD then return argv end
+  local out = { "env", "LD_PRELOAD=" .. proc.PRELOAD }
+  for _, w in ipairs(argv) do out[#out + 1] = w end
+  return out
+end
+
 -- Run argv and wait.  Returns output (stdout and stderr together), exit code.
 -- A command killed by a signal gets 128 + signal, as in the shell.
 function proc.run(argv)
-  local f = assert(io.popen(proc.command(argv) .. " 2>&1", "r"))
+  local f = assert(io.popen(unpreloaded(proc.command(argv)) .. " 2>&1", "r"))
   local out = f:read("a")
   local _, how, code = f:close()
   if how == "signal" then code = 128 + code end
@@ -86,13 +107,13 @@ Handle.__index = Handle
 -- that exits and is not hit by the terminal's ^C), stdout and stderr to log.
 -- Returns a handle {pid, start, log}.
 function proc.spawn(argv, log)
-  local cmd = ("setsid %s </dev/null >%s 2>&1 & echo $!"):format(
-    proc.command(argv), proc.quote(log))
+  local cmd = ("%s </dev/null >%s 2>&1 & echo $!"):format(
+    unpreloaded("setsid " .. proc.command(argv)), proc.quote(log))
   local f = assert(io.popen(cmd, "r"))
   local pid = tonumber(f:read("l"))
   f:close()
   assert(pid, "lab: could not start " .. argv[1])
-  -- setsid execs in place, so the pid is the command's pid; its start time
+  -- env and setsid exec in place, so the pid is the command's pid; its start time
   -- is read at once, while the process cannot yet have exited and been
   -- replaced.
   local start = proc.start_time(pid) or "gone"
