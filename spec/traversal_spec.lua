@@ -216,7 +216,7 @@ matrix_describe("UDP hole punching through every NAT pair (lab, no impairment) #
 -- server, 400 ms between the peers; 5% of the frames lost on each link,
 -- each way.
 matrix_describe("UDP hole punching with 100 ms delay and 5% loss (lean matrix) #lab #impaired",
-  { cases = matrix.names("lean"), link = { delay = "100ms", loss = "5%" }, timeout = 10 },
+  { cases = matrix.names("lean"), link = { delay = "100ms", loss = "5%" }, timeout = 15 },
   { setup_ms = 5000 })
 
 describe("natpunch lab matrix and the lab demo (root) #lab", function()

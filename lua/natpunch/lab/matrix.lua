@@ -330,7 +330,7 @@ Runner.__index = Runner
 Runner.__close = function(r) r:down() end
 
 -- opts: cases (names, default all), link (impairment), timeout (s, the
--- connecting peer's --timeout; default 5, or 10 on impaired links), prefix,
+-- connecting peer's --timeout; default 5, or 15 on impaired links), prefix,
 -- impair ("auto", "wire", "netem"), message, touch (texts exchanged).
 function matrix.runner(opts)
   opts = opts or {}
@@ -340,7 +340,7 @@ function matrix.runner(opts)
   end
   local t = lab.topology(matrix.describe(names, opts))
   return setmetatable({ t = t, names_ = names, opts = opts,
-    timeout = opts.timeout or (opts.link and 10 or 5),
+    timeout = opts.timeout or (opts.link and 15 or 5),
     servers = {}, seq = 0, cmd = matrix.command() }, Runner)
 end
 
