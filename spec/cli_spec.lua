@@ -9,25 +9,8 @@ local q = helper.q
 -- helper.cli() starts with VAR=value assignments: run it through env(1) so
 -- that timeout(1) can bound it
 local function within(seconds) return "timeout " .. seconds .. " env " .. CLI end
--- Helper commands run without the sanitizer runtime that `make sanitize`
--- preloads (coreutils' own leaks would abort them); natpunch itself gets it
--- back from helper.cli().
-local function sh(cmd) return "env -u LD_PRELOAD sh -c " .. q(cmd) end
-
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function tmpdir()
-  local p = io.popen(sh("mktemp -d /tmp/natpunch-cli.XXXXXX"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local sh, read_file = helper.sh, helper.read_file
+local function tmpdir() return helper.tmpdir("cli") end
 
 local function now()
   return require("natpunch.core").hrtime() / 1e9

@@ -10,18 +10,7 @@ local function within(seconds, script)
   return "timeout " .. seconds .. " " .. LUA .. " " .. script
 end
 
--- Helper commands run without the sanitizer runtime that `make sanitize`
--- preloads (coreutils' own leaks would abort them); the examples get it back
--- from helper.cli().
-local function sh(cmd) return "env -u LD_PRELOAD sh -c " .. q(cmd) end
-
-local function read_file(path)
-  local f = io.open(path, "r")
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local sh, read_file = helper.sh, helper.read_file
 
 local function run(cmd)
   local p = io.popen(sh(cmd .. " 2>&1"))
@@ -63,12 +52,7 @@ local function spawn(cmd, dir, name)
   return bg
 end
 
-local function tmpdir()
-  local p = io.popen(sh("mktemp -d /tmp/natpunch-examples.XXXXXX"))
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function tmpdir() return helper.tmpdir("examples") end
 
 -- The rendezvous of examples/rendezvous.lua on a free port.
 local function start_rendezvous(dir)

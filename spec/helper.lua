@@ -43,6 +43,30 @@ function helper.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+--- A shell command run without the sanitizer runtime that `make sanitize`
+-- preloads (system tools' own leaks would abort them); natpunch processes
+-- get it back from helper.cli().
+function helper.sh(cmd)
+  return "env -u LD_PRELOAD sh -c " .. helper.q(cmd)
+end
+
+--- A file's contents, "" if it cannot be read.
+function helper.read_file(path)
+  local f = io.open(path, "r")
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+--- A new temporary directory /tmp/natpunch-NAME.XXXXXX.
+function helper.tmpdir(name)
+  local p = io.popen(helper.sh("mktemp -d /tmp/natpunch-" .. name .. ".XXXXXX"))
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
 --- The command prefix that runs bin/natpunch with the right build.
 function helper.cli()
   local pre = "NATPUNCH_BUILD=" .. helper.q(build) .. " "
