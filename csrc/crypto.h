@@ -23,25 +23,35 @@
 #define NP_MD5_LEN 16
 #define NP_HASH_BLOCK 64 /* all three hashes use 512-bit blocks */
 
-struct np_sha1 {
-  uint32_t h[5];
+/* The buffering shared by the three Merkle-Damgard hashes (hash_md.c). */
+struct np_md_buf {
   uint64_t total; /* bytes hashed so far */
   uint8_t buf[NP_HASH_BLOCK];
   size_t used;
 };
 
+/* A hash's compression function: one 64-byte block into its state. */
+typedef void (*np_md_compress)(uint32_t *h, const uint8_t *block);
+
+/* Feed bytes: whole blocks are compressed straight from the input. */
+void np_md_update(uint32_t *h, struct np_md_buf *m, np_md_compress f, const void *data, size_t len);
+/* Final padding: 0x80, zeros, the bit length (big-endian for SHA, FIPS
+ * 180-4 section 5.1.1; little-endian for MD5, RFC 1321 section 3.2). */
+void np_md_pad(uint32_t *h, struct np_md_buf *m, np_md_compress f, int big_endian);
+
+struct np_sha1 {
+  uint32_t h[5];
+  struct np_md_buf md;
+};
+
 struct np_sha256 {
   uint32_t h[8];
-  uint64_t total;
-  uint8_t buf[NP_HASH_BLOCK];
-  size_t used;
+  struct np_md_buf md;
 };
 
 struct np_md5 {
   uint32_t h[4];
-  uint64_t total;
-  uint8_t buf[NP_HASH_BLOCK];
-  size_t used;
+  struct np_md_buf md;
 };
 
 void np_sha1_init(struct np_sha1 *c);

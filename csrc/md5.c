@@ -79,41 +79,17 @@ void np_md5_init(struct np_md5 *c) {
   c->h[1] = 0xefcdab89;
   c->h[2] = 0x98badcfe;
   c->h[3] = 0x10325476;
-  c->total = 0;
-  c->used = 0;
+  c->md.total = 0;
+  c->md.used = 0;
 }
 
 void np_md5_update(struct np_md5 *c, const void *data, size_t len) {
-  const uint8_t *p = data;
-  c->total += len;
-  while (len > 0) {
-    size_t n = NP_HASH_BLOCK - c->used;
-    if (n > len)
-      n = len;
-    memcpy(c->buf + c->used, p, n);
-    c->used += n;
-    p += n;
-    len -= n;
-    if (c->used == NP_HASH_BLOCK) {
-      md5_block(c->h, c->buf);
-      c->used = 0;
-    }
-  }
+  np_md_update(c->h, &c->md, md5_block, data, len);
 }
 
 void np_md5_final(struct np_md5 *c, uint8_t out[NP_MD5_LEN]) {
   /* RFC 1321 §3.1-3.2: like SHA but the bit length is little-endian. */
-  uint64_t bits = c->total * 8;
-  c->buf[c->used++] = 0x80;
-  if (c->used > NP_HASH_BLOCK - 8) {
-    memset(c->buf + c->used, 0, NP_HASH_BLOCK - c->used);
-    md5_block(c->h, c->buf);
-    c->used = 0;
-  }
-  memset(c->buf + c->used, 0, NP_HASH_BLOCK - 8 - c->used);
-  store_le32(c->buf + 56, (uint32_t)bits);
-  store_le32(c->buf + 60, (uint32_t)(bits >> 32));
-  md5_block(c->h, c->buf);
+  np_md_pad(c->h, &c->md, md5_block, 0);
   for (int i = 0; i < 4; i++)
     store_le32(out + 4 * i, c->h[i]);
   np_wipe(c, sizeof *c);

@@ -65,47 +65,17 @@ void np_sha1_init(struct np_sha1 *c) {
   /* FIPS 180-4 §5.3.1 */
   static const uint32_t iv[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
   memcpy(c->h, iv, sizeof iv);
-  c->total = 0;
-  c->used = 0;
+  c->md.total = 0;
+  c->md.used = 0;
 }
 
 void np_sha1_update(struct np_sha1 *c, const void *data, size_t len) {
-  const uint8_t *p = data;
-  c->total += len;
-  while (len > 0) {
-    if (c->used == 0 && len >= NP_HASH_BLOCK) {
-      sha1_block(c->h, p);
-      p += NP_HASH_BLOCK;
-      len -= NP_HASH_BLOCK;
-      continue;
-    }
-    size_t n = NP_HASH_BLOCK - c->used;
-    if (n > len)
-      n = len;
-    memcpy(c->buf + c->used, p, n);
-    c->used += n;
-    p += n;
-    len -= n;
-    if (c->used == NP_HASH_BLOCK) {
-      sha1_block(c->h, c->buf);
-      c->used = 0;
-    }
-  }
+  np_md_update(c->h, &c->md, sha1_block, data, len);
 }
 
 void np_sha1_final(struct np_sha1 *c, uint8_t out[NP_SHA1_LEN]) {
   /* FIPS 180-4 §5.1.1: 0x80, zeros, then the bit length big-endian. */
-  uint64_t bits = c->total * 8;
-  c->buf[c->used++] = 0x80;
-  if (c->used > NP_HASH_BLOCK - 8) {
-    memset(c->buf + c->used, 0, NP_HASH_BLOCK - c->used);
-    sha1_block(c->h, c->buf);
-    c->used = 0;
-  }
-  memset(c->buf + c->used, 0, NP_HASH_BLOCK - 8 - c->used);
-  store_be32(c->buf + 56, (uint32_t)(bits >> 32));
-  store_be32(c->buf + 60, (uint32_t)bits);
-  sha1_block(c->h, c->buf);
+  np_md_pad(c->h, &c->md, sha1_block, 1);
   for (int i = 0; i < 5; i++)
     store_be32(out + 4 * i, c->h[i]);
   np_wipe(c, sizeof *c);

@@ -77,46 +77,16 @@ void np_sha256_init(struct np_sha256 *c) {
   static const uint32_t iv[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                  0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
   memcpy(c->h, iv, sizeof iv);
-  c->total = 0;
-  c->used = 0;
+  c->md.total = 0;
+  c->md.used = 0;
 }
 
 void np_sha256_update(struct np_sha256 *c, const void *data, size_t len) {
-  const uint8_t *p = data;
-  c->total += len;
-  while (len > 0) {
-    if (c->used == 0 && len >= NP_HASH_BLOCK) {
-      sha256_block(c->h, p);
-      p += NP_HASH_BLOCK;
-      len -= NP_HASH_BLOCK;
-      continue;
-    }
-    size_t n = NP_HASH_BLOCK - c->used;
-    if (n > len)
-      n = len;
-    memcpy(c->buf + c->used, p, n);
-    c->used += n;
-    p += n;
-    len -= n;
-    if (c->used == NP_HASH_BLOCK) {
-      sha256_block(c->h, c->buf);
-      c->used = 0;
-    }
-  }
+  np_md_update(c->h, &c->md, sha256_block, data, len);
 }
 
 void np_sha256_final(struct np_sha256 *c, uint8_t out[NP_SHA256_LEN]) {
-  uint64_t bits = c->total * 8;
-  c->buf[c->used++] = 0x80;
-  if (c->used > NP_HASH_BLOCK - 8) {
-    memset(c->buf + c->used, 0, NP_HASH_BLOCK - c->used);
-    sha256_block(c->h, c->buf);
-    c->used = 0;
-  }
-  memset(c->buf + c->used, 0, NP_HASH_BLOCK - 8 - c->used);
-  store_be32(c->buf + 56, (uint32_t)(bits >> 32));
-  store_be32(c->buf + 60, (uint32_t)bits);
-  sha256_block(c->h, c->buf);
+  np_md_pad(c->h, &c->md, sha256_block, 1);
   for (int i = 0; i < 8; i++)
     store_be32(out + 4 * i, c->h[i]);
   np_wipe(c, sizeof *c);

@@ -50,6 +50,7 @@ build = {
         "csrc/addr.c",
         "csrc/crc32.c",
         "csrc/hmac.c",
+        "csrc/hash_md.c",
         "csrc/md5.c",
         "csrc/np_core.c",
         "csrc/np_stdio.c",
