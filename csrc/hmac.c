@@ -17,24 +17,30 @@ void np_wipe(void *p, size_t len) {
     *v++ = 0;
 }
 
-void np_hmac_sha1_init(struct np_hmac_sha1 *c, const void *key, size_t keylen) {
+/* K' ^ ipad and K' ^ opad; `hash` shortens a key longer than a block. */
+static void key_pads(const void *key, size_t keylen, void (*hash)(const void *, size_t, uint8_t *),
+                     uint8_t ipad[NP_HASH_BLOCK], uint8_t opad[NP_HASH_BLOCK]) {
   uint8_t k[NP_HASH_BLOCK] = {0};
-  uint8_t pad[NP_HASH_BLOCK];
   if (keylen > NP_HASH_BLOCK)
-    np_sha1(key, keylen, k);
+    hash(key, keylen, k);
   else if (keylen > 0)
     memcpy(k, key, keylen);
-
-  for (int i = 0; i < NP_HASH_BLOCK; i++)
-    pad[i] = k[i] ^ IPAD;
-  np_sha1_init(&c->inner);
-  np_sha1_update(&c->inner, pad, sizeof pad);
-  for (int i = 0; i < NP_HASH_BLOCK; i++)
-    pad[i] = k[i] ^ OPAD;
-  np_sha1_init(&c->outer);
-  np_sha1_update(&c->outer, pad, sizeof pad);
+  for (int i = 0; i < NP_HASH_BLOCK; i++) {
+    ipad[i] = k[i] ^ IPAD;
+    opad[i] = k[i] ^ OPAD;
+  }
   np_wipe(k, sizeof k);
-  np_wipe(pad, sizeof pad);
+}
+
+void np_hmac_sha1_init(struct np_hmac_sha1 *c, const void *key, size_t keylen) {
+  uint8_t ipad[NP_HASH_BLOCK], opad[NP_HASH_BLOCK];
+  key_pads(key, keylen, np_sha1, ipad, opad);
+  np_sha1_init(&c->inner);
+  np_sha1_update(&c->inner, ipad, sizeof ipad);
+  np_sha1_init(&c->outer);
+  np_sha1_update(&c->outer, opad, sizeof opad);
+  np_wipe(ipad, sizeof ipad);
+  np_wipe(opad, sizeof opad);
 }
 
 void np_hmac_sha1_update(struct np_hmac_sha1 *c, const void *data, size_t len) {
@@ -58,23 +64,14 @@ void np_hmac_sha1(const void *key, size_t keylen, const void *data, size_t len,
 }
 
 void np_hmac_sha256_init(struct np_hmac_sha256 *c, const void *key, size_t keylen) {
-  uint8_t k[NP_HASH_BLOCK] = {0};
-  uint8_t pad[NP_HASH_BLOCK];
-  if (keylen > NP_HASH_BLOCK)
-    np_sha256(key, keylen, k);
-  else if (keylen > 0)
-    memcpy(k, key, keylen);
-
-  for (int i = 0; i < NP_HASH_BLOCK; i++)
-    pad[i] = k[i] ^ IPAD;
+  uint8_t ipad[NP_HASH_BLOCK], opad[NP_HASH_BLOCK];
+  key_pads(key, keylen, np_sha256, ipad, opad);
   np_sha256_init(&c->inner);
-  np_sha256_update(&c->inner, pad, sizeof pad);
-  for (int i = 0; i < NP_HASH_BLOCK; i++)
-    pad[i] = k[i] ^ OPAD;
+  np_sha256_update(&c->inner, ipad, sizeof ipad);
   np_sha256_init(&c->outer);
-  np_sha256_update(&c->outer, pad, sizeof pad);
-  np_wipe(k, sizeof k);
-  np_wipe(pad, sizeof pad);
+  np_sha256_update(&c->outer, opad, sizeof opad);
+  np_wipe(ipad, sizeof ipad);
+  np_wipe(opad, sizeof opad);
 }
 
 void np_hmac_sha256_update(struct np_hmac_sha256 *c, const void *data, size_t len) {
