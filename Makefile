@@ -14,6 +14,7 @@ SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 PURE_SRC := $(filter-out csrc/np_%.c,$(wildcard csrc/*.c))
 BIND_SRC := $(wildcard csrc/np_*.c)
 HDRS     := $(wildcard csrc/*.h)
+TEST_HDRS:= $(wildcard csrc/test/*.h)
 TESTS    := $(patsubst csrc/test/%.c,build/test/%,$(wildcard csrc/test/*.c))
 SAN_TESTS:= $(patsubst csrc/test/%.c,build-san/test/%,$(wildcard csrc/test/*.c))
 WIRE_SRC := $(wildcard csrc/labwire/*.c)
@@ -40,11 +41,11 @@ build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $(WIRE_SRC)
 
-build/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS)
+build/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc -o $@ $< $(PURE_SRC) -lm
 
-build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS)
+build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc -o $@ $< $(PURE_SRC) -lm
 

@@ -10,21 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct suite {
-  int passed, failed;
-} suite;
-
-#define CHECK(su, cond) check((su), (cond), #cond, __FILE__, __LINE__)
-
-static int check(suite *su, int ok, const char *what, const char *file, int line) {
-  if (ok) {
-    su->passed++;
-  } else {
-    su->failed++;
-    printf("FAIL %s:%d: %s\n", file, line, what);
-  }
-  return ok;
-}
+#include "check.h"
 
 /* xorshift64*: deterministic, local state. */
 typedef struct rng {
