@@ -8,12 +8,15 @@ UV_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
 UV_LIBS    ?= $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null || echo -luv)
 WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS     ?= -O2 -g
-ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC -Icsrc
+INC        := -Icsrc/core -Icsrc/lua
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC $(INC)
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-PURE_SRC := $(filter-out csrc/np_%.c,$(wildcard csrc/*.c))
-BIND_SRC := $(wildcard csrc/np_*.c)
-HDRS     := $(wildcard csrc/*.h)
+# csrc/core: codecs, state machines, hashes (no Lua, no libuv, no system
+# calls); csrc/lua: the binding.  Tests, fuzzers and benchmarks link core only.
+PURE_SRC := $(wildcard csrc/core/*.c)
+BIND_SRC := $(wildcard csrc/lua/*.c)
+HDRS     := $(wildcard csrc/core/*.h csrc/lua/*.h)
 TEST_HDRS:= $(wildcard csrc/test/*.h)
 TESTS    := $(patsubst csrc/test/%.c,build/test/%,$(wildcard csrc/test/*.c))
 SAN_TESTS:= $(patsubst csrc/test/%.c,build-san/test/%,$(wildcard csrc/test/*.c))
@@ -43,15 +46,15 @@ build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 
 build/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/core -o $@ $< $(PURE_SRC) -lm
 
 build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc/core -o $@ $< $(PURE_SRC) -lm
 
 build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC -Icsrc $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(INC) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
 
 ctest: $(TESTS)
 	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
@@ -86,7 +89,7 @@ bench: deps all $(BENCH)
 
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) -lm
 
 lint:
 	luacheck lua bin/natpunch examples spec bench

@@ -11,7 +11,7 @@
 -- the module builds with luarocks' default "-O2 -fPIC" (gcc's default
 -- dialect, gnu17, accepts the sources too).
 --
--- The lists below must name every csrc/*.c (but csrc/test/ and
+-- The lists below must name every csrc/core/*.c and csrc/lua/*.c (not csrc/test/ nor
 -- csrc/labwire/) and every lua/natpunch/**.lua: spec/rockspec_spec.lua
 -- checks that, and prints the missing lines.
 rockspec_format = "3.0"
@@ -47,28 +47,28 @@ build = {
   modules = {
     ["natpunch.core"] = {
       sources = {
-        "csrc/addr.c",
-        "csrc/crc32.c",
-        "csrc/hmac.c",
-        "csrc/hash_md.c",
-        "csrc/md5.c",
-        "csrc/np_core.c",
-        "csrc/np_stdio.c",
-        "csrc/np_stun.c",
-        "csrc/np_tcp.c",
-        "csrc/np_timer.c",
-        "csrc/np_udp.c",
-        "csrc/np_udp_batch.c",
-        "csrc/np_udp_punch.c",
-        "csrc/np_udp_touch.c",
-        "csrc/punch.c",
-        "csrc/sha1.c",
-        "csrc/sha256.c",
-        "csrc/stun.c",
-        "csrc/stun_write.c",
-        "csrc/touch.c",
+        "csrc/core/addr.c",
+        "csrc/core/crc32.c",
+        "csrc/core/hmac.c",
+        "csrc/core/hash_md.c",
+        "csrc/core/md5.c",
+        "csrc/lua/np_core.c",
+        "csrc/lua/np_stdio.c",
+        "csrc/lua/np_stun.c",
+        "csrc/lua/np_tcp.c",
+        "csrc/lua/np_timer.c",
+        "csrc/lua/np_udp.c",
+        "csrc/lua/np_udp_batch.c",
+        "csrc/lua/np_udp_punch.c",
+        "csrc/lua/np_udp_touch.c",
+        "csrc/core/punch.c",
+        "csrc/core/sha1.c",
+        "csrc/core/sha256.c",
+        "csrc/core/stun.c",
+        "csrc/core/stun_write.c",
+        "csrc/core/touch.c",
       },
-      incdirs = { "csrc", "$(LIBUV_INCDIR)" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
       libdirs = { "$(LIBUV_LIBDIR)" },
       libraries = { "uv" },
     },

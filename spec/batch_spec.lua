@@ -1,4 +1,4 @@
--- Batched sends on the STUN fast path (csrc/np_udp_batch.c), over real
+-- Batched sends on the STUN fast path (csrc/lua/np_udp_batch.c), over real
 -- loopback sockets: every request of a burst is answered exactly once and
 -- correctly, the answers leave in sendmmsg batches, and batching never
 -- reorders datagrams or loses them when the socket stops or closes inside a
