@@ -40,6 +40,7 @@ dependencies = {
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  LIBSODIUM = { header = "sodium.h", library = "sodium" },
 }
 
 build = {
@@ -53,6 +54,8 @@ build = {
         "csrc/core/hash_md.c",
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_crypto.c",
+        "csrc/lua/np_inet.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -68,12 +71,14 @@ build = {
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "uv" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(LIBSODIUM_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(LIBSODIUM_LIBDIR)" },
+      libraries = { "uv", "sodium" },
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
+    ["natpunch.auth"] = "lua/natpunch/auth.lua",
+    ["natpunch.candidates"] = "lua/natpunch/candidates.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
     ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",
     ["natpunch.cli.peer"] = "lua/natpunch/cli/peer.lua",

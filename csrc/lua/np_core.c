@@ -411,7 +411,8 @@ int luaopen_natpunch_core(lua_State *L) {
 
   /* each part registers its classes and constructors into the module
    * table; run as closures so they see ctx as upvalue 1 too */
-  static const lua_CFunction parts[] = {np_timer_open, np_udp_open, np_tcp_open, np_stdio_open};
+  static const lua_CFunction parts[] = {np_timer_open, np_udp_open, np_tcp_open, np_stdio_open,
+                                       np_inet_open};
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, parts[i], 1);
@@ -422,5 +423,8 @@ int luaopen_natpunch_core(lua_State *L) {
   lua_pushcclosure(L, np_stun_open, 1);
   lua_call(L, 0, 1);
   lua_setfield(L, -2, "stun");
+  lua_pushcfunction(L, np_crypto_open);
+  lua_call(L, 0, 1);
+  lua_setfield(L, -2, "crypto");
   return 1;
 }

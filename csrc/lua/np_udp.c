@@ -392,6 +392,7 @@ static int udp_stats(lua_State *L) {
   STAT(stun_rejected); STAT(touch_delivered); STAT(touch_duplicates); STAT(touch_acked);
   STAT(touch_failed); STAT(touch_retransmits); STAT(touch_malformed);
   STAT(touch_peers_evicted); STAT(punch_malformed); STAT(punch_unmatched);
+  STAT(punch_bad_mac);
   return 1;
 }
 

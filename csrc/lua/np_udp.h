@@ -21,7 +21,7 @@ typedef struct np_udp_stats {
   uint64_t stun_answered, stun_rejected;
   uint64_t touch_delivered, touch_duplicates, touch_acked, touch_failed, touch_retransmits,
       touch_malformed, touch_peers_evicted;
-  uint64_t punch_malformed, punch_unmatched;
+  uint64_t punch_malformed, punch_unmatched, punch_bad_mac;
 } np_udp_stats;
 
 typedef struct np_udp {

@@ -16,6 +16,8 @@ local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local auth = require "natpunch.auth"
+local candidates = require "natpunch.candidates"
 
 local peer = {}
 
@@ -38,6 +40,10 @@ local function now() return core.now() end
 local REPEAT_FIRST, REPEAT_MAX = 0.5, 2   -- seconds between repeated connects while punching
 local EARLY_MAX = 64             -- packets kept from a session not set up yet
 local EARLY_MAX_AGE_MS = 5000
+local INTRO_KEEP_MS = 60000      -- introductions are remembered (retransmissions) this long
+local INTRO_MAX = 256            -- and at most this many
+local DATA_WINDOW = 4096         -- replay window of a session's encrypted messages
+local SEAL_OVERHEAD = 8 + 16     -- counter + Poly1305 tag
 
 function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
@@ -48,10 +54,15 @@ end
 -- same NAT use their private addresses).
 function Peer:_private_candidates()
   local ip, port = self.udp:getsockname()
-  if ip ~= "0.0.0.0" and ip ~= "::" then return { addr.format(ip, port) } end
+  local extra = self.extra_candidates
+  if ip ~= "0.0.0.0" and ip ~= "::" then
+    local out = { table.unpack(extra) }
+    out[#out + 1] = addr.format(ip, port)
+    return out
+  end
   local fam = addr.family(ip)
   local server_loopback = self.server_ip and (self.server_ip:match("^127%.") or self.server_ip == "::1")
-  local out = {}
+  local out = { table.unpack(extra) }
   for _, itf in ipairs(core.interface_addresses() or {}) do
     if itf.family == fam and (not itf.internal or server_loopback)
        and not itf.ip:lower():match("^fe80") then
@@ -64,31 +75,85 @@ end
 
 --------------------------------------------------------------- requests
 
+-- The bytes of one transmission of a request: a registration carries the
+-- server's last cookie; once the server's key is known, every message is
+-- MACed with a fresh sequence number (so a retransmission is not a replay).
+function Peer:_encode_request(fields)
+  local f = {}
+  for k, v in pairs(fields) do f[k] = v end
+  if f.t == "register" then f.cookie = self.cookie end
+  if self.ctl_key then auth.seal(self.ctl_key, "p", f, self.seq()) end
+  return msg.encode(f, msg.MIN_REQUEST)
+end
+
+-- A cookie reply: the server's key and a cookie for our address.  With
+-- server_key pinned, another key is refused.
+function Peer:_take_cookie(reply)
+  local pk = reply.key
+  if type(pk) ~= "string" or #pk ~= auth.KEY_LEN or type(reply.cookie) ~= "string" then
+    return nil, "bad cookie reply"
+  end
+  if self.server_key and not core.crypto.equal(self.server_key, pk) then
+    return nil, "server key mismatch"
+  end
+  if pk ~= self.server_pk then
+    local k, err = auth.shared(self.keys, pk, "natpunch-control")
+    if not k then return nil, err end
+    self.server_pk, self.ctl_key, self.srv_window = pk, k, auth.window()
+  end
+  self.cookie = reply.cookie
+  return true
+end
+
+-- Forget what we know about the current server (failover).
+function Peer:_reset_server()
+  self.server_pk, self.ctl_key, self.srv_window, self.cookie = nil, nil, nil, nil
+end
+
 -- Send a control request to the current server, retransmitting with
 -- back-off until the reply with the same tx arrives or the deadline passes.
+-- tx is random, so an off-path host cannot answer for the server.
 function Peer:_request(fields, timeout)
-  self.tx_seq = self.tx_seq + 1
-  local tx = tostring(self.tx_seq)
+  local tx = auth.hex(core.crypto.random(6))
   fields.tx = tx
-  local body = msg.encode(fields, msg.MIN_REQUEST)
-  local fut = sched.future()
-  self.pending[tx] = fut
   local deadline = now() + timeout * 1000
   local rto = self.rto
   local reply, err
+  local cookies = 0
   while true do
-    local ok, serr = self.udp:send(self.server_ip, self.server_port, body, "control")
+    local fut = sched.future()
+    self.pending[tx] = fut
+    local ok, serr = self.udp:send(self.server_ip, self.server_port, self:_encode_request(fields), "control")
     if not ok then err = serr break end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
     reply = fut:wait(math.min(rto, left))
-    if reply then break end
-    rto = math.min(rto * 2, 2)
+    if reply and reply.t == "cookie" and fields.t == "register" and cookies < 3 then
+      cookies = cookies + 1
+      local cok, cerr = self:_take_cookie(reply)
+      if not cok then err = cerr reply = nil break end
+      reply = nil            -- send again at once, with the cookie
+    elseif reply then
+      break
+    else
+      rto = math.min(rto * 2, 2)
+    end
   end
   self.pending[tx] = nil
   if not reply then return nil, err or "timeout" end
   if reply.t == "error" then return nil, reply.reason or "error" end
+  if reply.t == "cookie" then return nil, "server keeps asking for a cookie" end
   return reply
+end
+
+function Peer:_register_fields()
+  local token = self.token
+  if not token and self.secret then
+    token = auth.mint_token(self.secret, self.id, os.time() + self.token_lifetime)
+  end
+  return { t = "register", id = self.id, pk = self.keys.pk, token = token,
+    plain = self.encrypt == false and "1" or nil,
+    private = table.concat(self:_private_candidates(), ",") }
 end
 
 --- Register with the first server that answers (failover in order).
@@ -98,12 +163,12 @@ function Peer:register()
   for i = 1, #self.servers do
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
     self.server_index = idx
-    self.server_ip, self.server_port = addr.parse(self.servers[idx])
-    local reply, err = self:_request({
-      t = "register", id = self.id, key = self.key,
-      private = table.concat(self:_private_candidates(), ","),
-    }, self.register_timeout)
+    local sip, sport = addr.parse(self.servers[idx])
+    if sip ~= self.server_ip or sport ~= self.server_port then self:_reset_server() end
+    self.server_ip, self.server_port = sip, sport
+    local reply, err = self:_request(self:_register_fields(), self.register_timeout)
     if reply then
+      if type(reply.cookie) == "string" then self.cookie = reply.cookie end
       self.public = reply.public
       self.server = self.servers[idx]
       self.ttl = tonumber(reply.ttl) or 30
@@ -131,8 +196,8 @@ function Peer:_start_refresh()
     while not self.closed do
       sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))
       if self.closed then break end
-      local reply = self:_request({ t = "register", id = self.id, key = self.key,
-        private = table.concat(self:_private_candidates(), ",") }, self.register_timeout)
+      local reply = self:_request(self:_register_fields(), self.register_timeout)
+      if reply and type(reply.cookie) == "string" then self.cookie = reply.cookie end
       if not reply and not self.closed then
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
@@ -153,6 +218,9 @@ local function new_session(self, intro, ip, port, kind, started)
     transport = "udp",
     setup_ms = now() - started,
     inbox = {}, waiting = {},
+    key = intro.peer_key, encrypted = intro.tx_key ~= nil,
+    tx_key = intro.tx_key, rx_key = intro.rx_key, tx_ctr = 0,
+    rx_window = intro.tx_key and auth.window(DATA_WINDOW) or nil,
   }, Session)
   self.sessions[s.remote] = s
   self.by_peer[s.peer] = s
@@ -176,17 +244,22 @@ function Peer:_replay_early(s)
 end
 
 -- Punch toward every candidate of the introduced peer (C state machine).
-function Peer:_punch(intro)
+-- Only safe candidates are probed (natpunch.candidates): a server, or
+-- anyone who could forge its messages, cannot make us send to loopback,
+-- multicast, broadcast, link-local, unspecified or reserved addresses.
+function Peer:_punch(intro, keys)
   local cands = {}
-  for _, c in ipairs(msg.split_list(intro.private)) do
+  local list = candidates.filter(intro.private or "", self.policy)
+  for _, c in ipairs(list) do
     local ip, port = addr.parse(c)
     if ip and addr.family(ip) == self.family then cands[#cands + 1] = { ip, port, "private" } end
   end
-  local pip, pport = addr.parse(intro.public or "")
-  if pip then cands[#cands + 1] = { pip, pport, "public" } end
+  local pip, pport, pfam = candidates.check(intro.public or "", self.policy)
+  if pip and pfam == self.family then cands[#cands + 1] = { pip, pport, "public" } end
+  if #cands == 0 then return nil, "no usable candidate" end
   local fut = sched.future()
   local ok, err = self.udp:punch({
-    nonce = intro.nonce, candidates = cands, timeout = self.connect_timeout * 1000,
+    nonce = keys.nonce, key = keys.punch, candidates = cands, timeout = self.connect_timeout * 1000,
   }, function(perr, ip, port, kind, rtt)
     fut:set(perr, ip, port, kind, rtt)
   end)
@@ -194,11 +267,51 @@ function Peer:_punch(intro)
   return fut
 end
 
+-- Keys of one introduction, from X25519 between our key and the other
+-- peer's (the server cannot compute them): the punch nonce and MAC key,
+-- and one data key per direction.
+function Peer:_intro_keys(m)
+  local shared, err = auth.shared(self.keys, m.pk, "natpunch-peer")
+  if not shared then return nil, err end
+  local raw_nonce = auth.unhex(m.nonce)
+  local keys = {
+    nonce = core.crypto.hash(raw_nonce, shared, 16):sub(1, 8),
+    punch = auth.derive(shared, "punch" .. raw_nonce),
+  }
+  if self.encrypt ~= false and m.plain ~= "1" then
+    keys.tx_key = auth.derive(shared, "data" .. self.keys.pk)
+    keys.rx_key = auth.derive(shared, "data" .. m.pk)
+  end
+  return keys
+end
+
+-- Introductions are kept for retransmissions, then forgotten.
+function Peer:_prune_intros()
+  local t, n = now(), 0
+  for nonce, rec in pairs(self.intros) do
+    if t - rec.started > INTRO_KEEP_MS and rec.done:is_set() then self.intros[nonce] = nil
+    else n = n + 1 end
+  end
+  return n
+end
+
 function Peer:_on_introduce(m)
   if type(m.nonce) ~= "string" or not m.nonce:match("^%x+$") or #m.nonce ~= 16 then return end
   if self.intros[m.nonce] then return end      -- a retransmitted introduction
+  if type(m.peer) ~= "string" or #m.peer > 64 then return end
+  if self:_prune_intros() >= INTRO_MAX then
+    self.counters.intros_dropped = self.counters.intros_dropped + 1
+    return
+  end
   local started = now()
-  local fut, err = self:_punch(m)
+  local keys, kerr = self:_intro_keys(m)
+  local fut, err
+  if keys then
+    fut, err = self:_punch(m, keys)
+    m.tx_key, m.rx_key, m.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
+  else
+    err = "bad peer key: " .. tostring(kerr)
+  end
   local rec = { msg = m, started = started, done = sched.future() }
   self.intros[m.nonce] = rec
   if not fut then
@@ -215,7 +328,7 @@ function Peer:_on_introduce(m)
       return
     end
     local s = self.by_peer[m.peer]
-    if not s or s.remote ~= addr.format(ip, port) then
+    if not s or s.remote ~= addr.format(ip, port) or s.tx_key ~= m.tx_key then
       s = new_session(self, m, ip, port, kind, started)
     end
     if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
@@ -237,7 +350,7 @@ function Peer:connect(id, timeout)
   end
   timeout = timeout or self.connect_timeout
   local started = now()
-  local reply, err = self:_request({ t = "connect", target = id }, timeout)
+  local reply, err = self:_request({ t = "connect", target = id, id = self.id }, timeout)
   if not reply then
     self:_emit({ event = "failed", peer = id, reason = err })
     return nil, err
@@ -250,13 +363,13 @@ function Peer:connect(id, timeout)
   -- The other peer's introduction may have been lost: repeat the same
   -- request (same tx) while punching; the server then sends the same
   -- introduction, same nonce, to both of us again.
-  local again = msg.encode({ t = "connect", target = id, tx = reply.tx }, msg.MIN_REQUEST)
+  local again = { t = "connect", target = id, tx = reply.tx, id = self.id }
   local repeater = sched.spawn(function()
     local gap = REPEAT_FIRST
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      self.udp:send(self.server_ip, self.server_port, again, "control")
+      self.udp:send(self.server_ip, self.server_port, self:_encode_request(again), "control")
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -291,9 +404,24 @@ function Peer:_on_packet(err, data, ip, port, kind)
       self.counters.malformed = self.counters.malformed + 1
       return
     end
+    -- Only a cookie or an error may come without a MAC (both only answer
+    -- a pending request, whose tx is random); everything else must carry
+    -- the server's MAC with a new sequence number.
+    local authed = false
+    if m.mac ~= nil then
+      local seq = self.ctl_key and auth.check(self.ctl_key, "s", m)
+      if not seq or not self.srv_window:accept(seq) then
+        self.counters.bad_mac = self.counters.bad_mac + 1
+        return
+      end
+      authed = true
+    elseif m.t ~= "cookie" and m.t ~= "error" then
+      self.counters.unauthenticated = self.counters.unauthenticated + 1
+      return
+    end
     local fut = m.tx and self.pending[m.tx]
     if fut then fut:set(m) end
-    if m.t == "introduce" and m.role == "accept" then self:_on_introduce(m) end
+    if authed and m.t == "introduce" and m.role == "accept" then self:_on_introduce(m) end
     return
   end
   if kind == "data" or kind == "touch" then
@@ -313,8 +441,34 @@ function Peer:_on_packet(err, data, ip, port, kind)
   end
 end
 
+-- Encrypted messages: [counter u64][XChaCha20-Poly1305 of the payload],
+-- the kind as associated data (a touch cannot be replayed as data), and
+-- each counter accepted once (exactly-once beyond the touch state).
+local function seal(s, data, kind)
+  s.tx_ctr = s.tx_ctr + 1
+  local ctr = string.pack(">I8", s.tx_ctr)
+  return ctr .. core.crypto.seal(s.tx_key, ctr .. string.rep("\0", 16), data, kind)
+end
+
+local function open(s, data, kind)
+  if #data < SEAL_OVERHEAD then return nil end
+  local ctr = data:sub(1, 8)
+  local plain = core.crypto.open(s.rx_key, ctr .. string.rep("\0", 16), data:sub(9), kind)
+  if not plain then return nil end
+  local n = string.unpack(">I8", ctr)
+  if n < 1 or not s.rx_window:accept(n) then return nil end
+  return plain
+end
+
 function Session:_deliver(data, kind)
   local owner = self.owner
+  if self.rx_key then
+    data = open(self, data, kind)
+    if not data then
+      owner.counters.bad_data = owner.counters.bad_data + 1
+      return
+    end
+  end
   owner:_emit({ event = "message", peer = self.peer, data = data, kind = kind })
   -- handlers run as tasks, so they may touch, sleep or wait
   if owner.on_message then sched.spawn(owner.on_message, self, data, kind) end
@@ -345,6 +499,7 @@ end
 --- Unreliable send over the punched path.
 function Session:send(data)
   if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected)", 2) end
+  if self.tx_key then data = seal(self, data, "data") end
   return self.owner.udp:send(self.ip, self.port, data, "data")
 end
 
@@ -354,6 +509,7 @@ end
 function Session:touch(data, cb)
   if type(data) ~= "string" then error("bad argument #1 to 'touch' (string expected)", 2) end
   local owner = self.owner
+  if self.tx_key then data = seal(self, data, "touch") end
   local function report(err, id, rtt)
     if err then owner:_emit({ event = "touch_failed", peer = self.peer, id = id, reason = err })
     else owner:_emit({ event = "touch_acked", peer = self.peer, id = id, rtt_ms = rtt }) end
@@ -394,7 +550,7 @@ function Peer:close()
   if self.refresher then self.refresher:cancel() end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
-      msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")
+      self:_encode_request({ t = "unregister", id = self.id }), "control")
   end
   self.udp:close()
 end
@@ -415,12 +571,46 @@ function peer.new(opts)
     id = opts.id, servers = servers, server_index = 1,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0,
-    counters = { malformed = 0, foreign_control = 0, unknown_source = 0 },
+    counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
+      unauthenticated = 0, bad_data = 0, intros_dropped = 0 },
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
   end
-  self.key = string.format("%016x", string.unpack("<i8", core.random_bytes(8)))
+  -- keys and policies (docs/SECURITY.md)
+  if opts.key_file then
+    local kp, kerr = auth.load_key(opts.key_file, true)
+    if not kp then error("peer: " .. kerr, 2) end
+    self.keys = kp
+  else
+    self.keys = auth.keypair(opts.seed)
+  end
+  self.seq = auth.sequence()
+  if opts.server_key ~= nil then
+    local pk = auth.unhex(opts.server_key)
+    if not pk or #pk ~= auth.KEY_LEN then error("peer: server_key must be 64 hex digits", 2) end
+    self.server_key = pk
+  end
+  self.token, self.secret = opts.token, opts.secret
+  self.token_lifetime = opts.token_lifetime or 86400
+  self.encrypt = opts.encrypt
+  local allow = {}
+  for _, c in ipairs(opts.allow or {}) do allow[#allow + 1] = c end
+  local sip0 = addr.parse(servers[1])
+  if candidates.is_loopback(sip0) then allow[#allow + 1] = "loopback" end
+  self.policy = candidates.policy{ allow = allow }
+  self.extra_candidates = {}
+  if opts.candidates ~= nil then
+    if type(opts.candidates) ~= "table" then error("peer: candidates must be a list of 'ip:port'", 2) end
+    if #opts.candidates > candidates.MAX_COUNT then
+      error("peer: at most " .. candidates.MAX_COUNT .. " candidates", 2)
+    end
+    for _, c in ipairs(opts.candidates) do
+      local ip, port = candidates.check(c, self.policy)
+      if not ip then error("peer: candidate " .. tostring(c) .. ": " .. tostring(port), 2) end
+      self.extra_candidates[#self.extra_candidates + 1] = addr.format(ip, port)
+    end
+  end
   local sip, sport = addr.parse(servers[1])
   self.server_ip, self.server_port = sip, sport
   local bind = opts.bind or (addr.family(sip) == "inet6" and "[::]:0" or "0.0.0.0:0")

@@ -12,6 +12,8 @@
 local core = require "natpunch.core"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local auth = require "natpunch.auth"
+local candidates = require "natpunch.candidates"
 
 local rendezvous = {}
 
@@ -22,6 +24,10 @@ local DEFAULTS = {
   listen = "0.0.0.0:3478",
   ttl = 30,              -- seconds a registration lives without refresh
   max_peers = 10000,     -- cap: memory per peer is bounded, so is the total
+  max_per_socket = 4,    -- ids one source ip:port may hold
+  max_per_ip = 1024,     -- ids one source ip may hold (many users may share a NAT)
+  intro_rate = 5,        -- introductions per second, per asker and per target (token buckets)
+  intro_burst = 20,
   software = "natpunch " .. core.version,
 }
 
@@ -29,21 +35,40 @@ local REPEAT_MS = 30000   -- a repeated connect gets the same introduction this 
 local ID_PATTERN = "^[%w%-_%.@:]+$"
 local MAX_ID = 64
 local MAX_PRIVATE = 8
+local STUN_SOURCES = 4096   -- per-source STUN buckets kept at most
 
 local function valid_id(id)
   return type(id) == "string" and #id >= 1 and #id <= MAX_ID and id:match(ID_PATTERN) ~= nil
 end
+rendezvous.valid_id = valid_id
 
--- Reply to the source of a request: never larger than the request itself
--- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
--- to amplify traffic toward a spoofed address.
+local function count(self, what)
+  self.counters[what] = (self.counters[what] or 0) + 1
+end
+
+-- Reply to the source of a request that is not authenticated yet: never
+-- larger than the request itself (clients pad requests to
+-- msg.MIN_REQUEST), so the server cannot be used to amplify traffic
+-- toward a spoofed address.
 function Server:_reply(ip, port, fields, request_size)
-  local body = msg.encode(fields)
-  if #body + 1 > request_size then
-    self.counters.replies_suppressed = self.counters.replies_suppressed + 1
+  local ok, body = pcall(msg.encode, fields)
+  if not ok or #body + 1 > request_size then
+    count(self, "replies_suppressed")
     return
   end
   self.udp:send(ip, port, body, "control")
+end
+
+-- Send a MACed message to a registered peer (its address has proven it
+-- receives: it returned a cookie).
+function Server:_send_to(rec, fields)
+  auth.seal(rec.mac_key, "s", fields, self.seq())
+  local ok, body = pcall(msg.encode, fields)
+  if not ok then
+    count(self, "replies_suppressed")
+    return
+  end
+  self.udp:send(rec.ip, rec.port, body, "control")
 end
 
 function Server:_event(ev)
@@ -51,60 +76,133 @@ function Server:_event(ev)
 end
 
 function Server:_error(ip, port, m, reason, size)
-  self.counters.errors = self.counters.errors + 1
+  count(self, "errors")
   self:_reply(ip, port, { t = "error", tx = m.tx or "", reason = reason }, size)
 end
 
+-- An authenticated error: to a source that proved its address and key.
+function Server:_auth_error(rec, m, reason)
+  count(self, "errors")
+  self:_send_to(rec, { t = "error", tx = m.tx or "", reason = reason })
+end
+
+function Server:_quota_ok(ip, public)
+  return (self.by_addr[public] or 0) < self.max_per_socket and (self.by_ip[ip] or 0) < self.max_per_ip
+end
+
+function Server:_hold(rec)
+  self.by_addr[rec.public] = (self.by_addr[rec.public] or 0) + 1
+  self.by_ip[rec.ip] = (self.by_ip[rec.ip] or 0) + 1
+end
+
+function Server:_release(rec)
+  local n = (self.by_addr[rec.public] or 1) - 1
+  self.by_addr[rec.public] = n > 0 and n or nil
+  n = (self.by_ip[rec.ip] or 1) - 1
+  self.by_ip[rec.ip] = n > 0 and n or nil
+end
+
+-- Registration, in two steps.  Without a valid cookie for its source the
+-- request gets only a cookie (no state, reply no larger than the request).
+-- With it, the request must carry the peer's public key and a MAC under
+-- the key the peer and this server share; the id is bound to that key
+-- until the registration expires (trust on first use).
 function Server:_on_register(m, ip, port, size)
   local id = m.id
   if not valid_id(id) then return self:_error(ip, port, m, "invalid id", size) end
-  local public = addr.format(ip, port)
+  local pk = m.pk
+  if type(pk) ~= "string" or #pk ~= auth.KEY_LEN then
+    return self:_error(ip, port, m, "key required (this server authenticates peers)", size)
+  end
+  local now_s = core.now() // 1000
+  if not auth.cookie_ok(self.cookie_secret, m.cookie, ip, port, now_s, self.cookie_lifetime) then
+    count(self, "cookies")
+    return self:_reply(ip, port, { t = "cookie", tx = m.tx or "", key = self.keys.pk,
+      cookie = auth.cookie(self.cookie_secret, ip, port, now_s) }, size)
+  end
   local rec = self.peers[id]
-  if rec and rec.key ~= (m.key or "") and rec.public ~= public then
-    return self:_error(ip, port, m, "id taken", size)
+  local key = (rec and rec.pk == pk) and rec.mac_key or auth.shared(self.keys, pk, "natpunch-control")
+  local seq = key and auth.check(key, "p", m)
+  if not seq then return count(self, "bad_mac") end
+  local public = addr.format(ip, port)
+  local tmp = { mac_key = key, ip = ip, port = port }
+  if rec and rec.pk ~= pk then
+    count(self, "id_taken")
+    return self:_auth_error(tmp, m, "id taken")
   end
-  if not rec and self.count >= self.max_peers then
-    return self:_error(ip, port, m, "server full", size)
+  if rec and not rec.window:accept(seq) then return count(self, "replayed") end
+  if self.secret then
+    local ok, why = auth.token_ok(self.secret, m.token, id, os.time())
+    if not ok then return self:_auth_error(tmp, m, why) end
   end
-  local private = {}
-  for _, c in ipairs(msg.split_list(m.private)) do
-    if addr.parse(c) and #private < MAX_PRIVATE then private[#private + 1] = c end
+  local moved = not rec or rec.public ~= public
+  if not rec and self.count >= self.max_peers then return self:_auth_error(tmp, m, "server full") end
+  if moved and not self:_quota_ok(ip, public) then
+    count(self, "quota")
+    return self:_auth_error(tmp, m, "too many registrations from this address")
   end
-  local info = { id = id, public = public, private = private, ip = ip, port = port }
+  local pol = self.policy
+  if candidates.is_loopback(ip) then pol = self.loopback_policy end
+  local private, dropped = candidates.filter(m.private or "", pol)
+  if dropped > 0 then self.counters.candidates_dropped = self.counters.candidates_dropped + dropped end
+  while #private > MAX_PRIVATE do table.remove(private) end
+  local info = { id = id, public = public, private = private, ip = ip, port = port,
+    key = auth.hex(pk), token = m.token }
   if self.on_register then
     local ok, reason = self.on_register(info)
-    if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
+    if ok == false then return self:_auth_error(tmp, m, reason or "rejected") end
   end
-  if rec and rec.public ~= public then self.by_addr[rec.public] = nil end
+  if rec and moved then self:_release(rec) end
   if not rec then
     self.count = self.count + 1
     self.counters.registrations = self.counters.registrations + 1
-    rec = { id = id, key = m.key or "" }
+    rec = { id = id, pk = pk, mac_key = key, window = auth.window(), key = auth.hex(pk) }
+    rec.window:accept(seq)
     self.peers[id] = rec
     self:_event({ event = "registered", peer = id, public = public, private = table.concat(private, ",") })
   end
   rec.public, rec.ip, rec.port, rec.private = public, ip, port, private
+  rec.plain = m.plain == "1"
+  if moved then self:_hold(rec) end
   rec.expires = core.now() + self.ttl * 1000
-  self.by_addr[public] = id
-  self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
+  self:_send_to(rec, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl,
+    cookie = auth.cookie(self.cookie_secret, ip, port, now_s) })
 end
 
-local function hex(bytes)
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+-- The registered peer a request claims to come from, if its MAC, its
+-- sequence number and its source address all check out.
+function Server:_sender(m, ip, port)
+  local rec = valid_id(m.id) and self.peers[m.id]
+  if not rec then return nil, "not registered" end
+  local seq = auth.check(rec.mac_key, "p", m)
+  if not seq then
+    count(self, "bad_mac")
+    return nil
+  end
+  if rec.ip ~= ip or rec.port ~= port then
+    count(self, "wrong_source")
+    return nil
+  end
+  if not rec.window:accept(seq) then
+    count(self, "replayed")
+    return nil
+  end
+  return rec
 end
 
-function Server:_introduce(a, b, tx_for_a, size, nonce)
+function Server:_introduce(a, b, tx_for_a, nonce)
   local again = nonce ~= nil
-  nonce = nonce or hex(core.random_bytes(8))
-  -- b first: b does not have to fit into a's request size budget
-  self.udp:send(b.ip, b.port, msg.encode({
+  nonce = nonce or auth.hex(core.random_bytes(8))
+  -- b first: its introduction is what a lost reply to a repeats
+  self:_send_to(b, {
     t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
-    nonce = nonce, role = "accept",
-  }), "control")
-  self:_reply(a.ip, a.port, {
+    nonce = nonce, role = "accept", pk = a.pk, plain = a.plain and "1" or nil,
+  })
+  self:_send_to(a, {
     t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = table.concat(b.private, ","), nonce = nonce, role = "connect",
-  }, size)
+    private = table.concat(b.private, ","), nonce = nonce, role = "connect", pk = b.pk,
+    plain = b.plain and "1" or nil,
+  })
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
@@ -114,39 +212,86 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
   self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce })
 end
 
+-- Introductions cost the server two messages and make the target punch:
+-- each asker and each target gets a token bucket.
+function Server:_rate_ok(from, to)
+  local now = core.now()
+  from.ask_bucket = from.ask_bucket or auth.bucket(self.intro_rate, self.intro_burst, now)
+  to.target_bucket = to.target_bucket or auth.bucket(self.intro_rate, self.intro_burst, now)
+  if not from.ask_bucket:take(now) then return false end
+  return to.target_bucket:take(now)
+end
+
 function Server:_on_connect(m, ip, port, size)
-  local from_id = self.by_addr[addr.format(ip, port)]
-  local from = from_id and self.peers[from_id]
-  if not from then return self:_error(ip, port, m, "not registered", size) end
-  local to = valid_id(m.target) and self.peers[m.target]
-  if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
-  if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
+  local from, why = self:_sender(m, ip, port)
+  if not from then
+    if why then return self:_error(ip, port, m, why, size) end
+    return
+  end
+  if type(m.tx) ~= "string" or m.tx == "" then return self:_auth_error(from, m, "tx required") end
+  if not valid_id(m.target) then return self:_auth_error(from, m, "invalid target id") end
+  local to = self.peers[m.target]
+  if not to then return self:_auth_error(from, m, "unknown peer '" .. m.target .. "'") end
+  if to == from then return self:_auth_error(from, m, "cannot connect to yourself") end
+  if not self:_rate_ok(from, to) then
+    count(self, "rate_limited")
+    return self:_auth_error(from, m, "rate limited")
+  end
   -- The same request again (same tx): one of the introductions was lost,
   -- or the reply is still on its way.  Send both again with the same
   -- nonce, so the two peers never punch with different nonces.
   local last = from.last_intro
-  if last and last.tx == (m.tx or "") and last.target == to.id and core.now() - last.at < REPEAT_MS then
-    return self:_introduce(from, to, last.tx, size, last.nonce)
+  if last and last.tx == m.tx and last.target == to.id and core.now() - last.at < REPEAT_MS then
+    return self:_introduce(from, to, last.tx, last.nonce)
   end
   if self.on_connect then
     local ok, reason = self.on_connect(from, to)
-    if ok == false then return self:_error(ip, port, m, reason or "denied", size) end
+    if ok == false then return self:_auth_error(from, m, reason or "denied") end
   end
-  self:_introduce(from, to, m.tx or "", size)
+  self:_introduce(from, to, m.tx)
 end
 
+-- Only the key an id is bound to can unregister it, from its address.
 function Server:_on_unregister(m, ip, port)
-  local id = self.by_addr[addr.format(ip, port)]
-  if id and id == m.id then self:_drop(id) end
+  local rec = self:_sender(m, ip, port)
+  if rec then self:_drop(rec.id) end
 end
 
 function Server:_drop(id)
   local rec = self.peers[id]
   if not rec then return end
   self.peers[id] = nil
-  self.by_addr[rec.public] = nil
+  self:_release(rec)
   self.count = self.count - 1
   self:_event({ event = "expired", peer = id })
+end
+
+-- Plain STUN Binding answers, with a per-source token bucket (opt-in:
+-- --stun-rate).  The buckets are bounded: when the table is full, sources
+-- whose bucket has refilled are forgotten, and new ones wait.
+function Server:_on_stun(data, ip, port)
+  local now = core.now()
+  local b = self.stun_buckets[ip]
+  if not b then
+    if self.stun_sources >= STUN_SOURCES then
+      for k, v in pairs(self.stun_buckets) do
+        if v.tokens + (now - v.at) * v.rate / 1000 >= v.burst then
+          self.stun_buckets[k] = nil
+          self.stun_sources = self.stun_sources - 1
+        end
+      end
+    end
+    if self.stun_sources >= STUN_SOURCES then return count(self, "stun_limited") end
+    b = auth.bucket(self.stun_rate, math.max(1, self.stun_rate), now)
+    self.stun_buckets[ip] = b
+    self.stun_sources = self.stun_sources + 1
+  end
+  if not b:take(now) then return count(self, "stun_limited") end
+  local answer = core.stun.answer_binding(data, ip, port, self.software ~= "" and self.software or nil)
+  if answer then
+    count(self, "stun_answered_lua")
+    self.udp:send(ip, port, answer)
+  end
 end
 
 local handlers = {
@@ -157,6 +302,7 @@ local handlers = {
 
 function Server:_on_packet(err, data, ip, port, kind)
   if err then return end
+  if kind == "stun" and self.stun_rate then return self:_on_stun(data, ip, port) end
   if kind ~= "control" then
     self.counters.dropped = self.counters.dropped + 1
     return
@@ -167,7 +313,12 @@ function Server:_on_packet(err, data, ip, port, kind)
     self.counters.malformed = self.counters.malformed + 1
     return
   end
-  h(self, m, ip, port, #data + 1)
+  -- the server never raises on input: a bug here costs one message
+  local ok, perr = pcall(h, self, m, ip, port, #data + 1)
+  if not ok then
+    count(self, "internal_errors")
+    self:_event({ event = "error", reason = tostring(perr) })
+  end
 end
 
 function Server:_sweep()
@@ -177,11 +328,11 @@ function Server:_sweep()
   end
 end
 
---- Registered peers: a list of {id, public, private}.
+--- Registered peers: a list of {id, public, private, key}.
 function Server:list()
   local out = {}
   for id, rec in pairs(self.peers) do
-    out[#out + 1] = { id = id, public = rec.public, private = rec.private }
+    out[#out + 1] = { id = id, public = rec.public, private = rec.private, key = rec.key }
   end
   table.sort(out, function(x, y) return x.id < y.id end)
   return out
@@ -189,6 +340,11 @@ end
 
 function Server:lookup(id)
   return self.peers[id]
+end
+
+--- The server's public key, as hex (peers may pin it: server_key).
+function Server:key()
+  return auth.hex(self.keys.pk)
 end
 
 function Server:address()
@@ -214,8 +370,12 @@ Server.__close = Server.close
 Server.__gc = Server.close
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
--- (s), max_peers, software, on_register(info), on_connect(from, to),
--- on_event(ev).  Returns the server, or nil, message, code.
+-- (s), max_peers, max_per_socket, max_per_ip, intro_rate, intro_burst,
+-- stun_rate, software, secret (deployment secret: registrations need a
+-- token), key_file (the server's key seed, created if missing), allow
+-- (address classes passed on anyway, see natpunch.candidates),
+-- on_register(info), on_connect(from, to), on_event(ev).  Returns the
+-- server, or nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -224,16 +384,41 @@ function rendezvous.new(opts)
   if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end
   local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
-  self.peers, self.by_addr, self.count = {}, {}, 0
+  -- STUN answers per second per source ip (nil: unlimited, answered in C)
+  self.stun_rate = opts.stun_rate
+  if self.stun_rate ~= nil and (type(self.stun_rate) ~= "number" or self.stun_rate <= 0) then
+    error("rendezvous: stun_rate must be a positive number", 2)
+  end
+  self.peers, self.by_addr, self.by_ip, self.count = {}, {}, {}, 0
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
-    dropped = 0, replies_suppressed = 0 }
+    dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
+    id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
+    stun_limited = 0 }
+  -- security (docs/SECURITY.md): the server's key pair, the cookie secret
+  -- (never leaves the process), an optional deployment secret for tokens
+  if opts.key_file then
+    local kp, kerr = auth.load_key(opts.key_file, true)
+    if not kp then error("rendezvous: " .. kerr, 2) end
+    self.keys = kp
+  else
+    self.keys = auth.keypair(opts.seed)
+  end
+  self.secret = opts.secret
+  self.cookie_secret = core.crypto.random(32)
+  self.cookie_lifetime = math.max(60, 2 * self.ttl)
+  self.seq = auth.sequence()
+  self.policy = candidates.policy{ allow = opts.allow }
+  local lo = { "loopback" }
+  for _, c in ipairs(opts.allow or {}) do lo[#lo + 1] = c end
+  self.loopback_policy = candidates.policy{ allow = lo }
+  self.stun_buckets, self.stun_sources = {}, 0
   self.udp = core.udp()
   local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
   if not ok then
     self.udp:close()
     return nil, err, code
   end
-  self.udp:stun_server(true, self.software)
+  self.udp:stun_server(not self.stun_rate, self.software)
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
   local every = math.max(100, math.min(self.ttl * 250, 5000))

@@ -7,6 +7,12 @@ local OPTIONS = {
   { "ttl", arg = "S", type = "number", default = 30,
     help = "seconds a registration lives without a refresh" },
   { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
+  { "max-per-ip", arg = "N", type = "integer", default = 1024,
+    help = "registrations one source IP may hold" },
+  { "secret", arg = "SECRET", help = "deployment secret: peers need a token (expiry:id:hmac)" },
+  { "key", arg = "FILE", help = "load the server's key seed from FILE (created if missing)" },
+  { "stun-rate", arg = "N", type = "number",
+    help = "answer at most N STUN requests per second per source IP (default: no limit)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -15,7 +21,8 @@ local M = {}
 M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
-  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--json]",
+  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--max-peers N] [--json]",
+  "                           [--max-per-ip N] [--secret SECRET] [--key FILE] [--stun-rate N]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
@@ -58,11 +65,16 @@ function M.run(argv)
   end
   if #rest > 0 then return cli.usage_error("rendezvous", "unexpected argument '" .. rest[1] .. "'") end
   if opts.ttl <= 0 then return cli.usage_error("rendezvous", "--ttl must be positive") end
+  if opts.stun_rate and opts.stun_rate <= 0 then
+    return cli.usage_error("rendezvous", "--stun-rate must be positive")
+  end
   io.stdout:setvbuf("line")
   local out = cli.output(opts.json, human)
   return cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
       listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers,
+      max_per_ip = opts.max_per_ip, secret = opts.secret, key_file = opts.key,
+      stun_rate = opts.stun_rate,
       on_event = out.event,
     }
     if not server then
@@ -70,6 +82,7 @@ function M.run(argv)
       return cli.FAIL
     end
     out.event({ event = "listening", address = server:address() })
+    out.log("natpunch rendezvous: server key ", server:key())
     -- run until Ctrl-C (cli.run_loop ends the run) or SIGTERM
     ctx.natpunch.future():wait()
     return cli.OK
