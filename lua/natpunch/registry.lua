@@ -4,12 +4,12 @@
 -- due (never a walk over every peer), and a refresh O(log n).
 --
 --   local reg = registry.new()
---   reg:put{ id = "alice", public = "IP:PORT", ip = ip, port = port, private = {...}, key = "" }
+--   local rec = reg:put(registry.record(id, key, "IP:PORT", port, "IP:PORT,...", expires_ms))
 --   reg:refresh(rec, now_ms + ttl_ms)
 --   reg:expire(now_ms, function(rec) ... end, 1000)  -- at most 1000 per call
 --
--- Records are plain tables owned by the registry; it adds the field `hi`
--- (the record's place in the heap).  Nothing here does I/O: a shared
+-- Records are plain tables owned by the registry; the field `hi` is the
+-- record's place in the heap.  Nothing here does I/O: a shared
 -- registry (natpunch.registry_redis) mirrors these operations to Redis.
 local registry = {}
 
@@ -59,6 +59,27 @@ local function heap_remove(heap, rec)
   down(heap, last.hi)
 end
 
+--- A new record.  Every field is set in one constructor, so Lua sizes
+-- the table once, at 8 slots: id, key, public ("IP:PORT"), port, private
+-- (the candidates, "IP:PORT,IP:PORT"), expires (ms), hi (heap index) and
+-- last_intro (the server's last introduction, false until one).  The IP is
+-- read back from `public` (registry.ip) rather than kept twice.  This keeps
+-- a registered peer under 512 bytes (bench/run.lua measures it); more
+-- per-peer state belongs in a side table keyed by id, not in the record,
+-- because a 9th field doubles the table.
+function registry.record(id, key, public, port, private, expires)
+  return { id = id, key = key, public = public, port = port, private = private,
+    expires = expires, hi = 0, last_intro = false }
+end
+
+--- The IP of a record (from its "IP:PORT" or "[IPv6]:PORT").
+function registry.ip(rec)
+  local public = rec.public
+  local ip = public:sub(1, #public - #tostring(rec.port) - 1)
+  if ip:byte(1) == 91 then ip = ip:sub(2, -2) end   -- "[v6]"
+  return ip
+end
+
 --- A record by id, or nil.
 function Registry:get(id)
   return self.by_id[id]
@@ -84,9 +105,9 @@ function Registry:put(rec)
 end
 
 --- A registered record moved to another public address.
-function Registry:move(rec, public, ip, port)
+function Registry:move(rec, public, port)
   if self.by_public[rec.public] == rec then self.by_public[rec.public] = nil end
-  rec.public, rec.ip, rec.port = public, ip, port
+  rec.public, rec.port = public, port
   self.by_public[public] = rec
 end
 

@@ -36,6 +36,12 @@ local function valid_id(id)
   return type(id) == "string" and #id >= 1 and #id <= MAX_ID and id:match(ID_PATTERN) ~= nil
 end
 
+-- What hooks and callers see of a record: a copy, with private as a list.
+local function view(rec)
+  return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
+    port = rec.port, expires = rec.expires }
+end
+
 -- Reply to the source of a request: never larger than the request itself
 -- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
 -- to amplify traffic toward a spoofed address.
@@ -80,13 +86,11 @@ function Server:_on_register(m, ip, port, size)
   local expires = core.now() + self.ttl * 1000
   if not rec then
     self.counters.registrations = self.counters.registrations + 1
-    rec = { id = id, key = m.key or "", public = public, ip = ip, port = port, private = private,
-      expires = expires }
-    self.registry:put(rec)
-    self:_event({ event = "registered", peer = id, public = public, private = table.concat(private, ",") })
+    rec = self.registry:put(registry.record(id, m.key or "", public, port, table.concat(private, ","), expires))
+    self:_event({ event = "registered", peer = id, public = public, private = rec.private })
   else
-    if rec.public ~= public then self.registry:move(rec, public, ip, port) end
-    rec.private = private
+    if rec.public ~= public then self.registry:move(rec, public, port) end
+    rec.private = table.concat(private, ",")
     self.registry:refresh(rec, expires)
   end
   self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
@@ -100,13 +104,13 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
   local again = nonce ~= nil
   nonce = nonce or hex(core.random_bytes(8))
   -- b first: b does not have to fit into a's request size budget
-  self.udp:send(b.ip, b.port, msg.encode({
-    t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
+  self.udp:send(registry.ip(b), b.port, msg.encode({
+    t = "introduce", peer = a.id, public = a.public, private = a.private,
     nonce = nonce, role = "accept",
   }), "control")
-  self:_reply(a.ip, a.port, {
+  self:_reply(registry.ip(a), a.port, {
     t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = table.concat(b.private, ","), nonce = nonce, role = "connect",
+    private = b.private, nonce = nonce, role = "connect",
   }, size)
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
@@ -131,7 +135,7 @@ function Server:_on_connect(m, ip, port, size)
     return self:_introduce(from, to, last.tx, size, last.nonce)
   end
   if self.on_connect then
-    local ok, reason = self.on_connect(from, to)
+    local ok, reason = self.on_connect(view(from), view(to))
     if ok == false then return self:_error(ip, port, m, reason or "denied", size) end
   end
   self:_introduce(from, to, m.tx or "", size)
@@ -181,14 +185,17 @@ end
 function Server:list()
   local out = {}
   for id, rec in self.registry:each() do
-    out[#out + 1] = { id = id, public = rec.public, private = rec.private }
+    out[#out + 1] = { id = id, public = rec.public, private = msg.split_list(rec.private) }
   end
   table.sort(out, function(x, y) return x.id < y.id end)
   return out
 end
 
+--- The record of id ({id, public, private = {...}, ip, port, expires}; a
+-- copy) or nil.
 function Server:lookup(id)
-  return self.registry:get(id)
+  local rec = self.registry:get(id)
+  return rec and view(rec)
 end
 
 function Server:address()
