@@ -14,6 +14,7 @@ local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
+local registry = require "natpunch.registry"
 
 local rendezvous = {}
 
@@ -36,11 +37,19 @@ local ID_PATTERN = "^[%w%-_%.@:]+$"
 local MAX_ID = 64
 local MAX_PRIVATE = 8
 local STUN_SOURCES = 4096   -- per-source STUN buckets kept at most
+local SWEEP_BATCH = 2000  -- expiries per loop turn: a mass expiry never blocks the loop
 
 local function valid_id(id)
   return type(id) == "string" and #id >= 1 and #id <= MAX_ID and id:match(ID_PATTERN) ~= nil
 end
 rendezvous.valid_id = valid_id
+
+-- What hooks and callers see of a record: a copy, with private as a list
+-- and the peer's public key as hex.
+local function view(rec)
+  return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
+    port = rec.port, expires = rec.expires, key = auth.hex(rec.key) }
+end
 
 local function count(self, what)
   self.counters[what] = (self.counters[what] or 0) + 1
@@ -59,16 +68,22 @@ function Server:_reply(ip, port, fields, request_size)
   self.udp:send(ip, port, body, "control")
 end
 
--- Send a MACed message to a registered peer (its address has proven it
--- receives: it returned a cookie).
-function Server:_send_to(rec, fields)
-  auth.seal(rec.mac_key, "s", fields, self.seq())
+-- Send a MACed message to a source that has proven it receives (it
+-- returned a cookie), under the key it shares with us.
+function Server:_send_mac(key, ip, port, fields)
+  auth.seal(key, "s", fields, self.seq())
   local ok, body = pcall(msg.encode, fields)
   if not ok then
     count(self, "replies_suppressed")
     return
   end
-  self.udp:send(rec.ip, rec.port, body, "control")
+  self.udp:send(ip, port, body, "control")
+end
+
+-- ... to a registered peer.  Per-peer security state lives in a side
+-- table keyed by id (self.sec), so registry records stay small.
+function Server:_send_to(rec, fields)
+  self:_send_mac(self.sec[rec.id].mac_key, registry.ip(rec), rec.port, fields)
 end
 
 function Server:_event(ev)
@@ -80,26 +95,37 @@ function Server:_error(ip, port, m, reason, size)
   self:_reply(ip, port, { t = "error", tx = m.tx or "", reason = reason }, size)
 end
 
--- An authenticated error: to a source that proved its address and key.
-function Server:_auth_error(rec, m, reason)
+-- An authenticated error: to a source that proved its address and key
+-- (key, ip, port), or to a registered record.
+function Server:_auth_error(to, m, reason)
   count(self, "errors")
-  self:_send_to(rec, { t = "error", tx = m.tx or "", reason = reason })
+  local fields = { t = "error", tx = m.tx or "", reason = reason }
+  if to.id then return self:_send_to(to, fields) end
+  self:_send_mac(to.mac_key, to.ip, to.port, fields)
 end
 
+-- Quotas: registrations held per source ip:port and per source IP.
 function Server:_quota_ok(ip, public)
-  return (self.by_addr[public] or 0) < self.max_per_socket and (self.by_ip[ip] or 0) < self.max_per_ip
+  return (self.per_socket[public] or 0) < self.max_per_socket and (self.per_ip[ip] or 0) < self.max_per_ip
 end
 
-function Server:_hold(rec)
-  self.by_addr[rec.public] = (self.by_addr[rec.public] or 0) + 1
-  self.by_ip[rec.ip] = (self.by_ip[rec.ip] or 0) + 1
+function Server:_hold(public, ip)
+  self.per_socket[public] = (self.per_socket[public] or 0) + 1
+  self.per_ip[ip] = (self.per_ip[ip] or 0) + 1
 end
 
-function Server:_release(rec)
-  local n = (self.by_addr[rec.public] or 1) - 1
-  self.by_addr[rec.public] = n > 0 and n or nil
-  n = (self.by_ip[rec.ip] or 1) - 1
-  self.by_ip[rec.ip] = n > 0 and n or nil
+function Server:_release(public, ip)
+  local n = (self.per_socket[public] or 1) - 1
+  self.per_socket[public] = n > 0 and n or nil
+  n = (self.per_ip[ip] or 1) - 1
+  self.per_ip[ip] = n > 0 and n or nil
+end
+
+-- A record left the registry (expired or unregistered).
+function Server:_forget(rec)
+  self:_release(rec.public, registry.ip(rec))
+  self.sec[rec.id] = nil
+  self:_event({ event = "expired", peer = rec.id })
 end
 
 -- Registration, in two steps.  Without a valid cookie for its source the
@@ -120,23 +146,24 @@ function Server:_on_register(m, ip, port, size)
     return self:_reply(ip, port, { t = "cookie", tx = m.tx or "", key = self.keys.pk,
       cookie = auth.cookie(self.cookie_secret, ip, port, now_s) }, size)
   end
-  local rec = self.peers[id]
-  local key = (rec and rec.pk == pk) and rec.mac_key or auth.shared(self.keys, pk, "natpunch-control")
+  local rec = self.registry:get(id)
+  local sec = rec and self.sec[id]
+  local key = (rec and rec.key == pk) and sec.mac_key or auth.shared(self.keys, pk, "natpunch-control")
   local seq = key and auth.check(key, "p", m)
   if not seq then return count(self, "bad_mac") end
   local public = addr.format(ip, port)
   local tmp = { mac_key = key, ip = ip, port = port }
-  if rec and rec.pk ~= pk then
+  if rec and rec.key ~= pk then
     count(self, "id_taken")
     return self:_auth_error(tmp, m, "id taken")
   end
-  if rec and not rec.window:accept(seq) then return count(self, "replayed") end
+  if rec and not sec.window:accept(seq) then return count(self, "replayed") end
   if self.secret then
     local ok, why = auth.token_ok(self.secret, m.token, id, os.time())
     if not ok then return self:_auth_error(tmp, m, why) end
   end
   local moved = not rec or rec.public ~= public
-  if not rec and self.count >= self.max_peers then return self:_auth_error(tmp, m, "server full") end
+  if not rec and self.registry.count >= self.max_peers then return self:_auth_error(tmp, m, "server full") end
   if moved and not self:_quota_ok(ip, public) then
     count(self, "quota")
     return self:_auth_error(tmp, m, "too many registrations from this address")
@@ -152,19 +179,25 @@ function Server:_on_register(m, ip, port, size)
     local ok, reason = self.on_register(info)
     if ok == false then return self:_auth_error(tmp, m, reason or "rejected") end
   end
-  if rec and moved then self:_release(rec) end
+  local expires = core.now() + self.ttl * 1000
+  local text = table.concat(private, ",")
   if not rec then
-    self.count = self.count + 1
     self.counters.registrations = self.counters.registrations + 1
-    rec = { id = id, pk = pk, mac_key = key, window = auth.window(), key = auth.hex(pk) }
-    rec.window:accept(seq)
-    self.peers[id] = rec
-    self:_event({ event = "registered", peer = id, public = public, private = table.concat(private, ",") })
+    rec = self.registry:put(registry.record(id, pk, public, port, text, expires))
+    sec = { mac_key = key, window = auth.window() }
+    sec.window:accept(seq)
+    self.sec[id] = sec
+    self:_event({ event = "registered", peer = id, public = public, private = text })
+  else
+    if moved then
+      self:_release(rec.public, registry.ip(rec))
+      self.registry:move(rec, public, port)
+    end
+    rec.private = text
+    self.registry:refresh(rec, expires)
   end
-  rec.public, rec.ip, rec.port, rec.private = public, ip, port, private
-  rec.plain = m.plain == "1"
-  if moved then self:_hold(rec) end
-  rec.expires = core.now() + self.ttl * 1000
+  sec.plain = m.plain == "1"
+  if moved then self:_hold(public, ip) end
   self:_send_to(rec, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl,
     cookie = auth.cookie(self.cookie_secret, ip, port, now_s) })
 end
@@ -172,18 +205,19 @@ end
 -- The registered peer a request claims to come from, if its MAC, its
 -- sequence number and its source address all check out.
 function Server:_sender(m, ip, port)
-  local rec = valid_id(m.id) and self.peers[m.id]
+  local rec = valid_id(m.id) and self.registry:get(m.id)
   if not rec then return nil, "not registered" end
-  local seq = auth.check(rec.mac_key, "p", m)
+  local sec = self.sec[rec.id]
+  local seq = auth.check(sec.mac_key, "p", m)
   if not seq then
     count(self, "bad_mac")
     return nil
   end
-  if rec.ip ~= ip or rec.port ~= port then
+  if rec.port ~= port or rec.public ~= addr.format(ip, port) then
     count(self, "wrong_source")
     return nil
   end
-  if not rec.window:accept(seq) then
+  if not sec.window:accept(seq) then
     count(self, "replayed")
     return nil
   end
@@ -195,13 +229,13 @@ function Server:_introduce(a, b, tx_for_a, nonce)
   nonce = nonce or auth.hex(core.random_bytes(8))
   -- b first: its introduction is what a lost reply to a repeats
   self:_send_to(b, {
-    t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
-    nonce = nonce, role = "accept", pk = a.pk, plain = a.plain and "1" or nil,
+    t = "introduce", peer = a.id, public = a.public, private = a.private,
+    nonce = nonce, role = "accept", pk = a.key, plain = self.sec[a.id].plain and "1" or nil,
   })
   self:_send_to(a, {
     t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = table.concat(b.private, ","), nonce = nonce, role = "connect", pk = b.pk,
-    plain = b.plain and "1" or nil,
+    private = b.private, nonce = nonce, role = "connect", pk = b.key,
+    plain = self.sec[b.id].plain and "1" or nil,
   })
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
@@ -216,10 +250,11 @@ end
 -- each asker and each target gets a token bucket.
 function Server:_rate_ok(from, to)
   local now = core.now()
-  from.ask_bucket = from.ask_bucket or auth.bucket(self.intro_rate, self.intro_burst, now)
-  to.target_bucket = to.target_bucket or auth.bucket(self.intro_rate, self.intro_burst, now)
-  if not from.ask_bucket:take(now) then return false end
-  return to.target_bucket:take(now)
+  local fs, ts = self.sec[from.id], self.sec[to.id]
+  fs.ask = fs.ask or auth.bucket(self.intro_rate, self.intro_burst, now)
+  ts.target = ts.target or auth.bucket(self.intro_rate, self.intro_burst, now)
+  if not fs.ask:take(now) then return false end
+  return ts.target:take(now)
 end
 
 function Server:_on_connect(m, ip, port, size)
@@ -230,7 +265,7 @@ function Server:_on_connect(m, ip, port, size)
   end
   if type(m.tx) ~= "string" or m.tx == "" then return self:_auth_error(from, m, "tx required") end
   if not valid_id(m.target) then return self:_auth_error(from, m, "invalid target id") end
-  local to = self.peers[m.target]
+  local to = self.registry:get(m.target)
   if not to then return self:_auth_error(from, m, "unknown peer '" .. m.target .. "'") end
   if to == from then return self:_auth_error(from, m, "cannot connect to yourself") end
   if not self:_rate_ok(from, to) then
@@ -245,7 +280,7 @@ function Server:_on_connect(m, ip, port, size)
     return self:_introduce(from, to, last.tx, last.nonce)
   end
   if self.on_connect then
-    local ok, reason = self.on_connect(from, to)
+    local ok, reason = self.on_connect(view(from), view(to))
     if ok == false then return self:_auth_error(from, m, reason or "denied") end
   end
   self:_introduce(from, to, m.tx)
@@ -258,12 +293,8 @@ function Server:_on_unregister(m, ip, port)
 end
 
 function Server:_drop(id)
-  local rec = self.peers[id]
-  if not rec then return end
-  self.peers[id] = nil
-  self:_release(rec)
-  self.count = self.count - 1
-  self:_event({ event = "expired", peer = id })
+  local rec = self.registry:remove(id)
+  if rec then self:_forget(rec) end
 end
 
 -- Plain STUN Binding answers, with a per-source token bucket (opt-in:
@@ -321,25 +352,28 @@ function Server:_on_packet(err, data, ip, port, kind)
   end
 end
 
+-- Registrations due are removed earliest first, at most SWEEP_BATCH per
+-- turn of the loop; the rest are left for the next turn (1 ms later).
 function Server:_sweep()
-  local now = core.now()
-  for id, rec in pairs(self.peers) do
-    if rec.expires <= now then self:_drop(id) end
-  end
+  local _, more = self.registry:expire(core.now(), function(rec) self:_forget(rec) end, SWEEP_BATCH)
+  if more and not self.closed then self.sweeper:start(1, self.sweep_every, function() self:_sweep() end) end
 end
 
 --- Registered peers: a list of {id, public, private, key}.
 function Server:list()
   local out = {}
-  for id, rec in pairs(self.peers) do
-    out[#out + 1] = { id = id, public = rec.public, private = rec.private, key = rec.key }
+  for id, rec in self.registry:each() do
+    out[#out + 1] = { id = id, public = rec.public, private = msg.split_list(rec.private), key = auth.hex(rec.key) }
   end
   table.sort(out, function(x, y) return x.id < y.id end)
   return out
 end
 
+--- The record of id ({id, public, private = {...}, ip, port, expires,
+-- key}; a copy) or nil.
 function Server:lookup(id)
-  return self.peers[id]
+  local rec = self.registry:get(id)
+  return rec and view(rec)
 end
 
 --- The server's public key, as hex (peers may pin it: server_key).
@@ -356,7 +390,7 @@ end
 function Server:stats()
   local s = self.udp:stats()
   for k, v in pairs(self.counters) do s[k] = v end
-  s.peers = self.count
+  s.peers = self.registry.count
   return s
 end
 
@@ -389,7 +423,8 @@ function rendezvous.new(opts)
   if self.stun_rate ~= nil and (type(self.stun_rate) ~= "number" or self.stun_rate <= 0) then
     error("rendezvous: stun_rate must be a positive number", 2)
   end
-  self.peers, self.by_addr, self.by_ip, self.count = {}, {}, {}, 0
+  self.registry = registry.new()
+  self.sec, self.per_socket, self.per_ip = {}, {}, {}
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
     id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
@@ -421,8 +456,8 @@ function rendezvous.new(opts)
   self.udp:stun_server(not self.stun_rate, self.software)
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
-  local every = math.max(100, math.min(self.ttl * 250, 5000))
-  self.sweeper:start(every, every, function() self:_sweep() end)
+  self.sweep_every = math.max(100, math.min(self.ttl * 250, 5000))
+  self.sweeper:start(self.sweep_every, self.sweep_every, function() self:_sweep() end)
   return self
 end
 
