@@ -55,3 +55,17 @@ describe("C file dependencies", function()
     os.execute("rm -rf " .. helper.q(d))
   end)
 end)
+
+describe("core.so", function()
+  it("exports luaopen_natpunch_core and nothing else (nm -D)", function()
+    local so = helper.build .. "/natpunch/core.so"
+    local out, rc = sh("nm -D --defined-only " .. helper.q(so))
+    assert.equal(0, rc, out)
+    local names = {}
+    for name in out:gmatch("%x+ %a ([%w_@.]+)") do names[#names + 1] = name end
+    assert.same({ "luaopen_natpunch_core" }, names)
+    -- and it still loads and works
+    local core = require "natpunch.core"
+    assert.equal("function", type(core.udp))
+  end)
+end)

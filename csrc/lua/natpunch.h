@@ -27,6 +27,12 @@
 
 #define NP_VERSION "0.1.0"
 
+/* core.so is built with -fvisibility=hidden (after libjuice's JUICE_EXPORT):
+ * only what carries NP_EXPORT, luaopen_natpunch_core, is exported, so no
+ * symbol of the module can clash with one of the process that loads it
+ * (spec/cdeps_spec.lua checks nm -D). */
+#define NP_EXPORT __attribute__((visibility("default")))
+
 /* Size of the shared receive buffer: libuv's recvmmsg path (UV_UDP_RECVMMSG)
  * cuts the buffer into 64 KiB slots, one per datagram, so this allows
  * batches of up to 16 datagrams per system call. */

@@ -19,7 +19,7 @@ static const np_udp_engine *const udp_engines[] = {
   NULL,
 };
 
-int luaopen_natpunch_core(lua_State *L) {
+NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
   np_core_open(L);   /* ctx, module table */
   /* each part registers its classes and constructors into the module
    * table; run as closures so they see ctx as upvalue 1 too */

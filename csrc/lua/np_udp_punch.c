@@ -217,8 +217,9 @@ static int udp_punch(lua_State *L) {
   np_punch *p = punchctx(u);
   if (!p) return luaL_error(L, "out of memory");
   if (p->n >= NP_PUNCH_MAX) return np_push_fail(L, "EFULL", "too many punch sessions on this socket");
-  uint64_t tie;
-  uv_random(NULL, NULL, &tie, sizeof tie, 0, NULL);
+  uint64_t tie; /* ICE-like tie-breaker (RFC 8445 section 7.3.1.1) */
+  int rr = uv_random(NULL, NULL, &tie, sizeof tie, 0, NULL);
+  if (rr < 0) return np_push_error(L, rr);
   uint64_t now = np_now_ms(u->h.ctx);
   int err = 0;
   punch_session *s = punch_set_add(p->set, now, &cfg, nonce, tie, &err);

@@ -57,14 +57,24 @@ static np_udp_slot *slot(np_udp *u) {
   return np_udp_slot_of(u, &np_udp_touch_engine);
 }
 
-static np_touchmap *touchmap(np_udp *u) {
+/* The socket's map, created on first use; NULL with *err a uv error. */
+static np_touchmap *touchmap(np_udp *u, int *err) {
   np_udp_slot *sl = slot(u);
   if (sl->state) return sl->state;
   np_touchmap *m = calloc(1, sizeof *m);
-  if (!m) return NULL;
+  if (!m) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
   touch_config_default(&m->cfg);
   m->max_peers = TM_DEFAULT_MAX_PEERS;
-  uv_random(NULL, NULL, &m->seed, sizeof m->seed, 0, NULL);
+  /* the hash seed keeps remote endpoints from choosing their buckets */
+  int rc = uv_random(NULL, NULL, &m->seed, sizeof m->seed, 0, NULL);
+  if (rc < 0) {
+    free(m);
+    *err = rc;
+    return NULL;
+  }
   /* A receiver must remember ids as long as a sender may retransmit them. */
   m->idle_ms = 2 * touch_config_lifetime_ms(&m->cfg) + 1000;
   sl->state = m;
@@ -119,21 +129,32 @@ static int evict_one(np_udp *u, np_touchmap *m) {
   return 1;
 }
 
-static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create) {
-  np_touchmap *m = touchmap(u);
+/* The entry of sa, created if asked; NULL with *err a uv error (UV_ENOBUFS:
+ * too many peers) or 0 when it does not exist. */
+static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create, int *err) {
+  *err = 0;
+  np_touchmap *m = touchmap(u, err);
   if (!m) return NULL;
   tm_entry **pe = slot_of(m, sa);
   if (*pe || !create) return *pe;
-  if (m->count >= m->max_peers && !evict_one(u, m)) return NULL;
+  if (m->count >= m->max_peers && !evict_one(u, m)) {
+    *err = UV_ENOBUFS;
+    return NULL;
+  }
   pe = slot_of(m, sa);
-  tm_entry *e = calloc(1, sizeof *e);
-  if (!e) return NULL;
-  e->cbs = calloc(m->cfg.max_in_flight, sizeof *e->cbs);
   /* a fresh sender epoch per peer state: if this endpoint's state was
    * evicted and is created again, ids restart at 1, and a receiver that
    * still remembers an old epoch would take them for duplicates */
   uint32_t epoch = 0;
-  uv_random(NULL, NULL, &epoch, sizeof epoch, 0, NULL);
+  int rc = uv_random(NULL, NULL, &epoch, sizeof epoch, 0, NULL);
+  if (rc < 0) {
+    *err = rc;
+    return NULL;
+  }
+  *err = UV_ENOMEM;
+  tm_entry *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->cbs = calloc(m->cfg.max_in_flight, sizeof *e->cbs);
   e->peer = touch_peer_new(&m->cfg, epoch ? epoch : 1);
   if (!e->cbs || !e->peer) {
     free(e->cbs);
@@ -141,6 +162,7 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create) {
     free(e);
     return NULL;
   }
+  *err = 0;
   addr_copy(&e->addr, sa);
   e->last_used = np_now_ms(u->h.ctx);
   *pe = e;
@@ -206,7 +228,8 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   uint64_t *c = slot(u)->counters;
   /* Only data creates receiver state; a stray ack for an unknown peer is
    * dropped without allocating anything. */
-  tm_entry *e = lookup(u, from, frame[0] == WIRE_TOUCH);
+  int err;
+  tm_entry *e = lookup(u, from, frame[0] == WIRE_TOUCH, &err);
   if (!e) {
     c[C_MALFORMED]++;
     return;
@@ -253,6 +276,11 @@ static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
   return next;
 }
 
+static int push_lookup_error(lua_State *L, int err) {
+  if (err == UV_ENOBUFS) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  return np_push_error(L, err);
+}
+
 /* udp:touch(host, port, data, cb) -> id | nil, err, code */
 static int udp_touch(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
@@ -263,8 +291,9 @@ static int udp_touch(lua_State *L) {
   luaL_checktype(L, 5, LUA_TFUNCTION);
   if (!u->receiving)
     return np_push_fail(L, "ENOTCONN", "socket is not receiving (call recv_start first: acks arrive there)");
-  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1);
-  if (!e) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  int err;
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
+  if (!e) return push_lookup_error(L, err);
   uint32_t id = 0;
   int rc = touch_send(e->peer, np_now_ms(u->h.ctx), (const uint8_t *)data, len, &id);
   if (rc < 0) return np_push_fail(L, touch_errname(rc), touch_strerror(rc));
@@ -294,8 +323,9 @@ static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt,
 static int udp_touch_config(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  np_touchmap *m = touchmap(u);
-  if (!m) return luaL_error(L, "out of memory");
+  int err;
+  np_touchmap *m = touchmap(u, &err);
+  if (!m) return np_push_error(L, err);
   if (m->count) return np_push_fail(L, "EBUSY", "touch_config must be set before the first touch");
   touch_config c = m->cfg;
   c.initial_rto_ms = (uint32_t)opt_uint(L, 2, "initial_rto", c.initial_rto_ms, 600000);
@@ -319,7 +349,8 @@ static int udp_touch_info(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   struct sockaddr_storage ss;
   np_parse_addr(L, 2, 3, &ss);
-  tm_entry *e = slot(u)->state ? lookup(u, (struct sockaddr *)&ss, 0) : NULL;
+  int err;
+  tm_entry *e = slot(u)->state ? lookup(u, (struct sockaddr *)&ss, 0, &err) : NULL;
   if (!e) {
     lua_pushnil(L);
     return 1;
@@ -343,8 +374,9 @@ static int udp_touch_seed(lua_State *L) {
   np_parse_addr(L, 2, 3, &ss);
   lua_Integer rtt = luaL_checkinteger(L, 4);
   luaL_argcheck(L, rtt >= 0 && rtt <= 600000, 4, "rtt must be 0..600000 ms");
-  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1);
-  if (!e) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  int err;
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
+  if (!e) return push_lookup_error(L, err);
   touch_seed_rtt(e->peer, (uint32_t)rtt);
   lua_pushboolean(L, 1);
   return 1;
