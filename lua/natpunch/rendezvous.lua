@@ -300,7 +300,7 @@ end
 -- Plain STUN Binding answers, with a per-source token bucket (opt-in:
 -- --stun-rate).  The buckets are bounded: when the table is full, sources
 -- whose bucket has refilled are forgotten, and new ones wait.
-function Server:_on_stun(data, ip, port)
+function Server:_stun_allowed(ip)
   local now = core.now()
   local b = self.stun_buckets[ip]
   if not b then
@@ -312,12 +312,22 @@ function Server:_on_stun(data, ip, port)
         end
       end
     end
-    if self.stun_sources >= STUN_SOURCES then return count(self, "stun_limited") end
+    if self.stun_sources >= STUN_SOURCES then
+      count(self, "stun_limited")
+      return false
+    end
     b = auth.bucket(self.stun_rate, math.max(1, self.stun_rate), now)
     self.stun_buckets[ip] = b
     self.stun_sources = self.stun_sources + 1
   end
-  if not b:take(now) then return count(self, "stun_limited") end
+  if not b:take(now) then
+    count(self, "stun_limited")
+    return false
+  end
+  return true
+end
+
+function Server:_answer_stun(data, ip, port)
   local answer = core.stun.answer_binding(data, ip, port, self.software ~= "" and self.software or nil)
   if answer then
     count(self, "stun_answered_lua")
@@ -333,7 +343,11 @@ local handlers = {
 
 function Server:_on_packet(err, data, ip, port, kind)
   if err then return end
-  if kind == "stun" and self.stun_rate then return self:_on_stun(data, ip, port) end
+  if kind == "stun" then
+    if self.stun_rate and not self:_stun_allowed(ip) then return end
+    if self.discovery then return self.discovery:handle(1, 1, data, ip, port) end
+    if self.stun_rate then return self:_answer_stun(data, ip, port) end
+  end
   if kind ~= "control" then
     self.counters.dropped = self.counters.dropped + 1
     return
@@ -398,6 +412,7 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.sweeper:close()
+  if self.discovery then self.discovery:close() end
   self.udp:close()
 end
 Server.__close = Server.close
@@ -405,11 +420,12 @@ Server.__gc = Server.close
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
 -- (s), max_peers, max_per_socket, max_per_ip, intro_rate, intro_burst,
--- stun_rate, software, secret (deployment secret: registrations need a
--- token), key_file (the server's key seed, created if missing), allow
--- (address classes passed on anyway, see natpunch.candidates),
--- on_register(info), on_connect(from, to), on_event(ev).  Returns the
--- server, or nil, message, code.
+-- stun_rate, software, alternate ("ip2[:port2]": answer RFC 5780 NAT
+-- discovery as natpunch.stunserver does), secret (deployment secret:
+-- registrations need a token), key_file (the server's key seed, created if
+-- missing), allow (address classes passed on anyway, see
+-- natpunch.candidates), on_register(info), on_connect(from, to),
+-- on_event(ev).  Returns the server, or nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -453,7 +469,20 @@ function rendezvous.new(opts)
     self.udp:close()
     return nil, err, code
   end
-  self.udp:stun_server(not self.stun_rate, self.software)
+  if opts.alternate then
+    -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN
+    -- then goes through Lua, for CHANGE-REQUEST and OTHER-ADDRESS
+    local d
+    d, err, code = require("natpunch.stunserver").new{ udp = self.udp, alternate = opts.alternate,
+      software = self.software, reuseaddr = opts.reuseaddr }
+    if not d then
+      self.udp:close()
+      return nil, err, code
+    end
+    self.discovery = d
+  else
+    self.udp:stun_server(not self.stun_rate, self.software)
+  end
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
   self.sweep_every = math.max(100, math.min(self.ttl * 250, 5000))

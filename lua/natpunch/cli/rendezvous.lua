@@ -7,6 +7,8 @@ local OPTIONS = {
   { "ttl", arg = "S", type = "number", default = 30,
     help = "seconds a registration lives without a refresh" },
   { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
+  { "alternate", arg = "IP2[:PORT2]", type = "string",
+    help = "second address: also an RFC 5780 discovery server (see stun-server)" },
   { "max-per-ip", arg = "N", type = "integer", default = 1024,
     help = "registrations one source IP may hold" },
   { "secret", arg = "SECRET", help = "deployment secret: peers need a token (expiry:id:hmac)" },
@@ -21,14 +23,17 @@ local M = {}
 M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
-  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--max-peers N] [--json]",
-  "                           [--max-per-ip N] [--secret SECRET] [--key FILE] [--stun-rate N]",
+  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--alternate IP2[:PORT2]] [--json]",
+  "                           [--max-peers N] [--max-per-ip N] [--secret SECRET] [--key FILE]",
+  "                           [--stun-rate N]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
   "private endpoints and a shared nonce) so they can punch a direct path.  The",
   "server never carries their data.  It also answers STUN Binding requests on",
-  "the same port.  It runs until interrupted (Ctrl-C) or killed.",
+  "the same port (with --alternate also RFC 5780's CHANGE-REQUEST and",
+  "OTHER-ADDRESS, from three more sockets, as `natpunch stun-server` does).",
+  "It runs until interrupted (Ctrl-C) or killed.",
   "",
   cli.options_help(OPTIONS),
   "",
@@ -68,11 +73,15 @@ function M.run(argv)
   if opts.stun_rate and opts.stun_rate <= 0 then
     return cli.usage_error("rendezvous", "--stun-rate must be positive")
   end
+  if opts.alternate then
+    local ok, err = require("natpunch.stunserver").parse_alternate(opts.alternate)
+    if not ok then return cli.usage_error("rendezvous", "--" .. err) end
+  end
   io.stdout:setvbuf("line")
   local out = cli.output(opts.json, human)
   return cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
-      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers,
+      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
       max_per_ip = opts.max_per_ip, secret = opts.secret, key_file = opts.key,
       stun_rate = opts.stun_rate,
       on_event = out.event,
