@@ -90,6 +90,7 @@ build = {
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
+    ["natpunch.registry"] = "lua/natpunch/registry.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
   },
