@@ -76,7 +76,8 @@ describe("rendezvous robustness", function()
       for i = 1, 20 do
         valid[#valid + 1] = msg.encode({ t = "register", id = "peer" .. i, tx = tostring(i),
           private = "127.0.0.1:" .. (1000 + i) }, msg.MIN_REQUEST)
-        valid[#valid + 1] = msg.encode({ t = "connect", target = "peer" .. (i % 20 + 1), tx = "c" .. i }, msg.MIN_REQUEST)
+        valid[#valid + 1] = msg.encode({ t = "connect", target = "peer" .. (i % 20 + 1), tx = "c" .. i },
+          msg.MIN_REQUEST)
       end
       for i = 1, 40000 do
         local body
