@@ -70,7 +70,11 @@ function Server:_on_register(m, ip, port, size)
   for _, c in ipairs(msg.split_list(m.private)) do
     if addr.parse(c) and #private < MAX_PRIVATE then private[#private + 1] = c end
   end
-  local info = { id = id, public = public, private = private, ip = ip, port = port }
+  -- what the peer's traversal methods tell the peers introduced to it:
+  -- passed through as it is, never read here (docs/EXTENDING.md)
+  local opaque, dropped = msg.opaque(m)
+  self.counters.opaque_dropped = self.counters.opaque_dropped + dropped
+  local info = { id = id, public = public, private = private, ip = ip, port = port, opaque = opaque }
   if self.on_register then
     local ok, reason = self.on_register(info)
     if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
@@ -83,7 +87,7 @@ function Server:_on_register(m, ip, port, size)
     self.peers[id] = rec
     self:_event({ event = "registered", peer = id, public = public, private = table.concat(private, ",") })
   end
-  rec.public, rec.ip, rec.port, rec.private = public, ip, port, private
+  rec.public, rec.ip, rec.port, rec.private, rec.opaque = public, ip, port, private, opaque
   rec.expires = core.now() + self.ttl * 1000
   self.by_addr[public] = id
   self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
@@ -96,15 +100,16 @@ end
 function Server:_introduce(a, b, tx_for_a, size, nonce)
   local again = nonce ~= nil
   nonce = nonce or hex(core.random_bytes(8))
+  local function intro(other, tx, role)
+    local f = {}
+    for k, v in pairs(other.opaque or {}) do f[k] = v end
+    f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
+    f.private = table.concat(other.private, ",")
+    return f
+  end
   -- b first: b does not have to fit into a's request size budget
-  self.udp:send(b.ip, b.port, msg.encode({
-    t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
-    nonce = nonce, role = "accept",
-  }), "control")
-  self:_reply(a.ip, a.port, {
-    t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = table.concat(b.private, ","), nonce = nonce, role = "connect",
-  }, size)
+  self.udp:send(b.ip, b.port, msg.encode(intro(a, nil, "accept")), "control")
+  self:_reply(a.ip, a.port, intro(b, tx_for_a, "connect"), size)
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
@@ -226,7 +231,7 @@ function rendezvous.new(opts)
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   self.peers, self.by_addr, self.count = {}, {}, 0
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
-    dropped = 0, replies_suppressed = 0 }
+    dropped = 0, replies_suppressed = 0, opaque_dropped = 0 }
   self.udp = core.udp()
   local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
   if not ok then
