@@ -25,7 +25,7 @@ function Link:touch(data, cb)
 end
 
 -- The socket belongs to the peer: closing a UDP session only forgets it.
-function Link:close() end
+function Link.close() end
 
 function udp.run(ctx)
   local sock = ctx.peer.udp
