@@ -419,6 +419,10 @@ function Peer:close()
     if not rec.done:is_set() then method.cancel(rec.attempt) end
   end
   for _, s in pairs(self.by_peer) do s:close() end
+  for _, name in ipairs(self.methods) do
+    local m = method.get(name)
+    if m.close then m.close(self) end   -- what a method keeps per peer
+  end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
       msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")

@@ -212,8 +212,8 @@ end
 --- The Markdown table of docs/LAB.md (one row per behaviour).
 function nat_types.markdown()
   local L = {
-    "| type | classic name | RFC 4787 mapping (4.1) | RFC 4787 filtering (5) | new port | unsolicited TCP SYN |",
-    "| --- | --- | --- | --- | --- | --- |",
+    "| type | seed 001 name | mapping (RFC 4787 4.1) | filtering (RFC 4787 5) | new port | unsolicited TCP SYN |",
+    "|---|---|---|---|---|---|",
   }
   for _, id in ipairs(order) do
     local e = by_id[id]
@@ -223,18 +223,31 @@ function nat_types.markdown()
   return table.concat(L, "\n")
 end
 
---- The Markdown table of expected UDP outcomes (docs/TRAVERSAL.md): rows
--- connect, columns wait.
+--- The Markdown table of expected outcomes (docs/TRAVERSAL.md): the
+-- connecting side's type in rows, the waiting side's in columns.
 function nat_types.expect_markdown(transport)
   local ids = nat_types.ids({ matrix = true })
-  local L = { "| connects \\ waits | " .. table.concat(ids, " | ") .. " |",
-    "| --- |" .. string.rep(" --- |", #ids) }
+  local L = { "| connects → waits | " .. table.concat(ids, " | ") .. " |",
+    "|---|" .. string.rep("---|", #ids) }
   for _, a in ipairs(ids) do
     local row = {}
-    for _, b in ipairs(ids) do row[#row + 1] = nat_types.expect(a, b, transport) end
-    L[#L + 1] = "| " .. a .. " | " .. table.concat(row, " | ") .. " |"
+    for _, b in ipairs(ids) do row[#row + 1] = (nat_types.expect(a, b, transport):gsub("-", " ")) end
+    L[#L + 1] = "| **" .. a .. "** | " .. table.concat(row, " | ") .. " |"
   end
   return table.concat(L, "\n")
+end
+
+--- Replace what lies between "<!-- natpunch:NAME -->" and
+-- "<!-- /natpunch:NAME -->" in text by the generated table NAME
+-- ("nat_types" or "expect_udp"); returns the new text and whether it changed.
+function nat_types.fill_doc(text)
+  local gen = { nat_types = nat_types.markdown, expect_udp = function() return nat_types.expect_markdown("udp") end }
+  local out = text:gsub("(<!%-%- natpunch:([%w_]+) %-%->\n)(.-)(<!%-%- /natpunch:%2 %-%->)",
+    function(open, name, _, close)
+      if not gen[name] then return nil end
+      return open .. gen[name]() .. "\n" .. close
+    end)
+  return out, out ~= text
 end
 
 --- Lines for `natpunch lab up --help`.

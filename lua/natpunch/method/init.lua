@@ -33,8 +33,10 @@ local GRACE_MS = 1000   -- a method past its deadline is cancelled this much lat
 local function check_module(name, m)
   if type(m) ~= "table" then return nil, "method '" .. name .. "' is not a table" end
   if type(m.run) ~= "function" then return nil, "method '" .. name .. "' has no run function" end
-  if m.advertise ~= nil and type(m.advertise) ~= "function" then
-    return nil, "method '" .. name .. "': advertise must be a function"
+  for _, hook in ipairs({ "advertise", "close" }) do
+    if m[hook] ~= nil and type(m[hook]) ~= "function" then
+      return nil, "method '" .. name .. "': " .. hook .. " must be a function"
+    end
   end
   return m
 end
