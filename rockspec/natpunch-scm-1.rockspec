@@ -94,6 +94,7 @@ build = {
     ["natpunch.method.udp"] = "lua/natpunch/method/udp.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
+    ["natpunch.registry"] = "lua/natpunch/registry.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
   },

@@ -51,8 +51,11 @@ end
 -- "m.NAMESPACE.KEY" fields the rendezvous passes through (PROTOCOL.md).
 function Peer:_register_fields()
   local f = { t = "register", id = self.id, key = self.key,
-    private = table.concat(candidates.gather(self.udp, self.server_ip), ","),
-    ["m.methods"] = table.concat(self.methods, ",") }
+    private = table.concat(candidates.gather(self.udp, self.server_ip), ",") }
+  -- the methods, unless just the default (a peer that says nothing has "udp"),
+  -- so that a plain peer costs the rendezvous nothing more
+  local list = table.concat(self.methods, ",")
+  if list ~= "udp" then f["m.methods"] = list end
   local function put(ns, fields)
     for k, v in pairs(fields or {}) do f["m." .. ns .. "." .. k] = v end
   end
