@@ -208,7 +208,9 @@ describe("adding a NAT behaviour (docs/EXTENDING.md)", function()
         .. "s:connect('%s', 4444, function(e) r=e or 'connected' end);"
         .. "local t=c.timer(); t:start(3000,0,function() r=r or 'timeout' end);"
         .. "while not r do c.run('once') end; print(r)"):format(helper.build, t:public("nafrst"))
-      local out = require("natpunch.lab.proc").run({ "ip", "netns", "exec", t:ns("s1"), helper.lua, "-e", code })
+      local proc = require "natpunch.lab.proc"
+      local out = proc.run({ "ip", "netns", "exec", t:ns("s1"),
+        table.unpack(proc.preload({ helper.lua, "-e", code })) })
       assert.matches("ECONNREFUSED", out)
     end)
     runner:down()

@@ -81,8 +81,15 @@ end
 ---------------------------------------------------------------------------
 -- environment checks
 
+-- From the kernel, not math.random: busted seeds that with os.time(), so
+-- two spec runs started in the same second (other checkouts on this
+-- machine) would otherwise pick the same prefix.
 local function random_prefix()
-  return ("np%04x"):format(math.random(0, 0xffff))
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(2)
+  if f then f:close() end
+  if not b or #b < 2 then return ("np%04x"):format(math.random(0, 0xffff)) end
+  return ("np%04x"):format(string.unpack(">I2", b))
 end
 
 -- nil when the lab can run here, else the reason it cannot.
