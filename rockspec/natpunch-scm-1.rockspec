@@ -40,6 +40,7 @@ dependencies = {
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
 }
 
 build = {
@@ -53,6 +54,7 @@ build = {
         "csrc/core/hash_md.c",
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_redis.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -68,9 +70,9 @@ build = {
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "uv" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+      libraries = { "uv", "hiredis" },
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
@@ -91,6 +93,7 @@ build = {
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.registry"] = "lua/natpunch/registry.lua",
+    ["natpunch.registry_redis"] = "lua/natpunch/registry_redis.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
   },
