@@ -164,4 +164,65 @@ describe_redis("redis", function()
       a:close(); b:close(); c:close(); d:close(); rv1:close(); rv2:close()
     end, 30)
   end)
+
+  it("natpunch rendezvous --redis --workers 2: two processes on one port share the registry", function()
+    local json = require "natpunch.json"
+    local dir = helper.tmpdir("workers")
+    local out = dir .. "/rv.out"
+    local cmd = "timeout 60 env " .. helper.cli() .. " rendezvous --listen 127.0.0.1:0 --redis " .. url()
+      .. " --workers 2 --json"
+    assert(os.execute(helper.sh(cmd .. " > " .. helper.q(out) .. " 2>&1 & echo $! > " .. helper.q(dir .. "/pid"))))
+    local pid = helper.read_file(dir .. "/pid"):match("%d+")
+    local ok, err = pcall(helper.run, function()
+      local address
+      assert(wait_for(function()
+        local text = helper.read_file(out)
+        address = text:match('"event":"listening","address":"([^"]+)"')
+        local ups = select(2, text:gsub("redis up", ""))
+        return address and text:find('"event":"worker"') and ups >= 2
+      end, 10), helper.read_file(out))
+      -- 16 peers from 16 sockets: the kernel spreads them over both workers
+      local peers = {}
+      for i = 1, 16 do
+        peers[i] = assert(natpunch.peer{ server = address, id = "w" .. i, bind = "127.0.0.1:0" })
+        assert(peers[i]:register())
+      end
+      local servers = {}
+      assert(wait_for(function()
+        servers = {}
+        local n = 0
+        for i = 1, 16 do
+          local srv = rs:cli("HGET np:peer:w" .. i .. " srv"):match("%x+")
+          if srv then n = n + 1; servers[srv] = true end
+        end
+        return n == 16
+      end))
+      local distinct = 0
+      for _ in pairs(servers) do distinct = distinct + 1 end
+      assert.equal(2, distinct)
+      -- every peer reaches the next one, wherever each is registered
+      for i = 1, 16 do
+        local sess = assert(peers[i]:connect("w" .. (i % 16 + 1)))
+        assert(sess:touch("hi"))
+      end
+      for i = 1, 16 do peers[i]:close() end
+      -- the worker's events carry its number
+      local n_worker = 0
+      for line in helper.read_file(out):gmatch("[^\n]+") do
+        local ev = json.decode(line)
+        if ev and ev.worker then n_worker = n_worker + 1 end
+      end
+      assert.is_true(n_worker > 0)
+    end, 30)
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    -- the worker sees its stdin close and stops too
+    local gone = false
+    for _ = 1, 100 do
+      if not os.execute(helper.sh("pgrep -f -- '--redis " .. url() .. " --worke[r]' >/dev/null")) then gone = true; break end
+      os.execute("sleep 0.05")
+    end
+    os.execute("rm -rf " .. helper.q(dir))
+    assert(ok, err)
+    assert.is_true(gone, "worker still running")
+  end)
 end)
