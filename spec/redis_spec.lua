@@ -218,7 +218,8 @@ describe_redis("redis", function()
     -- the worker sees its stdin close and stops too
     local gone = false
     for _ = 1, 100 do
-      if not os.execute(helper.sh("pgrep -f -- '--redis " .. url() .. " --worke[r]' >/dev/null")) then gone = true; break end
+      local probe = helper.sh("pgrep -f -- '--redis " .. url() .. " --worke[r]' >/dev/null")
+      if not os.execute(probe) then gone = true; break end
       os.execute("sleep 0.05")
     end
     os.execute("rm -rf " .. helper.q(dir))
