@@ -90,6 +90,7 @@ build = {
     ["natpunch.lab.probe"] = "lua/natpunch/lab/probe.lua",
     ["natpunch.lab.proc"] = "lua/natpunch/lab/proc.lua",
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
+    ["natpunch.metrics"] = "lua/natpunch/metrics.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.registry"] = "lua/natpunch/registry.lua",

@@ -12,6 +12,8 @@ local OPTIONS = {
   { "workers", arg = "N", type = "integer", default = 1,
     help = "run N server processes on the same port (SO_REUSEPORT) sharing the registry; needs --redis" },
   { "server-id", arg = "ID", type = "string", help = "this server's name in Redis (default: random)" },
+  { "metrics", arg = "ADDR:PORT", type = "addr",
+    help = "serve Prometheus metrics at http://ADDR:PORT/metrics (with --workers: the first process's)" },
   { "worker", arg = "I", type = "integer", help = "(internal) run as worker I of a --workers parent" },
   { "json", help = "print events as JSON, one object per line" },
 }
@@ -46,6 +48,7 @@ M.usage = table.concat({
   '  {"event":"expired","peer":"alice"}      (timed out or unregistered)',
   '  {"event":"log","message":"redis down (...): serving local peers only"}',
   '  {"event":"worker","worker":2,"address":"127.0.0.1:3478"}   (with --workers)',
+  '  {"event":"metrics","address":"127.0.0.1:9100"}   (with --metrics, right after listening)',
   "",
   "Exit codes: 130 after Ctrl-C, 1 if the address cannot be bound, 2 usage error.",
 }, "\n")
@@ -63,6 +66,8 @@ local function human(ev)
     return "expired " .. ev.peer
   elseif ev.event == "log" then
     return ev.message
+  elseif ev.event == "metrics" then
+    return "metrics at http://" .. ev.address .. "/metrics"
   elseif ev.event == "worker" then
     return "worker " .. ev.worker .. " listening on " .. ev.address
   end
@@ -118,6 +123,17 @@ function M.run(argv)
       return cli.OK
     end
     event({ event = "listening", address = address, workers = opts.workers > 1 and opts.workers or nil })
+    if opts.metrics then
+      local msrv, merr = require("natpunch.metrics").serve(opts.metrics, function()
+        return require("natpunch.metrics").rendezvous(server)
+      end)
+      if not msrv then
+        io.stderr:write("natpunch rendezvous: cannot serve metrics on ", opts.metrics, ": ", tostring(merr), "\n")
+        server:close()
+        return cli.FAIL
+      end
+      event({ event = "metrics", address = msrv:address() })
+    end
     for i = 2, opts.workers do
       children[#children + 1] = M.spawn_worker(opts, address, i)
     end
