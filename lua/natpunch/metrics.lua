@@ -169,7 +169,7 @@ end
 local Server = {}
 Server.__index = Server
 
-function Server:_answer(c, request)
+function Server:_answer(request)
   local method, path = request:match("^(%u+) (%S+) HTTP/1%.[01]\r\n")
   if not method then return response(400, "bad request\n") end
   if method ~= "GET" and method ~= "HEAD" then return response(405, "only GET\n") end
@@ -215,7 +215,7 @@ function Server:_accept()
     if request:find("\r\n\r\n", 1, true) or size > MAX_REQUEST then
       buf = nil
       c:read_stop()
-      local answer = size > MAX_REQUEST and response(400, "request too large\n") or self:_answer(c, request)
+      local answer = size > MAX_REQUEST and response(400, "request too large\n") or self:_answer(request)
       c:write(answer, function() c:shutdown(finish) end)
     else
       buf = { request }

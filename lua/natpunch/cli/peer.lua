@@ -58,7 +58,8 @@ M.usage = table.concat({
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"failed","reason":"..."}     (last line on failure)',
   "Also: server_failed (a server did not answer; the next one is tried),",
-  "metrics (with --metrics: where they are served) and touch_failed.  Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
+  "metrics (with --metrics: where they are served) and touch_failed.",
+  "Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
   "",
   "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
 }, "\n")
