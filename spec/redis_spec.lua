@@ -226,4 +226,26 @@ describe_redis("redis", function()
     assert(ok, err)
     assert.is_true(gone, "worker still running")
   end)
+
+  it("scale test, small: 3 rendezvous processes, 3000 registrations, 300 cross-server introductions", function()
+    -- bench/redis_scale.lua starts its own redis-server and servers and
+    -- kills them at the end; `make bench` runs it at 100k/10k
+    local env = "NATPUNCH_BUILD=" .. helper.q(helper.build) .. " "
+    if helper.sanitize then env = env .. "LD_PRELOAD=" .. helper.q(os.getenv("LD_PRELOAD") or "") .. " " end
+    local cmd = "env " .. env .. "timeout 120 " .. helper.lua
+      .. " bench/redis_scale.lua --registrations 3000 --introductions 300 --json"
+    local p = io.popen(cmd .. " 2>&1")
+    local text = p:read("a")
+    p:close()
+    local r = require("natpunch.json").decode(text:match("(%b{})%s*$") or "")
+    assert(r, text)
+    assert.equal(3, r.servers)
+    assert.equal(3000, r.registrations)
+    assert.equal(300, r.introductions)
+    assert.equal(300, r.introductions_answered)
+    assert.equal(300, r.introductions_delivered)
+    assert.is_true(r.redis_keys >= 3000)
+    assert.is_number(r.intro_p50_ms)
+    assert.is_number(r.redis_bytes_per_peer)
+  end)
 end)
