@@ -198,6 +198,7 @@ local handlers = {
 
 function Server:_on_packet(err, data, ip, port, kind)
   if err then return end
+  if kind == "stun" and self.discovery then return self.discovery:handle(1, 1, data, ip, port) end
   if kind ~= "control" then
     self.counters.dropped = self.counters.dropped + 1
     return
@@ -260,15 +261,18 @@ function Server:close()
   self.closed = true
   self.sweeper:close()
   if self.shared then self.shared:close() end
+  if self.discovery then self.discovery:close() end
   self.udp:close()
 end
 Server.__close = Server.close
 Server.__gc = Server.close
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
--- (s), max_peers, software, on_register(info), on_connect(from, to),
--- on_event(ev); redis ("redis://IP:PORT": share the registry with other
--- servers), server_id, redis_prefix, on_log(text).  Returns the server, or nil, message, code.
+-- (s), max_peers, software, alternate ("ip2[:port2]": answer RFC 5780
+-- NAT discovery as natpunch.stunserver does), on_register(info),
+-- on_connect(from, to), on_event(ev); redis ("redis://IP:PORT": share the
+-- registry with other servers), server_id, redis_prefix, on_log(text).
+-- Returns the server, or nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -296,7 +300,20 @@ function rendezvous.new(opts)
       prefix = opts.redis_prefix, on_message = function(m) self:_on_shared(m) end,
       log = opts.on_log or function(text) self:_event({ event = "log", message = text }) end }
   end
-  self.udp:stun_server(true, self.software)
+  if opts.alternate then
+    -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN
+    -- then goes through Lua, for CHANGE-REQUEST and OTHER-ADDRESS
+    local d
+    d, err, code = require("natpunch.stunserver").new{ udp = self.udp, alternate = opts.alternate,
+      software = self.software, reuseaddr = opts.reuseaddr }
+    if not d then
+      self.udp:close()
+      return nil, err, code
+    end
+    self.discovery = d
+  else
+    self.udp:stun_server(true, self.software)
+  end
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
   self.sweep_every = math.max(100, math.min(self.ttl * 250, 5000))

@@ -7,6 +7,8 @@ local OPTIONS = {
   { "ttl", arg = "S", type = "number", default = 30,
     help = "seconds a registration lives without a refresh" },
   { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
+  { "alternate", arg = "IP2[:PORT2]", type = "string",
+    help = "second address: also an RFC 5780 discovery server (see stun-server)" },
   { "redis", arg = "URL", type = "string",
     help = "share registrations and introductions with other servers through Redis (redis://IP:PORT)" },
   { "workers", arg = "N", type = "integer", default = 1,
@@ -23,13 +25,16 @@ local M = {}
 M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
-  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--redis URL [--workers N]] [--json]",
+  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--alternate IP2[:PORT2]]",
+  "                           [--redis URL [--workers N]] [--metrics ADDR:PORT] [--json]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
   "private endpoints and a shared nonce) so they can punch a direct path.  The",
   "server never carries their data.  It also answers STUN Binding requests on",
-  "the same port.  It runs until interrupted (Ctrl-C) or killed.",
+  "the same port (with --alternate also RFC 5780's CHANGE-REQUEST and",
+  "OTHER-ADDRESS, from three more sockets, as `natpunch stun-server` does).",
+  "It runs until interrupted (Ctrl-C) or killed.",
   "",
   "With --redis, several servers (on one host or many) share one registry: a",
   "peer registered on one server can connect to a peer registered on another",
@@ -83,6 +88,10 @@ function M.run(argv)
   end
   if #rest > 0 then return cli.usage_error("rendezvous", "unexpected argument '" .. rest[1] .. "'") end
   if opts.ttl <= 0 then return cli.usage_error("rendezvous", "--ttl must be positive") end
+  if opts.alternate then
+    local ok, err = require("natpunch.stunserver").parse_alternate(opts.alternate)
+    if not ok then return cli.usage_error("rendezvous", "--" .. err) end
+  end
   if opts.workers < 1 or opts.workers > 64 then return cli.usage_error("rendezvous", "--workers must be 1..64") end
   if opts.workers > 1 and not opts.redis then
     return cli.usage_error("rendezvous", "--workers needs --redis (the workers share the registry through it)")
@@ -100,7 +109,7 @@ function M.run(argv)
   local children = {}
   local code = cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
-      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers,
+      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
       on_event = event, redis = opts.redis, server_id = opts.server_id,
       reuseport = (opts.workers > 1 or opts.worker) and true or nil,
     }
