@@ -47,8 +47,10 @@ end
 -- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
 -- to amplify traffic toward a spoofed address.
 function Server:_reply(ip, port, fields, request_size)
-  local body = msg.encode(fields)
-  if #body + 1 > request_size then
+  -- a reply that echoes a long field (an error quoting a 1170-byte target)
+  -- may exceed msg.MAX_SIZE: it is not sent, and nothing raises
+  local ok, body = pcall(msg.encode, fields)
+  if not ok or #body + 1 > request_size then
     self.counters.replies_suppressed = self.counters.replies_suppressed + 1
     return
   end
