@@ -1,7 +1,7 @@
 -- natpunch as a rock.  From a checkout:
 --
 --   luarocks --lua-version=5.4 make rockspec/natpunch-scm-1.rockspec \
---     CFLAGS="-O2 -fPIC -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
+--     CFLAGS="-O2 -fPIC -fvisibility=hidden -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
 --
 -- `luarocks make` builds from the current directory; source.url is only
 -- read by `luarocks install`/`pack`, and natpunch has no published
@@ -9,7 +9,8 @@
 -- luarocks' own variables, not from this file (build.variables is used only
 -- by the "make" type), hence CFLAGS on the command line above; without it
 -- the module builds with luarocks' default "-O2 -fPIC" (gcc's default
--- dialect, gnu17, accepts the sources too).
+-- dialect, gnu17, accepts the sources too), and then exports every
+-- function instead of luaopen_natpunch_core alone (-fvisibility=hidden).
 --
 -- The lists below must name every csrc/core/*.c and csrc/lua/*.c (not csrc/test/ nor
 -- csrc/labwire/) and every lua/natpunch/**.lua: spec/rockspec_spec.lua
@@ -40,6 +41,7 @@ dependencies = {
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
 }
 
 build = {
@@ -53,6 +55,8 @@ build = {
         "csrc/core/hash_md.c",
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_module.c",
+        "csrc/lua/np_redis.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -67,21 +71,26 @@ build = {
         "csrc/core/stun.c",
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
+        "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "uv" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+      libraries = { "uv", "hiredis" },
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
     ["natpunch.candidates"] = "lua/natpunch/candidates.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
     ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",
+    ["natpunch.cli.nat_type"] = "lua/natpunch/cli/nat_type.lua",
     ["natpunch.cli.peer"] = "lua/natpunch/cli/peer.lua",
     ["natpunch.cli.rendezvous"] = "lua/natpunch/cli/rendezvous.lua",
     ["natpunch.cli.shell"] = "lua/natpunch/cli/shell.lua",
+    ["natpunch.cli.stun_server"] = "lua/natpunch/cli/stun_server.lua",
+    ["natpunch.discover"] = "lua/natpunch/discover.lua",
     ["natpunch.json"] = "lua/natpunch/json.lua",
     ["natpunch.lab"] = "lua/natpunch/lab.lua",
+    ["natpunch.lab.discovery"] = "lua/natpunch/lab/discovery.lua",
     ["natpunch.lab.impair"] = "lua/natpunch/lab/impair.lua",
     ["natpunch.lab.ip4"] = "lua/natpunch/lab/ip4.lua",
     ["natpunch.lab.matrix"] = "lua/natpunch/lab/matrix.lua",
@@ -90,13 +99,16 @@ build = {
     ["natpunch.lab.probe"] = "lua/natpunch/lab/probe.lua",
     ["natpunch.lab.proc"] = "lua/natpunch/lab/proc.lua",
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
+    ["natpunch.metrics"] = "lua/natpunch/metrics.lua",
     ["natpunch.method"] = "lua/natpunch/method/init.lua",
     ["natpunch.method.udp"] = "lua/natpunch/method/udp.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.registry"] = "lua/natpunch/registry.lua",
+    ["natpunch.registry_redis"] = "lua/natpunch/registry_redis.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
+    ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",
   },
   install = {
     bin = { natpunch = "bin/natpunch" },

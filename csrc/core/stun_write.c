@@ -10,10 +10,8 @@
 #include "crypto.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define STUN_MAX_VALUE 0xFFFF /* 16-bit attribute and message lengths */
 
@@ -313,20 +311,6 @@ int stun_addr_format(const struct stun_addr *a, char *buf, size_t cap) {
   return 0;
 }
 
-int stun_random_tid(uint8_t *tid, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = getrandom(tid + got, len - got, 0);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return STUN_ERANDOM;
-    }
-    got += (size_t)n;
-  }
-  return 0;
-}
-
 /* Optional address attribute: written when given and when it fits. */
 static int put_optional_addr(struct stun_writer *w, uint16_t type, const struct sockaddr *sa) {
   struct stun_addr a;
@@ -357,6 +341,14 @@ static void put_optional_software(struct stun_writer *w, const char *software) {
   }
 }
 
+static bool unspecified(const struct stun_addr *a) {
+  size_t n = a->family == STUN_FAMILY_IPV4 ? 4 : 16;
+  for (size_t i = 0; i < n; i++)
+    if (a->ip[i] != 0)
+      return false;
+  return true;
+}
+
 int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr *from,
                            const struct stun_answer_opts *opts, uint8_t *out, size_t outcap) {
   static const struct stun_answer_opts no_opts;
@@ -382,6 +374,11 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
     return STUN_EBADFINGERPRINT;
   if ((r = stun_addr_from_sockaddr(from, &peer)) < 0)
     return r;
+  /* No datagram really comes from 0.0.0.0, :: or port 0, and an answer
+	 * "to" one would go somewhere else (coturn's CVE-2020-26262 relayed to
+	 * such addresses). */
+  if (peer.port == 0 || unspecified(&peer))
+    return STUN_EINVAL;
 
   size_t cap = outcap < STUN_ANSWER_MAX ? outcap : STUN_ANSWER_MAX;
   size_t fp = (m.has & STUN_HAS_FINGERPRINT) ? 8 : 0;

@@ -81,15 +81,14 @@ end
 ---------------------------------------------------------------------------
 -- environment checks
 
--- From the kernel, not math.random: busted seeds that with os.time(), so
--- two spec runs started in the same second (other checkouts on this
--- machine) would otherwise pick the same prefix.
+-- From the kernel, not math.random: a spec that seeds math.random (the
+-- JSON spec does) would give every concurrent test run the same prefix.
 local function random_prefix()
   local f = io.open("/dev/urandom", "rb")
   local b = f and f:read(2)
   if f then f:close() end
-  if not b or #b < 2 then return ("np%04x"):format(math.random(0, 0xffff)) end
-  return ("np%04x"):format(string.unpack(">I2", b))
+  if b and #b == 2 then return ("np%02x%02x"):format(b:byte(1, 2)) end
+  return ("np%04x"):format(math.random(0, 0xffff))
 end
 
 -- nil when the lab can run here, else the reason it cannot.
@@ -243,6 +242,18 @@ local function plan(desc)
       n.prefixlen = subnet.len
       n.gateway = subnet.router
     end
+    -- more public addresses on the same interface (an RFC 5780 server
+    -- needs two): on the internet only, each in a public subnet
+    n.extra_addrs = {}
+    for _, extra in ipairs(spec.extra_addrs or {}) do
+      if n.behind then
+        error(("lab: %s: extra_addrs only on a public host"):format(n.name), 4)
+      end
+      local _, a = ip4.check_public(extra, n.name)
+      local text = take(a, n.name)
+      n.extra_addrs[#n.extra_addrs + 1] = { addr = text,
+        prefixlen = ip4.public_subnet(text).len }
+    end
   end
   for _, s in ipairs(ip4.PUBLIC) do take(ip4.parse(s.router), "router") end
 
@@ -355,6 +366,14 @@ end
 function Topology:ns(name) return self:node(name).ns end
 function Topology:addr(name) return self:node(name).addr end
 
+-- Every address of a node: its own first, then its extra_addrs.
+function Topology:addrs(name)
+  local n = self:node(name)
+  local list = { n.addr }
+  for _, x in ipairs(n.extra_addrs or {}) do list[#list + 1] = x.addr end
+  return list
+end
+
 -- The public address of a NAT router (its WAN address).
 function Topology:public(nat_name) return self:node(nat_name).addr end
 
@@ -462,6 +481,10 @@ function Topology:_uplink(n, ifname)
   self:_link(n.ns, ifname, up_ns, port, bridge, n.link, n.name)
   must_ip("-n", n.ns, "addr", "add", n.addr .. "/" .. n.prefixlen, "dev",
     ifname)
+  for _, x in ipairs(n.extra_addrs or {}) do
+    must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
+      ifname)
+  end
   must_ip("-n", n.ns, "route", "add", "default", "via", n.gateway)
 end
 
