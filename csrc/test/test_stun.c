@@ -415,6 +415,19 @@ static void test_errors(struct tally *t) {
   CHECK_EQ(read_crafted(0x0001, mi_len, sizeof mi_len), STUN_EATTRLEN);
   static const uint8_t mi256_len[] = {0x00, 0x1c, 0x00, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
   CHECK_EQ(read_crafted(0x0001, mi256_len, sizeof mi256_len), STUN_EATTRLEN);
+  /* RESPONSE-PORT: length 4 (RFC 5780 §7.5) or 2 (seen in the wild) */
+  static const uint8_t rp2[] = {0x00, 0x27, 0x00, 0x02, 0x9c, 0x40, 0, 0};
+  static const uint8_t rp3[] = {0x00, 0x27, 0x00, 0x03, 0x9c, 0x40, 0, 0};
+  static const uint8_t rp8[] = {0x00, 0x27, 0x00, 0x08, 0x9c, 0x40, 0, 0, 0, 0, 0, 0};
+  CHECK_EQ(read_crafted(0x0001, rp2, sizeof rp2), 0);
+  CHECK_EQ(read_crafted(0x0001, rp3, sizeof rp3), STUN_EATTRLEN);
+  CHECK_EQ(read_crafted(0x0001, rp8, sizeof rp8), STUN_EATTRLEN);
+  {
+    uint8_t rpbuf[64];
+    size_t rn = craft(rpbuf, 0x0001, rp2, sizeof rp2);
+    CHECK_EQ(stun_read(rpbuf, rn, &m), 0);
+    CHECK_EQ(m.response_port, 40000);
+  }
   static const uint8_t ua_odd[] = {0x00, 0x0a, 0x00, 0x03, 0, 1, 0, 0};
   CHECK_EQ(read_crafted(0x0111, ua_odd, sizeof ua_odd), STUN_EATTRLEN);
   static const uint8_t chg_len[] = {0x00, 0x03, 0x00, 0x08, 0, 0, 0, 6, 0, 0, 0, 0};
