@@ -15,6 +15,8 @@ need pkg-config    have pkg-config
 need lua5.4        have lua5.4
 need liblua5.4-dev test -f /usr/include/lua5.4/lua.h
 need libuv1-dev    test -f /usr/include/uv.h
+need libhiredis-dev test -f /usr/include/hiredis/adapters/libuv.h
+need redis-server  have redis-server
 need lua-busted    test -x /usr/bin/busted
 need luarocks      have luarocks
 need lua-check     have luacheck
@@ -27,6 +29,9 @@ need util-linux    have setpriv
 need stun-client   have stun
 need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'
+# make fuzz (libFuzzer, ASan+UBSan): clang and its fuzzer runtime
+need clang-14      have clang-14
+need libclang-rt-14-dev sh -c 'ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a'
 if [ -z "$missing" ]; then
   echo "deps: all present"
   exit 0

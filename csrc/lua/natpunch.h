@@ -59,6 +59,7 @@ typedef struct np_handle {
     uv_udp_t udp;
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_idle_t idle;
     uv_stream_t stream;
     uv_tty_t tty;
     uv_pipe_t pipe;
@@ -119,6 +120,7 @@ int np_timer_open(lua_State *L);
 int np_udp_open(lua_State *L);
 int np_tcp_open(lua_State *L);
 int np_stdio_open(lua_State *L);
+int np_redis_open(lua_State *L);   /* np_redis.c: hiredis on the loop */
 int np_stun_open(lua_State *L);    /* pushes the stun table (no argument) */
 
 #endif
