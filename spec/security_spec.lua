@@ -328,8 +328,8 @@ describe("security", function()
       assert.truthy(s.encrypted)
       -- see what a's socket sends
       local wire = {}
-      local real = a.udp
-      a.udp = setmetatable({ send = function(_, ip, port, data, kind)
+      local real = s.link.socket
+      s.link.socket = setmetatable({ send = function(_, ip, port, data, kind)
         wire[#wire + 1] = data
         return real:send(ip, port, data, kind)
       end, touch = function(_, ...) return real:touch(...) end }, { __index = function(_, k)
@@ -338,7 +338,7 @@ describe("security", function()
       assert(s:send("plain secret"))
       assert(s:touch("touch secret"))
       natpunch.sleep(0.1)
-      a.udp = real
+      s.link.socket = real
       assert.same({ "data:plain secret", "touch:touch secret" }, got)
       assert.is_nil(wire[1]:find("plain secret", 1, true))
       assert.equal(#"plain secret" + 24, #wire[1])

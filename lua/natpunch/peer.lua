@@ -1,6 +1,7 @@
 --- A peer (natdemo's peer, seed 000): registers with a rendezvous server,
--- connects to other peers by id, punches a direct UDP path, then sends
--- (unreliable) and touches (reliable) over it.
+-- connects to other peers by id, reaches them directly with the first
+-- traversal method that works (natpunch.method: UDP hole punching by
+-- default), then sends (unreliable) and touches (reliable) over it.
 --
 --   local p = natpunch.peer{ server = "203.0.113.1:3478", id = "alice",
 --                            on_message = function(s, data, kind) print(s.peer, data) end }
@@ -16,8 +17,9 @@ local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
-local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
+local method = require "natpunch.method"
+local auth = require "natpunch.auth"
 
 local peer = {}
 
@@ -49,28 +51,47 @@ function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
 end
 
--- Local candidates: the addresses this socket can be reached at on its own
--- LANs (seed 002: hosts with several interfaces; seed 003: peers behind the
--- same NAT use their private addresses).
-function Peer:_private_candidates()
-  local ip, port = self.udp:getsockname()
-  local extra = self.extra_candidates
-  if ip ~= "0.0.0.0" and ip ~= "::" then
-    local out = { table.unpack(extra) }
-    out[#out + 1] = addr.format(ip, port)
-    return out
+-- The fields of a register request: our private candidates, and what our
+-- methods (and p:advertise) tell peers introduced to us, as opaque
+-- "m.NAMESPACE.KEY" fields the rendezvous passes through (PROTOCOL.md).
+function Peer:_register_fields()
+  local token = self.token
+  if not token and self.secret then
+    token = auth.mint_token(self.secret, self.id, os.time() + self.token_lifetime)
   end
-  local fam = addr.family(ip)
-  local server_loopback = self.server_ip and (self.server_ip:match("^127%.") or self.server_ip == "::1")
-  local out = { table.unpack(extra) }
-  for _, itf in ipairs(core.interface_addresses() or {}) do
-    if itf.family == fam and (not itf.internal or server_loopback)
-       and not itf.ip:lower():match("^fe80") then
-      out[#out + 1] = addr.format(itf.ip, port)
-      if #out >= 8 then break end
-    end
+  -- our key (docs/SECURITY.md), then extra candidates first, then gathered ones
+  local private = { table.unpack(self.extra_candidates) }
+  for _, c in ipairs(candidates.gather(self.udp, self.server_ip)) do
+    if #private >= candidates.MAX_PRIVATE then break end
+    private[#private + 1] = c
   end
-  return out
+  local f = { t = "register", id = self.id, pk = self.keys.pk, token = token,
+    plain = self.encrypt == false and "1" or nil, private = table.concat(private, ",") }
+  -- the methods, unless just the default (a peer that says nothing has "udp"),
+  -- so that a plain peer costs the rendezvous nothing more
+  local list = table.concat(self.methods, ",")
+  if list ~= "udp" then f["m.methods"] = list end
+  local function put(ns, fields)
+    for k, v in pairs(fields or {}) do f["m." .. ns .. "." .. k] = v end
+  end
+  for _, name in ipairs(self.methods) do
+    local m = method.get(name)
+    if m.advertise then put(name, m.advertise(self)) end
+  end
+  for ns, fields in pairs(self.advertised) do put(ns, fields) end
+  return f
+end
+
+--- Fields under namespace ns sent with every registration from now on
+-- (nil removes them); peers introduced to us read them as intro.info[ns].
+-- For facts about this peer that are no method's own (the NAT type found
+-- by discovery, say). Takes effect at the next register or refresh.
+function Peer:advertise(ns, fields)
+  if type(ns) ~= "string" or not ns:match("^[%w_]+$") then
+    error("bad argument #1 to 'advertise' (namespace: letters, digits, _)", 2)
+  end
+  if fields ~= nil and type(fields) ~= "table" then error("bad argument #2 to 'advertise' (table expected)", 2) end
+  self.advertised[ns] = fields
 end
 
 --------------------------------------------------------------- requests
@@ -78,12 +99,12 @@ end
 -- The bytes of one transmission of a request: a registration carries the
 -- server's last cookie; once the server's key is known, every message is
 -- MACed with a fresh sequence number (so a retransmission is not a replay).
-function Peer:_encode_request(fields)
+function Peer:_encode_request(fields, pad)
   local f = {}
   for k, v in pairs(fields) do f[k] = v end
   if f.t == "register" then f.cookie = self.cookie end
   if self.ctl_key then auth.seal(self.ctl_key, "p", f, self.seq()) end
-  return msg.encode(f, msg.MIN_REQUEST)
+  return msg.encode(f, pad or msg.MIN_REQUEST)
 end
 
 -- A cookie reply: the server's key and a cookie for our address.  With
@@ -113,7 +134,7 @@ end
 -- Send a control request to the current server, retransmitting with
 -- back-off until the reply with the same tx arrives or the deadline passes.
 -- tx is random, so an off-path host cannot answer for the server.
-function Peer:_request(fields, timeout)
+function Peer:_request(fields, timeout, pad)
   local tx = auth.hex(core.crypto.random(6))
   fields.tx = tx
   local deadline = now() + timeout * 1000
@@ -123,7 +144,7 @@ function Peer:_request(fields, timeout)
   while true do
     local fut = sched.future()
     self.pending[tx] = fut
-    local ok, serr = self.udp:send(self.server_ip, self.server_port, self:_encode_request(fields), "control")
+    local ok, serr = self.udp:send(self.server_ip, self.server_port, self:_encode_request(fields, pad), "control")
     if not ok then err = serr break end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
@@ -144,16 +165,6 @@ function Peer:_request(fields, timeout)
   if reply.t == "error" then return nil, reply.reason or "error" end
   if reply.t == "cookie" then return nil, "server keeps asking for a cookie" end
   return reply
-end
-
-function Peer:_register_fields()
-  local token = self.token
-  if not token and self.secret then
-    token = auth.mint_token(self.secret, self.id, os.time() + self.token_lifetime)
-  end
-  return { t = "register", id = self.id, pk = self.keys.pk, token = token,
-    plain = self.encrypt == false and "1" or nil,
-    private = table.concat(self:_private_candidates(), ",") }
 end
 
 --- Register with the first server that answers (failover in order).
@@ -210,19 +221,19 @@ end
 
 --------------------------------------------------------------- sessions
 
-local function new_session(self, intro, ip, port, kind, started)
+-- A session wraps the link a method returned (send/touch/close).
+local function new_session(self, intro, link, started)
   local s = setmetatable({
-    owner = self, peer = intro.peer, ip = ip, port = port,
-    remote = addr.format(ip, port),
-    path = (kind == "private") and "private" or "public",
-    transport = "udp",
+    owner = self, peer = intro.peer, link = link,
+    ip = link.ip, port = link.port, remote = link.remote,
+    path = link.path, transport = link.transport, method = link.method,
     setup_ms = now() - started,
     inbox = {}, waiting = {},
     key = intro.peer_key, encrypted = intro.tx_key ~= nil,
     tx_key = intro.tx_key, rx_key = intro.rx_key, tx_ctr = 0,
     rx_window = intro.tx_key and auth.window(DATA_WINDOW) or nil,
   }, Session)
-  self.sessions[s.remote] = s
+  if link.route then self.sessions[link.route] = s end
   self.by_peer[s.peer] = s
   return s
 end
@@ -232,7 +243,7 @@ end
 function Peer:_replay_early(s)
   local keep, t = {}, now()
   for _, e in ipairs(self.early) do
-    if e.from == s.remote then
+    if e.from == s.link.route then
       s:_deliver(e.data, e.kind)
     elseif t - e.at <= EARLY_MAX_AGE_MS then
       keep[#keep + 1] = e
@@ -243,33 +254,27 @@ function Peer:_replay_early(s)
   self.early = keep
 end
 
--- Punch toward every candidate of the introduced peer (C state machine).
--- Only safe candidates are probed (natpunch.candidates): a server, or
--- anyone who could forge its messages, cannot make us send to loopback,
--- multicast, broadcast, link-local, unspecified or reserved addresses.
-function Peer:_punch(intro, keys)
-  local cands = {}
-  local list = candidates.filter(intro.private or "", self.policy)
-  for _, c in ipairs(list) do
-    local ip, port = addr.parse(c)
-    if ip and addr.family(ip) == self.family then cands[#cands + 1] = { ip, port, "private" } end
+-- An introduction as the methods see it: the other peer's id, nonce, role,
+-- public endpoint, private candidates (a list), the methods it advertised
+-- (nil from a peer that does not say) and info[namespace] = { key = value }
+-- from its opaque "m.NAMESPACE.KEY" fields.
+local function decode_intro(m)
+  local intro = { peer = m.peer, nonce = m.nonce, role = m.role, public = m.public,
+    private = msg.split_list(m.private), info = {} }
+  for k, v in pairs(m) do
+    local ns, key = k:match("^m%.([%w_]+)%.(.+)$")
+    if ns then
+      intro.info[ns] = intro.info[ns] or {}
+      intro.info[ns][key] = v
+    end
   end
-  local pip, pport, pfam = candidates.check(intro.public or "", self.policy)
-  if pip and pfam == self.family then cands[#cands + 1] = { pip, pport, "public" } end
-  if #cands == 0 then return nil, "no usable candidate" end
-  local fut = sched.future()
-  local ok, err = self.udp:punch({
-    nonce = keys.nonce, key = keys.punch, candidates = cands, timeout = self.connect_timeout * 1000,
-  }, function(perr, ip, port, kind, rtt)
-    fut:set(perr, ip, port, kind, rtt)
-  end)
-  if not ok then return nil, err end
-  return fut
+  if m["m.methods"] then intro.methods = msg.split_list(m["m.methods"]) end
+  return intro
 end
 
 -- Keys of one introduction, from X25519 between our key and the other
 -- peer's (the server cannot compute them): the punch nonce and MAC key,
--- and one data key per direction.
+-- and one data key per direction (docs/SECURITY.md).
 function Peer:_intro_keys(m)
   local shared, err = auth.shared(self.keys, m.pk, "natpunch-peer")
   if not shared then return nil, err end
@@ -304,38 +309,35 @@ function Peer:_on_introduce(m)
     return
   end
   local started = now()
-  local keys, kerr = self:_intro_keys(m)
-  local fut, err
-  if keys then
-    fut, err = self:_punch(m, keys)
-    m.tx_key, m.rx_key, m.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
-  else
-    err = "bad peer key: " .. tostring(kerr)
-  end
-  local rec = { msg = m, started = started, done = sched.future() }
+  local intro = decode_intro(m)
+  local rec = { msg = m, started = started, done = sched.future(), attempt = {} }
   self.intros[m.nonce] = rec
-  if not fut then
-    rec.done:set(nil, err)
+  local keys, kerr = self:_intro_keys(m)
+  if not keys then
+    rec.done:set(nil, "bad peer key: " .. tostring(kerr))
     return
   end
+  intro.punch_nonce, intro.punch_key = keys.nonce, keys.punch
+  intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
+  local order = method.order(self.methods, intro.methods, intro.role)
   sched.spawn(function()
-    local perr, ip, port, kind, rtt = fut:wait()
-    if perr then
-      rec.done:set(nil, "punch failed: " .. tostring(perr))
+    local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
+    if not link then
+      rec.done:set(nil, ctx)
       if m.role == "accept" then
-        self:_emit({ event = "failed", peer = m.peer, reason = "punch failed: " .. tostring(perr) })
+        self:_emit({ event = "failed", peer = m.peer, reason = ctx })
       end
       return
     end
     local s = self.by_peer[m.peer]
-    if not s or s.remote ~= addr.format(ip, port) or s.tx_key ~= m.tx_key then
-      s = new_session(self, m, ip, port, kind, started)
+    if not s or s.remote ~= link.remote or s.transport ~= link.transport or s.tx_key ~= intro.tx_key then
+      s = new_session(self, intro, link, started)
     end
-    if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
-    self:_replay_early(s)
+    ctx:_attach(s)
+    if link.route then self:_replay_early(s) end
     rec.done:set(s)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
-      transport = s.transport, setup_ms = s.setup_ms })
+      transport = s.transport, method = s.method, setup_ms = s.setup_ms })
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
 end
@@ -350,7 +352,9 @@ function Peer:connect(id, timeout)
   end
   timeout = timeout or self.connect_timeout
   local started = now()
-  local reply, err = self:_request({ t = "connect", target = id, id = self.id }, timeout)
+  -- padded so that the introduction (a reply, never larger than the
+  -- request) has room for the other peer's opaque method fields
+  local reply, err = self:_request({ t = "connect", target = id, id = self.id }, timeout, msg.CONNECT_PAD)
   if not reply then
     self:_emit({ event = "failed", peer = id, reason = err })
     return nil, err
@@ -369,7 +373,7 @@ function Peer:connect(id, timeout)
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      self.udp:send(self.server_ip, self.server_port, self:_encode_request(again), "control")
+      self.udp:send(self.server_ip, self.server_port, self:_encode_request(again, msg.CONNECT_PAD), "control")
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -496,12 +500,25 @@ function Session:receive(timeout)
   end, timeout)
 end
 
---- Unreliable send over the punched path.
+--- Unreliable send over the session's path.
 function Session:send(data)
   if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected)", 2) end
+  if self.closed then return nil, "session closed", "ECLOSED" end
   if self.tx_key then data = seal(self, data, "data") end
-  return self.owner.udp:send(self.ip, self.port, data, "data")
+  return self.link:send(data)
 end
+
+--- Forget the session (and close what its method opened for it); later
+-- packets from its address count as unknown_source.
+function Session:close()
+  if self.closed then return end
+  self.closed = true
+  local owner = self.owner
+  if self.link.route and owner.sessions[self.link.route] == self then owner.sessions[self.link.route] = nil end
+  if owner.by_peer[self.peer] == self then owner.by_peer[self.peer] = nil end
+  self.link:close()
+end
+Session.__close = Session.close
 
 --- Reliable send (natdemo's touch): waits for the acknowledgement and
 -- returns the RTT in ms, or nil, reason once retransmissions are exhausted.
@@ -509,19 +526,21 @@ end
 function Session:touch(data, cb)
   if type(data) ~= "string" then error("bad argument #1 to 'touch' (string expected)", 2) end
   local owner = self.owner
-  if self.tx_key then data = seal(self, data, "touch") end
   local function report(err, id, rtt)
     if err then owner:_emit({ event = "touch_failed", peer = self.peer, id = id, reason = err })
     else owner:_emit({ event = "touch_acked", peer = self.peer, id = id, rtt_ms = rtt }) end
   end
+  if self.closed then return nil, "session closed", "ECLOSED" end
+  if self.tx_key then data = seal(self, data, "touch") end
+  local link = self.link
   if cb then
-    return owner.udp:touch(self.ip, self.port, data, function(err, id, rtt)
+    return link:touch(data, function(err, id, rtt)
       report(err, id, rtt)
       cb(err, rtt)
     end)
   end
   local fut = sched.future()
-  local id, err = owner.udp:touch(self.ip, self.port, data, function(e, mid, rtt)
+  local id, err = link:touch(data, function(e, mid, rtt)
     report(e, mid, rtt)
     fut:set(e, rtt)
   end)
@@ -548,6 +567,14 @@ function Peer:close()
   if self.closed then return end
   self.closed = true
   if self.refresher then self.refresher:cancel() end
+  for _, rec in pairs(self.intros) do
+    if not rec.done:is_set() then method.cancel(rec.attempt) end
+  end
+  for _, s in pairs(self.by_peer) do s:close() end
+  for _, name in ipairs(self.methods) do
+    local m = method.get(name)
+    if m.close then m.close(self) end   -- what a method keeps per peer
+  end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
       self:_encode_request({ t = "unregister", id = self.id }), "control")
@@ -560,7 +587,10 @@ Peer.__close = Peer.close
 -- {"ip:port", ...} (failover in order), bind = "ip:port" (default
 -- wildcard, any port), on_message(session, data, kind),
 -- on_session(session) for introductions we did not ask for,
--- on_event(ev), and the timeouts of DEFAULTS.
+-- on_event(ev), methods = { "udp", ... } (natpunch.method, tried in this
+-- order), the timeouts of DEFAULTS, and the security options: key_file,
+-- server_key, secret / token (token_lifetime), encrypt, allow, candidates
+-- (docs/SECURITY.md).
 function peer.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'peer' (table expected)", 2) end
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
@@ -570,7 +600,8 @@ function peer.new(opts)
   local self = setmetatable({
     id = opts.id, servers = servers, server_index = 1,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
-    pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0,
+    pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
+    methods = method.check_list(opts.methods or { "udp" }, "peer", 2),
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
       unauthenticated = 0, bad_data = 0, intros_dropped = 0 },
   }, Peer)

@@ -15,6 +15,7 @@ local addr = require "natpunch.addr"
 local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
 local registry = require "natpunch.registry"
+local registry_redis = require "natpunch.registry_redis"
 
 local rendezvous = {}
 
@@ -125,6 +126,8 @@ end
 function Server:_forget(rec)
   self:_release(rec.public, registry.ip(rec))
   self.sec[rec.id] = nil
+  self.opaque[rec.id] = nil
+  if self.shared then self.shared:forget_peer(rec) end
   self:_event({ event = "expired", peer = rec.id })
 end
 
@@ -173,7 +176,11 @@ function Server:_on_register(m, ip, port, size)
   local private, dropped = candidates.filter(m.private or "", pol)
   if dropped > 0 then self.counters.candidates_dropped = self.counters.candidates_dropped + dropped end
   while #private > MAX_PRIVATE do table.remove(private) end
-  local info = { id = id, public = public, private = private, ip = ip, port = port,
+  -- what the peer's traversal methods tell the peers introduced to it:
+  -- passed through as it is, never read here (docs/EXTENDING.md)
+  local opaque, odropped = msg.opaque(m)
+  self.counters.opaque_dropped = self.counters.opaque_dropped + odropped
+  local info = { id = id, public = public, private = private, ip = ip, port = port, opaque = opaque,
     key = auth.hex(pk), token = m.token }
   if self.on_register then
     local ok, reason = self.on_register(info)
@@ -198,6 +205,9 @@ function Server:_on_register(m, ip, port, size)
   end
   sec.plain = m.plain == "1"
   if moved then self:_hold(public, ip) end
+  -- kept beside the record (records stay at 8 fields); nil when empty
+  self.opaque[id] = next(opaque) and opaque or nil
+  if self.shared then self.shared:publish_peer(rec) end
   self:_send_to(rec, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl,
     cookie = auth.cookie(self.cookie_secret, ip, port, now_s) })
 end
@@ -227,23 +237,55 @@ end
 function Server:_introduce(a, b, tx_for_a, nonce)
   local again = nonce ~= nil
   nonce = nonce or auth.hex(core.random_bytes(8))
-  -- b first: its introduction is what a lost reply to a repeats
-  self:_send_to(b, {
-    t = "introduce", peer = a.id, public = a.public, private = a.private,
-    nonce = nonce, role = "accept", pk = a.key, plain = self.sec[a.id].plain and "1" or nil,
-  })
-  self:_send_to(a, {
-    t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = b.private, nonce = nonce, role = "connect", pk = b.key,
-    plain = self.sec[b.id].plain and "1" or nil,
-  })
+  local function intro(other, tx, role)
+    local f = {}
+    for k, v in pairs(self.opaque[other.id] or {}) do f[k] = v end
+    local sec = self.sec[other.id]
+    f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
+    f.private, f.pk, f.plain = other.private, other.key, (sec and sec.plain) and "1" or nil
+    return f
+  end
+  -- b first: its introduction is what a lost reply to a repeats.  A peer
+  -- on another server (b.srv, from Redis) gets it from its own server.
+  -- (Opaque fields are those of peers registered here: a peer on another
+  -- server is introduced without its own.)
+  local to_b = intro(a, nil, "accept")
+  if b.srv then
+    to_b.to = b.id
+    self.shared:send(b.srv, to_b)
+  else
+    self:_send_to(b, to_b)
+  end
+  self:_send_to(a, intro(b, tx_for_a, "connect"))
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
   end
   a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now() }
   self.counters.introductions = self.counters.introductions + 1
-  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce })
+  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, server = b.srv })
+end
+
+-- The other half of an introduction made by another server, for one of our
+-- peers (through Redis pub/sub): MACed to it like ours, within its
+-- target bucket.
+function Server:_on_shared(m)
+  if m.t ~= "introduce" or not valid_id(m.to) then return end
+  local b = self.registry:get(m.to)
+  if not b or not valid_id(m.peer) or type(m.pk) ~= "string" or #m.pk ~= auth.KEY_LEN then
+    self.counters.remote_unknown = self.counters.remote_unknown + 1
+    return
+  end
+  local sec = self.sec[b.id]
+  local now = core.now()
+  sec.target = sec.target or auth.bucket(self.intro_rate, self.intro_burst, now)
+  if not sec.target:take(now) then return count(self, "rate_limited") end
+  local f = msg.opaque(m)    -- the connecting peer's opaque fields, passed through
+  f.t, f.peer, f.public, f.private, f.nonce, f.role = "introduce", m.peer, m.public, m.private, m.nonce, "accept"
+  f.pk, f.plain = m.pk, m.plain
+  self:_send_to(b, f)
+  self.counters.remote_introductions = self.counters.remote_introductions + 1
+  self:_event({ event = "introduced", from = m.peer, to = b.id, nonce = m.nonce, via = "redis" })
 end
 
 -- Introductions cost the server two messages and make the target punch:
@@ -252,8 +294,9 @@ function Server:_rate_ok(from, to)
   local now = core.now()
   local fs, ts = self.sec[from.id], self.sec[to.id]
   fs.ask = fs.ask or auth.bucket(self.intro_rate, self.intro_burst, now)
-  ts.target = ts.target or auth.bucket(self.intro_rate, self.intro_burst, now)
   if not fs.ask:take(now) then return false end
+  if not ts then return true end      -- on another server: its own server keeps its bucket
+  ts.target = ts.target or auth.bucket(self.intro_rate, self.intro_burst, now)
   return ts.target:take(now)
 end
 
@@ -266,8 +309,23 @@ function Server:_on_connect(m, ip, port, size)
   if type(m.tx) ~= "string" or m.tx == "" then return self:_auth_error(from, m, "tx required") end
   if not valid_id(m.target) then return self:_auth_error(from, m, "invalid target id") end
   local to = self.registry:get(m.target)
+  if not to and self.shared then
+    -- registered on another server?  Asked of Redis without blocking; the
+    -- answer comes back on the loop.
+    return self.shared:find(m.target, function(remote)
+      if self.closed or self.registry:get(from.id) ~= from then return end
+      if not remote or remote.srv == self.shared.server_id or type(remote.key) ~= "string" then
+        return self:_auth_error(from, m, "unknown peer '" .. m.target .. "'")
+      end
+      self:_connect_to(from, remote, m)
+    end)
+  end
   if not to then return self:_auth_error(from, m, "unknown peer '" .. m.target .. "'") end
   if to == from then return self:_auth_error(from, m, "cannot connect to yourself") end
+  self:_connect_to(from, to, m)
+end
+
+function Server:_connect_to(from, to, m)
   if not self:_rate_ok(from, to) then
     count(self, "rate_limited")
     return self:_auth_error(from, m, "rate limited")
@@ -280,7 +338,7 @@ function Server:_on_connect(m, ip, port, size)
     return self:_introduce(from, to, last.tx, last.nonce)
   end
   if self.on_connect then
-    local ok, reason = self.on_connect(view(from), view(to))
+    local ok, reason = self.on_connect(view(from), to.srv and to or view(to))
     if ok == false then return self:_auth_error(from, m, reason or "denied") end
   end
   self:_introduce(from, to, m.tx)
@@ -405,6 +463,10 @@ function Server:stats()
   local s = self.udp:stats()
   for k, v in pairs(self.counters) do s[k] = v end
   s.peers = self.registry.count
+  if self.shared then
+    for k, v in pairs(self.shared.counters) do s[k] = v end
+    s.redis = self.shared.state
+  end
   return s
 end
 
@@ -412,6 +474,7 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.sweeper:close()
+  if self.shared then self.shared:close() end
   if self.discovery then self.discovery:close() end
   self.udp:close()
 end
@@ -425,7 +488,9 @@ Server.__gc = Server.close
 -- registrations need a token), key_file (the server's key seed, created if
 -- missing), allow (address classes passed on anyway, see
 -- natpunch.candidates), on_register(info), on_connect(from, to),
--- on_event(ev).  Returns the server, or nil, message, code.
+-- on_event(ev); redis ("redis://IP:PORT": share the registry with other
+-- servers), server_id, redis_prefix, on_log(text).  Returns the server, or
+-- nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -433,6 +498,10 @@ function rendezvous.new(opts)
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
   if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end
   local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
+  if opts.redis ~= nil then
+    local ok, why = registry_redis.parse_url(opts.redis)
+    if not ok then error("rendezvous: " .. why, 2) end
+  end
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   -- STUN answers per second per source ip (nil: unlimited, answered in C)
   self.stun_rate = opts.stun_rate
@@ -440,11 +509,12 @@ function rendezvous.new(opts)
     error("rendezvous: stun_rate must be a positive number", 2)
   end
   self.registry = registry.new()
+  self.opaque = {}    -- id -> the peer's opaque m.* fields (msg.opaque), passed through into introductions
   self.sec, self.per_socket, self.per_ip = {}, {}, {}
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
     id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
-    stun_limited = 0 }
+    stun_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
   -- security (docs/SECURITY.md): the server's key pair, the cookie secret
   -- (never leaves the process), an optional deployment secret for tokens
   if opts.key_file then
@@ -464,10 +534,16 @@ function rendezvous.new(opts)
   self.loopback_policy = candidates.policy{ allow = lo }
   self.stun_buckets, self.stun_sources = {}, 0
   self.udp = core.udp()
-  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
+  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
   if not ok then
     self.udp:close()
     return nil, err, code
+  end
+  if opts.redis then
+    -- shared registry (natpunch.registry_redis); raises on a bad URL
+    self.shared = registry_redis.new{ url = opts.redis, registry = self.registry, server_id = opts.server_id,
+      prefix = opts.redis_prefix, on_message = function(m) self:_on_shared(m) end,
+      log = opts.on_log or function(text) self:_event({ event = "log", message = text }) end }
   end
   if opts.alternate then
     -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN
