@@ -3,8 +3,8 @@
  * core.crypto) and the frame paths that authenticate datagrams in C
  * (np_udp_punch.c: PUNCH frames carry a 16-byte tag).
  */
-#ifndef NP_CRYPTO_H
-#define NP_CRYPTO_H
+#ifndef NP_SODIUM_H
+#define NP_SODIUM_H
 
 #include <stddef.h>
 #include <stdint.h>
