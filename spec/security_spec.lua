@@ -376,6 +376,32 @@ describe("security", function()
     end)
   end)
 
+  it("touch frames between the peers carry a MAC; frames without a valid one are dropped", function()
+    helper.run(function()
+      local rv, srv = server()
+      local got = {}
+      local b = new_peer(srv, "b", { on_message = function(_, data) got[#got + 1] = data end })
+      local a = new_peer(srv, "a")
+      assert(a:register()); assert(b:register())
+      local s = assert(a:connect("b"))
+      assert(s:touch("one"))
+      -- from a's own socket (its address), frames a forger would send:
+      -- a TOUCH and a TOUCH_ACK without the MAC, and with a wrong one
+      local _, bip, bport = b:address()
+      local touch = string.pack(">BBI4I4B", 6, 0, 7, 1, 0) .. "forged"
+      local ack = string.pack(">BBI4I4B", 7, 0, 7, 1, 0)
+      for _, f in ipairs({ touch, ack, touch .. string.rep("\0", 16), ack .. string.rep("\0", 16) }) do
+        a.udp:send(bip, bport, f)
+      end
+      natpunch.sleep(0.1)
+      assert.equal(4, b:stats().touch_bad_mac)
+      assert.same({ "one" }, got)
+      assert(s:touch("two"))                           -- the real ones still go through
+      assert.same({ "one", "two" }, got)
+      a:close(); b:close(); rv:close()
+    end)
+  end)
+
   it("encryption off is an explicit option that both sides see", function()
     helper.run(function()
       local rv, srv = server()

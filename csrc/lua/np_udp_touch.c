@@ -24,6 +24,13 @@
  * that has no state is dropped (touch_unsolicited): states exist only for
  * endpoints this side chose (touch, touch_seed: a punched session), so a
  * spoofed source costs nothing.
+ *
+ * Authenticated frames: udp:touch_key(host, port, key32) gives that
+ * endpoint's state a key (natpunch.peer derives one per pair of peers,
+ * docs/SECURITY.md); from then on every TOUCH and TOUCH_ACK to it carries
+ * a 16-byte keyed BLAKE2b after the frame (np_crypto.h), and a frame from
+ * it without a valid one is dropped before the state machine sees it
+ * (touch_bad_mac): no forged ack, no forged or replayed delivery.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,15 +38,16 @@
 #include "addr.h"
 #include "touch.h"
 #include "wire.h"
+#include "np_crypto.h"
 
 extern const np_udp_engine np_udp_touch_engine;
 
 enum { C_DELIVERED, C_DUPLICATES, C_ACKED, C_FAILED, C_RETRANSMITS, C_MALFORMED, C_EVICTED,
-       C_REFUSED, C_UNSOLICITED };
+       C_REFUSED, C_UNSOLICITED, C_BAD_MAC };
 static const char *const counters[] = {"touch_delivered", "touch_duplicates", "touch_acked",
                                        "touch_failed", "touch_retransmits", "touch_malformed",
                                        "touch_peers_evicted", "touch_refused", "touch_unsolicited",
-                                       NULL};
+                                       "touch_bad_mac", NULL};
 
 #define TM_BUCKETS 256
 #define TM_DEFAULT_MAX_PEERS 4096
@@ -60,6 +68,8 @@ typedef struct tm_entry {
   int busy;             /* actions being processed: never evict */
   unsigned ncb;
   tm_cb *cbs;           /* max_in_flight slots */
+  int has_key;          /* frames to and from it carry a MAC (udp:touch_key) */
+  uint8_t key[NP_MAC_KEY];
 } tm_entry;
 
 typedef struct np_touchmap {
@@ -272,7 +282,18 @@ static void drain(np_udp *u, tm_entry *e) {
   while (touch_pop(e->peer, &a)) {
     switch (a.kind) {
     case TOUCH_TRANSMIT:
-      np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, a.data, a.len);
+      if (e->has_key) {
+        uint8_t small[1536];   /* every default-sized frame; larger ones on the heap */
+        uint8_t *buf = a.len + NP_MAC_TAG <= sizeof small ? small : malloc(a.len + NP_MAC_TAG);
+        if (buf) {
+          memcpy(buf, a.data, a.len);
+          np_mac16(e->key, buf, a.len, buf + a.len);
+          np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, buf, a.len + NP_MAC_TAG);
+          if (buf != small) free(buf);
+        }
+      } else {
+        np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, a.data, a.len);
+      }
       break;
     case TOUCH_DELIVER:
       slot(u)->counters[C_DELIVERED]++;
@@ -309,6 +330,14 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
     if (frame[0] == WIRE_TOUCH && m->accept_known) c[C_UNSOLICITED]++;
     else if (err != UV_ENOBUFS) c[C_MALFORMED]++;
     return;
+  }
+  if (e->has_key) {
+    if (len < TOUCH_HEADER_LEN + NP_MAC_TAG ||
+        !np_mac16_ok(e->key, frame, len - NP_MAC_TAG, frame + len - NP_MAC_TAG)) {
+      c[C_BAD_MAC]++;
+      return;
+    }
+    len -= NP_MAC_TAG;
   }
   touch_stats before;
   touch_get_stats(e->peer, &before);
@@ -467,8 +496,27 @@ static int udp_touch_seed(lua_State *L) {
   return 1;
 }
 
+/* udp:touch_key(host, port, key): authenticate the frames of that
+ * endpoint's state with a 32-byte key (the state is created if needed). */
+static int udp_touch_key(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  np_parse_addr(L, 2, 3, &ss);
+  size_t n;
+  const char *key = luaL_checklstring(L, 4, &n);
+  luaL_argcheck(L, n == NP_MAC_KEY, 4, "key must be 32 bytes");
+  int err;
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
+  if (!e) return push_lookup_error(L, err);
+  memcpy(e->key, key, NP_MAC_KEY);
+  e->has_key = 1;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static const luaL_Reg methods[] = {
   {"touch_seed", udp_touch_seed},
+  {"touch_key", udp_touch_key},
   {"touch", udp_touch},
   {"touch_config", udp_touch_config},
   {"touch_info", udp_touch_info},

@@ -282,6 +282,7 @@ function Peer:_intro_keys(m)
   local keys = {
     nonce = core.crypto.hash(raw_nonce, shared, 16):sub(1, 8),
     punch = auth.derive(shared, "punch" .. raw_nonce),
+    touch = auth.derive(shared, "touch"),     -- per pair: the same across reconnections
   }
   if self.encrypt ~= false and m.plain ~= "1" then
     keys.tx_key = auth.derive(shared, "data" .. self.keys.pk)
@@ -317,7 +318,7 @@ function Peer:_on_introduce(m)
     rec.done:set(nil, "bad peer key: " .. tostring(kerr))
     return
   end
-  intro.punch_nonce, intro.punch_key = keys.nonce, keys.punch
+  intro.punch_nonce, intro.punch_key, intro.touch_key = keys.nonce, keys.punch, keys.touch
   intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
   local order = method.order(self.methods, intro.methods, intro.role)
   sched.spawn(function()

@@ -44,6 +44,9 @@ function udp.run(ctx)
   ctx:on_cancel(function() if not sock:is_closed() then sock:punch_cancel(nonce) end end)
   local perr, ip, port, kind, rtt = fut:wait()
   if perr then return nil, "punch failed: " .. tostring(perr) end
+  -- touch frames on this path carry a MAC under the peers' key (set before
+  -- anything else creates the endpoint's touch state)
+  if ctx.intro.touch_key then sock:touch_key(ip, port, ctx.intro.touch_key) end
   if rtt then sock:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
   local remote = addr.format(ip, port)
   return setmetatable({
