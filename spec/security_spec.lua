@@ -192,6 +192,34 @@ describe("security", function()
     end)
   end)
 
+  it("registers through a slow path that duplicates every answer (cookies of earlier transmissions)", function()
+    helper.run(function()
+      local rv, _, sip, sport = server()
+      -- a relay: peer -> server at once, server -> peer 300 ms later, three times
+      local relay = core.udp(); relay:bind("127.0.0.1", 0)
+      local _, rport = relay:getsockname()
+      local pip, pport
+      local timers = {}
+      relay:recv_start(function(_, data, ip, port)
+        if port == sport then
+          for _ = 1, 3 do
+            local t = core.timer()
+            timers[#timers + 1] = t
+            t:start(300, 0, function() relay:send(pip, pport, data) end)
+          end
+        else
+          pip, pport = ip, port
+          relay:send(sip, sport, data)
+        end
+      end, { raw = true })
+      local p = new_peer("127.0.0.1:" .. rport, "slow")
+      assert(p:register())
+      assert.truthy(rv:lookup("slow"))
+      p:close(); relay:close(); rv:close()
+      for _, t in ipairs(timers) do t:close() end
+    end)
+  end)
+
   it("a connect needs a tx and its MAC; introductions are rate limited per asker and target", function()
     helper.run(function()
       local rv, srv, ip, port = server({ intro_rate = 1, intro_burst = 3 })

@@ -148,22 +148,35 @@ function Peer:_request(fields, timeout, pad)
     if not ok then err = serr break end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
-    reply = fut:wait(math.min(rto, left))
-    if reply and reply.t == "cookie" and fields.t == "register" and cookies < 3 then
-      cookies = cookies + 1
-      local cok, cerr = self:_take_cookie(reply)
-      if not cok then err = cerr reply = nil break end
-      reply = nil            -- send again at once, with the cookie
-    elseif reply then
-      break
-    else
-      rto = math.min(rto * 2, 2)
+    local wait_until = now() + math.min(rto, left) * 1000
+    local resend = false
+    while true do
+      local r = fut:wait(math.max(0.001, (wait_until - now()) / 1000))
+      if r and r.t == "cookie" and fields.t == "register" then
+        -- a new cookie (or server key): send again at once with it; the
+        -- same one again answers an earlier transmission: keep waiting
+        local fresh = r.cookie ~= self.cookie or r.key ~= self.server_pk
+        local cok, cerr = self:_take_cookie(r)
+        if not cok then err = cerr break end
+        if fresh then
+          cookies = cookies + 1
+          if cookies > 8 then err = "server keeps asking for a cookie" break end
+          resend = true
+          break
+        end
+        fut = sched.future()
+        self.pending[tx] = fut
+      else
+        reply = r
+        break
+      end
     end
+    if reply or err then break end
+    if not resend then rto = math.min(rto * 2, 2) end
   end
   self.pending[tx] = nil
   if not reply then return nil, err or "timeout" end
   if reply.t == "error" then return nil, reply.reason or "error" end
-  if reply.t == "cookie" then return nil, "server keeps asking for a cookie" end
   return reply
 end
 
