@@ -42,6 +42,7 @@ dependencies = {
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
+  NETTLE = { header = "nettle/sha1.h", library = "nettle" },
 }
 
 build = {
@@ -51,9 +52,7 @@ build = {
       sources = {
         "csrc/core/addr.c",
         "csrc/core/crc32.c",
-        "csrc/core/hmac.c",
-        "csrc/core/hash_md.c",
-        "csrc/core/md5.c",
+        "csrc/core/hash.c",
         "csrc/lua/np_core.c",
         "csrc/lua/np_module.c",
         "csrc/lua/np_redis.c",
@@ -66,16 +65,14 @@ build = {
         "csrc/lua/np_udp_punch.c",
         "csrc/lua/np_udp_touch.c",
         "csrc/core/punch.c",
-        "csrc/core/sha1.c",
-        "csrc/core/sha256.c",
         "csrc/core/stun.c",
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
         "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
-      libraries = { "uv", "hiredis" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)", "$(NETTLE_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(NETTLE_LIBDIR)" },
+      libraries = { "uv", "hiredis", "nettle" },
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
