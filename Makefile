@@ -8,6 +8,7 @@ UV_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
 UV_LIBS    ?= $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null || echo -luv)
 # csrc/core's hashes and HMAC (hash.c): every link of the core needs it
 NETTLE_LIBS ?= $(shell $(PKG_CONFIG) --libs nettle 2>/dev/null || echo -lnettle)
+SODIUM_LIBS?= $(shell $(PKG_CONFIG) --libs libsodium 2>/dev/null || echo -lsodium)
 REDIS_LIBS ?= -lhiredis
 WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS     ?= -O2 -g
@@ -45,7 +46,7 @@ help:
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) \
-	  $(REDIS_LIBS)
+	  $(REDIS_LIBS) $(SODIUM_LIBS)
 
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
@@ -62,7 +63,7 @@ build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(SO_CFLAGS) $(INC) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) \
-	  $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) $(REDIS_LIBS)
+	  $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) $(REDIS_LIBS) $(SODIUM_LIBS)
 
 ctest: $(TESTS)
 	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
