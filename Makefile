@@ -130,7 +130,7 @@ demo: deps all
 	else exit $$rc; fi
 
 # bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
-BENCH := build/bench/loadgen build/bench/stun_raw
+BENCH := build/bench/loadgen build/bench/stun_raw build/bench/udp_blast
 
 bench: deps all $(BENCH)
 	$(LUA) bench/run.lua $(BENCH_ARGS)
