@@ -135,6 +135,11 @@ BENCH := build/bench/loadgen build/bench/stun_raw build/bench/udp_blast
 bench: deps all $(BENCH)
 	$(LUA) bench/run.lua $(BENCH_ARGS)
 
+# docs/BENCH.md and docs/bench/*.svg from one recorded run
+bench-docs: deps all $(BENCH)
+	$(LUA) bench/run.lua --record build/bench/run.json $(BENCH_ARGS)
+	$(LUA) bench/report.lua build/bench/run.json docs
+
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) -lm

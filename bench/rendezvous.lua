@@ -3,7 +3,8 @@
 -- in C on the same socket as the Lua control messages), plus what the
 -- bench needs: --no-batch turns off batched sends (udp:batching(false)) to
 -- show what they buy, --lua-hook answers STUN in a Lua function called for
--- every datagram (the C answering off: decode, answer and send from Lua), and it stops by itself after --seconds or when a
+-- every datagram (the C answering off: decode, answer and send from Lua),
+-- and it stops by itself after --seconds or when a
 -- line "stop" (or EOF) comes on stdin, printing the socket counters as one
 -- JSON line.
 --
