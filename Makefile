@@ -27,7 +27,7 @@ WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps test ctest sanitize fuzz demo bench lint clean install-rock help
+.PHONY: all deps test ctest sanitize fuzz demo bench bench-docs lint clean install-rock help
 
 all: build/natpunch/core.so $(if $(WIRE_SRC),build/natpunch-wire)
 
@@ -39,6 +39,8 @@ help:
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
 	@echo "make lint     luacheck, no cycles between C files (tools/cycles.lua)"
+	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
+	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
