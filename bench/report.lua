@@ -153,6 +153,13 @@ if S.touch then
         t.bulk_ratio) } }))
   p("![touch throughput](bench/touch.svg)")
   p("")
+  p("Both sides use the same window (64 unacknowledged 1200-byte messages) and the kernel's default socket")
+  p("buffers; the baseline acknowledges every datagram and never retransmits. On a quiet machine the baseline")
+  p("moves more (about 600 Mbit/s at window 64 and 860 Mbit/s at 256 with 4 MB buffers, measured by hand), and")
+  p("touch then reaches about 0.5x of it: its cost is one Lua callback per acknowledged message on the sender and")
+  p("one per delivery on the receiver, and one `sendto` per data frame (frames over 256 bytes are not batched).")
+  p("The round trip adds the loop and a Lua callback to the raw ping-pong's two system calls.")
+  p("")
 end
 
 if S.registry then
