@@ -6,6 +6,7 @@ PKG_CONFIG ?= pkg-config
 LUA_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 UV_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
 UV_LIBS    ?= $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null || echo -luv)
+SODIUM_LIBS?= $(shell $(PKG_CONFIG) --libs libsodium 2>/dev/null || echo -lsodium)
 REDIS_LIBS ?= -lhiredis
 WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS     ?= -O2 -g
@@ -38,14 +39,14 @@ help:
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
-	@echo "make lint     luacheck, no cycles between C files (tools/cycles.lua)"
+	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua)"
 	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
 	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) \
-	  $(REDIS_LIBS)
+	  $(REDIS_LIBS) $(SODIUM_LIBS)
 
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
@@ -62,7 +63,7 @@ build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(SO_CFLAGS) $(INC) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) \
-	  $(BIND_SRC) $(UV_LIBS) $(REDIS_LIBS)
+	  $(BIND_SRC) $(UV_LIBS) $(REDIS_LIBS) $(SODIUM_LIBS)
 
 ctest: $(TESTS)
 	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
@@ -157,6 +158,7 @@ build/lint/%.o: csrc/%.c $(HDRS)
 lint: $(LINT_OBJ)
 	luacheck lua bin/natpunch examples spec bench
 	$(LUA) tools/cycles.lua $(LINT_OBJ)
+	$(LUA) tools/cstyle.lua
 
 clean:
 	rm -rf build build-san
