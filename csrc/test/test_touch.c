@@ -783,7 +783,7 @@ static void test_cwnd(suite *su) {
     if (act.kind == TOUCH_TRANSMIT) touch_input(a, 10, act.data, act.len);
   n = transmits(a, frames, 128);
   CHECK(su, n == 2);
-  CHECK(su, wire_get_u32(frames[0] + 6) == 11 && wire_get_u32(frames[1] + 6) == 12);
+  CHECK(su, be32(frames[0] + 6) == 11 && be32(frames[1] + 6) == 12);
   touch_get_stats(a, &st);
   CHECK(su, st.cwnd == TOUCH_INITIAL_CWND + 1);
   /* nothing answers any more: the timeout cuts the window to one */
