@@ -31,6 +31,10 @@ local DEFAULTS = {
   touch_timeout = 10,
   rto = 0.2,               -- first control retransmission (s), doubled each time
   refresh = nil,           -- re-register period (s); default ttl/3
+  discover = false,        -- run NAT discovery (natpunch.discover) first; the registration carries it
+  keepalive = false,       -- "auto": refresh period from a measured mapping lifetime (natpunch.keepalive)
+  keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
+  keepalive_max = 120,     -- longest mapping lifetime tried (s)
 }
 
 local function now() return core.now() end
@@ -99,9 +103,10 @@ function Peer:register()
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
     self.server_index = idx
     self.server_ip, self.server_port = addr.parse(self.servers[idx])
+    if self.discover and not self.nat then self:_discover() end
     local reply, err = self:_request({
       t = "register", id = self.id, key = self.key,
-      private = table.concat(self:_private_candidates(), ","),
+      private = table.concat(self:_private_candidates(), ","), nat = self.nat_code,
     }, self.register_timeout)
     if reply then
       self.public = reply.public
@@ -114,6 +119,7 @@ function Peer:register()
       end
       self.registered = true
       self:_start_refresh()
+      if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive() end
       return self.public
     end
     last = err
@@ -121,6 +127,34 @@ function Peer:register()
     if err ~= "timeout" then break end   -- an answer (e.g. "id taken") is final
   end
   return nil, "register failed: " .. tostring(last)
+end
+
+-- NAT discovery against the current server (it needs an alternate
+-- address: natpunch rendezvous --alternate).  self.nat is the report.
+function Peer:_discover()
+  local discover = require "natpunch.discover"
+  local r = discover{ server = addr.format(self.server_ip, self.server_port), allocation = false }
+  self.nat = r or { limited = "discovery failed" }
+  self.nat_code = discover.code(r)
+  self:_emit({ event = "nat", type = r and r.type, mapping = r and r.mapping, filtering = r and r.filtering,
+    public = r and r.public })
+end
+
+-- keepalive = "auto": measure the mapping lifetime in the background, then
+-- refresh the registration (and so the mapping) a bit faster than that.
+function Peer:_measure_keepalive()
+  self.keepalive_task = sched.spawn(function()
+    local ka = require "natpunch.keepalive"
+    local server = self.keepalive_server or addr.format(self.server_ip, 3490)
+    local r, err = ka{ server = server, max = self.keepalive_max }
+    if self.closed then return end
+    if not r then
+      return self:_emit({ event = "keepalive", reason = tostring(err), refresh_s = self.refresh })
+    end
+    if r.mapping_lifetime_s then self.refresh = ka.refresh_interval(r.mapping_lifetime_s, self.ttl) end
+    self.keepalive_result = r
+    self:_emit({ event = "keepalive", mapping_lifetime_s = r.mapping_lifetime_s, refresh_s = self.refresh })
+  end)
 end
 
 -- Refresh the registration (and the NAT mapping toward the server) every
@@ -132,7 +166,7 @@ function Peer:_start_refresh()
       sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))
       if self.closed then break end
       local reply = self:_request({ t = "register", id = self.id, key = self.key,
-        private = table.concat(self:_private_candidates(), ",") }, self.register_timeout)
+        private = table.concat(self:_private_candidates(), ","), nat = self.nat_code }, self.register_timeout)
       if not reply and not self.closed then
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
@@ -218,6 +252,7 @@ function Peer:_on_introduce(m)
     if not s or s.remote ~= addr.format(ip, port) then
       s = new_session(self, m, ip, port, kind, started)
     end
+    s.peer_nat = m.nat and require("natpunch.discover").parse_code(m.nat) or nil
     if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
     self:_replay_early(s)
     rec.done:set(s)
@@ -392,6 +427,7 @@ function Peer:close()
   if self.closed then return end
   self.closed = true
   if self.refresher then self.refresher:cancel() end
+  if self.keepalive_task then self.keepalive_task:cancel() end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
       msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")

@@ -40,7 +40,7 @@ end
 -- What hooks and callers see of a record: a copy, with private as a list.
 local function view(rec)
   return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
-    port = rec.port, expires = rec.expires }
+    port = rec.port, expires = rec.expires, nat = rec.nat }
 end
 
 -- Reply to the source of a request: never larger than the request itself
@@ -87,11 +87,15 @@ function Server:_on_register(m, ip, port, size)
     if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
   end
   local expires = core.now() + self.ttl * 1000
+  -- the NAT behaviour the peer discovered ("EI/APD"), passed on in introductions
+  local nat = type(m.nat) == "string" and #m.nat <= 12 and m.nat:match("^%a+/%a+$") or nil
   if not rec then
     self.counters.registrations = self.counters.registrations + 1
     rec = self.registry:put(registry.record(id, m.key or "", public, port, table.concat(private, ","), expires))
-    self:_event({ event = "registered", peer = id, public = public, private = rec.private })
+    rec.nat = nat
+    self:_event({ event = "registered", peer = id, public = public, private = rec.private, nat = nat })
   else
+    rec.nat = nat or rec.nat
     if rec.public ~= public then self.registry:move(rec, public, port) end
     rec.private = table.concat(private, ",")
     self.registry:refresh(rec, expires)
@@ -110,17 +114,18 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
   -- b first: b does not have to fit into a's request size budget.  A peer
   -- on another server (b.srv, from Redis) gets it from its own server.
   local to_b = { t = "introduce", peer = a.id, public = a.public, private = a.private,
-    nonce = nonce, role = "accept" }
+    nonce = nonce, role = "accept", nat = a.nat }
   if b.srv then
     to_b.to = b.id
     self.shared:send(b.srv, to_b)
   else
     self.udp:send(registry.ip(b), b.port, msg.encode(to_b), "control")
   end
-  self:_reply(registry.ip(a), a.port, {
-    t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = b.private, nonce = nonce, role = "connect",
-  }, size)
+  local to_a = { t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
+    private = b.private, nonce = nonce, role = "connect", nat = b.nat }
+  -- the NAT behaviour is optional: left out when it would not fit the request's size
+  if b.nat and #msg.encode(to_a) + 1 > size then to_a.nat = nil end
+  self:_reply(registry.ip(a), a.port, to_a, size)
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return

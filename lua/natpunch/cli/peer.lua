@@ -21,6 +21,10 @@ local OPTIONS = {
   { "no-echo", help = "when waiting: do not echo received messages back" },
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
+  { "discover", help = "find the NAT type first (the server needs --alternate); registration carries it" },
+  { "keepalive", arg = "auto", help = "refresh toward the server from a measured mapping lifetime" },
+  { "keepalive-server", arg = "IP:PORT", type = "addr",
+    help = "keepalive-daemon for --keepalive auto (default: the server's IP, port 3490)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -31,7 +35,8 @@ M.summary = "register as a peer; wait for peers, or connect to one by id"
 M.usage = table.concat({
   "Usage: natpunch peer --server ADDR:PORT [--server ADDR:PORT ...] --id ID",
   "                     [--connect ID] [--send TEXT] [--touch TEXT]",
-  "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
+  "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--discover]",
+  "                     [--keepalive auto [--keepalive-server IP:PORT]] [--json]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
   "",
@@ -83,6 +88,12 @@ local function human(ev)
     return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
+  elseif e == "nat" then
+    return string.format("NAT: %s (mapping %s, filtering %s)", tostring(ev.type), tostring(ev.mapping),
+      tostring(ev.filtering))
+  elseif e == "keepalive" then
+    return string.format("mapping lifetime %s s: refreshing every %s s", tostring(ev.mapping_lifetime_s),
+      tostring(ev.refresh_s or "ttl/3"))
   end
   return e
 end
@@ -92,6 +103,7 @@ local function check(opts, rest)
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
   if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
+  if opts.keepalive and opts.keepalive ~= "auto" then return "--keepalive takes 'auto'" end
   return nil
 end
 
@@ -181,6 +193,7 @@ function M.run(argv)
 
     local p, err = natpunch.peer{
       servers = opts.server, id = opts.id, bind = opts.bind,
+      discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       -- with --timeout, registering (over every server) may use half of it
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
