@@ -55,7 +55,7 @@ end
 -- "m.NAMESPACE.KEY" fields the rendezvous passes through (PROTOCOL.md).
 function Peer:_register_fields()
   local f = { t = "register", id = self.id, key = self.key,
-    private = table.concat(candidates.gather(self.udp, self.server_ip), ",") }
+    private = table.concat(candidates.gather(self.udp, self.server_ip), ","), nat = self.nat_code }
   -- the methods, unless just the default (a peer that says nothing has "udp"),
   -- so that a plain peer costs the rendezvous nothing more
   local list = table.concat(self.methods, ",")
@@ -120,15 +120,8 @@ function Peer:register()
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
     self.server_index = idx
     self.server_ip, self.server_port = addr.parse(self.servers[idx])
-<<<<<<< HEAD
     if self.discover and not self.nat then self:_discover() end
-    local reply, err = self:_request({
-      t = "register", id = self.id, key = self.key,
-      private = table.concat(self:_private_candidates(), ","), nat = self.nat_code,
-    }, self.register_timeout)
-=======
     local reply, err = self:_request(self:_register_fields(), self.register_timeout)
->>>>>>> main
     if reply then
       self.public = reply.public
       self.server = self.servers[idx]
@@ -186,12 +179,7 @@ function Peer:_start_refresh()
     while not self.closed do
       sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))
       if self.closed then break end
-<<<<<<< HEAD
-      local reply = self:_request({ t = "register", id = self.id, key = self.key,
-        private = table.concat(self:_private_candidates(), ","), nat = self.nat_code }, self.register_timeout)
-=======
       local reply = self:_request(self:_register_fields(), self.register_timeout)
->>>>>>> main
       if not reply and not self.closed then
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
@@ -273,14 +261,9 @@ function Peer:_on_introduce(m)
     if not s or s.remote ~= link.remote or s.transport ~= link.transport then
       s = new_session(self, intro, link, started)
     end
-<<<<<<< HEAD
     s.peer_nat = m.nat and require("natpunch.discover").parse_code(m.nat) or nil
-    if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
-    self:_replay_early(s)
-=======
     ctx:_attach(s)
     if link.route then self:_replay_early(s) end
->>>>>>> main
     rec.done:set(s)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
       transport = s.transport, method = s.method, setup_ms = s.setup_ms })
@@ -470,9 +453,7 @@ function Peer:close()
   if self.closed then return end
   self.closed = true
   if self.refresher then self.refresher:cancel() end
-<<<<<<< HEAD
   if self.keepalive_task then self.keepalive_task:cancel() end
-=======
   for _, rec in pairs(self.intros) do
     if not rec.done:is_set() then method.cancel(rec.attempt) end
   end
@@ -481,7 +462,6 @@ function Peer:close()
     local m = method.get(name)
     if m.close then m.close(self) end   -- what a method keeps per peer
   end
->>>>>>> main
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
       msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")
