@@ -546,8 +546,10 @@ function keepalive.svg(result, title)
     local e = x(result.mapping_lifetime_s)
     out[#out + 1] = ('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#1d3557" stroke-dasharray="4 3"/>')
       :format(e, T, e, H - B)
-    out[#out + 1] = ('<text x="%.1f" y="%d" fill="#1d3557">lifetime %.1f s</text>'):format(e + 4, T + 10,
-      result.mapping_lifetime_s)
+    -- the label on the side of the line that has room
+    local right = e + 110 < W
+    out[#out + 1] = ('<text x="%.1f" y="%d" fill="#1d3557" text-anchor="%s">lifetime %.1f s</text>'):format(
+      right and e + 4 or e - 4, T + 10, right and "start" or "end", result.mapping_lifetime_s)
   end
   out[#out + 1] = "</svg>"
   return table.concat(out, "\n") .. "\n"
