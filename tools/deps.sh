@@ -17,6 +17,7 @@ need liblua5.4-dev test -f /usr/include/lua5.4/lua.h
 need libuv1-dev    test -f /usr/include/uv.h
 need libsodium-dev test -f /usr/include/sodium.h
 need libhiredis-dev test -f /usr/include/hiredis/adapters/libuv.h
+need nettle-dev    test -f /usr/include/nettle/sha1.h
 need redis-server  have redis-server
 need lua-busted    test -x /usr/bin/busted
 need luarocks      have luarocks
@@ -27,6 +28,8 @@ need iputils-ping  have ping
 need conntrack     have conntrack
 need procps        have pgrep
 need util-linux    have setpriv
+# spec/discover_spec.lua runs stun (stun-client), and turnserver and
+# turnutils_natdiscovery (coturn) as reference tools
 need stun-client   have stun
 need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'
