@@ -21,6 +21,9 @@ local OPTIONS = {
     help = "registrations one source IP may hold" },
   { "max-per-socket", arg = "N", type = "integer", default = 4,
     help = "registrations one source IP:PORT may hold" },
+  { "intro-rate", arg = "N", type = "number", default = 5,
+    help = "introductions per second per asking peer and per target (token buckets)" },
+  { "intro-burst", arg = "N", type = "integer", default = 20, help = "burst of those buckets" },
   { "secret", arg = "SECRET", help = "deployment secret: peers need a token (expiry:id:hmac)" },
   { "key", arg = "FILE", help = "load the server's key seed from FILE (created if missing)" },
   { "stun-rate", arg = "N", type = "number",
@@ -36,6 +39,7 @@ M.usage = table.concat({
   "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--alternate IP2[:PORT2]]",
   "                           [--redis URL [--workers N]] [--metrics ADDR:PORT] [--json]",
   "                           [--max-peers N] [--max-per-ip N] [--max-per-socket N]",
+  "                           [--intro-rate N] [--intro-burst N]",
   "                           [--secret SECRET] [--key FILE]",
   "                           [--stun-rate N]",
   "",
@@ -124,7 +128,8 @@ function M.run(argv)
   local code = cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
       listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
-      max_per_ip = opts.max_per_ip, max_per_socket = opts.max_per_socket, secret = opts.secret, key_file = opts.key,
+      max_per_ip = opts.max_per_ip, max_per_socket = opts.max_per_socket,
+      intro_rate = opts.intro_rate, intro_burst = opts.intro_burst, secret = opts.secret, key_file = opts.key,
       stun_rate = opts.stun_rate,
       on_event = event, redis = opts.redis, server_id = opts.server_id,
       reuseport = (opts.workers > 1 or opts.worker) and true or nil,
@@ -182,6 +187,7 @@ function M.spawn_worker(opts, address, i)
   -- the security options too (a worker has its own key and cookie secret:
   -- the kernel sends one client's datagrams to one worker)
   for _, o in ipairs({ { "--max-per-ip", opts.max_per_ip }, { "--max-per-socket", opts.max_per_socket },
+      { "--intro-rate", opts.intro_rate }, { "--intro-burst", opts.intro_burst },
       { "--secret", opts.secret }, { "--stun-rate", opts.stun_rate } }) do
     if o[2] ~= nil then argv[#argv + 1] = o[1]; argv[#argv + 1] = q(o[2]) end
   end
