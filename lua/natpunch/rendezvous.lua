@@ -311,6 +311,7 @@ function rendezvous.new(opts)
     self.udp:close()
     return nil, err, code
   end
+  self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
   if opts.redis then
     -- shared registry (natpunch.registry_redis); raises on a bad URL
     self.shared = registry_redis.new{ url = opts.redis, registry = self.registry, server_id = opts.server_id,
