@@ -25,7 +25,9 @@ describe("touch state", function()
   it('with accept = "known", touches from endpoints without a state make none', function()
     helper.run(function()
       local got = {}
-      local r, rport = socket(function(_, data, _, port, kind) if kind == "touch" then got[#got + 1] = port .. data end end)
+      local r, rport = socket(function(_, data, _, port, kind)
+        if kind == "touch" then got[#got + 1] = port .. data end
+      end)
       assert(r:touch_config{ accept = "known" })
       local senders = {}
       for i = 1, 50 do
