@@ -319,7 +319,8 @@ local function main()
   for s = 1, opts.servers do
     local cli = os.getenv("NATPUNCH_CLI") or ("lua5.4 " .. q(root .. "/bin/natpunch"))
     local p = spawn("rv" .. s, ("exec timeout -s KILL %d %s rendezvous --listen 127.0.0.1:0 --redis "
-      .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --max-per-socket %d --intro-rate 1e6 --intro-burst 1000000 --ttl 600 --json")
+      .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --max-per-socket %d "
+      .. "--intro-rate 1e6 --intro-burst 1000000 --ttl 600 --json")
       :format(opts.limit + 60, cli, rport, s, opts.registrations + 1000, opts.registrations + 1000))
     servers[s] = p
   end
