@@ -69,6 +69,7 @@ build = {
         "csrc/core/stun.c",
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
+        "csrc/core/turn.c",
         "csrc/core/wipe.c",
       },
       incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
