@@ -41,6 +41,7 @@ dependencies = {
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
 }
 
 build = {
@@ -55,6 +56,7 @@ build = {
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
         "csrc/lua/np_module.c",
+        "csrc/lua/np_redis.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -72,9 +74,9 @@ build = {
         "csrc/core/turn.c",
         "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "uv" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+      libraries = { "uv", "hiredis" },
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
@@ -96,9 +98,11 @@ build = {
     ["natpunch.lab.probe"] = "lua/natpunch/lab/probe.lua",
     ["natpunch.lab.proc"] = "lua/natpunch/lab/proc.lua",
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
+    ["natpunch.metrics"] = "lua/natpunch/metrics.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.registry"] = "lua/natpunch/registry.lua",
+    ["natpunch.registry_redis"] = "lua/natpunch/registry_redis.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
     ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",

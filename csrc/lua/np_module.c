@@ -31,6 +31,7 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
     {np_udp_open, udp_engines},
     {np_tcp_open, NULL},
     {np_stdio_open, NULL},
+    {np_redis_open, NULL},
   };
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
     lua_pushvalue(L, -2);

@@ -19,6 +19,8 @@ local OPTIONS = {
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
   { "no-echo", help = "when waiting: do not echo received messages back" },
+  { "metrics", arg = "ADDR:PORT", type = "addr",
+    help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -55,8 +57,9 @@ M.usage = table.concat({
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"failed","reason":"..."}     (last line on failure)',
-  "Also: server_failed (a server did not answer; the next one is tried) and",
-  "touch_failed.  Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
+  "Also: server_failed (a server did not answer; the next one is tried),",
+  "metrics (with --metrics: where they are served) and touch_failed.",
+  "Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
   "",
   "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
 }, "\n")
@@ -76,6 +79,8 @@ local function human(ev)
     return string.format("touch %s acked by %s in %d ms", tostring(ev.id), ev.peer, ev.rtt_ms)
   elseif e == "touch_failed" then
     return string.format("touch %s to %s failed: %s", tostring(ev.id), ev.peer, tostring(ev.reason))
+  elseif e == "metrics" then
+    return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
   end
@@ -156,6 +161,18 @@ function M.run(argv)
       return opts.timeout - (natpunch.now() - started) / 1000
     end
     local echo = not opts.no_echo and not opts.connect
+    local on_event = out.event
+    if opts.metrics then
+      local metrics = require "natpunch.metrics"
+      local set, feed = metrics.peer()
+      local msrv, merr = metrics.serve(opts.metrics, function() return set:render() end)
+      if not msrv then
+        out.event({ event = "failed", reason = "cannot serve metrics on " .. opts.metrics .. ": " .. tostring(merr) })
+        return cli.FAIL
+      end
+      on_event = function(ev) feed(ev); out.event(ev) end
+      out.event({ event = "metrics", address = msrv:address() })
+    end
 
     local function greet(s)
       if opts.send then s:send(opts.send) end
@@ -168,7 +185,7 @@ function M.run(argv)
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
       connect_timeout = opts.timeout or DEFAULT_TIMEOUT,
-      on_event = out.event,
+      on_event = on_event,
       on_session = not opts.connect and greet or nil,
       on_message = function(s, data, kind)
         state.received = state.received + 1
