@@ -63,6 +63,7 @@ build = {
         "csrc/lua/np_timer.c",
         "csrc/lua/np_udp.c",
         "csrc/lua/np_udp_batch.c",
+        "csrc/lua/np_udp_relay.c",
         "csrc/lua/np_udp_punch.c",
         "csrc/lua/np_udp_touch.c",
         "csrc/core/punch.c",
@@ -106,6 +107,7 @@ build = {
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
     ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",
+    ["natpunch.turn"] = "lua/natpunch/turn.lua",
   },
   install = {
     bin = { natpunch = "bin/natpunch" },
