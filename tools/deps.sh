@@ -15,7 +15,9 @@ need pkg-config    have pkg-config
 need lua5.4        have lua5.4
 need liblua5.4-dev test -f /usr/include/lua5.4/lua.h
 need libuv1-dev    test -f /usr/include/uv.h
+need libsodium-dev test -f /usr/include/sodium.h
 need libhiredis-dev test -f /usr/include/hiredis/adapters/libuv.h
+need nettle-dev    test -f /usr/include/nettle/sha1.h
 need redis-server  have redis-server
 need lua-busted    test -x /usr/bin/busted
 need luarocks      have luarocks
@@ -31,6 +33,8 @@ need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'
 # make fuzz (libFuzzer, ASan+UBSan): clang and its fuzzer runtime
 need clang-14      have clang-14
+# make lint / spec/cdeps_spec.lua: tools/cstyle.lua
+need clang-format-14 have clang-format-14
 need libclang-rt-14-dev sh -c 'ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a'
 if [ -z "$missing" ]; then
   echo "deps: all present"
