@@ -229,6 +229,11 @@ end
 -- if one has something new to advertise.
 function Peer:_prepare_methods(reply)
   local changed = false
+  -- a TURN server known (our own, or the rendezvous hands one out): with
+  -- the default methods, relay comes after udp
+  if self.default_methods and #self.methods == 1 and (self.turn_conf or (reply and reply.turn)) then
+    self.methods = { "udp", "relay" }
+  end
   for _, name in ipairs(self.methods) do
     local m = method.get(name)
     if m.prepare and m.prepare(self, reply) then changed = true end
@@ -624,6 +629,7 @@ function peer.new(opts)
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
     methods = method.check_list(opts.methods or { "udp" }, "peer", 2),
+    default_methods = opts.methods == nil,
     method_budget = opts.method_budget,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
       unauthenticated = 0, bad_data = 0, intros_dropped = 0 },
