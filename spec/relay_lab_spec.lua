@@ -85,6 +85,8 @@ describe("#lab relay fallback through coturn", function()
     assert.equal("relay", ev.connected.method)
     assert.truthy(ev.touch_acked, out)
     assert.equal("over the relay", ev.message and ev.message.data, out)
+    io.stderr:write(("\n  sym/sym via relay: setup %d ms (udp gave up after its 5 s budget), touch rtt %s ms\n")
+      :format(ev.connected.setup_ms, tostring(ev.touch_acked.rtt_ms)))
     -- the relayed address is coturn's, on the lab's internet
     assert.truthy(ev.connected.remote:find(TURN_IP, 1, true), ev.connected.remote)
     bob:stop()
