@@ -21,6 +21,10 @@ local OPTIONS = {
   { "no-echo", help = "when waiting: do not echo received messages back" },
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
+  { "discover", help = "find the NAT type first (the server needs --alternate); registration carries it" },
+  { "keepalive", arg = "auto", help = "refresh toward the server from a measured mapping lifetime" },
+  { "keepalive-server", arg = "IP:PORT", type = "addr",
+    help = "keepalive-daemon for --keepalive auto (default: the server's IP, port 3490)" },
   { "candidate", arg = "IP:PORT", type = "addr", multi = true,
     help = "also advertise this endpoint (a port forward, a VPN address); repeatable" },
   { "key", arg = "FILE", help = "load this peer's key seed from FILE (created if missing)" },
@@ -47,6 +51,7 @@ M.usage = table.concat({
   "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
+  "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]]",
   "                     [--methods LIST] [--turn turn://USER:PASS@HOST:PORT]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
@@ -99,6 +104,12 @@ local function human(ev)
     return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
+  elseif e == "nat" then
+    return string.format("NAT: %s (mapping %s, filtering %s)", tostring(ev.type), tostring(ev.mapping),
+      tostring(ev.filtering))
+  elseif e == "keepalive" then
+    return string.format("mapping lifetime %s s: refreshing every %s s", tostring(ev.mapping_lifetime_s),
+      tostring(ev.refresh_s or "ttl/3"))
   end
   return e
 end
@@ -108,6 +119,7 @@ local function check(opts, rest)
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
   if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
+  if opts.keepalive and opts.keepalive ~= "auto" then return "--keepalive takes 'auto'" end
   return nil
 end
 
@@ -202,6 +214,7 @@ function M.run(argv)
     end
     local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind,
+      discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,
       encrypt = not opts.no_encrypt,
