@@ -108,6 +108,7 @@ build = {
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
     ["natpunch.metrics"] = "lua/natpunch/metrics.lua",
     ["natpunch.method"] = "lua/natpunch/method/init.lua",
+    ["natpunch.method.relay"] = "lua/natpunch/method/relay.lua",
     ["natpunch.method.udp"] = "lua/natpunch/method/udp.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
