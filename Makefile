@@ -30,7 +30,7 @@ WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps test ctest sanitize fuzz demo bench lint clean install-rock help
+.PHONY: all deps test ctest sanitize fuzz demo bench bench-docs lint clean install-rock help
 
 all: build/natpunch/core.so $(if $(WIRE_SRC),build/natpunch-wire)
 
@@ -41,7 +41,9 @@ help:
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
-	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua)"
+	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua), docs/API.md covers every exported function (tools/docscov.lua), generated docs up to date"
+	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
+	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
@@ -133,10 +135,15 @@ demo: deps all
 	else exit $$rc; fi
 
 # bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
-BENCH := build/bench/loadgen build/bench/stun_raw
+BENCH := build/bench/loadgen build/bench/stun_raw build/bench/udp_blast
 
 bench: deps all $(BENCH)
 	$(LUA) bench/run.lua $(BENCH_ARGS)
+
+# docs/BENCH.md and docs/bench/*.svg from one recorded run
+bench-docs: deps all $(BENCH)
+	$(LUA) bench/run.lua --record build/bench/run.json $(BENCH_ARGS)
+	$(LUA) bench/report.lua build/bench/run.json docs
 
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
@@ -151,9 +158,11 @@ build/lint/%.o: csrc/%.c $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -c -o $@ $<
 
 lint: $(LINT_OBJ)
-	luacheck lua bin/natpunch examples spec bench
+	luacheck lua bin/natpunch examples spec bench tools/docscov.lua tools/gen_docs.lua
 	$(LUA) tools/cycles.lua $(LINT_OBJ)
 	$(LUA) tools/cstyle.lua
+	$(LUA) tools/docscov.lua
+	$(LUA) tools/gen_docs.lua --check
 
 clean:
 	rm -rf build build-san
