@@ -133,14 +133,14 @@ describe("natpunch CLI", function()
     it("rejects bad options with exit 2 and a message", function()
       local cases = {
         { "rendezvous --bogus", "unknown option '--bogus'" },
-        { "rendezvous --ttl abc", "--ttl expects a non-negative number" },
+        { "rendezvous --ttl abc", "--ttl expects a positive number" },
         { "rendezvous --listen nowhere", "invalid address 'nowhere'" },
         { "rendezvous --json extra", "unexpected argument 'extra'" },
         { "peer --id a", "--server ADDR:PORT is required" },
         { "peer --server 127.0.0.1:9", "--id ID is required" },
         { "peer --server 127.0.0.1 --id a", "invalid address" },
         { "peer --server 127.0.0.1:9 --id a --timeout", "needs a value" },
-        { "peer --server 127.0.0.1:9 --id a --timeout 0", "--timeout must be positive" },
+        { "peer --server 127.0.0.1:9 --id a --timeout 0", "--timeout expects a positive number" },
         { "peer --server 127.0.0.1:9 --id a --json=yes", "takes no value" },
         { "shell --nope", "unknown option '--nope'" },
       }
@@ -165,7 +165,7 @@ describe("natpunch CLI", function()
       rv.expect('"peer":"regtest"')
       rv.kill()
       local rvevs = events(read_file(rv.out))
-      assert.same({ event = "listening", address = rv.address }, rvevs[1])
+      assert.same({ event = "listening", address = rv.address, time = rvevs[1].time }, rvevs[1])
       local _, reg = find(rvevs, "registered")
       assert.equal("regtest", reg.peer)
       assert.equal(evs[1].public, reg.public)
@@ -235,7 +235,7 @@ describe("natpunch CLI", function()
         local ia = find(evs, "touch_acked")
         local im, msg = find(evs, "message")
         assert.is_truthy(ia and im, out)
-        assert.same({ event = "message", peer = "bob", data = "ping" .. round, kind = "touch" }, msg)
+        assert.same({ event = "message", peer = "bob", data = "ping" .. round, kind = "touch", time = msg.time }, msg)
         -- bob's echo was acknowledged by the peer that just exited
         b.expect('"event":"touch_acked".*"peer":"' .. id .. '"')
       end

@@ -103,6 +103,7 @@ int np_timer_open(lua_State *L);
 int np_udp_open(lua_State *L);
 int np_tcp_open(lua_State *L);
 int np_stdio_open(lua_State *L);
+int np_dns_open(lua_State *L);
 int np_stun_open(lua_State *L);    /* pushes the stun table (no argument) */
 
 #endif

@@ -36,6 +36,7 @@ local lazy = {
   rendezvous = "natpunch.rendezvous",
   peer = "natpunch.peer",
   addr = "natpunch.addr",
+  dns = "natpunch.dns",
   msg = "natpunch.msg",
   json = "natpunch.json",
   lab = "natpunch.lab",

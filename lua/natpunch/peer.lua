@@ -1,4 +1,4 @@
---- A peer (natdemo's peer, seed 000): registers with a rendezvous server,
+--- A peer: registers with a rendezvous server,
 -- connects to other peers by id, punches a direct UDP path, then sends
 -- (unreliable) and touches (reliable) over it.
 --
@@ -16,6 +16,7 @@ local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local options = require "natpunch.options"
 
 local peer = {}
 
@@ -43,9 +44,14 @@ function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
 end
 
+-- What the peer is doing, for `natpunch peer -v`: only with opts.verbose.
+function Peer:_trace(ev)
+  if self.verbose and self.on_event then self.on_event(ev) end
+end
+
 -- Local candidates: the addresses this socket can be reached at on its own
--- LANs (seed 002: hosts with several interfaces; seed 003: peers behind the
--- same NAT use their private addresses).
+-- LANs (hosts with several interfaces; peers behind the same NAT use their
+-- private addresses).
 function Peer:_private_candidates()
   local ip, port = self.udp:getsockname()
   if ip ~= "0.0.0.0" and ip ~= "::" then return { addr.format(ip, port) } end
@@ -76,9 +82,15 @@ function Peer:_request(fields, timeout)
   local deadline = now() + timeout * 1000
   local rto = self.rto
   local reply, err
+  local attempt = 0
   while true do
     local ok, serr = self.udp:send(self.server_ip, self.server_port, body, "control")
     if not ok then err = serr break end
+    attempt = attempt + 1
+    if attempt > 1 then
+      self:_trace({ event = "retransmit", server = addr.format(self.server_ip, self.server_port),
+        request = fields.t, attempt = attempt })
+    end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
     reply = fut:wait(math.min(rto, left))
@@ -99,9 +111,10 @@ function Peer:register()
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
     self.server_index = idx
     self.server_ip, self.server_port = addr.parse(self.servers[idx])
+    local private = table.concat(self:_private_candidates(), ",")
+    self:_trace({ event = "trying", server = self.servers[idx], private = private })
     local reply, err = self:_request({
-      t = "register", id = self.id, key = self.key,
-      private = table.concat(self:_private_candidates(), ","),
+      t = "register", id = self.id, key = self.key, private = private,
     }, self.register_timeout)
     if reply then
       self.public = reply.public
@@ -117,8 +130,10 @@ function Peer:register()
       return self.public
     end
     last = err
-    self:_emit({ event = "server_failed", server = self.servers[idx], reason = err })
-    if err ~= "timeout" then break end   -- an answer (e.g. "id taken") is final
+    local final = err ~= "timeout"       -- an answer (e.g. "id taken") is final
+    local nxt = (not final and i < #self.servers) and self.servers[idx % #self.servers + 1] or nil
+    self:_emit({ event = "server_failed", server = self.servers[idx], reason = err, next = nxt })
+    if final then break end
   end
   return nil, "register failed: " .. tostring(last)
 end
@@ -137,7 +152,7 @@ function Peer:_start_refresh()
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
         local ok, err = self:register()
-        if not ok then self:_emit({ event = "failed", reason = err }) end
+        if not ok then self:_emit({ event = "failed", peer = self.id, reason = err }) end
       end
     end
   end)
@@ -184,6 +199,11 @@ function Peer:_punch(intro)
   end
   local pip, pport = addr.parse(intro.public or "")
   if pip then cands[#cands + 1] = { pip, pport, "public" } end
+  if self.verbose then
+    local list = {}
+    for _, c in ipairs(cands) do list[#list + 1] = addr.format(c[1], c[2]) .. " (" .. c[3] .. ")" end
+    self:_trace({ event = "punching", peer = intro.peer, candidates = table.concat(list, ", ") })
+  end
   local fut = sched.future()
   local ok, err = self.udp:punch({
     nonce = intro.nonce, candidates = cands, timeout = self.connect_timeout * 1000,
@@ -208,6 +228,8 @@ function Peer:_on_introduce(m)
   sched.spawn(function()
     local perr, ip, port, kind, rtt = fut:wait()
     if perr then
+      self:_trace({ event = "punch_failed", peer = m.peer, reason = tostring(perr),
+        probes_received = self.udp:stats().rx_punch })
       rec.done:set(nil, "punch failed: " .. tostring(perr))
       if m.role == "accept" then
         self:_emit({ event = "failed", peer = m.peer, reason = "punch failed: " .. tostring(perr) })
@@ -218,6 +240,7 @@ function Peer:_on_introduce(m)
     if not s or s.remote ~= addr.format(ip, port) then
       s = new_session(self, m, ip, port, kind, started)
     end
+    self:_trace({ event = "answered", peer = m.peer, remote = addr.format(ip, port), kind = kind, rtt_ms = rtt })
     if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
     self:_replay_early(s)
     rec.done:set(s)
@@ -348,7 +371,7 @@ function Session:send(data)
   return self.owner.udp:send(self.ip, self.port, data, "data")
 end
 
---- Reliable send (natdemo's touch): waits for the acknowledgement and
+--- Reliable send (a touch): waits for the acknowledgement and
 -- returns the RTT in ms, or nil, reason once retransmissions are exhausted.
 -- With a callback, returns at once and calls cb(err, rtt_ms) later.
 function Session:touch(data, cb)
@@ -358,18 +381,24 @@ function Session:touch(data, cb)
     if err then owner:_emit({ event = "touch_failed", peer = self.peer, id = id, reason = err })
     else owner:_emit({ event = "touch_acked", peer = self.peer, id = id, rtt_ms = rtt }) end
   end
-  if cb then
-    return owner.udp:touch(self.ip, self.port, data, function(err, id, rtt)
-      report(err, id, rtt)
-      cb(err, rtt)
-    end)
+  if owner.closed then return nil, "closed" end
+  -- Pending touches are remembered, so that closing the peer calls them
+  -- back with "closed" (the socket's own state goes with it).
+  local entry = {}
+  local function done(err, id, rtt)
+    if entry.called then return end
+    entry.called = true
+    owner.touching[entry] = nil
+    report(err, id, rtt)
+    if cb then cb(err, rtt) else entry.fut:set(err, rtt) end
   end
-  local fut = sched.future()
-  local id, err = owner.udp:touch(self.ip, self.port, data, function(e, mid, rtt)
-    report(e, mid, rtt)
-    fut:set(e, rtt)
-  end)
+  if not cb then entry.fut = sched.future() end
+  local id, err = owner.udp:touch(self.ip, self.port, data, done)
   if not id then return nil, err end
+  entry.id, entry.done = id, done
+  owner.touching[entry] = true
+  if cb then return id end
+  local fut = entry.fut
   local e, rtt = fut:wait()
   if e then return nil, e end
   return rtt
@@ -392,6 +421,10 @@ function Peer:close()
   if self.closed then return end
   self.closed = true
   if self.refresher then self.refresher:cancel() end
+  local pending = {}
+  for e in pairs(self.touching) do pending[#pending + 1] = e end
+  table.sort(pending, function(x, y) return x.id < y.id end)
+  for _, e in ipairs(pending) do e.done("closed", e.id) end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
       msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")
@@ -400,6 +433,11 @@ function Peer:close()
 end
 Peer.__close = Peer.close
 
+-- Every key natpunch.peer{} accepts; any other raises.
+local KNOWN = { "id", "server", "servers", "bind", "on_message", "on_session", "on_event",
+  "reuseaddr", "reuseport", "verbose", "refresh" }
+for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
+
 --- Create a peer.  opts: id (required), server = "ip:port" or servers =
 -- {"ip:port", ...} (failover in order), bind = "ip:port" (default
 -- wildcard, any port), on_message(session, data, kind),
@@ -407,6 +445,7 @@ Peer.__close = Peer.close
 -- on_event(ev), and the timeouts of DEFAULTS.
 function peer.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'peer' (table expected)", 2) end
+  options.check(opts, KNOWN, "peer", 2)
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
   local servers = opts.servers or { opts.server }
   if type(servers) ~= "table" or #servers == 0 then error("peer: server or servers is required", 2) end
@@ -414,6 +453,7 @@ function peer.new(opts)
   local self = setmetatable({
     id = opts.id, servers = servers, server_index = 1,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
+    verbose = opts.verbose and true or false, registered = false, touching = {},
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0 },
   }, Peer)

@@ -2,11 +2,12 @@
 local cli = require "natpunch.cli"
 
 local OPTIONS = {
-  { "listen", arg = "ADDR:PORT", type = "addr", default = "0.0.0.0:3478",
+  { "listen", arg = "ADDR:PORT", type = "addr", port_zero = true, default = "0.0.0.0:3478",
     help = "address to listen on; port 0 picks a free port" },
-  { "ttl", arg = "S", type = "number", default = 30,
-    help = "seconds a registration lives without a refresh" },
-  { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
+  { "ttl", arg = "S", type = "number", positive = true, max = 86400, default = 30,
+    help = "seconds a registration lives without a refresh (at most 86400)" },
+  { "max-peers", arg = "N", type = "integer", positive = true, max = 1000000, default = 10000,
+    help = "registrations kept at most (1 to 1000000)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -57,9 +58,8 @@ function M.run(argv)
     return cli.OK
   end
   if #rest > 0 then return cli.usage_error("rendezvous", "unexpected argument '" .. rest[1] .. "'") end
-  if opts.ttl <= 0 then return cli.usage_error("rendezvous", "--ttl must be positive") end
   io.stdout:setvbuf("line")
-  local out = cli.output(opts.json, human)
+  local out = cli.output(opts.json, human, { quiet = opts.quiet, quiet_keep = { "listening" } })
   return cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
       listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers,

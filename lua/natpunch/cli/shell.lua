@@ -35,8 +35,7 @@ M.usage = table.concat({
   "Besides the standard library, the environment has natpunch, show(ev)",
   "(prints an event table as a JSON line) and json (natpunch.json).",
   "",
-  "Options:",
-  "  -h, --help  show this help and exit",
+  cli.options_help({}),
 }, "\n")
 
 -- lua.c's test for an incomplete chunk: the syntax error is at <eof>.

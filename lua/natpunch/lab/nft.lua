@@ -25,7 +25,7 @@
 
 local nft = {}
 
--- Behaviour names.  Seed 001's names (full cone, restricted cone, port
+-- Behaviour names.  The classic names (full cone, restricted cone, port
 -- restricted cone, symmetric) and their RFC 4787 sections 4.1 (mapping) and
 -- 5 (filtering) terms.
 nft.TYPES = {
@@ -84,7 +84,7 @@ end
 -- Render the ruleset (an `nft -f` file).  n = { type, public, hairpin,
 -- port_preservation, timeout (seconds, lifetime of the dynamic entries),
 -- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
--- ... } (static port forwards: a server behind the NAT, natdemo stage 2) }.
+-- ... } (static port forwards: a server behind the NAT) }.
 function nft.ruleset(n)
   assert(nft.TYPES[n.type], "unknown NAT type")
   local pub = n.public
