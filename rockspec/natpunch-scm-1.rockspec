@@ -12,8 +12,9 @@
 -- dialect, gnu17, accepts the sources too).
 --
 -- The lists below must name every csrc/core/*.c and csrc/lua/*.c (not csrc/test/ nor
--- csrc/labwire/) and every lua/natpunch/**.lua: spec/rockspec_spec.lua
--- checks that, and prints the missing lines.
+-- csrc/labwire/) and every lua/natpunch/**.lua, and install every
+-- csrc/labwire/*.[ch]: spec/rockspec_spec.lua checks that, and prints the
+-- missing lines.
 rockspec_format = "3.0"
 package = "natpunch"
 version = "scm-1"
@@ -40,6 +41,14 @@ dependencies = {
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  READLINE = { header = "readline/readline.h", library = "readline" },
+}
+
+-- `luarocks test` runs the busted specs (and the C unit tests) through the
+-- Makefile: busted is Debian's lua-busted, run under lua5.4, not a rock.
+test = {
+  type = "command",
+  command = "make test",
 }
 
 build = {
@@ -53,6 +62,8 @@ build = {
         "csrc/core/hash_md.c",
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_dns.c",
+        "csrc/lua/np_signal.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -72,9 +83,18 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)" },
       libraries = { "uv" },
     },
+    -- the shell's line editing (GNU readline's callback interface)
+    ["natpunch.readline"] = {
+      sources = { "csrc/readline/np_readline.c" },
+      incdirs = { "$(READLINE_INCDIR)" },
+      libdirs = { "$(READLINE_LIBDIR)" },
+      libraries = { "readline" },
+    },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
+    ["natpunch.dns"] = "lua/natpunch/dns.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
+    ["natpunch.cli.check"] = "lua/natpunch/cli/check.lua",
     ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",
     ["natpunch.cli.peer"] = "lua/natpunch/cli/peer.lua",
     ["natpunch.cli.rendezvous"] = "lua/natpunch/cli/rendezvous.lua",
@@ -89,11 +109,23 @@ build = {
     ["natpunch.lab.proc"] = "lua/natpunch/lab/proc.lua",
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
+    ["natpunch.options"] = "lua/natpunch/options.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
   },
   install = {
     bin = { natpunch = "bin/natpunch" },
+    -- natpunch-wire's sources, next to the modules (natpunch/labwire/*.c):
+    -- the installed lab builds it from there (lab.wire_src_dir)
+    lua = {
+      ["natpunch.labwire.engine"] = "csrc/labwire/engine.c",
+      ["natpunch.labwire.main"] = "csrc/labwire/main.c",
+      ["natpunch.labwire.opts"] = "csrc/labwire/opts.c",
+      ["natpunch.labwire.rng"] = "csrc/labwire/rng.c",
+      ["natpunch.labwire.sim"] = "csrc/labwire/sim.c",
+      ["natpunch.labwire.tap"] = "csrc/labwire/tap.c",
+      ["natpunch.labwire.wire"] = "csrc/labwire/wire.h",
+    },
   },
 }

@@ -317,9 +317,14 @@ print(rawget(_G, "rv") == nil)
       f:close()
       local out, code, err = run("cat " .. q(script) .. " | " .. within(20) .. " shell", dir)
       assert.equal(0, code, err)
-      local lines = {}
-      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      local lines, named = {}, {}
+      for l in out:gmatch("[^\n]+") do
+        -- events of objects created without on_event are printed, named after their source
+        if l:match("^%[rendezvous ") then named[#named + 1] = l else lines[#lines + 1] = l end
+      end
+      assert.matches("^%[rendezvous 127%.0%.0%.1:%d+%] registered shelly at 127%.0%.0%.1:%d+", named[1])
       local reg = assert(json.decode(lines[1]))
+      assert.equal("peer shelly", reg.source)
       assert.equal("registered", reg.event)
       assert.same({ "true", "1\tshelly", "line\t1", "line\t2", "slept", "42", "true" },
         { table.unpack(lines, 2) })

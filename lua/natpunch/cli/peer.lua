@@ -181,6 +181,9 @@ local function connect_and_exchange(natpunch, p, opts, state)
   return nil
 end
 
+-- the human form of events, shared with `natpunch shell`
+M.human = human
+
 function M.run(argv)
   local opts, rest = cli.parse(argv, OPTIONS)
   if not opts then return cli.usage_error("peer", rest) end

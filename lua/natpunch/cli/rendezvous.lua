@@ -50,6 +50,9 @@ local function human(ev)
   return ev.event
 end
 
+-- the human form of events, shared with `natpunch shell`
+M.human = human
+
 function M.run(argv)
   local opts, rest = cli.parse(argv, OPTIONS)
   if not opts then return cli.usage_error("rendezvous", rest) end
