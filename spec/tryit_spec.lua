@@ -76,14 +76,20 @@ describe("setting up as the README says", function()
       assert(os.execute(sh("chown -R 65534:65534 " .. q(tmp) .. " && chmod 755 " .. q(tmp))))
       as_user = "setpriv --reuid=65534 --regid=65534 --clear-groups "
     end
-    local out, code = run("cd " .. q(src) .. " && " .. as_user .. "env HOME=" .. q(tmp)
+    -- every command of the machine but coturn's and the STUN client's
+    local bin = tmp .. "/nocoturn"
+    assert(os.execute(sh("mkdir -p " .. q(bin) .. " && for f in /usr/local/bin/* /usr/bin/* /bin/* /usr/sbin/* /sbin/*; do "
+      .. "n=${f##*/}; case $n in turnutils_*|turnserver|stun) continue ;; esac; "
+      .. "[ -e " .. q(bin) .. "/$n ] || ln -s \"$f\" " .. q(bin) .. "/$n; done")))
+    if root then assert(os.execute(sh("chown -R 65534:65534 " .. q(bin)))) end
+    local out, code = run("cd " .. q(src) .. " && " .. as_user .. "env HOME=" .. q(tmp) .. " PATH=" .. q(bin)
       .. " timeout 240 make demo")
     assert.equal(0, code, out)
     if root then
       assert.matches("falling back to loopback", out, 1, true)
       assert.is_nil(out:find("installing", 1, true), out)
     end
-    assert.matches("acked", out, 1, true)
+    assert.matches("touch #1 acknowledged", out, 1, true)
     assert.is_nil(out:lower():find("coturn", 1, true), out)
   end)
 end)
