@@ -78,7 +78,8 @@ describe("setting up as the README says", function()
     end
     -- every command of the machine but coturn's and the STUN client's
     local bin = tmp .. "/nocoturn"
-    assert(os.execute(sh("mkdir -p " .. q(bin) .. " && for f in /usr/local/bin/* /usr/bin/* /bin/* /usr/sbin/* /sbin/*; do "
+    assert(os.execute(sh("mkdir -p " .. q(bin)
+      .. " && for f in /usr/local/bin/* /usr/bin/* /bin/* /usr/sbin/* /sbin/*; do "
       .. "n=${f##*/}; case $n in turnutils_*|turnserver|stun) continue ;; esac; "
       .. "[ -e " .. q(bin) .. "/$n ] || ln -s \"$f\" " .. q(bin) .. "/$n; done")))
     if root then assert(os.execute(sh("chown -R 65534:65534 " .. q(bin)))) end
