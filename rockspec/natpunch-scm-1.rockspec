@@ -111,6 +111,7 @@ build = {
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.options"] = "lua/natpunch/options.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
+    ["natpunch.registry"] = "lua/natpunch/registry.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
   },

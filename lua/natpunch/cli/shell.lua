@@ -148,7 +148,7 @@ local function object_name(v)
   if type(v) ~= "table" then return nil end
   local ok, name = pcall(function()
     if rawget(v, "servers") and rawget(v, "id") then return "peer " .. tostring(v.id) end
-    if rawget(v, "by_addr") and rawget(v, "peers") then
+    if (rawget(v, "registry") or rawget(v, "by_addr")) and rawget(v, "udp") then
       local a = v.address and v:address()
       return "rendezvous " .. tostring(a)
     end
