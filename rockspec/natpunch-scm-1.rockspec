@@ -1,7 +1,7 @@
 -- natpunch as a rock.  From a checkout:
 --
 --   luarocks --lua-version=5.4 make rockspec/natpunch-scm-1.rockspec \
---     CFLAGS="-O2 -fPIC -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
+--     CFLAGS="-O2 -fPIC -fvisibility=hidden -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
 --
 -- `luarocks make` builds from the current directory; source.url is only
 -- read by `luarocks install`/`pack`, and natpunch has no published
@@ -9,7 +9,8 @@
 -- luarocks' own variables, not from this file (build.variables is used only
 -- by the "make" type), hence CFLAGS on the command line above; without it
 -- the module builds with luarocks' default "-O2 -fPIC" (gcc's default
--- dialect, gnu17, accepts the sources too).
+-- dialect, gnu17, accepts the sources too), and then exports every
+-- function instead of luaopen_natpunch_core alone (-fvisibility=hidden).
 --
 -- The lists below must name every csrc/core/*.c and csrc/lua/*.c (not csrc/test/ nor
 -- csrc/labwire/) and every lua/natpunch/**.lua, and install every
@@ -64,6 +65,7 @@ build = {
         "csrc/lua/np_core.c",
         "csrc/lua/np_dns.c",
         "csrc/lua/np_signal.c",
+        "csrc/lua/np_module.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -78,6 +80,7 @@ build = {
         "csrc/core/stun.c",
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
+        "csrc/core/wipe.c",
       },
       incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
       libdirs = { "$(LIBUV_LIBDIR)" },
@@ -96,11 +99,15 @@ build = {
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
     ["natpunch.cli.check"] = "lua/natpunch/cli/check.lua",
     ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",
+    ["natpunch.cli.nat_type"] = "lua/natpunch/cli/nat_type.lua",
     ["natpunch.cli.peer"] = "lua/natpunch/cli/peer.lua",
     ["natpunch.cli.rendezvous"] = "lua/natpunch/cli/rendezvous.lua",
     ["natpunch.cli.shell"] = "lua/natpunch/cli/shell.lua",
+    ["natpunch.cli.stun_server"] = "lua/natpunch/cli/stun_server.lua",
+    ["natpunch.discover"] = "lua/natpunch/discover.lua",
     ["natpunch.json"] = "lua/natpunch/json.lua",
     ["natpunch.lab"] = "lua/natpunch/lab.lua",
+    ["natpunch.lab.discovery"] = "lua/natpunch/lab/discovery.lua",
     ["natpunch.lab.impair"] = "lua/natpunch/lab/impair.lua",
     ["natpunch.lab.ip4"] = "lua/natpunch/lab/ip4.lua",
     ["natpunch.lab.matrix"] = "lua/natpunch/lab/matrix.lua",
@@ -114,6 +121,7 @@ build = {
     ["natpunch.registry"] = "lua/natpunch/registry.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
+    ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",
   },
   install = {
     bin = { natpunch = "bin/natpunch" },

@@ -224,10 +224,13 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
       m->change_request = be32(v) & (STUN_CHANGE_IP | STUN_CHANGE_PORT);
     return r;
   case STUN_ATTR_RESPONSE_PORT:
-    /* RFC 5780 §7.5: 16-bit port then 16 bits of padding. */
-    if ((r = need_len(vlen, 4)) == 0)
-      m->response_port = be16(v);
-    return r;
+    /* RFC 5780 §7.5: 16-bit port then 16 bits of padding; some
+     * implementations send the port alone (length 2), so both are
+     * accepted. */
+    if (vlen != 2 && vlen != 4)
+      return STUN_EATTRLEN;
+    m->response_port = be16(v);
+    return 0;
   case STUN_ATTR_PADDING: m->padding_len = vlen; return 0;
   case STUN_ATTR_PRIORITY:
     if ((r = need_len(vlen, 4)) == 0)

@@ -14,6 +14,7 @@
  */
 #include <lauxlib.h>
 #include <lua.h>
+#include <uv.h>
 
 #include <string.h>
 
@@ -367,8 +368,10 @@ static void read_header(lua_State *L, struct header *h) {
   int classic = flag_field(L, "classic");
   if (field(L, 1, "transaction_id") == LUA_TNIL) {
     h->tid_len = classic ? STUN_CLASSIC_TID_SIZE : STUN_TID_SIZE;
-    if (stun_random_tid(h->tid, h->tid_len) < 0)
-      luaL_error(L, "stun.encode: %s", stun_strerror(STUN_ERANDOM));
+    /* the codec takes its transaction id from the caller (it makes no
+     * system call): a fresh one from the OS here */
+    int rc = uv_random(NULL, NULL, h->tid, h->tid_len, 0, NULL);
+    if (rc < 0) luaL_error(L, "stun.encode: no randomness available (%s)", uv_strerror(rc));
     /* a classic id must not start with the cookie, or it is not classic */
     if (classic && h->tid[0] == 0x21)
       h->tid[0] = 0x20;
@@ -463,6 +466,7 @@ static int stun_answer(lua_State *L) {
   const char *ip = luaL_checkstring(L, 2);
   lua_Integer port = luaL_checkinteger(L, 3);
   struct stun_answer_opts opts = {.software = luaL_optstring(L, 4, NULL)};
+  size_t cap = STUN_ANSWER_MAX;
   struct sockaddr_storage from, origin, other;
   struct stun_addr a;
   socklen_t sl;
@@ -481,11 +485,19 @@ static int stun_answer(lua_State *L) {
     lua_getfield(L, 5, "response_port_ok");
     if (lua_toboolean(L, -1))
       opts.flags |= STUN_ANSWER_RESPONSE_PORT_OK;
-    lua_pop(L, 2);
+    /* a smaller cap drops the optional attributes that do not fit */
+    lua_getfield(L, 5, "max_size");
+    if (!lua_isnil(L, -1)) {
+      lua_Integer m = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, m >= STUN_HEADER_SIZE, 5, "opts.max_size below the 20-byte header");
+      if (m < (lua_Integer)cap)
+        cap = (size_t)m;
+    }
+    lua_pop(L, 3);
   }
 
   uint8_t out[STUN_ANSWER_MAX];
-  int n = stun_answer_binding_ex(req, len, (const struct sockaddr *)&from, &opts, out, sizeof out);
+  int n = stun_answer_binding_ex(req, len, (const struct sockaddr *)&from, &opts, out, cap);
   if (n < 0)
     return push_fail(L, n);
   lua_pushlstring(L, (const char *)out, (size_t)n);

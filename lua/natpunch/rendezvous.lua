@@ -160,6 +160,7 @@ local handlers = {
 
 function Server:_on_packet(err, data, ip, port, kind)
   if err then return end
+  if kind == "stun" and self.discovery then return self.discovery:handle(1, 1, data, ip, port) end
   if kind ~= "control" then
     self.counters.dropped = self.counters.dropped + 1
     return
@@ -216,16 +217,18 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.sweeper:close()
+  if self.discovery then self.discovery:close() end
   self.udp:close()
 end
 Server.__close = Server.close
 Server.__gc = Server.close
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
--- (s), max_peers, software, on_register(info), on_connect(from, to),
--- on_event(ev).  Returns the server, or nil, message, code.
+-- (s), max_peers, software, alternate ("ip2[:port2]": answer RFC 5780
+-- NAT discovery as natpunch.stunserver does), on_register(info),
+-- on_connect(from, to), on_event(ev).  Returns the server, or nil, message, code.
 -- Every key natpunch.rendezvous{} accepts; any other raises.
-local KNOWN = { "on_register", "on_connect", "on_event", "reuseaddr" }
+local KNOWN = { "on_register", "on_connect", "on_event", "reuseaddr", "alternate" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function rendezvous.new(opts)
@@ -246,7 +249,20 @@ function rendezvous.new(opts)
     self.udp:close()
     return nil, err, code
   end
-  self.udp:stun_server(true, self.software)
+  if opts.alternate then
+    -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN
+    -- then goes through Lua, for CHANGE-REQUEST and OTHER-ADDRESS
+    local d
+    d, err, code = require("natpunch.stunserver").new{ udp = self.udp, alternate = opts.alternate,
+      software = self.software, reuseaddr = opts.reuseaddr }
+    if not d then
+      self.udp:close()
+      return nil, err, code
+    end
+    self.discovery = d
+  else
+    self.udp:stun_server(true, self.software)
+  end
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
   self.sweep_every = math.max(100, math.min(self.ttl * 250, 5000))
