@@ -164,7 +164,8 @@ static const luaL_Reg funcs[] = {
   {NULL, NULL}
 };
 
-int luaopen_natpunch_readline(lua_State *L) {
+/* exported even when built with -fvisibility=hidden (as the rock is) */
+__attribute__((visibility("default"))) int luaopen_natpunch_readline(lua_State *L) {
   rl_readline_name = "natpunch";     /* $if natpunch in ~/.inputrc */
   rl_catch_signals = 0;
   rl_catch_sigwinch = 0;
