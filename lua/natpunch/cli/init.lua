@@ -37,7 +37,8 @@ end
 -- type: "flag" (default when there is no arg), "string", "number",
 -- "integer" (non-negative; positive = true excludes 0; max = N), "addr"
 -- (host:port with an IPv4 address, [IPv6] or a host name; port 1..65535,
--- or 0..65535 with port_zero = true), "id" (a peer id, check.ID_RULE),
+-- or 0..65535 with port_zero = true, the default for options named
+-- *listen* or *bind*), "id" (a peer id, check.ID_RULE),
 -- "text" (at most max bytes, default check.TEXT_MAX).  multi: may repeat,
 -- the value is a list.  default: value when absent.  Every option of
 -- every subcommand gets -v/--verbose and -q/--quiet (opts.verbose,
@@ -58,7 +59,10 @@ local function check_value(o, v, opts, key)
     if not n then return nil, name .. " " .. err .. ", got '" .. check.printable(v) .. "'" end
     return n
   elseif o.type == "addr" then
-    local host, port, kind = check.endpoint(v, { port_zero = o.port_zero })
+    -- port 0 (any free port) makes sense where we bind, not where we send
+    local port_zero = o.port_zero
+    if port_zero == nil then port_zero = o[1]:match("listen") ~= nil or o[1]:match("bind") ~= nil end
+    local host, port, kind = check.endpoint(v, { port_zero = port_zero })
     if not host then return nil, name .. ": " .. check.printable(port) end
     if kind == "name" then
       unresolved[#unresolved + 1] = { opts = opts, key = key, text = v, host = host, port = port,
