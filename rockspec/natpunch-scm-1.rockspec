@@ -42,6 +42,7 @@ dependencies = {
 
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
+  HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
   READLINE = { header = "readline/readline.h", library = "readline" },
 }
 
@@ -66,6 +67,7 @@ build = {
         "csrc/lua/np_dns.c",
         "csrc/lua/np_signal.c",
         "csrc/lua/np_module.c",
+        "csrc/lua/np_redis.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -82,9 +84,9 @@ build = {
         "csrc/core/touch.c",
         "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)" },
-      libraries = { "uv" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+      libraries = { "uv", "hiredis" },
     },
     -- the shell's line editing (GNU readline's callback interface)
     ["natpunch.readline"] = {
@@ -115,10 +117,12 @@ build = {
     ["natpunch.lab.probe"] = "lua/natpunch/lab/probe.lua",
     ["natpunch.lab.proc"] = "lua/natpunch/lab/proc.lua",
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
+    ["natpunch.metrics"] = "lua/natpunch/metrics.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.options"] = "lua/natpunch/options.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.registry"] = "lua/natpunch/registry.lua",
+    ["natpunch.registry_redis"] = "lua/natpunch/registry_redis.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
     ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",

@@ -58,6 +58,7 @@ need pkg-config    have pkg-config
 need lua5.4        have lua5.4
 need liblua5.4-dev test -f /usr/include/lua5.4/lua.h
 need libuv1-dev    test -f /usr/include/uv.h
+need libhiredis-dev test -f /usr/include/hiredis/adapters/libuv.h
 need libreadline-dev test -f /usr/include/readline/readline.h
 
 target demo optional  # the lab demo (root); without these it runs on loopback
@@ -66,7 +67,7 @@ need nftables      have nft
 need conntrack     have conntrack
 need procps        have pgrep
 
-target test           # make test: every spec, the lab and traversal specs included
+target test           # make test: every spec, the lab, traversal and interop specs included
 need lua-busted    test -x /usr/bin/busted
 need lua-check     have luacheck
 need luarocks      have luarocks
@@ -78,14 +79,20 @@ need procps        have pgrep
 need util-linux    have setpriv
 need lua-socket    lua5.4 -e 'require "socket"'
 need tmux          have tmux
+need redis-server  have redis-server
+need stun-client   have stun                    # interop: spec/discover_spec.lua
+need coturn        have turnutils_stunclient    # interop: spec/discover_spec.lua
 
 target bench          # make bench: coturn is the comparison server
 need coturn        have turnutils_stunclient
 need stun-client   have stun
 need procps        have pgrep
 need util-linux    have taskset
+need redis-server  have redis-server
 
-target fuzz           # make fuzz
+target fuzz           # make fuzz (libFuzzer, ASan+UBSan): clang and its fuzzer runtime
+need clang-14      have clang-14
+need libclang-rt-14-dev sh -c 'ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a'
 
 target rock           # luarocks make rockspec/natpunch-scm-1.rockspec
 need luarocks      have luarocks

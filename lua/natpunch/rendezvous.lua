@@ -14,6 +14,7 @@ local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local options = require "natpunch.options"
 local registry = require "natpunch.registry"
+local registry_redis = require "natpunch.registry_redis"
 
 local rendezvous = {}
 
@@ -47,8 +48,10 @@ end
 -- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
 -- to amplify traffic toward a spoofed address.
 function Server:_reply(ip, port, fields, request_size)
-  local body = msg.encode(fields)
-  if #body + 1 > request_size then
+  -- a reply that echoes a long field (an error quoting a 1170-byte target)
+  -- may exceed msg.MAX_SIZE: it is not sent, and nothing raises
+  local ok, body = pcall(msg.encode, fields)
+  if not ok or #body + 1 > request_size then
     self.counters.replies_suppressed = self.counters.replies_suppressed + 1
     return
   end
@@ -94,6 +97,7 @@ function Server:_on_register(m, ip, port, size)
     rec.private = table.concat(private, ",")
     self.registry:refresh(rec, expires)
   end
+  if self.shared then self.shared:publish_peer(rec) end
   self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
 end
 
@@ -104,11 +108,16 @@ end
 function Server:_introduce(a, b, tx_for_a, size, nonce)
   local again = nonce ~= nil
   nonce = nonce or hex(core.random_bytes(8))
-  -- b first: b does not have to fit into a's request size budget
-  self.udp:send(registry.ip(b), b.port, msg.encode({
-    t = "introduce", peer = a.id, public = a.public, private = a.private,
-    nonce = nonce, role = "accept",
-  }), "control")
+  -- b first: b does not have to fit into a's request size budget.  A peer
+  -- on another server (b.srv, from Redis) gets it from its own server.
+  local to_b = { t = "introduce", peer = a.id, public = a.public, private = a.private,
+    nonce = nonce, role = "accept" }
+  if b.srv then
+    to_b.to = b.id
+    self.shared:send(b.srv, to_b)
+  else
+    self.udp:send(registry.ip(b), b.port, msg.encode(to_b), "control")
+  end
   self:_reply(registry.ip(a), a.port, {
     t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
     private = b.private, nonce = nonce, role = "connect",
@@ -119,15 +128,45 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
   end
   a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now() }
   self.counters.introductions = self.counters.introductions + 1
-  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce })
+  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, server = b.srv })
+end
+
+-- The other half of an introduction made by another server, for one of our
+-- peers (through Redis pub/sub).
+function Server:_on_shared(m)
+  if m.t ~= "introduce" or not valid_id(m.to) then return end
+  local b = self.registry:get(m.to)
+  if not b or not valid_id(m.peer) then
+    self.counters.remote_unknown = self.counters.remote_unknown + 1
+    return
+  end
+  self.udp:send(registry.ip(b), b.port, msg.encode({ t = "introduce", peer = m.peer, public = m.public,
+    private = m.private, nonce = m.nonce, role = "accept" }), "control")
+  self.counters.remote_introductions = self.counters.remote_introductions + 1
+  self:_event({ event = "introduced", from = m.peer, to = b.id, nonce = m.nonce, via = "redis" })
 end
 
 function Server:_on_connect(m, ip, port, size)
   local from = self.registry:at(addr.format(ip, port))
   if not from then return self:_error(ip, port, m, "not registered", size) end
   local to = valid_id(m.target) and self.registry:get(m.target)
+  if not to and self.shared and valid_id(m.target) then
+    -- registered on another server?  Asked of Redis without blocking; the
+    -- answer comes back on the loop.
+    return self.shared:find(m.target, function(remote)
+      if self.closed or self.registry:get(from.id) ~= from then return end
+      if not remote or remote.srv == self.shared.server_id then
+        return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size)
+      end
+      self:_connect_to(from, remote, m, ip, port, size)
+    end)
+  end
   if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
   if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
+  self:_connect_to(from, to, m, ip, port, size)
+end
+
+function Server:_connect_to(from, to, m, ip, port, size)
   -- The same request again (same tx): one of the introductions was lost,
   -- or the reply is still on its way.  Send both again with the same
   -- nonce, so the two peers never punch with different nonces.
@@ -148,7 +187,9 @@ function Server:_on_unregister(m, ip, port)
 end
 
 function Server:_drop(id)
-  if not self.registry:remove(id) then return end
+  local rec = self.registry:remove(id)
+  if not rec then return end
+  if self.shared then self.shared:forget_peer(rec) end
   self:_event({ event = "expired", peer = id })
 end
 
@@ -178,6 +219,7 @@ end
 -- turn of the loop; the rest are left for the next turn (1 ms later).
 function Server:_sweep()
   local _, more = self.registry:expire(core.now(), function(rec)
+    if self.shared then self.shared:forget_peer(rec) end
     self:_event({ event = "expired", peer = rec.id })
   end, SWEEP_BATCH)
   if more and not self.closed then self.sweeper:start(1, self.sweep_every, function() self:_sweep() end) end
@@ -210,6 +252,10 @@ function Server:stats()
   local s = self.udp:stats()
   for k, v in pairs(self.counters) do s[k] = v end
   s.peers = self.registry.count
+  if self.shared then
+    for k, v in pairs(self.shared.counters) do s[k] = v end
+    s.redis = self.shared.state
+  end
   return s
 end
 
@@ -217,6 +263,7 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.sweeper:close()
+  if self.shared then self.shared:close() end
   if self.discovery then self.discovery:close() end
   self.udp:close()
 end
@@ -226,9 +273,12 @@ Server.__gc = Server.close
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
 -- (s), max_peers, software, alternate ("ip2[:port2]": answer RFC 5780
 -- NAT discovery as natpunch.stunserver does), on_register(info),
--- on_connect(from, to), on_event(ev).  Returns the server, or nil, message, code.
+-- on_connect(from, to), on_event(ev); redis ("redis://IP:PORT": share the
+-- registry with other servers), server_id, redis_prefix, on_log(text).
+-- Returns the server, or nil, message, code.
 -- Every key natpunch.rendezvous{} accepts; any other raises.
-local KNOWN = { "on_register", "on_connect", "on_event", "reuseaddr", "alternate" }
+local KNOWN = { "on_register", "on_connect", "on_event", "reuseaddr", "alternate", "redis", "server_id",
+  "redis_prefix", "on_log", "reuseport" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function rendezvous.new(opts)
@@ -239,15 +289,25 @@ function rendezvous.new(opts)
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
   if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end
   local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
+  if opts.redis ~= nil then
+    local ok, why = registry_redis.parse_url(opts.redis)
+    if not ok then error("rendezvous: " .. why, 2) end
+  end
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   self.registry = registry.new()
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
-    dropped = 0, replies_suppressed = 0 }
+    dropped = 0, replies_suppressed = 0, remote_introductions = 0, remote_unknown = 0 }
   self.udp = core.udp()
-  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
+  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
   if not ok then
     self.udp:close()
     return nil, err, code
+  end
+  if opts.redis then
+    -- shared registry (natpunch.registry_redis); raises on a bad URL
+    self.shared = registry_redis.new{ url = opts.redis, registry = self.registry, server_id = opts.server_id,
+      prefix = opts.redis_prefix, on_message = function(m) self:_on_shared(m) end,
+      log = opts.on_log or function(text) self:_event({ event = "log", message = text }) end }
   end
   if opts.alternate then
     -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN

@@ -37,8 +37,8 @@ end
 -- type: "flag" (default when there is no arg), "string", "number",
 -- "integer" (non-negative; positive = true excludes 0; max = N), "addr"
 -- (host:port with an IPv4 address, [IPv6] or a host name; port 1..65535,
--- or 0..65535 with port_zero = true, the default for options named
--- *listen* or *bind*), "id" (a peer id, check.ID_RULE),
+-- for options named *server* or with port_zero = false, else 0..65535:
+-- port 0 binds any free port), "id" (a peer id, check.ID_RULE),
 -- "text" (at most max bytes, default check.TEXT_MAX).  multi: may repeat,
 -- the value is a list.  default: value when absent.  Every option of
 -- every subcommand gets -v/--verbose and -q/--quiet (opts.verbose,
@@ -61,7 +61,7 @@ local function check_value(o, v, opts, key)
   elseif o.type == "addr" then
     -- port 0 (any free port) makes sense where we bind, not where we send
     local port_zero = o.port_zero
-    if port_zero == nil then port_zero = o[1]:match("listen") ~= nil or o[1]:match("bind") ~= nil end
+    if port_zero == nil then port_zero = o[1]:match("server") == nil end
     local host, port, kind = check.endpoint(v, { port_zero = port_zero })
     if not host then return nil, name .. ": " .. check.printable(port) end
     if kind == "name" then

@@ -23,6 +23,8 @@ local OPTIONS = {
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
   { "no-echo", help = "when waiting: do not echo received messages back" },
+  { "metrics", arg = "ADDR:PORT", type = "addr",
+    help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -73,6 +75,7 @@ M.usage = table.concat({
   "since the command started.  Bytes that are not UTF-8 are escaped as",
   "\\u00XX in \"data\".  Without --json, control characters and escape",
   "sequences in what peers send are shown escaped (\\e, \\x07, \\u{202e}).",
+  "With --metrics: metrics (where they are served).",
   "",
   "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
 }, "\n")
@@ -93,6 +96,8 @@ local function human(ev)
     return string.format("touch %s acked by %s in %d ms", tostring(ev.id), ev.peer, ev.rtt_ms)
   elseif e == "touch_failed" then
     return string.format("touch %s to %s failed: %s", tostring(ev.id), ev.peer, tostring(ev.reason))
+  elseif e == "metrics" then
+    return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
       .. (ev.sent and ev.sent > 0 and (", " .. ev.sent .. " datagram(s) sent") or "")
@@ -207,6 +212,18 @@ function M.run(argv)
       return opts.timeout - (natpunch.now() - started) / 1000
     end
     local echo = not opts.no_echo and not opts.connect
+    local on_event = out.event
+    if opts.metrics then
+      local metrics = require "natpunch.metrics"
+      local set, feed = metrics.peer()
+      local msrv, merr = metrics.serve(opts.metrics, function() return set:render() end)
+      if not msrv then
+        out.event({ event = "failed", reason = "cannot serve metrics on " .. opts.metrics .. ": " .. tostring(merr) })
+        return cli.FAIL
+      end
+      on_event = function(ev) feed(ev); out.event(ev) end
+      out.event({ event = "metrics", address = msrv:address() })
+    end
 
     local function greet(s)
       if opts.send then s:send(opts.send) end
@@ -222,8 +239,8 @@ function M.run(argv)
       verbose = opts.verbose,
       -- connecting: the outcome is printed once, at the end, by fail()
       on_event = opts.connect and function(ev)
-        if ev.event ~= "failed" then out.event(ev) end
-      end or out.event,
+        if ev.event ~= "failed" then on_event(ev) end
+      end or on_event,
       on_session = not opts.connect and greet or nil,
       on_message = function(s, data, kind)
         state.received = state.received + 1
