@@ -199,14 +199,14 @@ end
 
 -- Key order of event lines: the order of the documented examples, so that
 -- lines read naturally and can be matched as text; other keys follow, sorted.
-cli.KEY_ORDER = { "event", "time", "id", "peer", "from", "to", "address", "public", "local", "remote", "path",
+cli.KEY_ORDER = { "event", "id", "peer", "from", "to", "address", "public", "local", "remote", "path",
   "transport", "setup_ms", "rtt_ms", "data", "kind" }
 
 --- An emitter of events: one JSON object per line on stdout with json,
 -- else format(ev) (a human line, or nil to skip) on stdout.  Lines are
 -- flushed at once so a reader (a pipe, a test) sees each event as it
--- happens.  Every JSON event gets "time": milliseconds since the command
--- started (an integer, monotonic clock).  In human lines every string
+-- happens.  Every JSON event gets "time", its last key: milliseconds since
+-- the command started (an integer, monotonic clock).  In human lines every string
 -- field is passed through check.printable first, so what a peer sent
 -- cannot move the cursor, clear the screen or forge a line.
 -- out.log(...) writes human notes: to stderr in JSON mode (stdout then
@@ -229,7 +229,12 @@ function cli.output(as_json, format, opts)
     out.last = ev
     if ev.time == nil then ev.time = (core.hrtime() - started_ns) // 1000000 end
     if as_json then
-      io.stdout:write(json.encode(ev, cli.KEY_ORDER), "\n")
+      -- "time" goes last, so lines still read (and match) as documented
+      local t = ev.time
+      ev.time = nil
+      local line = json.encode(ev, cli.KEY_ORDER)
+      ev.time = t
+      io.stdout:write(line:sub(1, -2), ',"time":', json.encode(t), "}\n")
     elseif not opts.quiet or keep[ev.event] then
       local safe = {}
       for k, v in pairs(ev) do safe[k] = type(v) == "string" and check.printable(v) or v end
