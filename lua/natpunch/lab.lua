@@ -20,13 +20,15 @@
 local proc = require "natpunch.lab.proc"
 local ip4 = require "natpunch.lab.ip4"
 local nft = require "natpunch.lab.nft"
+local nat_types = require "natpunch.lab.nat_types"
 local impair = require "natpunch.lab.impair"
 local state = require "natpunch.lab.state"
 
 local lab = {}
 
-lab.TYPES = nft.TYPES
+lab.TYPES = nft.TYPES                -- id -> entry of lab/nat_types.lua
 lab.canonical_type = nft.canonical
+lab.nat_types = nat_types
 
 -- Defaults of a NAT router.  Linux's own UDP conntrack timeouts (30 s
 -- unreplied, 120 s once both ways have been seen) are kept unless asked:
@@ -308,7 +310,7 @@ local function plan(desc)
     end
     n.hairpin = spec.hairpin and true or false
     if spec.port_preservation == nil then
-      n.port_preservation = n.type ~= "sym"
+      n.port_preservation = nat_types.get(n.type).port_preservation
     else
       n.port_preservation = spec.port_preservation and true or false
     end

@@ -82,7 +82,11 @@ function Server:_on_register(m, ip, port, size)
   for _, c in ipairs(msg.split_list(m.private)) do
     if addr.parse(c) and #private < MAX_PRIVATE then private[#private + 1] = c end
   end
-  local info = { id = id, public = public, private = private, ip = ip, port = port }
+  -- what the peer's traversal methods tell the peers introduced to it:
+  -- passed through as it is, never read here (docs/EXTENDING.md)
+  local opaque, dropped = msg.opaque(m)
+  self.counters.opaque_dropped = self.counters.opaque_dropped + dropped
+  local info = { id = id, public = public, private = private, ip = ip, port = port, opaque = opaque }
   if self.on_register then
     local ok, reason = self.on_register(info)
     if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
@@ -97,6 +101,8 @@ function Server:_on_register(m, ip, port, size)
     rec.private = table.concat(private, ",")
     self.registry:refresh(rec, expires)
   end
+  -- kept beside the record (records stay at 8 fields); nil when empty
+  self.opaque[id] = next(opaque) and opaque or nil
   if self.shared then self.shared:publish_peer(rec) end
   self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
 end
@@ -108,20 +114,25 @@ end
 function Server:_introduce(a, b, tx_for_a, size, nonce)
   local again = nonce ~= nil
   nonce = nonce or hex(core.random_bytes(8))
+  local function intro(other, tx, role)
+    local f = {}
+    for k, v in pairs(self.opaque[other.id] or {}) do f[k] = v end
+    f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
+    f.private = other.private
+    return f
+  end
   -- b first: b does not have to fit into a's request size budget.  A peer
   -- on another server (b.srv, from Redis) gets it from its own server.
-  local to_b = { t = "introduce", peer = a.id, public = a.public, private = a.private,
-    nonce = nonce, role = "accept" }
+  -- (Opaque fields are those of peers registered here: a peer on another
+  -- server is introduced without its own.)
+  local to_b = intro(a, nil, "accept")
   if b.srv then
     to_b.to = b.id
     self.shared:send(b.srv, to_b)
   else
     self.udp:send(registry.ip(b), b.port, msg.encode(to_b), "control")
   end
-  self:_reply(registry.ip(a), a.port, {
-    t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = b.private, nonce = nonce, role = "connect",
-  }, size)
+  self:_reply(registry.ip(a), a.port, intro(b, tx_for_a, "connect"), size)
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
@@ -140,8 +151,9 @@ function Server:_on_shared(m)
     self.counters.remote_unknown = self.counters.remote_unknown + 1
     return
   end
-  self.udp:send(registry.ip(b), b.port, msg.encode({ t = "introduce", peer = m.peer, public = m.public,
-    private = m.private, nonce = m.nonce, role = "accept" }), "control")
+  local f = msg.opaque(m)    -- the connecting peer's opaque fields, passed through
+  f.t, f.peer, f.public, f.private, f.nonce, f.role = "introduce", m.peer, m.public, m.private, m.nonce, "accept"
+  self.udp:send(registry.ip(b), b.port, msg.encode(f), "control")
   self.counters.remote_introductions = self.counters.remote_introductions + 1
   self:_event({ event = "introduced", from = m.peer, to = b.id, nonce = m.nonce, via = "redis" })
 end
@@ -189,6 +201,7 @@ end
 function Server:_drop(id)
   local rec = self.registry:remove(id)
   if not rec then return end
+  self.opaque[id] = nil
   if self.shared then self.shared:forget_peer(rec) end
   self:_event({ event = "expired", peer = id })
 end
@@ -219,6 +232,7 @@ end
 -- turn of the loop; the rest are left for the next turn (1 ms later).
 function Server:_sweep()
   local _, more = self.registry:expire(core.now(), function(rec)
+    self.opaque[rec.id] = nil
     if self.shared then self.shared:forget_peer(rec) end
     self:_event({ event = "expired", peer = rec.id })
   end, SWEEP_BATCH)
@@ -295,14 +309,16 @@ function rendezvous.new(opts)
   end
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   self.registry = registry.new()
+  self.opaque = {}    -- id -> the peer's opaque m.* fields (msg.opaque), passed through into introductions
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
-    dropped = 0, replies_suppressed = 0, remote_introductions = 0, remote_unknown = 0 }
+    dropped = 0, replies_suppressed = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
   self.udp = core.udp()
   local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
   if not ok then
     self.udp:close()
     return nil, err, code
   end
+  self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
   if opts.redis then
     -- shared registry (natpunch.registry_redis); raises on a bad URL
     self.shared = registry_redis.new{ url = opts.redis, registry = self.registry, server_id = opts.server_id,

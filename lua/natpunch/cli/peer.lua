@@ -64,7 +64,7 @@ M.usage = table.concat({
   "With --json, stdout carries one JSON object per line, and nothing else:",
   '  {"event":"registered","public":"IP:PORT","local":"IP:PORT","server":"IP:PORT"}',
   '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private",'
-    .. '"transport":"udp","setup_ms":N}',
+    .. '"transport":"udp","method":"udp","setup_ms":N}',
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"done","peer":"ID","sent":N,"received":N}      (last line on success)',
