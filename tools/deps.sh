@@ -79,6 +79,7 @@ need procps        have pgrep
 need util-linux    have setpriv
 need lua-socket    lua5.4 -e 'require "socket"'
 need tmux          have tmux
+need clang-format-14 have clang-format-14      # make lint / spec/cdeps_spec.lua: tools/cstyle.lua
 need redis-server  have redis-server
 need stun-client   have stun                    # interop: spec/discover_spec.lua
 need coturn        have turnutils_stunclient    # interop: spec/discover_spec.lua
