@@ -43,6 +43,7 @@ dependencies = {
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
+  LIBSODIUM = { header = "sodium.h", library = "sodium" },
   READLINE = { header = "readline/readline.h", library = "readline" },
 }
 
@@ -66,6 +67,8 @@ build = {
         "csrc/lua/np_core.c",
         "csrc/lua/np_dns.c",
         "csrc/lua/np_signal.c",
+        "csrc/lua/np_crypto.c",
+        "csrc/lua/np_inet.c",
         "csrc/lua/np_module.c",
         "csrc/lua/np_redis.c",
         "csrc/lua/np_stdio.c",
@@ -84,9 +87,9 @@ build = {
         "csrc/core/touch.c",
         "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
-      libraries = { "uv", "hiredis" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)", "$(LIBSODIUM_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(LIBSODIUM_LIBDIR)" },
+      libraries = { "uv", "hiredis", "sodium" },
     },
     -- the shell's line editing (GNU readline's callback interface)
     ["natpunch.readline"] = {
@@ -97,6 +100,7 @@ build = {
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
+    ["natpunch.auth"] = "lua/natpunch/auth.lua",
     ["natpunch.candidates"] = "lua/natpunch/candidates.lua",
     ["natpunch.dns"] = "lua/natpunch/dns.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",

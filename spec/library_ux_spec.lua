@@ -92,10 +92,11 @@ describe("library surfaces", function()
       local keys = {}
       for k in pairs(rec) do keys[#keys + 1] = k end
       table.sort(keys)
-      assert.same({ "expires", "id", "ip", "port", "private", "public" }, keys)
+      assert.same({ "expires", "id", "ip", "key", "port", "private", "public" }, keys)
       assert.equal(public, rec.public)
       assert.equal("number", type(rec.expires))
-      assert.matches("`{id, public, private = {\"ip:port\", ...}, ip, port, expires}`", api, 1, true)
+      assert.matches("`server:lookup(id)` | a copy of the record of `id` (`id`, `public`, `private = {...}`, `ip`, "
+        .. "`port`, `expires`, `key`) or nil", api, 1, true)
       rec.private[1] = "mutated"                -- a copy: the server's record is untouched
       assert.are_not.equal("mutated", rv:lookup("doc").private[1])
       assert.is_nil(rv:lookup("nobody"))
