@@ -44,6 +44,7 @@ external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
   LIBSODIUM = { header = "sodium.h", library = "sodium" },
+  NETTLE = { header = "nettle/sha1.h", library = "nettle" },
   READLINE = { header = "readline/readline.h", library = "readline" },
 }
 
@@ -61,9 +62,7 @@ build = {
       sources = {
         "csrc/core/addr.c",
         "csrc/core/crc32.c",
-        "csrc/core/hmac.c",
-        "csrc/core/hash_md.c",
-        "csrc/core/md5.c",
+        "csrc/core/hash.c",
         "csrc/lua/np_core.c",
         "csrc/lua/np_dns.c",
         "csrc/lua/np_signal.c",
@@ -80,16 +79,15 @@ build = {
         "csrc/lua/np_udp_punch.c",
         "csrc/lua/np_udp_touch.c",
         "csrc/core/punch.c",
-        "csrc/core/sha1.c",
-        "csrc/core/sha256.c",
         "csrc/core/stun.c",
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
         "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)", "$(LIBSODIUM_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(LIBSODIUM_LIBDIR)" },
-      libraries = { "uv", "hiredis", "sodium" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)", "$(LIBSODIUM_INCDIR)",
+        "$(NETTLE_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(LIBSODIUM_LIBDIR)", "$(NETTLE_LIBDIR)" },
+      libraries = { "uv", "hiredis", "sodium", "nettle" },
     },
     -- the shell's line editing (GNU readline's callback interface)
     ["natpunch.readline"] = {

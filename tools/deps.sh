@@ -60,6 +60,7 @@ need liblua5.4-dev test -f /usr/include/lua5.4/lua.h
 need libuv1-dev    test -f /usr/include/uv.h
 need libsodium-dev test -f /usr/include/sodium.h
 need libhiredis-dev test -f /usr/include/hiredis/adapters/libuv.h
+need nettle-dev    test -f /usr/include/nettle/sha1.h
 need libreadline-dev test -f /usr/include/readline/readline.h
 
 target demo optional  # the lab demo (root); without these it runs on loopback
