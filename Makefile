@@ -30,7 +30,7 @@ WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
 BUSTED   := $(LUA) /usr/bin/busted --ignore-lua
 
-.PHONY: all deps test ctest sanitize fuzz demo bench lint clean install-rock help
+.PHONY: all deps test ctest sanitize fuzz demo bench bench-docs lint clean install-rock help
 
 # The shell's line editing (GNU readline's callback interface); a separate
 # module so that core.so does not depend on readline.
@@ -48,6 +48,8 @@ help:
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
 	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua)"
+	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
+	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
@@ -155,10 +157,15 @@ demo: deps-demo all
 	else exit $$rc; fi
 
 # bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
-BENCH := build/bench/loadgen build/bench/stun_raw
+BENCH := build/bench/loadgen build/bench/stun_raw build/bench/udp_blast
 
 bench: deps-bench all $(BENCH)
 	$(LUA) bench/run.lua $(BENCH_ARGS)
+
+# docs/BENCH.md and docs/bench/*.svg from one recorded run
+bench-docs: deps all $(BENCH)
+	$(LUA) bench/run.lua --record build/bench/run.json $(BENCH_ARGS)
+	$(LUA) bench/report.lua build/bench/run.json docs
 
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)

@@ -25,6 +25,10 @@ local OPTIONS = {
   { "no-echo", help = "when waiting: do not echo received messages back" },
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
+  { "discover", help = "find the NAT type first (the server needs --alternate); registration carries it" },
+  { "keepalive", arg = "auto", help = "refresh toward the server from a measured mapping lifetime" },
+  { "keepalive-server", arg = "IP:PORT", type = "addr",
+    help = "keepalive-daemon for --keepalive auto (default: the server's IP, port 3490)" },
   { "candidate", arg = "IP:PORT", type = "addr", multi = true,
     help = "also advertise this endpoint (a port forward, a VPN address); repeatable" },
   { "key", arg = "FILE", help = "load this peer's key seed from FILE (created if missing)" },
@@ -46,7 +50,8 @@ M.usage = table.concat({
   "                     [--connect ID] [--send TEXT] [--touch TEXT]",
   "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
-  "                     [--secret SECRET | --token TOKEN] [--no-encrypt] [-v|-q]",
+  "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
+  "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]] [-v|-q]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
   "",
@@ -128,6 +133,12 @@ local function human(ev)
       ev.probes_received or 0)
   elseif e == "sent" then
     return string.format("sent datagram %d to %s", ev.count, ev.peer)
+  elseif e == "nat" then
+    return string.format("NAT: %s (mapping %s, filtering %s)", tostring(ev.type), tostring(ev.mapping),
+      tostring(ev.filtering))
+  elseif e == "keepalive" then
+    return string.format("mapping lifetime %s s: refreshing every %s s", tostring(ev.mapping_lifetime_s),
+      tostring(ev.refresh_s or "ttl/3"))
   end
   return e
 end
@@ -137,6 +148,7 @@ local function check(opts, rest)
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
   if opts.connect and opts.connect == opts.id then return "--connect names this peer's own id" end
+  if opts.keepalive and opts.keepalive ~= "auto" then return "--keepalive takes 'auto'" end
   return nil
 end
 
@@ -243,6 +255,7 @@ function M.run(argv)
 
     local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind,
+      discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,
       encrypt = not opts.no_encrypt,
