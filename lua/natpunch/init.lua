@@ -45,6 +45,7 @@ local lazy = {
   stunserver = "natpunch.stunserver",
   discover = "natpunch.discover",
   keepalive = "natpunch.keepalive",
+  turn = "natpunch.turn",
 }
 
 return setmetatable(natpunch, {
