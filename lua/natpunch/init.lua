@@ -44,6 +44,7 @@ local lazy = {
   stunserver = "natpunch.stunserver",
   discover = "natpunch.discover",
   keepalive = "natpunch.keepalive",
+  turn = "natpunch.turn",
 }
 
 return setmetatable(natpunch, {
