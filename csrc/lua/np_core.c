@@ -411,7 +411,8 @@ int luaopen_natpunch_core(lua_State *L) {
 
   /* each part registers its classes and constructors into the module
    * table; run as closures so they see ctx as upvalue 1 too */
-  static const lua_CFunction parts[] = {np_timer_open, np_udp_open, np_tcp_open, np_stdio_open};
+  static const lua_CFunction parts[] = {np_timer_open, np_udp_open, np_tcp_open,
+                                        np_tcp_punch_open, np_stdio_open};
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
     lua_pushvalue(L, -2);
     lua_pushcclosure(L, parts[i], 1);

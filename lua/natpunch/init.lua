@@ -35,6 +35,8 @@ end
 local lazy = {
   rendezvous = "natpunch.rendezvous",
   peer = "natpunch.peer",
+  stunt = "natpunch.stunt",
+  stream = "natpunch.stream",
   addr = "natpunch.addr",
   msg = "natpunch.msg",
   json = "natpunch.json",

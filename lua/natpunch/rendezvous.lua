@@ -201,6 +201,10 @@ function Server:stats()
   local s = self.udp:stats()
   for k, v in pairs(self.counters) do s[k] = v end
   s.peers = self.count
+  if self.stunt then
+    for k, v in pairs(self.stunt.counters) do s[k] = v end
+    s.tcp_peers = self.stunt.count
+  end
   return s
 end
 
@@ -209,13 +213,42 @@ function Server:close()
   self.closed = true
   self.sweeper:close()
   self.udp:close()
+  if self.stunt then self.stunt:close() end
 end
 Server.__close = Server.close
 Server.__gc = Server.close
 
+-- The UDP socket and, unless opts.tcp == false, the STUNT server
+-- (natpunch.stunt_server) on the same address and port.  With port 0, a
+-- port free for both is searched.
+function Server:_bind(ip, port, opts)
+  local err, code
+  for _ = 1, port == 0 and 8 or 1 do
+    self.udp = core.udp()
+    local ok
+    ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
+    if ok and opts.tcp ~= false then
+      local _, uport = self.udp:getsockname()
+      self.stunt, err, code = require("natpunch.stunt_server").new(ip, uport, {
+        max_peers = self.max_peers, on_connect = self.on_connect,
+        on_event = function(ev) self:_event(ev) end })
+      ok = self.stunt ~= nil
+    end
+    if ok then return true end
+    self.udp:close()
+  end
+  return nil, err, code
+end
+
+--- STUNT records per id (natpunch.stunt_server): a list, or the one for id.
+function Server:records(id)
+  return self.stunt and self.stunt:records(id) or {}
+end
+
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
 -- (s), max_peers, software, on_register(info), on_connect(from, to),
--- on_event(ev).  Returns the server, or nil, message, code.
+-- on_event(ev), tcp (false: no STUNT server on the same port).  Returns
+-- the server, or nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -227,12 +260,8 @@ function rendezvous.new(opts)
   self.peers, self.by_addr, self.count = {}, {}, 0
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0 }
-  self.udp = core.udp()
-  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
-  if not ok then
-    self.udp:close()
-    return nil, err, code
-  end
+  local ok, err, code = self:_bind(ip, port, opts)
+  if not ok then return nil, err, code end
   self.udp:stun_server(true, self.software)
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
