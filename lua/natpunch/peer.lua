@@ -91,9 +91,20 @@ function Peer:_request(fields, timeout)
   return reply
 end
 
---- Register with the first server that answers (failover in order).
--- Returns the public endpoint seen by the server, or nil, reason.
+--- Register with the first server that answers (failover in order), and
+-- with its STUNT service when TCP is one of the transports.  Returns the
+-- public endpoint seen by the server, or nil, reason.
 function Peer:register()
+  local tcp_only = #self.transports == 1 and self.transports[1] == "tcp"
+  if tcp_only then return require("natpunch.peer_tcp").register(self, true) end
+  local public, err = self:_register_udp()
+  if public and self.transports_tcp and not self.stunt then
+    require("natpunch.peer_tcp").register(self, false)
+  end
+  return public, err
+end
+
+function Peer:_register_udp()
   local last
   for i = 1, #self.servers do
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
@@ -228,9 +239,16 @@ function Peer:_on_introduce(m)
 end
 
 --- Connect to the peer registered under id: ask the server for an
--- introduction, punch, and return the session (or nil, reason).
+-- introduction, punch, and return the session (or nil, reason).  With
+-- several transports (opts.transport), each is tried in order
+-- (natpunch.peer_tcp); the session's transport says which won.
 function Peer:connect(id, timeout)
   if type(id) ~= "string" then error("bad argument #1 to 'connect' (peer id expected)", 2) end
+  if self.transports_tcp then return require("natpunch.peer_tcp").connect(self, id, timeout) end
+  return self:_connect_udp(id, timeout)
+end
+
+function Peer:_connect_udp(id, timeout)
   if not self.registered then
     local ok, err = self:register()
     if not ok then return nil, err end
@@ -391,6 +409,7 @@ end
 function Peer:close()
   if self.closed then return end
   self.closed = true
+  if self.stunt then require("natpunch.peer_tcp").close(self) end
   if self.refresher then self.refresher:cancel() end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
@@ -404,7 +423,8 @@ Peer.__close = Peer.close
 -- {"ip:port", ...} (failover in order), bind = "ip:port" (default
 -- wildcard, any port), on_message(session, data, kind),
 -- on_session(session) for introductions we did not ask for,
--- on_event(ev), and the timeouts of DEFAULTS.
+-- on_event(ev), transport ("udp" default, "tcp", "auto" = "tcp,udp", or a
+-- comma-separated order), and the timeouts of DEFAULTS.
 function peer.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'peer' (table expected)", 2) end
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
@@ -419,6 +439,10 @@ function peer.new(opts)
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
+  end
+  self.transports = require("natpunch.peer_tcp").transports(opts.transport, 2)
+  for _, t in ipairs(self.transports) do
+    if t == "tcp" then self.transports_tcp = true end
   end
   self.key = string.format("%016x", string.unpack("<i8", core.random_bytes(8)))
   local sip, sport = addr.parse(servers[1])

@@ -214,7 +214,7 @@ function Client:_report(intro, ok, reason, path)
   self:_send({ t = "result", nonce = intro.nonce, ok = ok and 1 or 0, reason = reason or "", path = path or "" })
 end
 
-function Client:_start_punch(intro, cands, first, left_ms, cb)
+function Client:_start_punch(cands, first, left_ms, cb)
   local remotes = {}
   for i, c in ipairs(cands) do remotes[i] = { c[1], c[2] } end
   return core.tcp_punch({ host = self.bind_ip, port = self.port, remotes = remotes,
@@ -232,7 +232,7 @@ function Client:_connect_punch(intro, started, deadline, mode)
   local wait = math.min(tonumber(intro.wait_ms) or 0, 2000)
   if wait > 0 then sched.sleep(wait / 1000) end
   local fut = sched.future()
-  local punch, perr = self:_start_punch(intro, cands, true, deadline - now(), function(err, tcp, ip, port)
+  local punch, perr = self:_start_punch(cands, true, deadline - now(), function(err, tcp, ip, port)
     fut:set(err, tcp, ip, port)
   end)
   if not punch then return nil, "cannot punch: " .. tostring(perr) end
@@ -285,7 +285,7 @@ function Client:_accept(intro)
     s.setup_ms = now() - started
     done:set(s)
   end
-  punch = self:_start_punch(intro, cands, false, deadline - now(), function(err, tcp, ip, port)
+  punch = self:_start_punch(cands, false, deadline - now(), function(err, tcp, ip, port)
     if err then
       done:set(nil, "no TCP connection from " .. intro.peer .. " (" .. tostring(ip or err) .. ")")
     elseif tcp then

@@ -179,7 +179,7 @@ function Server:_ping(e)
   self:_send(e.conn, { t = "ping", n = e.ping_n })
 end
 
-function H.pong(self, conn, m)
+function H.pong(_, conn, m)
   local e = conn.entry
   if not e or conn.kind ~= "main" or m.n ~= e.ping_n then return end
   local rtt = core.now() - e.ping_at
@@ -266,7 +266,7 @@ end
 
 --------------------------------------------------------------- connections
 
-function Server:_on_data(conn, err, chunk)
+function Server:_on_data(conn, _, chunk)
   if conn.closed then return end
   if not chunk then return self:_close_conn(conn) end
   self.counters.tcp_bytes_in = self.counters.tcp_bytes_in + #chunk

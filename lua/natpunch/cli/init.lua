@@ -12,7 +12,7 @@ local cli = {}
 cli.OK, cli.FAIL, cli.USAGE, cli.INTERRUPTED = 0, 1, 2, 130
 
 -- Subcommands in the order `natpunch --help` lists them.
-cli.commands = { "rendezvous", "peer", "shell", "lab" }
+cli.commands = { "rendezvous", "peer", "records", "shell", "lab" }
 
 local function is_command(name)
   for _, c in ipairs(cli.commands) do

@@ -19,6 +19,10 @@ local OPTIONS = {
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
   { "no-echo", help = "when waiting: do not echo received messages back" },
+  { "transport", arg = "T", help = "udp (default), tcp, auto (= tcp,udp: TCP first, then UDP) "
+      .. "or an order such as udp,tcp" },
+  { "stdio", help = "with --transport tcp: stdin to the peer, the peer to stdout (like nc); "
+      .. "events go to stderr" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -30,6 +34,7 @@ M.usage = table.concat({
   "Usage: natpunch peer --server ADDR:PORT [--server ADDR:PORT ...] --id ID",
   "                     [--connect ID] [--send TEXT] [--touch TEXT]",
   "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
+  "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
   "",
@@ -45,6 +50,15 @@ M.usage = table.concat({
   "    with --touch, the touch was acknowledged; and with --send or --touch,",
   "    at least one message came back (the waiting side's echo) - all within",
   "    --timeout.  Anything else exits 1 with a final \"failed\" event.",
+  "",
+  "  --transport tcp punches a direct TCP connection instead (simultaneous",
+  "    open through the server's STUNT service, same address and port); auto",
+  "    tries TCP, then UDP ({\"event\":\"transport_failed\",...} in between).",
+  "    Messages over TCP are framed; \"transport\" in \"connected\" says which won.",
+  "  --stdio (TCP only): after connecting, stdin goes to the peer and what it",
+  "    sends goes to stdout, byte-exact; at the end of stdin our side is",
+  "    half-closed, and the command exits 0 once the peer's side has ended too.",
+  "    The waiting side serves one peer.  Events go to stderr.",
   "",
   cli.options_help(OPTIONS),
   "",
@@ -76,6 +90,10 @@ local function human(ev)
     return string.format("touch %s acked by %s in %d ms", tostring(ev.id), ev.peer, ev.rtt_ms)
   elseif e == "touch_failed" then
     return string.format("touch %s to %s failed: %s", tostring(ev.id), ev.peer, tostring(ev.reason))
+  elseif e == "transport_failed" then
+    return string.format("%s failed: %s (trying the next transport)", ev.transport, tostring(ev.reason))
+  elseif e == "closed" then
+    return "connection to " .. tostring(ev.peer) .. " closed"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
   end
@@ -87,6 +105,12 @@ local function check(opts, rest)
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
   if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
+  local ok, order = pcall(require("natpunch.peer_tcp").transports, opts.transport, 1)
+  if not ok then return "--transport: " .. tostring(order):gsub("^peer: ", "") end
+  if opts.stdio and (#order ~= 1 or order[1] ~= "tcp") then
+    return "--stdio needs --transport tcp (there is no stream over UDP yet)"
+  end
+  if opts.stdio and (opts.send or opts.touch) then return "--stdio does not go with --send or --touch" end
   return nil
 end
 
@@ -144,6 +168,23 @@ function M.run(argv)
   local bad = check(opts, rest)
   if bad then return cli.usage_error("peer", bad) end
   if opts.connect and not opts.timeout then opts.timeout = DEFAULT_TIMEOUT end
+  if opts.stdio then
+    -- stdout carries the data: events go to stderr
+    io.stdout:setvbuf("full")
+    local json = require "natpunch.json"
+    local out = { last = nil }
+    function out.event(ev)
+      out.last = ev
+      local line = opts.json and json.encode(ev, cli.KEY_ORDER) or human(ev)
+      if line then io.stderr:write(line, "\n") end
+      io.stderr:flush()
+    end
+    function out.log(...)
+      io.stderr:write(...)
+      io.stderr:write("\n")
+    end
+    return require("natpunch.cli.peer_stdio").run(opts, out)
+  end
   io.stdout:setvbuf("line")
   local out = cli.output(opts.json, human)
 
@@ -163,7 +204,7 @@ function M.run(argv)
     end
 
     local p, err = natpunch.peer{
-      servers = opts.server, id = opts.id, bind = opts.bind,
+      servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
       -- with --timeout, registering (over every server) may use half of it
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),

@@ -7,6 +7,7 @@ local OPTIONS = {
   { "ttl", arg = "S", type = "number", default = 30,
     help = "seconds a registration lives without a refresh" },
   { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
+  { "no-tcp", help = "no STUNT service (TCP) on the same address and port" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -15,13 +16,16 @@ local M = {}
 M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
-  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--json]",
+  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--max-peers N] [--no-tcp] [--json]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
   "private endpoints and a shared nonce) so they can punch a direct path.  The",
   "server never carries their data.  It also answers STUN Binding requests on",
-  "the same port.  It runs until interrupted (Ctrl-C) or killed.",
+  "the same port, and accepts TCP there too (unless --no-tcp): the STUNT",
+  "service, through which peers punch direct TCP connections (natpunch peer",
+  "--transport tcp) and whose records `natpunch records` shows.  It runs until",
+  "interrupted (Ctrl-C) or killed.",
   "",
   cli.options_help(OPTIONS),
   "",
@@ -30,6 +34,9 @@ M.usage = table.concat({
   '  {"event":"registered","peer":"alice","public":"IP:PORT","private":"IP:PORT,..."}',
   '  {"event":"introduced","from":"alice","to":"bob","nonce":"..."}',
   '  {"event":"expired","peer":"alice"}      (timed out or unregistered)',
+  'TCP registrations and introductions carry "transport":"tcp"; also',
+  '  {"event":"nat","peer":"alice","mapping":"preserving|sequential|random","delta":N,"predicted":"IP:PORT"}',
+  '  {"event":"tcp_result","peer":"alice","with":"bob","result":"ok|failed","reason":"..."}',
   "",
   "Exit codes: 130 after Ctrl-C, 1 if the address cannot be bound, 2 usage error.",
 }, "\n")
@@ -45,6 +52,10 @@ local function human(ev)
     return "introduced " .. ev.from .. " -> " .. ev.to
   elseif ev.event == "expired" then
     return "expired " .. ev.peer
+  elseif ev.event == "nat" then
+    return ("TCP NAT of %s: %s, next port predicted %s"):format(ev.peer, ev.mapping, tostring(ev.predicted))
+  elseif ev.event == "tcp_result" then
+    return ("TCP %s -> %s: %s%s"):format(ev.peer, ev.with, ev.result, ev.reason and (" (" .. ev.reason .. ")") or "")
   end
   return ev.event
 end
@@ -62,7 +73,7 @@ function M.run(argv)
   local out = cli.output(opts.json, human)
   return cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
-      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers,
+      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, tcp = not opts.no_tcp,
       on_event = out.event,
     }
     if not server then
