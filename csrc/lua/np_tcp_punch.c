@@ -16,10 +16,16 @@
  *                            one replaces it (default 1000)
  *     opts.first             stop at the first connection (default true);
  *                            false delivers every connection until close()
+ *     opts.ttl, opts.ttl_every   send the SYN of every ttl_every-th attempt
+ *                            (the first, and so on) with this IP TTL / hop
+ *                            limit (default 0: never)
  *   cb(nil, tcp, ip, port, how)  a connection completed: tcp is an ordinary
  *                            natpunch.tcp stream, how "connect" or "accept"
  *   cb(code, nil, message)   the deadline passed with no connection
- *   punch:stats(), punch:close(), punch:is_closed()
+ *   punch:stats()  attempts, refused (RST or ICMP port unreachable),
+ *                  unreachable, syn_timeouts, low_ttl_syns, connected,
+ *                  accepted, delivered, done, last_error
+ *   punch:close(), punch:is_closed()
  *
  * Every socket is opened here, given SO_REUSEADDR and SO_REUSEPORT, bound to
  * the same local port and only then handed to libuv (uv_poll while racing,
@@ -65,6 +71,7 @@ typedef struct attempt {
 typedef struct slot {
   struct sockaddr_storage addr;
   attempt *a;              /* connecting now, or NULL */
+  unsigned tries;          /* attempts started toward it */
   uint64_t next_at;        /* when idle: next attempt */
   unsigned backoff;
 } slot;
@@ -78,9 +85,11 @@ typedef struct tcp_punch {
   attempt *listener;
   uint64_t deadline;
   unsigned retry, retry_max, attempt_ms;
+  int ttl, ttl_every;      /* low-TTL SYNs: every ttl_every-th attempt, 0 = never */
   int first, done, delivered;
   int last_err;            /* last attempt's error (uv code) */
   unsigned attempts, refused, unreachable, syn_timeouts, other_errors, connected, accepted;
+  unsigned low_ttl_syns;
 } tcp_punch;
 
 static tcp_punch *check_punch(lua_State *L) {
@@ -258,8 +267,24 @@ static void start_attempt(tcp_punch *p, int i) {
     attempt_failed(p, i, fd);
     return;
   }
-  if (connect(fd, (struct sockaddr *)&s->addr, addr_len(&s->addr)) < 0 && errno != EINPROGRESS) {
-    int err = uv_translate_sys_error(errno);
+  /* A SYN with a small TTL opens our own NAT's mapping but expires before
+   * it reaches the other side's NAT, which could answer it with an RST
+   * (STUNT #1): the other side's SYN then finds the way open.  Only the SYN
+   * leaves with it; the default is back for whatever follows. */
+  int low = p->ttl > 0 && p->ttl_every > 0 && s->tries % (unsigned)p->ttl_every == 0;
+  s->tries++;
+  int v6 = p->local.ss_family == AF_INET6;
+  int lvl = v6 ? IPPROTO_IPV6 : IPPROTO_IP, opt = v6 ? IPV6_UNICAST_HOPS : IP_TTL;
+  if (low && setsockopt(fd, lvl, opt, &p->ttl, sizeof p->ttl) < 0) low = 0;
+  if (low) p->low_ttl_syns++;
+  int crc = connect(fd, (struct sockaddr *)&s->addr, addr_len(&s->addr));
+  int cerr = errno;
+  if (low) {
+    int dflt = -1;
+    setsockopt(fd, lvl, opt, &dflt, sizeof dflt);
+  }
+  if (crc < 0 && cerr != EINPROGRESS) {
+    int err = uv_translate_sys_error(cerr);
     close(fd);
     attempt_failed(p, i, err);
     return;
@@ -393,6 +418,13 @@ static int punch_new(lua_State *L) {
   unsigned retry_max = opt_ms(L, "retry_max", NP_PUNCH_RETRY_MAX, 1);
   unsigned attempt_ms = opt_ms(L, "attempt", NP_PUNCH_ATTEMPT, 10);
   int do_listen = opt_bool(L, "listen", 1);
+  lua_getfield(L, 1, "ttl");
+  lua_Integer ttl = luaL_optinteger(L, -1, 0);
+  lua_getfield(L, 1, "ttl_every");
+  lua_Integer ttl_every = luaL_optinteger(L, -1, 1);
+  lua_pop(L, 2);
+  luaL_argcheck(L, ttl >= 0 && ttl <= 255, 1, "ttl must be 0..255");
+  luaL_argcheck(L, ttl_every >= 1 && ttl_every <= 1000, 1, "ttl_every must be 1..1000");
   int first = opt_bool(L, "first", 1);
   struct sockaddr_storage remotes[NP_PUNCH_MAX];
   lua_getfield(L, 1, "remotes");
@@ -421,6 +453,8 @@ static int punch_new(lua_State *L) {
   p->retry_max = retry_max < retry ? retry : retry_max;
   p->attempt_ms = attempt_ms;
   p->first = first;
+  p->ttl = (int)ttl;
+  p->ttl_every = (int)ttl_every;
   p->nslots = n;
   uint64_t now = uv_now(&p->h.ctx->loop);
   p->deadline = now + timeout;
@@ -447,7 +481,7 @@ static int punch_stats(lua_State *L) {
   lua_createtable(L, 0, 9);
 #define F(name) lua_pushinteger(L, p->name), lua_setfield(L, -2, #name)
   F(attempts); F(refused); F(unreachable); F(syn_timeouts); F(other_errors);
-  F(connected); F(accepted); F(delivered);
+  F(connected); F(accepted); F(delivered); F(low_ttl_syns);
 #undef F
   lua_pushboolean(L, p->done);
   lua_setfield(L, -2, "done");

@@ -31,7 +31,11 @@ lab.canonical_type = nft.canonical
 -- Defaults of a NAT router.  Linux's own UDP conntrack timeouts (30 s
 -- unreplied, 120 s once both ways have been seen) are kept unless asked:
 -- RFC 4787 REQ-5 wants at least 2 minutes for an active mapping.
-local NAT_DEFAULTS = { udp_timeout = 30, udp_stream_timeout = 120 }
+-- TCP: RFC 5382 REQ-5 asks for at least 2 h 4 min on an established
+-- connection; an unsolicited inbound SYN is dropped silently (REQ-4).
+local NAT_DEFAULTS = { udp_timeout = 30, udp_stream_timeout = 120, tcp_timeout = 7440,
+  tcp_unsolicited = "drop" }
+local TCP_UNSOLICITED = { drop = true, rst = true, icmp = true }
 
 local INET = "inet"
 
@@ -254,6 +258,19 @@ local function plan(desc)
     n.udp_timeout = spec.udp_timeout or NAT_DEFAULTS.udp_timeout
     n.udp_stream_timeout = spec.udp_stream_timeout
       or NAT_DEFAULTS.udp_stream_timeout
+    n.tcp_timeout = spec.tcp_timeout or NAT_DEFAULTS.tcp_timeout
+    n.tcp_unsolicited = spec.tcp_unsolicited or NAT_DEFAULTS.tcp_unsolicited
+    if spec.tcp_allow ~= nil then
+      if type(spec.tcp_allow) ~= "table" then error(("lab: %s: tcp_allow must be a list of addresses"):format(spec.name), 3) end
+      n.tcp_allow = {}
+      for _, a in ipairs(spec.tcp_allow) do
+        if not ip4.parse(a) then error(("lab: %s: tcp_allow: bad address %s"):format(spec.name, tostring(a)), 3) end
+        n.tcp_allow[#n.tcp_allow + 1] = a
+      end
+    end
+    if not TCP_UNSOLICITED[n.tcp_unsolicited] then
+      error(("lab: %s: tcp_unsolicited must be drop, rst or icmp"):format(spec.name), 3)
+    end
     -- the LAN first, so a NAT's own outer address cannot land in it
     local lan = spec.lan or ("198.18.%d.0/24"):format(i)
     n.lan_net, n.lan_len = ip4.check_lan(lan, spec.name)
@@ -485,6 +502,7 @@ function Topology:_build()
     router_sysctls(n.ns, {
       "net.netfilter.nf_conntrack_udp_timeout=" .. n.udp_timeout,
       "net.netfilter.nf_conntrack_udp_timeout_stream=" .. n.udp_stream_timeout,
+      "net.netfilter.nf_conntrack_tcp_timeout_established=" .. n.tcp_timeout,
     })
     must_ip("-n", n.ns, "link", "add", "lan", "type", "bridge")
     must_ip("-n", n.ns, "addr", "add",
@@ -494,6 +512,7 @@ function Topology:_build()
     local rules = nft.ruleset({ type = n.type, public = n.addr,
       hairpin = n.hairpin, port_preservation = n.port_preservation,
       timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
+      tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
       forward = n.forward })
     local path = state.log_path(self.prefix, n.name .. "-nft")
     state.append(self.prefix, "log", path)
@@ -593,6 +612,8 @@ function Topology:info()
       e.port_preservation = n.port_preservation
       e.udp_timeout = n.udp_timeout
       e.udp_stream_timeout = n.udp_stream_timeout
+      e.tcp_timeout = n.tcp_timeout
+      e.tcp_unsolicited = n.tcp_unsolicited
       for _, f in ipairs(n.forward) do
         e.forward = e.forward or {}
         e.forward[#e.forward + 1] = ("%s %s:%d -> %s:%d"):format(f.proto,

@@ -99,6 +99,9 @@ function peer_tcp.connect(self, id, timeout)
     local left = timeout - (core.now() - started) / 1000
     -- each transport but the last gets an equal share of what is left
     local budget = last and left or left / (#self.transports - i + 1)
+    -- TCP gives up a little early, so that its own reason (refused,
+    -- unanswered...) is what a caller bounded by the same timeout reports
+    if t == "tcp" then budget = budget - math.min(0.3, budget / 10) end
     local s, err
     if budget <= 0 then
       err = "no time left"

@@ -36,6 +36,7 @@ local DEFAULTS = {
   register_timeout = 5,   -- seconds for the main connection, registration and probes
   connect_timeout = 10,   -- seconds for introduction + punching
   probes = 2,
+  low_ttl = 0,            -- TTL of every other SYN of a waiting side (0: normal TTL)
 }
 local MAX_ACCEPT_QUEUE = 64
 
@@ -214,11 +215,16 @@ function Client:_report(intro, ok, reason, path)
   self:_send({ t = "result", nonce = intro.nonce, ok = ok and 1 or 0, reason = reason or "", path = path or "" })
 end
 
+-- The waiting side (first = false) sends every other SYN with a small TTL:
+-- it opens its own NAT without reaching the other side's, which might answer
+-- with an RST; the connecting side's SYN then gets through.  The others go
+-- with the normal TTL, for NATs further away than low_ttl hops.
 function Client:_start_punch(cands, first, left_ms, cb)
   local remotes = {}
   for i, c in ipairs(cands) do remotes[i] = { c[1], c[2] } end
   return core.tcp_punch({ host = self.bind_ip, port = self.port, remotes = remotes,
-    timeout = math.max(1, math.floor(left_ms)), first = first }, cb)
+    timeout = math.max(1, math.floor(left_ms)), first = first,
+    ttl = (not first) and self.low_ttl or 0, ttl_every = 2 }, cb)
 end
 
 local function valid_intro(m)

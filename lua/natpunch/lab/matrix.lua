@@ -168,6 +168,7 @@ function matrix.describe(names, opts)
     if seen[name] then return end
     seen[name] = true
     spec.name = name
+    for k, v in pairs(opts.nat or {}) do spec[k] = v end   -- e.g. tcp_unsolicited
     if not spec.behind then spec.link = opts.link end
     nats[#nats + 1] = spec
   end
@@ -212,7 +213,8 @@ function matrix.describe(names, opts)
     end
     if c.server == "rv" then
       nat("nrv", { type = "prc",
-        forward = { { proto = "udp", port = PORT, to = "rv" } } })
+        forward = { { proto = "udp", port = PORT, to = "rv" },
+          { proto = "tcp", port = PORT, to = "rv" } } })
       host("rv", { behind = "nrv" })
     end
   end
@@ -331,7 +333,9 @@ Runner.__close = function(r) r:down() end
 
 -- opts: cases (names, default all), link (impairment), timeout (s, the
 -- connecting peer's --timeout; default 5, or 15 on impaired links), prefix,
--- impair ("auto", "wire", "netem"), message, touch (texts exchanged).
+-- impair ("auto", "wire", "netem"), message, touch (texts exchanged),
+-- transport (natpunch peer --transport: "tcp", "auto", ...), nat (fields
+-- added to every NAT: tcp_unsolicited = "rst", tcp_allow = {...}).
 function matrix.runner(opts)
   opts = opts or {}
   local names = opts.cases or matrix.names("all")
@@ -358,7 +362,8 @@ end
 -- control frames (first byte 0x04, docs/PROTOCOL.md) apart from the rest;
 -- and any other UDP at all.  @th,64,8 is the first byte after the 8-byte
 -- UDP header.
-local COUNTERS = { "control_in", "other_in", "control_out", "other_out" }
+local COUNTERS = { "control_in", "other_in", "control_out", "other_out",
+  "tcp_control_in", "tcp_other_in", "tcp_control_out", "tcp_other_out" }
 
 local function counter_rules(port)
   local L = { "table ip npmatrix {" }
@@ -369,6 +374,10 @@ local function counter_rules(port)
     L[#L + 1] = ('    udp %s %d @th,64,8 0x04 counter name "control_%s" accept')
       :format(dir[3], port, dir[2])
     L[#L + 1] = ('    meta l4proto udp counter name "other_%s"'):format(dir[2])
+    -- TCP: the STUNT service's port (control only: it never relays) and
+    -- anything else
+    L[#L + 1] = ('    tcp %s %d counter name "tcp_control_%s" accept'):format(dir[3], port, dir[2])
+    L[#L + 1] = ('    meta l4proto tcp counter name "tcp_other_%s"'):format(dir[2])
     L[#L + 1] = "  }"
   end
   L[#L + 1] = "}"
@@ -385,6 +394,7 @@ function Runner:_counters(host)
   for _, item in ipairs(doc and doc.nftables or {}) do
     if type(item) == "table" and item.counter then
       c[item.counter.name] = item.counter.packets
+      c[item.counter.name .. "_bytes"] = item.counter.bytes
     end
   end
   return c
@@ -519,8 +529,10 @@ function Runner:run_case(name)
   local timeout = self.timeout
   local msg, touch = self.opts.message or "hello", self.opts.touch or "touch"
 
-  local b = self:_spawn_peer(c.acceptor, { "--server", server.addr,
-    "--id", b_id, "--json" })
+  local targs = self.opts.transport and { "--transport", self.opts.transport } or {}
+  local b_args = { "--server", server.addr, "--id", b_id, "--json" }
+  for _, w in ipairs(targs) do b_args[#b_args + 1] = w end
+  local b = self:_spawn_peer(c.acceptor, b_args)
   local a
   local ok, err = pcall(function()
     local reg = poll(function()
@@ -535,9 +547,11 @@ function Runner:run_case(name)
     end
     lap("register")
     local started = clock_ms()
-    a = self:_spawn_peer(c.connector, { "--server", server.addr, "--id", a_id,
+    local a_args = { "--server", server.addr, "--id", a_id,
       "--connect", b_id, "--send", msg, "--touch", touch,
-      "--timeout", tostring(timeout), "--json" })
+      "--timeout", tostring(timeout), "--json" }
+    for _, w in ipairs(targs) do a_args[#a_args + 1] = w end
+    a = self:_spawn_peer(c.connector, a_args)
     -- natpunch peer --connect ends by itself within --timeout
     local done = poll(function()
       return find(events(a), function(ev) return ev.event == "exit" end)
@@ -564,7 +578,9 @@ function Runner:run_case(name)
   for _, ev in ipairs(a and events(a) or {}) do
     if ev.event == "connected" then
       res.connected, res.path, res.remote = true, ev.path, ev.remote
-      res.setup_ms = ev.setup_ms
+      res.setup_ms, res.transport = ev.setup_ms, ev.transport
+    elseif ev.event == "transport_failed" then
+      res.transport_failed = (res.transport_failed or "") .. ev.transport .. ": " .. tostring(ev.reason) .. ";"
     elseif ev.event == "touch_acked" then
       res.touch_rtt_ms = ev.rtt_ms
     elseif ev.event == "message" then
@@ -608,6 +624,12 @@ function Runner:run_case(name)
     + (after.control_out or 0) - (before.control_out or 0)
   res.server_other = (after.other_in or 0) - (before.other_in or 0)
     + (after.other_out or 0) - (before.other_out or 0)
+  local function delta(k) return (after[k] or 0) - (before[k] or 0) end
+  res.server_tcp_control = delta("tcp_control_in") + delta("tcp_control_out")
+  res.server_tcp_other = delta("tcp_other_in") + delta("tcp_other_out")
+  res.server_tcp_bytes = delta("tcp_control_in_bytes") + delta("tcp_control_out_bytes")
+  res.server_control = res.server_control + res.server_tcp_control
+  res.server_other = res.server_other + res.server_tcp_other
   if res.setup_ms and res.rtt_server_ms and res.rtt_peer_ms then
     local base = res.rtt_server_ms + res.rtt_peer_ms
     if base >= 10 then res.ratio = res.setup_ms / base end

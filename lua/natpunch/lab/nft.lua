@@ -83,6 +83,8 @@ end
 
 -- Render the ruleset (an `nft -f` file).  n = { type, public, hairpin,
 -- port_preservation, timeout (seconds, lifetime of the dynamic entries),
+-- tcp_unsolicited ("drop" default, "rst", "icmp"), tcp_allow (a list of
+-- addresses: outbound TCP to any other is dropped),
 -- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
 -- ... } (static port forwards: a server behind the NAT, natdemo stage 2) }.
 function nft.ruleset(n)
@@ -166,6 +168,15 @@ function nft.ruleset(n)
       .. '{ meta l4proto . ip saddr . th sport . ip daddr }', l4)
   end
   add("    ct state established,related accept")
+  if n.tcp_allow then
+    -- a firewall that lets TCP out only toward these addresses
+    if #n.tcp_allow == 0 then
+      add('    iifname "lan" oifname "wan" meta l4proto tcp drop')
+    else
+      add('    iifname "lan" oifname "wan" meta l4proto tcp ip daddr != { %s } drop',
+        table.concat(n.tcp_allow, ", "))
+    end
+  end
   add('    iifname "lan" oifname "wan" accept')
   for _, f in ipairs(n.forward or {}) do
     add('    iifname "wan" oifname "lan" ct status dnat ip daddr %s %s dport %d '
@@ -180,14 +191,24 @@ function nft.ruleset(n)
   if n.hairpin then
     add('    iifname "lan" oifname "lan" ct status dnat accept')
   end
+  if reject then add('    iifname "wan" meta l4proto tcp %s', reject) end
   add("  }")
 
   -- The router runs no service on its public address: what reaches it
   -- there (unsolicited, or from inside without hairpinning) is dropped
   -- silently, as NATs do, rather than answered with an ICMP error or a TCP
   -- RST that would spoil a simultaneous open.
+  --
+  -- For TCP the lab can also model routers that answer an unsolicited SYN
+  -- (n.tcp_unsolicited = "rst": with a TCP RST, "icmp": with ICMP port
+  -- unreachable), against RFC 5382 REQ-4 but common: our first SYN then
+  -- fails at once unless the other side's SYN has left first.
+  local tu = n.tcp_unsolicited or "drop"
+  local reject = tu == "rst" and "reject with tcp reset"
+    or tu == "icmp" and "reject with icmp type port-unreachable" or nil
   add("  chain input {")
   add("    type filter hook input priority filter; policy accept;")
+  if reject then add("    ip daddr %s meta l4proto tcp %s", pub, reject) end
   add("    ip daddr %s %s drop", pub, l4)
   add("  }")
   add("}")
