@@ -58,9 +58,11 @@ function Client:_private_candidates()
     end
   end
   add(self.local_ip)
+  -- a server on loopback: peers on this host, nothing else to offer
   local loopback = self.server_ip:match("^127%.") or self.server_ip == "::1"
+  if loopback then return out end
   for _, itf in ipairs(core.interface_addresses() or {}) do
-    if itf.family == self.family and (not itf.internal or loopback) and not itf.ip:lower():match("^fe80") then
+    if itf.family == self.family and not itf.internal and not itf.ip:lower():match("^fe80") then
       add(itf.ip)
     end
   end

@@ -169,6 +169,9 @@ function matrix.describe(names, opts)
     seen[name] = true
     spec.name = name
     for k, v in pairs(opts.nat or {}) do spec[k] = v end   -- e.g. tcp_unsolicited
+    if name:match("^nb") then   -- the waiting side's NATs
+      for k, v in pairs(opts.nat_b or {}) do spec[k] = v end
+    end
     if not spec.behind then spec.link = opts.link end
     nats[#nats + 1] = spec
   end
@@ -335,7 +338,8 @@ Runner.__close = function(r) r:down() end
 -- connecting peer's --timeout; default 5, or 15 on impaired links), prefix,
 -- impair ("auto", "wire", "netem"), message, touch (texts exchanged),
 -- transport (natpunch peer --transport: "tcp", "auto", ...), nat (fields
--- added to every NAT: tcp_unsolicited = "rst", tcp_allow = {...}).
+-- added to every NAT: tcp_unsolicited = "rst", tcp_allow = {...}), nat_b
+-- (the same for the waiting side's NATs only).
 function matrix.runner(opts)
   opts = opts or {}
   local names = opts.cases or matrix.names("all")
@@ -610,11 +614,18 @@ function Runner:run_case(name)
   end
   res.peer_connected = res.peer_connected or false
   -- what the rendezvous said
-  res.registered = {}
+  res.registered, res.registered_tcp = {}, {}
   for _, ev in ipairs(events(server.proc, rv_from)) do
     if ev.event == "registered" and (ev.peer == a_id or ev.peer == b_id) then
-      res.registered[ev.peer == a_id and "a" or "b"] = ev.public
-      if ev.peer == b_id then res.b_private = ev.private end
+      -- per transport: the STUNT (TCP) registration has its own mapping
+      local side = ev.peer == a_id and "a" or "b"
+      if ev.transport == "tcp" then
+        res.registered_tcp[side] = ev.public
+        if side == "b" then res.b_private_tcp = ev.private end
+      else
+        res.registered[side] = ev.public
+        if side == "b" then res.b_private = ev.private end
+      end
     elseif ev.event == "introduced" and ev.from == a_id and ev.to == b_id then
       res.introduced = true
     end
@@ -662,12 +673,14 @@ function Runner:check(res, c)
     -- the other side's endpoint: what the rendezvous recorded (a cone
     -- mapping, or a public host), its NAT's address with a new port (a
     -- symmetric NAT's mapping towards us), or its LAN address
-    local b_pub = res.registered.b
+    local tcp = res.transport == "tcp"
+    local b_pub = tcp and res.registered_tcp.b or res.registered.b
+    local b_private = tcp and res.b_private_tcp or res.b_private
     if c.path == "private" then
       local ok = false
-      for e in (res.b_private or ""):gmatch("[^,]+") do ok = ok or e == res.remote end
+      for e in (b_private or ""):gmatch("[^,]+") do ok = ok or e == res.remote end
       want(ok, ("remote %s is not one of the waiting peer's private endpoints %s")
-        :format(tostring(res.remote), tostring(res.b_private)))
+        :format(tostring(res.remote), tostring(b_private)))
     elseif c.b == "sym" then
       want(ip_of(res.remote) == self:reach(c.acceptor),
         ("remote %s is not behind %s"):format(tostring(res.remote), self:reach(c.acceptor)))
@@ -682,7 +695,7 @@ function Runner:check(res, c)
   -- introductions carry what the server saw: each peer's outermost public
   -- address (its NAT's, or its own)
   for side, host in pairs({ a = c.connector, b = c.acceptor }) do
-    local seen = res.registered[side]
+    local seen = res.registered[side] or res.registered_tcp[side]
     want(seen and ip_of(seen) == self:reach(host),
       ("the rendezvous saw peer %s at %s, expected address %s"):format(side,
         tostring(seen), self:reach(host)))
