@@ -86,7 +86,7 @@ describe("core.tcp_punch", function()
     local pa = bound_port(keep)
     local got
     local p = core.tcp_punch({ host = LO, port = pa, remotes = {}, timeout = 2000 },
-      function(err, tcp, ip, port, how) got = { err, tcp, how } end)
+      function(err, tcp, _, _, how) got = { err, tcp, how } end)
     keep[#keep + 1] = p
     local c = core.tcp()
     keep[#keep + 1] = c

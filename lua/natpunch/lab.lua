@@ -261,7 +261,9 @@ local function plan(desc)
     n.tcp_timeout = spec.tcp_timeout or NAT_DEFAULTS.tcp_timeout
     n.tcp_unsolicited = spec.tcp_unsolicited or NAT_DEFAULTS.tcp_unsolicited
     if spec.tcp_allow ~= nil then
-      if type(spec.tcp_allow) ~= "table" then error(("lab: %s: tcp_allow must be a list of addresses"):format(spec.name), 3) end
+      if type(spec.tcp_allow) ~= "table" then
+        error(("lab: %s: tcp_allow must be a list of addresses"):format(spec.name), 3)
+      end
       n.tcp_allow = {}
       for _, a in ipairs(spec.tcp_allow) do
         if not ip4.parse(a) then error(("lab: %s: tcp_allow: bad address %s"):format(spec.name, tostring(a)), 3) end

@@ -106,6 +106,10 @@ function Client:_dispatch(m)
     self:_send({ t = "pong", n = m.n or "" })
   elseif m.t == "introduce" and m.role == "accept" then
     sched.spawn(function() self:_accept(m) end)
+  elseif m.t == "abort" then
+    -- the connecting side gave up on this introduction
+    local done = self.accepting[m.nonce or ""]
+    if done then done:set(nil, "the other side gave up: " .. tostring(m.reason)) end
   elseif m.t == "record" and fut then
     local list = self.record_lists[m.tx]
     if list and #list < 1000 then
@@ -270,9 +274,10 @@ function Client:_accept(intro)
   self.intros[intro.nonce] = true
   local deadline = started + self.connect_timeout * 1000
   local cands = candidates(self, intro)
-  local wait = math.min(tonumber(intro.wait_ms) or 0, 2000)
-  if wait > 0 then sched.sleep(wait / 1000) end
   local done = sched.future()
+  self.accepting[intro.nonce] = done
+  local wait = math.min(tonumber(intro.wait_ms) or 0, 2000)
+  if wait > 0 then done:wait(wait / 1000) end
   local pending = {}
   local punch
   local function verify(tcp, ip, port)
@@ -293,15 +298,19 @@ function Client:_accept(intro)
     s.setup_ms = now() - started
     done:set(s)
   end
-  punch = self:_start_punch(cands, false, deadline - now(), function(err, tcp, ip, port)
-    if err then
-      done:set(nil, "no TCP connection from " .. intro.peer .. " (" .. tostring(ip or err) .. ")")
-    elseif tcp then
-      sched.spawn(verify, tcp, ip, port)
-    end
-  end)
+  if not done:is_set() then   -- (not aborted while waiting to start)
+    punch = self:_start_punch(cands, false, deadline - now(), function(err, tcp, ip, port)
+      if err then
+        done:set(nil, "no TCP connection from " .. intro.peer .. " (" .. tostring(ip or err) .. ")")
+      elseif tcp then
+        sched.spawn(verify, tcp, ip, port)
+      end
+    end)
+  end
   local s, reason
-  if punch then
+  if done:is_set() then
+    s, reason = done:wait()
+  elseif punch then
     s, reason = done:wait(math.max(0.001, (deadline - now()) / 1000 + 0.5))
     local stats = punch:stats()
     punch:close()
@@ -313,6 +322,7 @@ function Client:_accept(intro)
     reason = "cannot punch"
   end
   for other in pairs(pending) do other:close() end
+  self.accepting[intro.nonce] = nil
   if not s then
     self:_report(intro, false, reason)
     self:_emit({ event = "failed", peer = intro.peer, reason = reason, transport = "tcp" })
@@ -421,7 +431,7 @@ local function new_client(opts, what)
   local self = setmetatable({
     id = opts.id, server = opts.server, server_ip = sip, server_port = sport, family = fam,
     bind_ip = bip, bind_port = bport, on_event = opts.on_event, on_stream = opts.on_stream,
-    pending = {}, record_lists = {}, intros = {}, queue = {}, waiters = {}, tx_seq = 0,
+    pending = {}, record_lists = {}, intros = {}, accepting = {}, queue = {}, waiters = {}, tx_seq = 0,
     key = string.format("%016x", string.unpack("<i8", core.random_bytes(8))),
   }, Client)
   for k, v in pairs(DEFAULTS) do

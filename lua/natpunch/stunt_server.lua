@@ -246,6 +246,11 @@ function H.result(self, conn, m)
   r.at = os.time()
   r.use_stunt = r.tcp_successes > 0
   self:_event({ event = "tcp_result", peer = e.id, with = r.peer, result = r.last, reason = r.reason })
+  -- one side gave up: tell the other, which may still be trying
+  local other = self.peers[r.peer]
+  if not ok and other and not intro.reported[r.peer] then
+    self:_send(other.conn, { t = "abort", nonce = m.nonce, peer = e.id, reason = r.reason })
+  end
 end
 
 function H.query(self, conn, m)

@@ -96,6 +96,14 @@ function nft.ruleset(n)
   local l4 = "meta l4proto { udp, tcp }"
   local eif = n.type == "full" or n.type == "restricted"
   local sym_pp = n.type == "sym" and n.port_preservation
+  -- Unsolicited inbound TCP (no mapping, or filtered out): dropped
+  -- silently (RFC 5382 REQ-4), or, as many routers do, answered with a TCP
+  -- RST (tcp_unsolicited = "rst") or an ICMP port unreachable ("icmp"): a
+  -- SYN that arrives before the other side's own SYN has left then kills
+  -- the attempt at once.
+  local tu = n.tcp_unsolicited or "drop"
+  local reject = tu == "rst" and "reject with tcp reset"
+    or tu == "icmp" and "reject with icmp type port-unreachable" or nil
 
   add("table ip natpunch {")
   add("  map mapping {")
@@ -200,12 +208,7 @@ function nft.ruleset(n)
   -- RST that would spoil a simultaneous open.
   --
   -- For TCP the lab can also model routers that answer an unsolicited SYN
-  -- (n.tcp_unsolicited = "rst": with a TCP RST, "icmp": with ICMP port
-  -- unreachable), against RFC 5382 REQ-4 but common: our first SYN then
-  -- fails at once unless the other side's SYN has left first.
-  local tu = n.tcp_unsolicited or "drop"
-  local reject = tu == "rst" and "reject with tcp reset"
-    or tu == "icmp" and "reject with icmp type port-unreachable" or nil
+  -- (see `reject` above).
   add("  chain input {")
   add("    type filter hook input priority filter; policy accept;")
   if reject then add("    ip daddr %s meta l4proto tcp %s", pub, reject) end
