@@ -10,6 +10,8 @@ WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS     ?= -O2 -g
 INC        := -Icsrc/core -Icsrc/lua
 ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -fPIC $(INC)
+# core.so exports luaopen_natpunch_core only (NP_EXPORT in natpunch.h)
+SO_CFLAGS  := -fvisibility=hidden
 SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # csrc/core: codecs, state machines, hashes (no Lua, no libuv, no system
@@ -34,11 +36,11 @@ help:
 	@echo "make test     build and run every spec (busted) and C unit test"
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
-	@echo "make lint     luacheck"
+	@echo "make lint     luacheck, no cycles between C files (tools/cycles.lua)"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
+	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
 
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
@@ -54,7 +56,7 @@ build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 
 build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(INC) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(SO_CFLAGS) $(INC) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS)
 
 ctest: $(TESTS)
 	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
@@ -91,8 +93,17 @@ build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) -lm
 
-lint:
+# One object per C file, for tools/cycles.lua (no cycle of references
+# between C files; the core never uses the binding).
+LINT_OBJ := $(patsubst csrc/%.c,build/lint/%.o,$(PURE_SRC) $(BIND_SRC))
+
+build/lint/%.o: csrc/%.c $(HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -c -o $@ $<
+
+lint: $(LINT_OBJ)
 	luacheck lua bin/natpunch examples spec bench
+	$(LUA) tools/cycles.lua $(LINT_OBJ)
 
 clean:
 	rm -rf build build-san

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -391,7 +392,7 @@ int main(int argc, char **argv) {
   uint8_t rnd[4];
   g->ep = epoll_create1(EPOLL_CLOEXEC);
   g->r.lat_ns = malloc(g->o.requests * sizeof *g->r.lat_ns);
-  if (g->ep < 0 || !g->r.lat_ns || stun_random_tid(rnd, sizeof rnd) < 0 || open_sources(g) < 0) {
+  if (g->ep < 0 || !g->r.lat_ns || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd || open_sources(g) < 0) {
     perror("loadgen: setup");
     free_gen(g);
     return 1;

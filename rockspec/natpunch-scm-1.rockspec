@@ -1,7 +1,7 @@
 -- natpunch as a rock.  From a checkout:
 --
 --   luarocks --lua-version=5.4 make rockspec/natpunch-scm-1.rockspec \
---     CFLAGS="-O2 -fPIC -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
+--     CFLAGS="-O2 -fPIC -fvisibility=hidden -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
 --
 -- `luarocks make` builds from the current directory; source.url is only
 -- read by `luarocks install`/`pack`, and natpunch has no published
@@ -9,7 +9,8 @@
 -- luarocks' own variables, not from this file (build.variables is used only
 -- by the "make" type), hence CFLAGS on the command line above; without it
 -- the module builds with luarocks' default "-O2 -fPIC" (gcc's default
--- dialect, gnu17, accepts the sources too).
+-- dialect, gnu17, accepts the sources too), and then exports every
+-- function instead of luaopen_natpunch_core alone (-fvisibility=hidden).
 --
 -- The lists below must name every csrc/core/*.c and csrc/lua/*.c (not csrc/test/ nor
 -- csrc/labwire/) and every lua/natpunch/**.lua: spec/rockspec_spec.lua
@@ -53,6 +54,7 @@ build = {
         "csrc/core/hash_md.c",
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_module.c",
         "csrc/lua/np_stdio.c",
         "csrc/lua/np_stun.c",
         "csrc/lua/np_tcp.c",
@@ -68,6 +70,7 @@ build = {
         "csrc/core/stun.c",
         "csrc/core/stun_write.c",
         "csrc/core/touch.c",
+        "csrc/core/wipe.c",
       },
       incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)" },
       libdirs = { "$(LIBUV_LIBDIR)" },
@@ -94,6 +97,7 @@ build = {
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.peer_tcp"] = "lua/natpunch/peer_tcp.lua",
+    ["natpunch.registry"] = "lua/natpunch/registry.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
     ["natpunch.stream"] = "lua/natpunch/stream.lua",

@@ -8,7 +8,7 @@ local q = helper.q
 local ROCKSPEC = "rockspec/natpunch-scm-1.rockspec"
 -- the project's warning flags (Makefile), which luarocks' builtin type only
 -- takes from the command line
-local CFLAGS = "-O2 -fPIC -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
+local CFLAGS = "-O2 -fPIC -fvisibility=hidden -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
 -- No sanitizer runtime (which `make sanitize` preloads) in luarocks, gcc,
 -- coreutils and the installed rock: this spec checks packaging, not memory.
 local function sh(cmd) return "env -u LD_PRELOAD sh -c " .. q(cmd) end

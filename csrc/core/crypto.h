@@ -8,9 +8,9 @@
  *   MD5     (RFC 1321)    for the long-term credential key (RFC 8489 §9.2.2)
  *   CRC-32  (ITU-T V.42, the zlib/Ethernet one) for FINGERPRINT (RFC 8489 §14.7)
  *
- * Names carry an np_ prefix: core.so is loaded into arbitrary Lua processes,
- * and a bare crc32() would be interposed by zlib's, which has another
- * signature.  All state lives in caller-owned contexts; nothing is global.
+ * All state lives in caller-owned contexts; nothing is global.  core.so
+ * exports none of these (-fvisibility=hidden), so they cannot clash with a
+ * library of the process that loads it (zlib's crc32, say).
  */
 #ifndef NP_CRYPTO_H
 #define NP_CRYPTO_H

@@ -1,5 +1,5 @@
 /*
- * hmac.c - HMAC (RFC 2104) over SHA-1 and SHA-256, plus np_wipe.
+ * hmac.c - HMAC (RFC 2104) over SHA-1 and SHA-256.
  *
  * HMAC(K, m) = H((K' ^ opad) || H((K' ^ ipad) || m)), where K' is the key
  * zero-padded to the block size, or first hashed when longer than a block.
@@ -10,12 +10,6 @@
 
 #define IPAD 0x36
 #define OPAD 0x5c
-
-void np_wipe(void *p, size_t len) {
-  volatile uint8_t *v = p;
-  while (len--)
-    *v++ = 0;
-}
 
 /* K' ^ ipad and K' ^ opad; `hash` shortens a key longer than a block. */
 static void key_pads(const void *key, size_t keylen, void (*hash)(const void *, size_t, uint8_t *),

@@ -118,7 +118,6 @@ enum stun_attr_type {
   XX(ECHANGE, -18, "CHANGE-REQUEST asks for another source address")     \
   XX(ERESPPORT, -19, "RESPONSE-PORT asks for another destination port")  \
   XX(EAFNOSUPPORT, -20, "address family not supported")                  \
-  XX(ERANDOM, -21, "no randomness available")
 
 enum stun_errno {
 #define XX(name, value, msg) STUN_##name = value,
@@ -279,8 +278,6 @@ int stun_addr_parse(const char *ip, uint16_t port, struct stun_addr *a);
 /* Needs cap >= 46 (INET6_ADDRSTRLEN); returns 0 or STUN_EINVAL. */
 int stun_addr_format(const struct stun_addr *a, char *buf, size_t cap);
 
-/* Fresh transaction id from getrandom(2); 0 or STUN_ERANDOM. */
-int stun_random_tid(uint8_t *tid, size_t len);
 
 /* --- the server fast path (stun_write.c) --- */
 

@@ -10,10 +10,8 @@
 #include "crypto.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/random.h>
 
 #define STUN_MAX_VALUE 0xFFFF /* 16-bit attribute and message lengths */
 
@@ -310,20 +308,6 @@ int stun_addr_format(const struct stun_addr *a, char *buf, size_t cap) {
   int af = a->family == STUN_FAMILY_IPV4 ? AF_INET : a->family == STUN_FAMILY_IPV6 ? AF_INET6 : -1;
   if (af < 0 || cap > 0x7fffffff || inet_ntop(af, a->ip, buf, (socklen_t)cap) == NULL)
     return STUN_EINVAL;
-  return 0;
-}
-
-int stun_random_tid(uint8_t *tid, size_t len) {
-  size_t got = 0;
-  while (got < len) {
-    ssize_t n = getrandom(tid + got, len - got, 0);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      return STUN_ERANDOM;
-    }
-    got += (size_t)n;
-  }
   return 0;
 }
 

@@ -27,6 +27,12 @@
 
 #define NP_VERSION "0.1.0"
 
+/* core.so is built with -fvisibility=hidden (after libjuice's JUICE_EXPORT):
+ * only what carries NP_EXPORT, luaopen_natpunch_core, is exported, so no
+ * symbol of the module can clash with one of the process that loads it
+ * (spec/cdeps_spec.lua checks nm -D). */
+#define NP_EXPORT __attribute__((visibility("default")))
+
 /* Size of the shared receive buffer: libuv's recvmmsg path (UV_UDP_RECVMMSG)
  * cuts the buffer into 64 KiB slots, one per datagram, so this allows
  * batches of up to 16 datagrams per system call. */
@@ -65,6 +71,9 @@ typedef struct np_handle {
 } np_handle;
 
 /* np_core.c */
+/* Push the ctx and the module table with the loop's functions (for
+ * luaopen_natpunch_core in np_module.c). */
+void np_core_open(lua_State *L);
 np_ctx *np_ctx_get(lua_State *L);               /* from upvalue 1 */
 int np_push_error(lua_State *L, int uverr);      /* nil, "ENAME: text", "ENAME" */
 int np_push_fail(lua_State *L, const char *code, const char *msg);
@@ -96,9 +105,10 @@ int np_parse_addr(lua_State *L, int host_idx, int port_idx, struct sockaddr_stor
 int np_push_addr(lua_State *L, const struct sockaddr *sa);   /* pushes host, port: returns 2 */
 int np_sockopt_flags(lua_State *L, int idx, int *reuseaddr, int *reuseport);
 
-/* Module parts, called as closures with ctx as upvalue 1 and the module
- * table as argument 1: each registers its class(es) (np_class) and sets its
- * constructor(s) on the module table.  They return 0. */
+/* Module parts, called by np_module.c as closures with ctx as upvalue 1
+ * and the module table as argument 1: each registers its class(es)
+ * (np_class) and sets its constructor(s) on the module table.  They
+ * return 0.  np_udp_open also takes its engine table as upvalue 2. */
 int np_timer_open(lua_State *L);
 int np_udp_open(lua_State *L);
 int np_tcp_open(lua_State *L);

@@ -1,6 +1,7 @@
 /*
- * np_core.c - the natpunch.core module: one libuv loop per lua_State,
- * error conventions, callback dispatch and the loop functions.
+ * np_core.c - the heart of the natpunch.core module: one libuv loop per
+ * lua_State, error conventions, callback dispatch, handles and the loop
+ * functions.  The module's registration is np_module.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -377,16 +378,22 @@ static const luaL_Reg core_funcs[] = {
   {NULL, NULL}
 };
 
-int luaopen_natpunch_core(lua_State *L) {
+/* The ctx and the module table with the loop's functions, left on the
+ * stack (ctx below the table) for the registration (np_module.c). */
+void np_core_open(lua_State *L) {
   np_ctx *ctx = lua_newuserdatauv(L, sizeof(np_ctx), 0);
   memset(ctx, 0, sizeof *ctx);
   ctx->on_error_ref = LUA_NOREF;
   ctx->recv_buf = malloc(NP_RECV_SLOT * NP_RECV_BATCH);
-  if (!ctx->recv_buf) return luaL_error(L, "out of memory");
+  if (!ctx->recv_buf) {
+    luaL_error(L, "out of memory");
+    return;
+  }
   int rc = uv_loop_init(&ctx->loop);
   if (rc < 0) {
     free(ctx->recv_buf);
-    return luaL_error(L, "uv_loop_init: %s", uv_strerror(rc));
+    luaL_error(L, "uv_loop_init: %s", uv_strerror(rc));
+    return;
   }
   luaL_newmetatable(L, NP_CTX_MT);
   lua_pushcfunction(L, np_ctx_gc);
@@ -408,20 +415,4 @@ int luaopen_natpunch_core(lua_State *L) {
   luaL_setfuncs(L, core_funcs, 1);
   lua_pushliteral(L, NP_VERSION);
   lua_setfield(L, -2, "version");
-
-  /* each part registers its classes and constructors into the module
-   * table; run as closures so they see ctx as upvalue 1 too */
-  static const lua_CFunction parts[] = {np_timer_open, np_udp_open, np_tcp_open,
-                                        np_tcp_punch_open, np_stdio_open};
-  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-    lua_pushvalue(L, -2);
-    lua_pushcclosure(L, parts[i], 1);
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 0);
-  }
-  lua_pushvalue(L, -2);
-  lua_pushcclosure(L, np_stun_open, 1);
-  lua_call(L, 0, 1);
-  lua_setfield(L, -2, "stun");
-  return 1;
 }

@@ -14,6 +14,7 @@
  */
 #include <lauxlib.h>
 #include <lua.h>
+#include <uv.h>
 
 #include <string.h>
 
@@ -367,8 +368,10 @@ static void read_header(lua_State *L, struct header *h) {
   int classic = flag_field(L, "classic");
   if (field(L, 1, "transaction_id") == LUA_TNIL) {
     h->tid_len = classic ? STUN_CLASSIC_TID_SIZE : STUN_TID_SIZE;
-    if (stun_random_tid(h->tid, h->tid_len) < 0)
-      luaL_error(L, "stun.encode: %s", stun_strerror(STUN_ERANDOM));
+    /* the codec takes its transaction id from the caller (it makes no
+     * system call): a fresh one from the OS here */
+    int rc = uv_random(NULL, NULL, h->tid, h->tid_len, 0, NULL);
+    if (rc < 0) luaL_error(L, "stun.encode: no randomness available (%s)", uv_strerror(rc));
     /* a classic id must not start with the cookie, or it is not classic */
     if (classic && h->tid[0] == 0x21)
       h->tid[0] = 0x20;

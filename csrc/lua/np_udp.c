@@ -1,13 +1,13 @@
 /*
  * np_udp.c - UDP sockets: bind (with SO_REUSEADDR/SO_REUSEPORT and an
- * optional interface), batched receive (UV_UDP_RECVMMSG), send (batched
- * within a receive batch by np_udp_batch.c), and the receive demux by first
- * byte (RFC 7983 style, see wire.h):
+ * optional interface), batched receive (UV_UDP_RECVMMSG), send, and the
+ * receive demux by first byte (RFC 7983 style, see wire.h):
  *   STUN -> answered in C when the socket is a STUN server, else delivered
  *   CONTROL / DATA -> delivered to Lua without the frame byte
- *   TOUCH / TOUCH_ACK -> the touch engine (np_udp_touch.c)
- *   PUNCH -> the punch engine (np_udp_punch.c)
+ *   a byte an engine registered (touch, punch) -> that engine's input
  *   anything else -> dropped and counted
+ * The socket is the hub of np_udp.h: it reaches its engines (touch, punch,
+ * send batching) only through the engine table handed to np_udp_open.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -27,12 +27,30 @@ static void free_timer(uv_handle_t *t) {
   free(t);
 }
 
+np_udp_slot *np_udp_slot_of(np_udp *u, const np_udp_engine *e) {
+  unsigned i = 0;
+  while (u->engines[i] != e) i++;
+  return &u->slot[i];
+}
+
+/* What engines hold leaves now (before a direct send, at the end of a
+ * receive batch, before stopping or closing). */
+static void flush_engines(np_udp *u) {
+  for (const np_udp_engine *const *e = u->engines; *e; e++)
+    if ((*e)->flush) (*e)->flush(u);
+}
+
+static void batch_end(np_udp *u) {
+  flush_engines(u);
+  u->in_batch = 0;
+}
+
 static void udp_free(np_handle *h) {
   np_udp *u = (np_udp *)h;
   np_unref(h->ctx->closing ? NULL : h->ctx->L, &u->recv_cb_ref);
-  np_udp_touch_free(u);
-  np_udp_punch_free(u);
-  np_udp_batch_free(u);
+  for (const np_udp_engine *const *e = u->engines; *e; e++)
+    if ((*e)->free) (*e)->free(u);
+  u->in_batch = 0;
   if (u->timer) uv_close((uv_handle_t *)u->timer, free_timer);
   u->timer = NULL;
 }
@@ -41,7 +59,10 @@ static int udp_new(lua_State *L) {
   np_udp *u = (np_udp *)np_handle_new(L, sizeof(np_udp), NP_UDP_MT);
   u->recv_cb_ref = LUA_NOREF;
   u->h.free_fn = udp_free;
-  u->batching = 1;
+  u->engines = lua_touserdata(L, lua_upvalueindex(2));
+  for (unsigned i = 0; u->engines[i]; i++)
+    for (unsigned k = 0; k < u->engines[i]->nframes; k++)
+      u->by_frame[u->engines[i]->frames[k]] = (uint8_t)(i + 1);
   int rc = uv_udp_init_ex(&u->h.ctx->loop, &u->h.u.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
   if (rc < 0) {
     *u->h.ud = NULL;
@@ -143,7 +164,9 @@ int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const vo
 }
 
 int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
-  if (u->in_batch && np_udp_batch_put(u, to, prefix, data, len)) return 0;
+  if (u->in_batch)
+    for (const np_udp_engine *const *e = u->engines; *e; e++)
+      if ((*e)->send && (*e)->send(u, to, prefix, data, len)) return 0;
   return np_udp_send_now(u, to, prefix, data, len);
 }
 
@@ -154,7 +177,7 @@ int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void
     u->st.tx_errors++;
     return UV_EBADF;
   }
-  np_udp_batch_flush(u);
+  flush_engines(u);
   uint8_t pfx = (uint8_t)prefix;
   uv_buf_t bufs[2];
   unsigned n = 0;
@@ -239,7 +262,11 @@ static void demux(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *
     np_udp_deliver(u, "raw", p, n, from);
     return;
   }
-  switch (n ? p[0] : 0xff) {
+  if (n == 0) {
+    u->st.rx_unknown++;
+    return;
+  }
+  switch (p[0]) {
   case 0x00: case 0x01: case 0x02: case 0x03:
     u->st.rx_stun++;
     if (u->stun_server) answer_stun(u, p, n, from);
@@ -253,18 +280,17 @@ static void demux(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *
     u->st.rx_data++;
     np_udp_deliver(u, "data", p + 1, n - 1, from);
     break;
-  case WIRE_TOUCH:
-  case WIRE_TOUCH_ACK:
-    u->st.rx_touch++;
-    np_udp_touch_input(u, p, n, from);
+  default: {
+    unsigned i = u->by_frame[p[0]];
+    const np_udp_engine *e = i ? u->engines[i - 1] : NULL;
+    if (e && e->input) {
+      u->slot[i - 1].rx++;
+      e->input(u, p, n, from);
+    } else {
+      u->st.rx_unknown++;
+    }
     break;
-  case WIRE_PUNCH:
-    u->st.rx_punch++;
-    np_udp_punch_input(u, p, n, from);
-    break;
-  default:
-    u->st.rx_unknown++;
-    break;
+  }
   }
 }
 
@@ -275,7 +301,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   /* closed from a callback inside a recvmmsg batch: libuv 1.44 still hands
    * over the rest of the batch; the socket is gone, drop it */
   if (uv_is_closing((uv_handle_t *)handle)) return;
-  if (addr == NULL) np_udp_batch_end(u);   /* UV_UDP_MMSG_FREE, nothing, or an error */
+  if (addr == NULL) batch_end(u);   /* UV_UDP_MMSG_FREE, nothing, or an error */
   if (nread == 0 && addr == NULL) return;
   if (nread < 0) {
     lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
@@ -299,7 +325,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   u->st.rx_packets++;
   u->st.rx_bytes += (uint64_t)nread;
   /* only a recvmmsg chunk is sure to be followed by an end-of-batch call */
-  if (u->batching && (flags & UV_UDP_MMSG_CHUNK)) u->in_batch = 1;
+  if (flags & UV_UDP_MMSG_CHUNK) u->in_batch = 1;
   demux(u, (const uint8_t *)buf->base, (size_t)nread, addr);
 }
 
@@ -325,7 +351,7 @@ static int udp_recv_start(lua_State *L) {
 
 static int udp_recv_stop(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
-  np_udp_batch_end(u);   /* libuv ends the batch without telling */
+  batch_end(u); /* libuv ends the batch without telling */
   uv_udp_recv_stop(&u->h.u.udp);
   u->receiving = 0;
   np_unpin(&u->h);
@@ -350,10 +376,14 @@ static int udp_stun_server(lua_State *L) {
 static void on_deadline(uv_timer_t *t) {
   np_udp *u = t->data;
   if (uv_is_closing(&u->h.u.handle)) return;
-  uint64_t now = uv_now(t->loop);
-  uint64_t a = np_udp_touch_tick(u, now);
-  uint64_t b = np_udp_punch_tick(u, now);
-  np_udp_arm(u, a < b ? a : b);
+  uint64_t now = uv_now(t->loop), next = UINT64_MAX;
+  for (const np_udp_engine *const *e = u->engines; *e; e++) {
+    if (!(*e)->tick) continue;
+    uint64_t d = (*e)->tick(u, now);
+    if (d < next) next = d;
+    if (uv_is_closing(&u->h.u.handle)) return; /* closed from a callback */
+  }
+  np_udp_arm(u, next);
 }
 
 void np_udp_arm(np_udp *u, uint64_t deadline) {
@@ -383,15 +413,26 @@ void np_udp_arm(np_udp *u, uint64_t deadline) {
 
 #define STAT(name) do { lua_pushinteger(L, (lua_Integer)u->st.name); lua_setfield(L, -2, #name); } while (0)
 
+/* udp:stats(): the socket's counters, then rx_<engine> and each engine's
+ * own counters by the names it registered. */
 static int udp_stats(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
-  lua_createtable(L, 0, 26);
+  lua_createtable(L, 0, 32);
   STAT(rx_packets); STAT(rx_bytes); STAT(tx_packets); STAT(tx_bytes); STAT(tx_queued);
-  STAT(tx_errors); STAT(tx_batches); STAT(tx_batched); STAT(rx_stun); STAT(rx_control);
-  STAT(rx_data); STAT(rx_touch); STAT(rx_punch); STAT(rx_unknown); STAT(rx_truncated); STAT(stun_answered);
-  STAT(stun_rejected); STAT(touch_delivered); STAT(touch_duplicates); STAT(touch_acked);
-  STAT(touch_failed); STAT(touch_retransmits); STAT(touch_malformed);
-  STAT(touch_peers_evicted); STAT(punch_malformed); STAT(punch_unmatched);
+  STAT(tx_errors); STAT(rx_stun); STAT(rx_control); STAT(rx_data); STAT(rx_unknown);
+  STAT(rx_truncated); STAT(stun_answered); STAT(stun_rejected);
+  for (unsigned i = 0; u->engines[i]; i++) {
+    const np_udp_engine *e = u->engines[i];
+    if (e->nframes) {
+      lua_pushfstring(L, "rx_%s", e->name);
+      lua_pushinteger(L, (lua_Integer)u->slot[i].rx);
+      lua_rawset(L, -3);
+    }
+    for (unsigned k = 0; e->counters && e->counters[k] && k < NP_UDP_MAX_COUNTERS; k++) {
+      lua_pushinteger(L, (lua_Integer)u->slot[i].counters[k]);
+      lua_setfield(L, -2, e->counters[k]);
+    }
+  }
   return 1;
 }
 
@@ -404,24 +445,12 @@ static int udp_fileno(lua_State *L) {
   return 1;
 }
 
-/* udp:batching([enable]) -> enabled: whether sends made in C during a
- * receive batch leave together (sendmmsg) at its end.  On by default. */
-static int udp_batching(lua_State *L) {
-  np_udp *u = np_udp_check(L, 1);
-  if (!lua_isnoneornil(L, 2)) {
-    u->batching = lua_toboolean(L, 2);
-    if (!u->batching) np_udp_batch_end(u);
-  }
-  lua_pushboolean(L, u->batching);
-  return 1;
-}
-
 /* Closing (also from a callback inside a batch) closes the fd at once:
  * what the batch queued leaves first. */
 static int udp_close(lua_State *L) {
   np_handle *h = np_handle_test(L, 1, NP_UDP_MT);
   if (h) {
-    np_udp_batch_end((np_udp *)h);
+    batch_end((np_udp *)h);
     if (lua_isfunction(L, 2)) np_setref(L, &h->close_cb_ref, 2);
     np_handle_close(h);
   }
@@ -431,7 +460,7 @@ static int udp_close(lua_State *L) {
 /* __gc and __close: as for every handle, after what a batch queued. */
 static int udp_gc(lua_State *L) {
   void **ud = lua_touserdata(L, 1);
-  if (ud && *ud) np_udp_batch_end((np_udp *)*ud);
+  if (ud && *ud) batch_end((np_udp *)*ud);
   return np_handle_gc(L);
 }
 
@@ -448,13 +477,14 @@ static const luaL_Reg udp_methods[] = {
   {"recv_stop", udp_recv_stop},
   {"stun_server", udp_stun_server},
   {"stats", udp_stats},
-  {"batching", udp_batching},
   {"fileno", udp_fileno},
   {"close", udp_close},
   {"is_closed", udp_is_closed},
   {NULL, NULL}
 };
 
+/* Called with the ctx as upvalue 1 and the engine table (a light userdata:
+ * const np_udp_engine *const[], NULL-terminated) as upvalue 2. */
 int np_udp_open(lua_State *L) {
   np_class(L, NP_UDP_MT, udp_methods);
   luaL_getmetatable(L, NP_UDP_MT);
@@ -462,13 +492,19 @@ int np_udp_open(lua_State *L) {
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, udp_gc);
   lua_setfield(L, -2, "__close");
-  lua_pushvalue(L, lua_upvalueindex(1));
-  luaL_setfuncs(L, np_udp_touch_methods, 1);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  luaL_setfuncs(L, np_udp_punch_methods, 1);
+  /* the engine table (upvalue 2): each engine's methods join the class */
+  const np_udp_engine *const *engines = lua_touserdata(L, lua_upvalueindex(2));
+  unsigned n = 0;
+  for (; engines[n]; n++) {
+    luaL_argcheck(L, n < NP_UDP_MAX_ENGINES, 1, "too many UDP engines");
+    if (!engines[n]->methods) continue;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    luaL_setfuncs(L, engines[n]->methods, 1);
+  }
   lua_pop(L, 1);
   lua_pushvalue(L, lua_upvalueindex(1));
-  lua_pushcclosure(L, udp_new, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushcclosure(L, udp_new, 2);
   lua_setfield(L, 1, "udp");
   return 0;
 }

@@ -1,7 +1,14 @@
 /*
- * np_udp.h - the UDP handle shared by np_udp.c (socket, send, receive demux)
- * and np_udp_touch.c / np_udp_punch.c (the touch and punch engines glued to
- * one socket and one timer).
+ * np_udp.h - the UDP socket as a hub, and the interface of its engines.
+ *
+ * np_udp.c owns the socket: bind, send, the receive demux by first byte,
+ * one deadline timer, the socket's counters.  Everything else that lives on
+ * a socket is an engine (np_udp_touch.c, np_udp_punch.c, np_udp_batch.c):
+ * a row of the engine table given to np_udp_open by the module's
+ * registration (np_module.c), in the shape of libjuice's conn_mode_entry_t.
+ * Dependencies point one way: engines call the socket (the functions
+ * below); the socket calls engines only through their hooks and never
+ * names one.  A new engine is a new file and one table row.
  */
 #ifndef NP_UDP_H
 #define NP_UDP_H
@@ -10,42 +17,76 @@
 
 #define NP_UDP_MT "natpunch.udp"
 
-struct np_touchmap;
-struct np_punch;
-struct np_txq;
+#define NP_UDP_MAX_ENGINES 8
+#define NP_UDP_MAX_COUNTERS 16
+#define NP_UDP_MAX_FRAMES 4
+
+typedef struct np_udp np_udp;
+
+typedef struct np_udp_engine {
+  const char *name;
+  /* First bytes of the datagrams it takes (wire.h): those reach input,
+   * frame byte included, and count as rx_<name>. */
+  uint8_t frames[NP_UDP_MAX_FRAMES];
+  unsigned nframes;
+  /* Its own counters, NULL-terminated names (at most NP_UDP_MAX_COUNTERS):
+   * the values are np_udp_slot(u, engine)->counters[i], and udp:stats()
+   * reports them under these names. */
+  const char *const *counters;
+  /* Methods added to the socket class (upvalue 1: the ctx), or NULL. */
+  const luaL_Reg *methods;
+  /* Every hook may be NULL. */
+  void (*input)(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from);
+  /* The deadline timer fired at `now`: do what is due, return the next
+   * deadline (UINT64_MAX: none). */
+  uint64_t (*tick)(np_udp *u, uint64_t now);
+  /* A datagram sent from C inside a receive batch (np_udp_sendto): 1 when
+   * the engine took it (and sends it by its flush at the latest). */
+  int (*send)(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
+  /* Send what it holds now: before a direct send, at the end of a receive
+   * batch, before the socket stops receiving or closes. */
+  void (*flush)(np_udp *u);
+  /* The socket is closed: free the engine's state. */
+  void (*free)(np_udp *u);
+} np_udp_engine;
+
+/* What a socket keeps for each engine. */
+typedef struct np_udp_slot {
+  void *state; /* the engine's own, created by the engine */
+  uint64_t rx; /* datagrams the demux gave it */
+  uint64_t counters[NP_UDP_MAX_COUNTERS];
+} np_udp_slot;
 
 typedef struct np_udp_stats {
   uint64_t rx_packets, rx_bytes, tx_packets, tx_bytes, tx_queued, tx_errors;
-  uint64_t tx_batches, tx_batched;   /* sendmmsg calls, datagrams they sent */
-  uint64_t rx_stun, rx_control, rx_data, rx_touch, rx_punch, rx_unknown, rx_truncated;
+  uint64_t rx_stun, rx_control, rx_data, rx_unknown, rx_truncated;
   uint64_t stun_answered, stun_rejected;
-  uint64_t touch_delivered, touch_duplicates, touch_acked, touch_failed, touch_retransmits,
-      touch_malformed, touch_peers_evicted;
-  uint64_t punch_malformed, punch_unmatched;
 } np_udp_stats;
 
-typedef struct np_udp {
+struct np_udp {
   np_handle h;
   int recv_cb_ref;
-  int raw;                 /* deliver every datagram as is, no demux */
+  int raw;           /* deliver every datagram as is, no demux */
   int receiving;
-  int stun_server;         /* answer STUN Binding requests in C */
-  char software[64];       /* SOFTWARE attribute of answers, "" for none */
+  int stun_server;   /* answer STUN Binding requests in C */
+  char software[64]; /* SOFTWARE attribute of answers, "" for none */
   int bound;
+  int in_batch;      /* inside one recvmmsg batch: engines may hold sends */
   np_udp_stats st;
-  struct np_touchmap *touch;   /* lazily created */
-  struct np_punch *punch;      /* lazily created */
-  uv_timer_t *timer;           /* deadline timer of touch and punch, lazily */
-  int batching;                /* queue sends made in C during a receive batch */
-  int in_batch;                /* inside one recvmmsg batch (np_udp_batch.c) */
-  struct np_txq *txq;          /* those queued sends, lazily */
-} np_udp;
+  uv_timer_t *timer; /* the engines' deadline timer, lazily */
+  const np_udp_engine *const *engines; /* NULL-terminated, from np_udp_open */
+  uint8_t by_frame[256];               /* first byte -> engine index + 1, 0: none */
+  np_udp_slot slot[NP_UDP_MAX_ENGINES];
+};
 
 np_udp *np_udp_check(lua_State *L, int idx);
-/* Send one datagram now (or queued if the socket would block).  prefix is a
- * frame type byte, or -1 for none.  Returns 0 or a negative uv error. */
+/* The slot of engine e on this socket (e must be in its table). */
+np_udp_slot *np_udp_slot_of(np_udp *u, const np_udp_engine *e);
+/* Send one datagram from C: an engine may hold it until the end of the
+ * receive batch.  prefix is a frame type byte, or -1 for none.  Returns 0
+ * or a negative uv error. */
 int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
-/* Send one datagram now: the queued sends of the batch go first. */
+/* Send one datagram now: what engines hold goes first. */
 int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
 /* Hand a copy of one datagram to libuv's send queue (sent in order, later). */
 int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
@@ -53,32 +94,8 @@ int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const vo
 /* Deliver a message to the Lua receive callback. */
 void np_udp_deliver(np_udp *u, const char *kind, const void *data, size_t len,
                     const struct sockaddr *from);
-/* The deadline timer: (re)arm for an absolute time in ms (UINT64_MAX: stop). */
+/* The deadline timer: (re)arm for an absolute time in ms (UINT64_MAX: stop).
+ * Only ever moves a pending deadline earlier; each tick asks every engine. */
 void np_udp_arm(np_udp *u, uint64_t deadline);
-
-/* np_udp_batch.c: while one recvmmsg batch is handled, small datagrams
- * sent from C (STUN answers, touch and punch frames) wait in a per-socket
- * queue and leave with one sendmmsg(2) at the end of the batch. */
-#define NP_TXQ_SLOTS 32       /* twice NP_RECV_BATCH: room for two sends per datagram */
-#define NP_TXQ_SLOT 256       /* > STUN_ANSWER_MAX, touch acks, punch checks */
-/* Queue a datagram: 1 when queued, 0 when the caller must send it now
- * (too large, or no memory; the queue has been flushed first, so the
- * order of datagrams is kept). */
-int np_udp_batch_put(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
-void np_udp_batch_flush(np_udp *u);   /* send what is queued */
-void np_udp_batch_end(np_udp *u);     /* flush, and the batch is over */
-void np_udp_batch_free(np_udp *u);
-
-/* np_udp_touch.c */
-void np_udp_touch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from);
-uint64_t np_udp_touch_tick(np_udp *u, uint64_t now);   /* returns next deadline */
-void np_udp_touch_free(np_udp *u);
-extern const luaL_Reg np_udp_touch_methods[];
-
-/* np_udp_punch.c */
-void np_udp_punch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from);
-uint64_t np_udp_punch_tick(np_udp *u, uint64_t now);
-void np_udp_punch_free(np_udp *u);
-extern const luaL_Reg np_udp_punch_methods[];
 
 #endif

@@ -12,13 +12,17 @@
  * Rules that keep this invisible to the peers:
  *  - nothing waits past the end of its batch: no added latency;
  *  - datagrams leave in the order they were sent: a datagram that cannot
- *    be queued (too large) or that Lua sends itself (np_udp_send_now)
- *    flushes the queue first, and when libuv's own send queue is not
+ *    be queued (too large) or that Lua sends itself (np_udp_send_now, which
+ *    flushes every engine) flushes the queue first, and when libuv's own send queue is not
  *    empty everything goes behind it;
  *  - the socket is flushed before it stops receiving (libuv then ends the
  *    batch without the UV_UDP_MMSG_FREE call) or closes (the fd goes);
  *  - a full socket buffer (EAGAIN) or a partial sendmmsg result leaves the
  *    rest to libuv's send queue, which keeps the order too.
+ *
+ * An engine of the UDP hub (np_udp.h): its send hook takes datagrams while
+ * the socket is inside a receive batch, its flush hook sends them.
+ *   udp:batching([enable]) -> enabled   (on by default)
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE   /* sendmmsg */
@@ -29,7 +33,14 @@
 #include <sys/socket.h>
 #include "np_udp.h"
 
+#define NP_TXQ_SLOTS 32 /* twice NP_RECV_BATCH: room for two sends per datagram */
+#define NP_TXQ_SLOT 256 /* > STUN_ANSWER_MAX, touch acks, punch checks */
+
+enum { C_BATCHES, C_BATCHED }; /* sendmmsg calls, datagrams they sent */
+static const char *const counters[] = {"tx_batches", "tx_batched", NULL};
+
 typedef struct np_txq {
+  int off; /* udp:batching(false) */
   unsigned n;
   struct mmsghdr msgs[NP_TXQ_SLOTS];
   struct iovec iov[NP_TXQ_SLOTS];
@@ -41,19 +52,27 @@ static socklen_t addr_len(const struct sockaddr *sa) {
   return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 }
 
-int np_udp_batch_put(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+extern const np_udp_engine np_udp_batch_engine;
+static void batch_flush(np_udp *u);
+
+static np_txq *txq(np_udp *u) {
+  np_udp_slot *sl = np_udp_slot_of(u, &np_udp_batch_engine);
+  if (!sl->state) sl->state = calloc(1, sizeof(np_txq));
+  return sl->state;
+}
+
+/* Queue a datagram: 1 when queued, 0 when the caller must send it now
+ * (batching off, too large, or no memory; the queue has been flushed
+ * first, so the order of datagrams is kept). */
+static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
   size_t total = len + (prefix >= 0);
+  np_txq *q = txq(u);
+  if (!q || q->off) return 0;
   if (total > NP_TXQ_SLOT || (to->sa_family != AF_INET && to->sa_family != AF_INET6)) {
-    np_udp_batch_flush(u);
+    batch_flush(u);
     return 0;
   }
-  if (!u->txq) {
-    u->txq = malloc(sizeof *u->txq);
-    if (!u->txq) return 0;
-    u->txq->n = 0;
-  }
-  np_txq *q = u->txq;
-  if (q->n == NP_TXQ_SLOTS) np_udp_batch_flush(u);
+  if (q->n == NP_TXQ_SLOTS) batch_flush(u);
   unsigned i = q->n++;
   uint8_t *p = q->data[i];
   if (prefix >= 0) *p++ = (uint8_t)prefix;
@@ -65,8 +84,9 @@ int np_udp_batch_put(np_udp *u, const struct sockaddr *to, int prefix, const voi
   return 1;
 }
 
-void np_udp_batch_flush(np_udp *u) {
-  np_txq *q = u->txq;
+static void batch_flush(np_udp *u) {
+  np_udp_slot *sl = np_udp_slot_of(u, &np_udp_batch_engine);
+  np_txq *q = sl->state;
   if (!q || q->n == 0) return;
   unsigned n = q->n, i = 0;
   q->n = 0;   /* before any send: np_udp_send_async must not come back here */
@@ -82,8 +102,8 @@ void np_udp_batch_flush(np_udp *u) {
       do r = sendmmsg(fd, q->msgs + i, n - i, 0);
       while (r < 0 && errno == EINTR);
       if (r > 0) {
-        u->st.tx_batches++;
-        u->st.tx_batched += (uint64_t)r;
+        sl->counters[C_BATCHES]++;
+        sl->counters[C_BATCHED] += (uint64_t)r;
         u->st.tx_packets += (uint64_t)r;
         for (int k = 0; k < r; k++) u->st.tx_bytes += q->iov[i + k].iov_len;
         i += (unsigned)r;
@@ -99,13 +119,37 @@ void np_udp_batch_flush(np_udp *u) {
     np_udp_send_async(u, (struct sockaddr *)&q->to[i], -1, q->data[i], q->iov[i].iov_len);
 }
 
-void np_udp_batch_end(np_udp *u) {
-  np_udp_batch_flush(u);
-  u->in_batch = 0;
+static void batch_free(np_udp *u) {
+  np_udp_slot *sl = np_udp_slot_of(u, &np_udp_batch_engine);
+  free(sl->state);
+  sl->state = NULL;
 }
 
-void np_udp_batch_free(np_udp *u) {
-  free(u->txq);
-  u->txq = NULL;
-  u->in_batch = 0;
+/* udp:batching([enable]) -> enabled: whether sends made in C during a
+ * receive batch leave together (sendmmsg) at its end.  On by default. */
+static int udp_batching(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  np_txq *q = np_udp_slot_of(u, &np_udp_batch_engine)->state;
+  if (!lua_isnoneornil(L, 2)) {
+    int on = lua_toboolean(L, 2);
+    if (!q && !on && !(q = txq(u))) return luaL_error(L, "out of memory");
+    if (q) q->off = !on;
+    if (!on) batch_flush(u);
+  }
+  lua_pushboolean(L, !q || !q->off);
+  return 1;
 }
+
+static const luaL_Reg methods[] = {
+  {"batching", udp_batching},
+  {NULL, NULL}
+};
+
+const np_udp_engine np_udp_batch_engine = {
+  .name = "batch",
+  .counters = counters,
+  .methods = methods,
+  .send = batch_put,
+  .flush = batch_flush,
+  .free = batch_free,
+};

@@ -10,12 +10,19 @@
  *   "one-way").  After success the session keeps answering the peer's
  *   requests until its timeout, so the peer can finish too.
  *   udp:punch_cancel(nonce)
+ * An engine of the UDP hub (np_udp.h): frame PUNCH.
  */
 #include <stdlib.h>
 #include <string.h>
 #include "np_udp.h"
 #include "addr.h"
 #include "punch.h"
+#include "wire.h"
+
+extern const np_udp_engine np_udp_punch_engine;
+
+enum { C_MALFORMED, C_UNMATCHED };
+static const char *const counters[] = {"punch_malformed", "punch_unmatched", NULL};
 
 #define NP_PUNCH_MAX 64
 
@@ -30,8 +37,13 @@ typedef struct np_punch {
   np_punch_entry e[NP_PUNCH_MAX];
 } np_punch;
 
+static np_udp_slot *slot(np_udp *u) {
+  return np_udp_slot_of(u, &np_udp_punch_engine);
+}
+
 static np_punch *punchctx(np_udp *u) {
-  if (u->punch) return u->punch;
+  np_udp_slot *sl = slot(u);
+  if (sl->state) return sl->state;
   np_punch *p = calloc(1, sizeof *p);
   if (!p) return NULL;
   p->set = punch_set_new(NP_PUNCH_MAX);
@@ -39,7 +51,7 @@ static np_punch *punchctx(np_udp *u) {
     free(p);
     return NULL;
   }
-  u->punch = p;
+  sl->state = p;
   return p;
 }
 
@@ -47,13 +59,13 @@ static lua_State *state_of(np_udp *u) {
   return u->h.ctx->closing ? NULL : u->h.ctx->L;
 }
 
-void np_udp_punch_free(np_udp *u) {
-  np_punch *p = u->punch;
+static void punch_engine_free(np_udp *u) {
+  np_punch *p = slot(u)->state;
   if (!p) return;
   for (unsigned i = 0; i < p->n; i++) np_unref(state_of(u), &p->e[i].cb_ref);
   punch_set_free(p->set);
   free(p);
-  u->punch = NULL;
+  slot(u)->state = NULL;
 }
 
 static np_punch_entry *entry_of(np_punch *p, punch_session *s) {
@@ -97,24 +109,25 @@ static void drain(np_udp *u, np_punch *p) {
       np_udp_sendto(u, (const struct sockaddr *)&a.addr, -1, a.data, a.len);
     } else {
       report(u, p, a.session, &a);
-      if (u->punch != p) return;
+      if (slot(u)->state != p) return;
     }
   }
   uint64_t d = punch_set_next_deadline(p->set);
   if (d != UINT64_MAX) np_udp_arm(u, d);
 }
 
-void np_udp_punch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from) {
+static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
+                               const struct sockaddr *from) {
   np_punch *p = punchctx(u);
   if (!p) return;
   int rc = punch_set_input(p->set, np_now_ms(u->h.ctx), from, frame, len);
-  if (rc == PUNCH_EMALFORMED) u->st.punch_malformed++;
-  else if (rc < 0) u->st.punch_unmatched++;
+  if (rc == PUNCH_EMALFORMED) slot(u)->counters[C_MALFORMED]++;
+  else if (rc < 0) slot(u)->counters[C_UNMATCHED]++;
   drain(u, p);
 }
 
-uint64_t np_udp_punch_tick(np_udp *u, uint64_t now) {
-  np_punch *p = u->punch;
+static uint64_t punch_engine_tick(np_udp *u, uint64_t now) {
+  np_punch *p = slot(u)->state;
   if (!p) return UINT64_MAX;
   punch_set_tick(p->set, now);
   drain(u, p);
@@ -204,8 +217,9 @@ static int udp_punch(lua_State *L) {
   np_punch *p = punchctx(u);
   if (!p) return luaL_error(L, "out of memory");
   if (p->n >= NP_PUNCH_MAX) return np_push_fail(L, "EFULL", "too many punch sessions on this socket");
-  uint64_t tie;
-  uv_random(NULL, NULL, &tie, sizeof tie, 0, NULL);
+  uint64_t tie; /* ICE-like tie-breaker (RFC 8445 section 7.3.1.1) */
+  int rr = uv_random(NULL, NULL, &tie, sizeof tie, 0, NULL);
+  if (rr < 0) return np_push_error(L, rr);
   uint64_t now = np_now_ms(u->h.ctx);
   int err = 0;
   punch_session *s = punch_set_add(p->set, now, &cfg, nonce, tie, &err);
@@ -235,7 +249,7 @@ static int udp_punch_cancel(lua_State *L) {
   lua_setfield(L, -2, "nonce");
   uint8_t nonce[PUNCH_NONCE_LEN];
   get_nonce(L, 3, nonce);
-  np_punch *p = u->punch;
+  np_punch *p = slot(u)->state;
   punch_session *s = p ? punch_set_find(p->set, nonce) : NULL;
   np_punch_entry *e = s ? entry_of(p, s) : NULL;
   if (e) remove_at(u, p, (unsigned)(e - p->e));
@@ -243,8 +257,19 @@ static int udp_punch_cancel(lua_State *L) {
   return 1;
 }
 
-const luaL_Reg np_udp_punch_methods[] = {
+static const luaL_Reg methods[] = {
   {"punch", udp_punch},
   {"punch_cancel", udp_punch_cancel},
   {NULL, NULL}
+};
+
+const np_udp_engine np_udp_punch_engine = {
+  .name = "punch",
+  .frames = {WIRE_PUNCH},
+  .nframes = 1,
+  .counters = counters,
+  .methods = methods,
+  .input = punch_engine_input,
+  .tick = punch_engine_tick,
+  .free = punch_engine_free,
 };

@@ -11,6 +11,7 @@
  *                    max_in_flight=, max_payload=, max_peers=}
  *   udp:touch_info(host, port) -> {srtt_ms=, rto_ms=, in_flight=, ...} | nil
  * Received messages reach the receive callback with kind "touch", once.
+ * An engine of the UDP hub (np_udp.h): frames TOUCH and TOUCH_ACK.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,13 @@
 #include "addr.h"
 #include "touch.h"
 #include "wire.h"
+
+extern const np_udp_engine np_udp_touch_engine;
+
+enum { C_DELIVERED, C_DUPLICATES, C_ACKED, C_FAILED, C_RETRANSMITS, C_MALFORMED, C_EVICTED };
+static const char *const counters[] = {"touch_delivered", "touch_duplicates", "touch_acked",
+                                       "touch_failed", "touch_retransmits", "touch_malformed",
+                                       "touch_peers_evicted", NULL};
 
 #define TM_BUCKETS 256
 #define TM_DEFAULT_MAX_PEERS 4096
@@ -45,16 +53,31 @@ typedef struct np_touchmap {
   uint64_t idle_ms;     /* an idle peer older than this is dropped */
 } np_touchmap;
 
-static np_touchmap *touchmap(np_udp *u) {
-  if (u->touch) return u->touch;
+static np_udp_slot *slot(np_udp *u) {
+  return np_udp_slot_of(u, &np_udp_touch_engine);
+}
+
+/* The socket's map, created on first use; NULL with *err a uv error. */
+static np_touchmap *touchmap(np_udp *u, int *err) {
+  np_udp_slot *sl = slot(u);
+  if (sl->state) return sl->state;
   np_touchmap *m = calloc(1, sizeof *m);
-  if (!m) return NULL;
+  if (!m) {
+    *err = UV_ENOMEM;
+    return NULL;
+  }
   touch_config_default(&m->cfg);
   m->max_peers = TM_DEFAULT_MAX_PEERS;
-  uv_random(NULL, NULL, &m->seed, sizeof m->seed, 0, NULL);
+  /* the hash seed keeps remote endpoints from choosing their buckets */
+  int rc = uv_random(NULL, NULL, &m->seed, sizeof m->seed, 0, NULL);
+  if (rc < 0) {
+    free(m);
+    *err = rc;
+    return NULL;
+  }
   /* A receiver must remember ids as long as a sender may retransmit them. */
   m->idle_ms = 2 * touch_config_lifetime_ms(&m->cfg) + 1000;
-  u->touch = m;
+  sl->state = m;
   return m;
 }
 
@@ -66,8 +89,8 @@ static void entry_free(np_udp *u, tm_entry *e) {
   free(e);
 }
 
-void np_udp_touch_free(np_udp *u) {
-  np_touchmap *m = u->touch;
+static void touch_engine_free(np_udp *u) {
+  np_touchmap *m = slot(u)->state;
   if (!m) return;
   for (int b = 0; b < TM_BUCKETS; b++) {
     tm_entry *e = m->buckets[b];
@@ -78,7 +101,7 @@ void np_udp_touch_free(np_udp *u) {
     }
   }
   free(m);
-  u->touch = NULL;
+  slot(u)->state = NULL;
 }
 
 static tm_entry **slot_of(np_touchmap *m, const struct sockaddr *sa) {
@@ -102,25 +125,36 @@ static int evict_one(np_udp *u, np_touchmap *m) {
   *victim = e->next;
   entry_free(u, e);
   m->count--;
-  u->st.touch_peers_evicted++;
+  slot(u)->counters[C_EVICTED]++;
   return 1;
 }
 
-static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create) {
-  np_touchmap *m = touchmap(u);
+/* The entry of sa, created if asked; NULL with *err a uv error (UV_ENOBUFS:
+ * too many peers) or 0 when it does not exist. */
+static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create, int *err) {
+  *err = 0;
+  np_touchmap *m = touchmap(u, err);
   if (!m) return NULL;
   tm_entry **pe = slot_of(m, sa);
   if (*pe || !create) return *pe;
-  if (m->count >= m->max_peers && !evict_one(u, m)) return NULL;
+  if (m->count >= m->max_peers && !evict_one(u, m)) {
+    *err = UV_ENOBUFS;
+    return NULL;
+  }
   pe = slot_of(m, sa);
-  tm_entry *e = calloc(1, sizeof *e);
-  if (!e) return NULL;
-  e->cbs = calloc(m->cfg.max_in_flight, sizeof *e->cbs);
   /* a fresh sender epoch per peer state: if this endpoint's state was
    * evicted and is created again, ids restart at 1, and a receiver that
    * still remembers an old epoch would take them for duplicates */
   uint32_t epoch = 0;
-  uv_random(NULL, NULL, &epoch, sizeof epoch, 0, NULL);
+  int rc = uv_random(NULL, NULL, &epoch, sizeof epoch, 0, NULL);
+  if (rc < 0) {
+    *err = rc;
+    return NULL;
+  }
+  *err = UV_ENOMEM;
+  tm_entry *e = calloc(1, sizeof *e);
+  if (!e) return NULL;
+  e->cbs = calloc(m->cfg.max_in_flight, sizeof *e->cbs);
   e->peer = touch_peer_new(&m->cfg, epoch ? epoch : 1);
   if (!e->cbs || !e->peer) {
     free(e->cbs);
@@ -128,6 +162,7 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create) {
     free(e);
     return NULL;
   }
+  *err = 0;
   addr_copy(&e->addr, sa);
   e->last_used = np_now_ms(u->h.ctx);
   *pe = e;
@@ -170,15 +205,15 @@ static void drain(np_udp *u, tm_entry *e) {
       np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, a.data, a.len);
       break;
     case TOUCH_DELIVER:
-      u->st.touch_delivered++;
+      slot(u)->counters[C_DELIVERED]++;
       np_udp_deliver(u, "touch", a.data, a.len, (struct sockaddr *)&e->addr);
       break;
     case TOUCH_ACKED:
-      u->st.touch_acked++;
+      slot(u)->counters[C_ACKED]++;
       call_result(u, take_cb(e, a.id), a.id, 0, a.rtt_ms);
       break;
     case TOUCH_FAILED:
-      u->st.touch_failed++;
+      slot(u)->counters[C_FAILED]++;
       call_result(u, take_cb(e, a.id), a.id, 1, 0);
       break;
     }
@@ -188,12 +223,15 @@ static void drain(np_udp *u, tm_entry *e) {
   if (d != UINT64_MAX) np_udp_arm(u, d);   /* only ever moves the timer earlier */
 }
 
-void np_udp_touch_input(np_udp *u, const uint8_t *frame, size_t len, const struct sockaddr *from) {
+static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
+                               const struct sockaddr *from) {
+  uint64_t *c = slot(u)->counters;
   /* Only data creates receiver state; a stray ack for an unknown peer is
    * dropped without allocating anything. */
-  tm_entry *e = lookup(u, from, frame[0] == WIRE_TOUCH);
+  int err;
+  tm_entry *e = lookup(u, from, frame[0] == WIRE_TOUCH, &err);
   if (!e) {
-    u->st.touch_malformed++;
+    c[C_MALFORMED]++;
     return;
   }
   touch_stats before;
@@ -201,14 +239,14 @@ void np_udp_touch_input(np_udp *u, const uint8_t *frame, size_t len, const struc
   int rc = touch_input(e->peer, np_now_ms(u->h.ctx), frame, len);
   touch_stats after;
   touch_get_stats(e->peer, &after);
-  u->st.touch_duplicates += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
-  if (rc == TOUCH_EMALFORMED) u->st.touch_malformed++;
+  c[C_DUPLICATES] += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
+  if (rc == TOUCH_EMALFORMED) c[C_MALFORMED]++;
   e->last_used = np_now_ms(u->h.ctx);
   drain(u, e);
 }
 
-uint64_t np_udp_touch_tick(np_udp *u, uint64_t now) {
-  np_touchmap *m = u->touch;
+static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
+  np_touchmap *m = slot(u)->state;
   uint64_t next = UINT64_MAX;
   if (!m) return next;
   for (int b = 0; b < TM_BUCKETS; b++) {
@@ -226,7 +264,7 @@ uint64_t np_udp_touch_tick(np_udp *u, uint64_t now) {
         touch_get_stats(e->peer, &before);
         touch_tick(e->peer, now);
         touch_get_stats(e->peer, &after);
-        u->st.touch_retransmits += after.retransmitted - before.retransmitted;
+        slot(u)->counters[C_RETRANSMITS] += after.retransmitted - before.retransmitted;
         drain(u, e);
       }
       uint64_t d = touch_next_deadline(e->peer);
@@ -236,6 +274,11 @@ uint64_t np_udp_touch_tick(np_udp *u, uint64_t now) {
     }
   }
   return next;
+}
+
+static int push_lookup_error(lua_State *L, int err) {
+  if (err == UV_ENOBUFS) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  return np_push_error(L, err);
 }
 
 /* udp:touch(host, port, data, cb) -> id | nil, err, code */
@@ -248,8 +291,9 @@ static int udp_touch(lua_State *L) {
   luaL_checktype(L, 5, LUA_TFUNCTION);
   if (!u->receiving)
     return np_push_fail(L, "ENOTCONN", "socket is not receiving (call recv_start first: acks arrive there)");
-  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1);
-  if (!e) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  int err;
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
+  if (!e) return push_lookup_error(L, err);
   uint32_t id = 0;
   int rc = touch_send(e->peer, np_now_ms(u->h.ctx), (const uint8_t *)data, len, &id);
   if (rc < 0) return np_push_fail(L, touch_errname(rc), touch_strerror(rc));
@@ -279,8 +323,9 @@ static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt,
 static int udp_touch_config(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  np_touchmap *m = touchmap(u);
-  if (!m) return luaL_error(L, "out of memory");
+  int err;
+  np_touchmap *m = touchmap(u, &err);
+  if (!m) return np_push_error(L, err);
   if (m->count) return np_push_fail(L, "EBUSY", "touch_config must be set before the first touch");
   touch_config c = m->cfg;
   c.initial_rto_ms = (uint32_t)opt_uint(L, 2, "initial_rto", c.initial_rto_ms, 600000);
@@ -304,7 +349,8 @@ static int udp_touch_info(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   struct sockaddr_storage ss;
   np_parse_addr(L, 2, 3, &ss);
-  tm_entry *e = u->touch ? lookup(u, (struct sockaddr *)&ss, 0) : NULL;
+  int err;
+  tm_entry *e = slot(u)->state ? lookup(u, (struct sockaddr *)&ss, 0, &err) : NULL;
   if (!e) {
     lua_pushnil(L);
     return 1;
@@ -328,17 +374,29 @@ static int udp_touch_seed(lua_State *L) {
   np_parse_addr(L, 2, 3, &ss);
   lua_Integer rtt = luaL_checkinteger(L, 4);
   luaL_argcheck(L, rtt >= 0 && rtt <= 600000, 4, "rtt must be 0..600000 ms");
-  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1);
-  if (!e) return np_push_fail(L, "ENOBUFS", "too many touch peers on this socket");
+  int err;
+  tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
+  if (!e) return push_lookup_error(L, err);
   touch_seed_rtt(e->peer, (uint32_t)rtt);
   lua_pushboolean(L, 1);
   return 1;
 }
 
-const luaL_Reg np_udp_touch_methods[] = {
+static const luaL_Reg methods[] = {
   {"touch_seed", udp_touch_seed},
   {"touch", udp_touch},
   {"touch_config", udp_touch_config},
   {"touch_info", udp_touch_info},
   {NULL, NULL}
+};
+
+const np_udp_engine np_udp_touch_engine = {
+  .name = "touch",
+  .frames = {WIRE_TOUCH, WIRE_TOUCH_ACK},
+  .nframes = 2,
+  .counters = counters,
+  .methods = methods,
+  .input = touch_engine_input,
+  .tick = touch_engine_tick,
+  .free = touch_engine_free,
 };

@@ -12,6 +12,7 @@
 local core = require "natpunch.core"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local registry = require "natpunch.registry"
 
 local rendezvous = {}
 
@@ -29,9 +30,16 @@ local REPEAT_MS = 30000   -- a repeated connect gets the same introduction this 
 local ID_PATTERN = "^[%w%-_%.@:]+$"
 local MAX_ID = 64
 local MAX_PRIVATE = 8
+local SWEEP_BATCH = 2000  -- expiries per loop turn: a mass expiry never blocks the loop
 
 local function valid_id(id)
   return type(id) == "string" and #id >= 1 and #id <= MAX_ID and id:match(ID_PATTERN) ~= nil
+end
+
+-- What hooks and callers see of a record: a copy, with private as a list.
+local function view(rec)
+  return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
+    port = rec.port, expires = rec.expires }
 end
 
 -- Reply to the source of a request: never larger than the request itself
@@ -59,11 +67,11 @@ function Server:_on_register(m, ip, port, size)
   local id = m.id
   if not valid_id(id) then return self:_error(ip, port, m, "invalid id", size) end
   local public = addr.format(ip, port)
-  local rec = self.peers[id]
+  local rec = self.registry:get(id)
   if rec and rec.key ~= (m.key or "") and rec.public ~= public then
     return self:_error(ip, port, m, "id taken", size)
   end
-  if not rec and self.count >= self.max_peers then
+  if not rec and self.registry.count >= self.max_peers then
     return self:_error(ip, port, m, "server full", size)
   end
   local private = {}
@@ -75,17 +83,16 @@ function Server:_on_register(m, ip, port, size)
     local ok, reason = self.on_register(info)
     if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
   end
-  if rec and rec.public ~= public then self.by_addr[rec.public] = nil end
+  local expires = core.now() + self.ttl * 1000
   if not rec then
-    self.count = self.count + 1
     self.counters.registrations = self.counters.registrations + 1
-    rec = { id = id, key = m.key or "" }
-    self.peers[id] = rec
-    self:_event({ event = "registered", peer = id, public = public, private = table.concat(private, ",") })
+    rec = self.registry:put(registry.record(id, m.key or "", public, port, table.concat(private, ","), expires))
+    self:_event({ event = "registered", peer = id, public = public, private = rec.private })
+  else
+    if rec.public ~= public then self.registry:move(rec, public, port) end
+    rec.private = table.concat(private, ",")
+    self.registry:refresh(rec, expires)
   end
-  rec.public, rec.ip, rec.port, rec.private = public, ip, port, private
-  rec.expires = core.now() + self.ttl * 1000
-  self.by_addr[public] = id
   self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
 end
 
@@ -97,13 +104,13 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
   local again = nonce ~= nil
   nonce = nonce or hex(core.random_bytes(8))
   -- b first: b does not have to fit into a's request size budget
-  self.udp:send(b.ip, b.port, msg.encode({
-    t = "introduce", peer = a.id, public = a.public, private = table.concat(a.private, ","),
+  self.udp:send(registry.ip(b), b.port, msg.encode({
+    t = "introduce", peer = a.id, public = a.public, private = a.private,
     nonce = nonce, role = "accept",
   }), "control")
-  self:_reply(a.ip, a.port, {
+  self:_reply(registry.ip(a), a.port, {
     t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = table.concat(b.private, ","), nonce = nonce, role = "connect",
+    private = b.private, nonce = nonce, role = "connect",
   }, size)
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
@@ -115,10 +122,9 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
 end
 
 function Server:_on_connect(m, ip, port, size)
-  local from_id = self.by_addr[addr.format(ip, port)]
-  local from = from_id and self.peers[from_id]
+  local from = self.registry:at(addr.format(ip, port))
   if not from then return self:_error(ip, port, m, "not registered", size) end
-  local to = valid_id(m.target) and self.peers[m.target]
+  local to = valid_id(m.target) and self.registry:get(m.target)
   if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
   if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
   -- The same request again (same tx): one of the introductions was lost,
@@ -129,23 +135,19 @@ function Server:_on_connect(m, ip, port, size)
     return self:_introduce(from, to, last.tx, size, last.nonce)
   end
   if self.on_connect then
-    local ok, reason = self.on_connect(from, to)
+    local ok, reason = self.on_connect(view(from), view(to))
     if ok == false then return self:_error(ip, port, m, reason or "denied", size) end
   end
   self:_introduce(from, to, m.tx or "", size)
 end
 
 function Server:_on_unregister(m, ip, port)
-  local id = self.by_addr[addr.format(ip, port)]
-  if id and id == m.id then self:_drop(id) end
+  local rec = self.registry:at(addr.format(ip, port))
+  if rec and rec.id == m.id then self:_drop(rec.id) end
 end
 
 function Server:_drop(id)
-  local rec = self.peers[id]
-  if not rec then return end
-  self.peers[id] = nil
-  self.by_addr[rec.public] = nil
-  self.count = self.count - 1
+  if not self.registry:remove(id) then return end
   self:_event({ event = "expired", peer = id })
 end
 
@@ -170,25 +172,30 @@ function Server:_on_packet(err, data, ip, port, kind)
   h(self, m, ip, port, #data + 1)
 end
 
+-- Registrations due are removed earliest first, at most SWEEP_BATCH per
+-- turn of the loop; the rest are left for the next turn (1 ms later).
 function Server:_sweep()
-  local now = core.now()
-  for id, rec in pairs(self.peers) do
-    if rec.expires <= now then self:_drop(id) end
-  end
+  local _, more = self.registry:expire(core.now(), function(rec)
+    self:_event({ event = "expired", peer = rec.id })
+  end, SWEEP_BATCH)
+  if more and not self.closed then self.sweeper:start(1, self.sweep_every, function() self:_sweep() end) end
 end
 
 --- Registered peers: a list of {id, public, private}.
 function Server:list()
   local out = {}
-  for id, rec in pairs(self.peers) do
-    out[#out + 1] = { id = id, public = rec.public, private = rec.private }
+  for id, rec in self.registry:each() do
+    out[#out + 1] = { id = id, public = rec.public, private = msg.split_list(rec.private) }
   end
   table.sort(out, function(x, y) return x.id < y.id end)
   return out
 end
 
+--- The record of id ({id, public, private = {...}, ip, port, expires}; a
+-- copy) or nil.
 function Server:lookup(id)
-  return self.peers[id]
+  local rec = self.registry:get(id)
+  return rec and view(rec)
 end
 
 function Server:address()
@@ -200,7 +207,7 @@ end
 function Server:stats()
   local s = self.udp:stats()
   for k, v in pairs(self.counters) do s[k] = v end
-  s.peers = self.count
+  s.peers = self.registry.count
   if self.stunt then
     for k, v in pairs(self.stunt.counters) do s[k] = v end
     s.tcp_peers = self.stunt.count
@@ -257,7 +264,7 @@ function rendezvous.new(opts)
   if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end
   local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
-  self.peers, self.by_addr, self.count = {}, {}, 0
+  self.registry = registry.new()
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0 }
   local ok, err, code = self:_bind(ip, port, opts)
@@ -265,8 +272,8 @@ function rendezvous.new(opts)
   self.udp:stun_server(true, self.software)
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
-  local every = math.max(100, math.min(self.ttl * 250, 5000))
-  self.sweeper:start(every, every, function() self:_sweep() end)
+  self.sweep_every = math.max(100, math.min(self.ttl * 250, 5000))
+  self.sweeper:start(self.sweep_every, self.sweep_every, function() self:_sweep() end)
   return self
 end
 
