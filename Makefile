@@ -26,7 +26,7 @@ WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps test ctest sanitize demo bench lint clean install-rock help
+.PHONY: all deps test ctest sanitize fuzz demo bench lint clean install-rock help
 
 all: build/natpunch/core.so $(if $(WIRE_SRC),build/natpunch-wire)
 
@@ -36,6 +36,7 @@ help:
 	@echo "make test     build and run every spec (busted) and C unit test"
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
+	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
 	@echo "make lint     luacheck, no cycles between C files (tools/cycles.lua)"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
@@ -65,16 +66,58 @@ deps:
 	@sh tools/deps.sh
 
 # NATPUNCH_BUILD tells the specs (spec/helper.lua) which core.so to load.
-test: deps all $(TESTS)
+test: deps all $(TESTS) build/test/ctlmsg_dump
 	NATPUNCH_BUILD=build NATPUNCH_TESTS=build/test $(BUSTED) $(BUSTED_ARGS)
 
-sanitize: deps build-san/natpunch/core.so $(SAN_TESTS) $(if $(WIRE_SRC),build/natpunch-wire)
+sanitize: deps build-san/natpunch/core.so $(SAN_TESTS) build-san/test/ctlmsg_dump $(if $(WIRE_SRC),build/natpunch-wire)
 	NATPUNCH_BUILD=build-san NATPUNCH_TESTS=build-san/test NATPUNCH_SANITIZE=1 \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(BUSTED) $(BUSTED_ARGS)
+
+# libFuzzer targets (csrc/fuzz/fuzz_*.c) link csrc/core only; tools/fuzz.sh
+# runs each for FUZZ_RUNS inputs (at most FUZZ_TIME s) from the seeds that
+# build/fuzz/mkseeds writes.  docs/SECURITY.md, "Fuzzing".
+FUZZ_CC      ?= clang-14
+FUZZ_RUNS    ?= 100000
+FUZZ_TIME    ?= 600
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS  := -std=gnu11 $(WARN) -g -O1 $(FUZZ_SAN) -Icsrc/core -Icsrc/fuzz
+FUZZ_SRC     := csrc/fuzz/ctlmsg.c
+FUZZ_HDRS    := $(wildcard csrc/fuzz/*.h)
+FUZZ_TARGETS := $(patsubst csrc/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(wildcard csrc/fuzz/fuzz_*.c))
+FUZZ_OBJS    := $(patsubst csrc/%.c,build/fuzz/obj/%.o,$(PURE_SRC) $(FUZZ_SRC))
+
+# The code under test is compiled once, instrumented for coverage.
+build/fuzz/obj/%.o: csrc/%.c $(HDRS) $(FUZZ_HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/fuzz_%: csrc/fuzz/fuzz_%.c $(FUZZ_OBJS) $(FUZZ_HDRS) $(HDRS)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) -lm
+
+build/fuzz/mkseeds: csrc/fuzz/mkseeds.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/core -Icsrc/test -o $@ $< $(PURE_SRC) -lm
+
+# The C port of the control-message decoder, for spec/fuzz_spec.lua's
+# comparison with msg.decode.
+build/test/ctlmsg_dump: csrc/fuzz/ctlmsg_dump.c $(FUZZ_SRC) $(FUZZ_HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/fuzz -o $@ $< $(FUZZ_SRC)
+
+build-san/test/ctlmsg_dump: csrc/fuzz/ctlmsg_dump.c $(FUZZ_SRC) $(FUZZ_HDRS)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc/fuzz -o $@ $< $(FUZZ_SRC)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS) build/fuzz/mkseeds
+	sh tools/fuzz.sh $(FUZZ_RUNS) $(FUZZ_TIME) $(FUZZ_ONLY)
+
+.PRECIOUS: build/fuzz/obj/%.o
 
 # In the NAT lab when it can run (root, namespaces, nftables); otherwise the
 # lab demo says why (exit 77) and the loopback demo runs instead.

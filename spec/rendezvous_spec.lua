@@ -229,6 +229,9 @@ describe("rendezvous", function()
     end)
   end)
 
+  -- What loopback delivers of a flood depends on how fast the loop drains
+  -- it (about 7,800 of 12,000 under ASan on a busy machine): this asserts
+  -- what the server must do with whatever arrived, not how much did.
   it("keeps serving after a flood of malformed datagrams", function()
     helper.run(function()
       local rv, srv = server({ max_peers = 1000 })
@@ -252,6 +255,7 @@ describe("rendezvous", function()
         return string.char(table.unpack(b))
       end
       local sent = 0
+      local errors_before = core.callback_errors()
       for i = 1, 12000 do
         local kind = i % 6
         local d
@@ -270,13 +274,29 @@ describe("rendezvous", function()
       end
       natpunch.sleep(0.2)
       u:send(ip, port, string.rep("z", 9000))              -- oversized datagram
-      natpunch.sleep(0.05)
+      -- the server still answers STUN after it (and so has drained the flood)
+      local probe = core.udp(); assert(probe:bind("127.0.0.1", 0))
+      local answered = natpunch.future()
+      probe:recv_start(function(err, data, _, _, kind)
+        if not err and kind == "stun" then answered:set(core.stun.decode(data)) end
+      end)
+      local req = core.stun.encode({ method = "binding", class = "request" })
+      local deadline = core.now() + 10000
+      while not answered:is_set() and core.now() < deadline do
+        probe:send(ip, port, req)
+        answered:wait(0.2)
+      end
+      probe:close()
+      assert.truthy(answered:is_set(), "no STUN answer after the flood")
       local st = rv:stats()
-      -- how much of the flood loopback delivers depends on how fast the loop
-      -- drains it (under 8,000 of 12,000 on a busy machine): what matters is
-      -- that a real part of it arrived, was counted, and the server still serves
-      assert.is_true(st.rx_packets > 2000, "server saw " .. st.rx_packets)
-      assert.is_true(st.malformed + st.dropped + st.rx_unknown + st.stun_rejected > 1000)
+      -- every datagram that arrived was classified, and each kind of
+      -- garbage went where it belongs; nothing raised inside the server
+      assert.is_true(st.rx_packets > 0 and st.rx_packets <= sent + 2)
+      assert.equal(st.rx_packets, st.rx_stun + st.rx_control + st.rx_data + st.rx_touch + st.rx_punch + st.rx_unknown)
+      assert.equal(st.rx_stun, st.stun_answered + st.stun_rejected)
+      assert.is_true(st.rx_control > 0 and st.rx_unknown > 0 and st.stun_rejected > 0, "kinds seen")
+      assert.is_true(st.malformed > 0 and st.registrations > 0, "malformed and valid control both arrived")
+      assert.equal(errors_before, core.callback_errors())
       assert.is_true(st.peers <= 1000)
       -- a normal pair still registers and connects
       local a = new_peer(srv, "after-a"); local b = new_peer(srv, "after-b")

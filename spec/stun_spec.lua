@@ -169,9 +169,18 @@ describe("natpunch.core.stun", function()
     end)
 
     it("builds messages larger than one MTU", function()
-      local big = stun.encode { software = ("x"):rep(3000), fingerprint = true }
+      local big = stun.encode { padding = 3000, fingerprint = true }
       assert.equal(20 + 4 + 3000 + 8, #big)
       assert.is_true(assert(stun.decode(big)).fingerprint)
+    end)
+
+    it("refuses text attributes beyond their RFC 5389 caps (USERNAME 512, others 763 bytes)", function()
+      assert.truthy(stun.decode(stun.encode { username = ("u"):rep(512) }))
+      local m, err, code = stun.decode(stun.encode { username = ("u"):rep(513) })
+      assert.is_nil(m)
+      assert.equal("EATTRLEN", code, err)
+      assert.truthy(stun.decode(stun.encode { software = ("x"):rep(763) }))
+      assert.is_nil(stun.decode(stun.encode { software = ("x"):rep(764) }))
     end)
   end)
 

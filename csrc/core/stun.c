@@ -163,7 +163,9 @@ static int read_addr(const uint8_t *hdr, const uint8_t *v, size_t vlen, bool xor
  *              RFC 8489 §14.8, Figure 7: ERROR-CODE Attribute
  */
 static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_msg *m) {
-  if (vlen < 4)
+  /* pjnath's CVE-2021-37706 was a reason length computed as vlen - 4
+	 * on a shorter attribute: check before subtracting. */
+  if (vlen < 4 || vlen - 4 > STUN_MAX_TEXT)
     return STUN_EATTRLEN;
   unsigned cls = v[2] & 0x07, num = v[3];
   /* RFC 8489 §14.8: class 3..6, number 0..99; RFC 3489 §11.2.9
@@ -189,9 +191,13 @@ static int need_len(size_t vlen, size_t want) {
   return vlen == want ? 0 : STUN_EATTRLEN;
 }
 
-static void set_bytes(struct stun_bytes *b, const uint8_t *v, size_t vlen) {
+/* A text attribute, at most max bytes (STUN_MAX_USERNAME, STUN_MAX_TEXT). */
+static int set_text(struct stun_bytes *b, const uint8_t *v, size_t vlen, size_t max) {
+  if (vlen > max)
+    return STUN_EATTRLEN;
   b->ptr = v;
   b->len = vlen;
+  return 0;
 }
 
 /* Decode one attribute that is to be processed (not ignored, not a
@@ -206,10 +212,10 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
   case STUN_ATTR_OTHER_ADDRESS: return read_addr(hdr, v, vlen, false, &m->other_address);
   case STUN_ATTR_SOURCE_ADDRESS: return read_addr(hdr, v, vlen, false, &m->source_address);
   case STUN_ATTR_CHANGED_ADDRESS: return read_addr(hdr, v, vlen, false, &m->changed_address);
-  case STUN_ATTR_USERNAME: set_bytes(&m->username, v, vlen); return 0;
-  case STUN_ATTR_SOFTWARE: set_bytes(&m->software, v, vlen); return 0;
-  case STUN_ATTR_REALM: set_bytes(&m->realm, v, vlen); return 0;
-  case STUN_ATTR_NONCE: set_bytes(&m->nonce, v, vlen); return 0;
+  case STUN_ATTR_USERNAME: return set_text(&m->username, v, vlen, STUN_MAX_USERNAME);
+  case STUN_ATTR_SOFTWARE: return set_text(&m->software, v, vlen, STUN_MAX_TEXT);
+  case STUN_ATTR_REALM: return set_text(&m->realm, v, vlen, STUN_MAX_TEXT);
+  case STUN_ATTR_NONCE: return set_text(&m->nonce, v, vlen, STUN_MAX_TEXT);
   case STUN_ATTR_ERROR_CODE: return read_error(v, vlen, m->classic, m);
   case STUN_ATTR_UNKNOWN_ATTRIBUTES:
     /* RFC 8489 §14.13: a list of 16-bit types. */
@@ -224,10 +230,13 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
       m->change_request = be32(v) & (STUN_CHANGE_IP | STUN_CHANGE_PORT);
     return r;
   case STUN_ATTR_RESPONSE_PORT:
-    /* RFC 5780 §7.5: 16-bit port then 16 bits of padding. */
-    if ((r = need_len(vlen, 4)) == 0)
-      m->response_port = be16(v);
-    return r;
+    /* RFC 5780 §7.5: 16-bit port then 16 bits of padding; some
+     * implementations send the port alone (length 2), so both are
+     * accepted. */
+    if (vlen != 2 && vlen != 4)
+      return STUN_EATTRLEN;
+    m->response_port = be16(v);
+    return 0;
   case STUN_ATTR_PADDING: m->padding_len = vlen; return 0;
   case STUN_ATTR_PRIORITY:
     if ((r = need_len(vlen, 4)) == 0)

@@ -40,6 +40,13 @@
 #define STUN_FINGERPRINT_XOR 0x5354554eu /* RFC 8489 §14.7: "STUN" */
 #define STUN_ANSWER_MAX 128              /* our cap on a fast-path answer */
 #define STUN_MAX_LISTED 16               /* attribute types kept per list */
+/* USERNAME: "fewer than 513 bytes" (RFC 5389 §15.3; RFC 8489 §14.3 says
+ * fewer than 509: the older, larger bound is kept for RFC 5389 clients).
+ * REALM, NONCE, SOFTWARE and the ERROR-CODE reason: fewer than 128
+ * characters, "as long as 763 bytes" (RFC 5389 §15.6-15.8, §15.10).  Longer
+ * ones make the message malformed (STUN_EATTRLEN). */
+#define STUN_MAX_USERNAME 512
+#define STUN_MAX_TEXT 763
 
 /* RFC 8489 §5, Figure 3: the class is two bits spread over the type;
  * these are the values of those bits in place (C1 = 0x100, C0 = 0x010). */
@@ -301,7 +308,8 @@ struct stun_answer_opts {
 /* Answer a Binding request received from `from`.  Returns the response
  * length (> 0, never more than STUN_ANSWER_MAX) or a negative code when
  * the packet must not be answered: responses and indications are never
- * answered, so two servers cannot loop.
+ * answered, so two servers cannot loop; a source of 0.0.0.0, :: or port 0
+ * gets STUN_EINVAL.
  *
  * RFC 8489 request: XOR-MAPPED-ADDRESS, then as room allows OTHER-ADDRESS,
  * RESPONSE-ORIGIN, MAPPED-ADDRESS, SOFTWARE; FINGERPRINT when the request

@@ -341,6 +341,14 @@ static void put_optional_software(struct stun_writer *w, const char *software) {
   }
 }
 
+static bool unspecified(const struct stun_addr *a) {
+  size_t n = a->family == STUN_FAMILY_IPV4 ? 4 : 16;
+  for (size_t i = 0; i < n; i++)
+    if (a->ip[i] != 0)
+      return false;
+  return true;
+}
+
 int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr *from,
                            const struct stun_answer_opts *opts, uint8_t *out, size_t outcap) {
   static const struct stun_answer_opts no_opts;
@@ -366,6 +374,11 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
     return STUN_EBADFINGERPRINT;
   if ((r = stun_addr_from_sockaddr(from, &peer)) < 0)
     return r;
+  /* No datagram really comes from 0.0.0.0, :: or port 0, and an answer
+	 * "to" one would go somewhere else (coturn's CVE-2020-26262 relayed to
+	 * such addresses). */
+  if (peer.port == 0 || unspecified(&peer))
+    return STUN_EINVAL;
 
   size_t cap = outcap < STUN_ANSWER_MAX ? outcap : STUN_ANSWER_MAX;
   size_t fp = (m.has & STUN_HAS_FINGERPRINT) ? 8 : 0;

@@ -59,6 +59,7 @@ typedef struct np_handle {
     uv_udp_t udp;
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_idle_t idle;
     uv_stream_t stream;
     uv_tty_t tty;
     uv_pipe_t pipe;

@@ -466,6 +466,7 @@ static int stun_answer(lua_State *L) {
   const char *ip = luaL_checkstring(L, 2);
   lua_Integer port = luaL_checkinteger(L, 3);
   struct stun_answer_opts opts = {.software = luaL_optstring(L, 4, NULL)};
+  size_t cap = STUN_ANSWER_MAX;
   struct sockaddr_storage from, origin, other;
   struct stun_addr a;
   socklen_t sl;
@@ -484,11 +485,19 @@ static int stun_answer(lua_State *L) {
     lua_getfield(L, 5, "response_port_ok");
     if (lua_toboolean(L, -1))
       opts.flags |= STUN_ANSWER_RESPONSE_PORT_OK;
-    lua_pop(L, 2);
+    /* a smaller cap drops the optional attributes that do not fit */
+    lua_getfield(L, 5, "max_size");
+    if (!lua_isnil(L, -1)) {
+      lua_Integer m = luaL_checkinteger(L, -1);
+      luaL_argcheck(L, m >= STUN_HEADER_SIZE, 5, "opts.max_size below the 20-byte header");
+      if (m < (lua_Integer)cap)
+        cap = (size_t)m;
+    }
+    lua_pop(L, 3);
   }
 
   uint8_t out[STUN_ANSWER_MAX];
-  int n = stun_answer_binding_ex(req, len, (const struct sockaddr *)&from, &opts, out, sizeof out);
+  int n = stun_answer_binding_ex(req, len, (const struct sockaddr *)&from, &opts, out, cap);
   if (n < 0)
     return push_fail(L, n);
   lua_pushlstring(L, (const char *)out, (size_t)n);

@@ -2,10 +2,19 @@
  * np_timer.c - timers: core.timer() -> timer; timer:start(ms, repeat_ms, cb),
  * timer:stop(), timer:again(), timer:close().  A started timer pins its
  * userdata until it is stopped (or fires for the last time).
+ *
+ * And idle handles: core.idle() -> idle; idle:start(cb) calls cb once per
+ * loop iteration (and makes the poll phase not block) until idle:stop();
+ * idle:close().  Started, it pins its userdata.  The scheduler runs tasks
+ * that yield for less than a millisecond from one: a 0 ms timer started
+ * from a timer callback runs in the same timer phase (libuv 1.44 runs
+ * every due timer before it polls), so a task looping on sleep(0) would
+ * keep the loop from ever polling or running close callbacks.
  */
 #include "natpunch.h"
 
 #define NP_TIMER_MT "natpunch.timer"
+#define NP_IDLE_MT "natpunch.idle"
 
 typedef struct np_timer {
   np_handle h;
@@ -117,10 +126,75 @@ static const luaL_Reg timer_methods[] = {
   {NULL, NULL}
 };
 
+/* ---- idle ---- */
+
+static void on_idle(uv_idle_t *i) {
+  np_timer *id = (np_timer *)i;
+  lua_State *L = np_cb_push(id->h.ctx, id->cb_ref);
+  if (L) np_call(id->h.ctx, 0);
+}
+
+static int idle_new(lua_State *L) {
+  np_timer *id = (np_timer *)np_handle_new(L, sizeof(np_timer), NP_IDLE_MT);
+  id->cb_ref = LUA_NOREF;
+  id->h.free_fn = timer_free;
+  uv_idle_init(&id->h.ctx->loop, &id->h.u.idle);
+  return 1;
+}
+
+static int idle_start(lua_State *L) {
+  np_timer *id = (np_timer *)np_handle_check(L, 1, NP_IDLE_MT);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  np_setref(L, &id->cb_ref, 2);
+  int rc = uv_idle_start(&id->h.u.idle, on_idle);
+  if (rc < 0) return np_push_error(L, rc);
+  np_pin(L, &id->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int idle_stop(lua_State *L) {
+  np_timer *id = (np_timer *)np_handle_check(L, 1, NP_IDLE_MT);
+  uv_idle_stop(&id->h.u.idle);
+  np_unpin(&id->h);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int idle_active(lua_State *L) {
+  np_handle *h = np_handle_test(L, 1, NP_IDLE_MT);
+  lua_pushboolean(L, h && uv_is_active(&h->u.handle));
+  return 1;
+}
+
+static int idle_close(lua_State *L) {
+  np_handle *h = np_handle_test(L, 1, NP_IDLE_MT);
+  if (h) np_handle_close(h);
+  return 0;
+}
+
+static int idle_is_closed(lua_State *L) {
+  lua_pushboolean(L, np_handle_test(L, 1, NP_IDLE_MT) == NULL);
+  return 1;
+}
+
+static const luaL_Reg idle_methods[] = {
+  {"start", idle_start},
+  {"stop", idle_stop},
+  {"active", idle_active},
+  {"close", idle_close},
+  {"is_closed", idle_is_closed},
+  {NULL, NULL}
+};
+
 int np_timer_open(lua_State *L) {
   np_class(L, NP_TIMER_MT, timer_methods);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, timer_new, 1);
   lua_setfield(L, 1, "timer");
+  np_class(L, NP_IDLE_MT, idle_methods);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, idle_new, 1);
+  lua_setfield(L, 1, "idle");
   return 0;
 }

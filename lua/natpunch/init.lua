@@ -41,6 +41,9 @@ local lazy = {
   msg = "natpunch.msg",
   json = "natpunch.json",
   lab = "natpunch.lab",
+  stunserver = "natpunch.stunserver",
+  discover = "natpunch.discover",
+  keepalive = "natpunch.keepalive",
 }
 
 return setmetatable(natpunch, {

@@ -238,6 +238,18 @@ local function plan(desc)
       n.prefixlen = subnet.len
       n.gateway = subnet.router
     end
+    -- more public addresses on the same interface (an RFC 5780 server
+    -- needs two): on the internet only, each in a public subnet
+    n.extra_addrs = {}
+    for _, extra in ipairs(spec.extra_addrs or {}) do
+      if n.behind then
+        error(("lab: %s: extra_addrs only on a public host"):format(n.name), 4)
+      end
+      local _, a = ip4.check_public(extra, n.name)
+      local text = take(a, n.name)
+      n.extra_addrs[#n.extra_addrs + 1] = { addr = text,
+        prefixlen = ip4.public_subnet(text).len }
+    end
   end
   for _, s in ipairs(ip4.PUBLIC) do take(ip4.parse(s.router), "router") end
 
@@ -365,6 +377,14 @@ end
 function Topology:ns(name) return self:node(name).ns end
 function Topology:addr(name) return self:node(name).addr end
 
+-- Every address of a node: its own first, then its extra_addrs.
+function Topology:addrs(name)
+  local n = self:node(name)
+  local list = { n.addr }
+  for _, x in ipairs(n.extra_addrs or {}) do list[#list + 1] = x.addr end
+  return list
+end
+
 -- The public address of a NAT router (its WAN address).
 function Topology:public(nat_name) return self:node(nat_name).addr end
 
@@ -472,6 +492,10 @@ function Topology:_uplink(n, ifname)
   self:_link(n.ns, ifname, up_ns, port, bridge, n.link, n.name)
   must_ip("-n", n.ns, "addr", "add", n.addr .. "/" .. n.prefixlen, "dev",
     ifname)
+  for _, x in ipairs(n.extra_addrs or {}) do
+    must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
+      ifname)
+  end
   must_ip("-n", n.ns, "route", "add", "default", "via", n.gateway)
 end
 

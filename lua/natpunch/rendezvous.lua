@@ -46,8 +46,10 @@ end
 -- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
 -- to amplify traffic toward a spoofed address.
 function Server:_reply(ip, port, fields, request_size)
-  local body = msg.encode(fields)
-  if #body + 1 > request_size then
+  -- a reply that echoes a long field (an error quoting a 1170-byte target)
+  -- may exceed msg.MAX_SIZE: it is not sent, and nothing raises
+  local ok, body = pcall(msg.encode, fields)
+  if not ok or #body + 1 > request_size then
     self.counters.replies_suppressed = self.counters.replies_suppressed + 1
     return
   end
@@ -159,6 +161,7 @@ local handlers = {
 
 function Server:_on_packet(err, data, ip, port, kind)
   if err then return end
+  if kind == "stun" and self.discovery then return self.discovery:handle(1, 1, data, ip, port) end
   if kind ~= "control" then
     self.counters.dropped = self.counters.dropped + 1
     return
@@ -219,6 +222,7 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.sweeper:close()
+  if self.discovery then self.discovery:close() end
   self.udp:close()
   if self.stunt then self.stunt:close() end
 end
@@ -253,9 +257,10 @@ function Server:records(id)
 end
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
--- (s), max_peers, software, on_register(info), on_connect(from, to),
--- on_event(ev), tcp (false: no STUNT server on the same port).  Returns
--- the server, or nil, message, code.
+-- (s), max_peers, software, alternate ("ip2[:port2]": answer RFC 5780
+-- NAT discovery as natpunch.stunserver does), on_register(info),
+-- on_connect(from, to), on_event(ev), tcp (false: no STUNT server on the
+-- same port).  Returns the server, or nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -269,7 +274,21 @@ function rendezvous.new(opts)
     dropped = 0, replies_suppressed = 0 }
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
-  self.udp:stun_server(true, self.software)
+  if opts.alternate then
+    -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN
+    -- then goes through Lua, for CHANGE-REQUEST and OTHER-ADDRESS
+    local d
+    d, err, code = require("natpunch.stunserver").new{ udp = self.udp, alternate = opts.alternate,
+      software = self.software, reuseaddr = opts.reuseaddr }
+    if not d then
+      self.udp:close()
+      if self.stunt then self.stunt:close() end
+      return nil, err, code
+    end
+    self.discovery = d
+  else
+    self.udp:stun_server(true, self.software)
+  end
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()
   self.sweep_every = math.max(100, math.min(self.ttl * 250, 5000))

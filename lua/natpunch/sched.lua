@@ -23,7 +23,53 @@ local state = {
   live = {},                                   -- tasks not finished yet
   failure = nil,                               -- first background error
   running = false,
+  ready = {},                                  -- wake-ups for the next loop iteration
+  idle = nil,                                  -- core.idle() that runs them
 }
+
+-- Waits shorter than a millisecond (sleep(0): "let the loop run") resume
+-- on the next loop iteration, from an idle handle: after the loop has
+-- polled for I/O and run close callbacks.  A 0 ms timer would not do:
+-- started from a timer callback it runs in the same timer phase, so a task
+-- looping on sleep(0) would starve the loop (and grow without bound).
+local function run_ready()
+  local q = state.ready
+  state.ready = {}
+  for i = 1, #q do q[i]() end
+  if #state.ready == 0 then state.idle:stop() end
+end
+
+local function defer(fn)
+  local q = state.ready
+  q[#q + 1] = fn
+  if #q == 1 then
+    if not state.idle or state.idle:is_closed() then state.idle = core.idle() end
+    state.idle:start(run_ready)
+  end
+end
+
+-- One timer per task, reused by every wait of that task with a timeout
+-- (sleep included) and closed when the task ends.
+local function task_timer(task)
+  local t = task.timer
+  if not t or t:is_closed() then
+    t = core.timer()
+    task.timer = t
+  end
+  return t
+end
+
+local function close_timer(task)
+  if task.timer then task.timer:close() end
+  task.timer = nil
+end
+
+-- Whole milliseconds, never early: 0.0005 s waits 1 ms, 0 waits for the
+-- next loop iteration.  (The 1e-6 keeps 0.05 * 1000 = 50.000000000000007
+-- at 50.)
+local function timeout_ms(s)
+  return math.max(0, math.ceil(s * 1000 - 1e-6))
+end
 
 local function traceback(co, err)
   if type(err) == "string" then
@@ -36,6 +82,7 @@ local function finish(task, ok, ...)
   if coroutine.status(task.co) ~= "dead" then return end
   task.done = true
   state.live[task] = nil
+  close_timer(task)
   if ok then
     task.results = table.pack(...)
   else
@@ -85,7 +132,7 @@ function sched.spawn(fn, ...)
   return task
 end
 
---- Suspend the current task until wake(...) is called; `arm(wake)` sets it
+--- Suspend the current task until wake(...) is called; `arm(wake)` (optional) sets it
 -- up.  With timeout (seconds), returns nil, "timeout" if nothing came.
 function sched.wait(arm, timeout)
   local task = need_task("wait")
@@ -93,18 +140,24 @@ function sched.wait(arm, timeout)
   local function wake(...)
     if fired then return end
     fired = true
-    if timer then timer:close() end
+    if timer and not timer:is_closed() then timer:stop() end
     sched.resume(task, ...)
   end
   if timeout then
-    timer = core.timer()
-    timer:start(math.max(0, timeout * 1000), 0, function() wake(nil, "timeout", "ETIMEDOUT") end)
+    local function expire() wake(nil, "timeout", "ETIMEDOUT") end
+    local ms = timeout_ms(timeout)
+    if ms == 0 then
+      defer(expire)
+    else
+      timer = task_timer(task)
+      timer:start(ms, 0, expire)
+    end
   end
-  local cancel = arm(wake)
+  local cancel = arm and arm(wake)
   local function release()
     fired = true
     task.release = nil
-    if timer and not timer:is_closed() then timer:close() end
+    if timer and not timer:is_closed() then timer:stop() end
     if type(cancel) == "function" then cancel() end
   end
   task.release = release     -- what Task:cancel undoes while we wait
@@ -113,17 +166,14 @@ function sched.wait(arm, timeout)
   return table.unpack(r, 1, r.n)
 end
 
---- Sleep the current task for s seconds.
+--- Sleep the current task for s seconds (whole milliseconds, rounded up);
+-- sleep(0) lets every other ready callback and task run once, I/O included.
 function sched.sleep(s)
-  if type(s) ~= "number" or s < 0 then
+  if type(s) ~= "number" or s < 0 or s ~= s or s >= 1e9 then
     error("bad argument #1 to 'sleep' (non-negative number of seconds expected)", 2)
   end
   need_task("sleep")
-  local t = core.timer()
-  sched.wait(function(wake)
-    t:start(s * 1000, 0, function() wake(true) end)
-    return function() t:close() end
-  end)
+  sched.wait(nil, s)
 end
 
 --- Wait for another task to finish; returns its results (or raises its error).
@@ -147,6 +197,7 @@ function Task:cancel()
   self.done = true
   state.live[self] = nil
   if self.release then self.release() end
+  close_timer(self)
   local waiters = self.waiters
   self.waiters = nil
   for _, w in ipairs(waiters or {}) do w() end

@@ -12,7 +12,7 @@ local cli = {}
 cli.OK, cli.FAIL, cli.USAGE, cli.INTERRUPTED = 0, 1, 2, 130
 
 -- Subcommands in the order `natpunch --help` lists them.
-cli.commands = { "rendezvous", "peer", "records", "shell", "lab" }
+cli.commands = { "rendezvous", "peer", "records", "shell", "lab", "stun-server", "nat-type" }
 
 local function is_command(name)
   for _, c in ipairs(cli.commands) do
@@ -24,7 +24,8 @@ end
 --- Load subcommand NAME; nil, message if it is unknown or cannot load.
 function cli.load(name)
   if not is_command(name) then return nil, "unknown command '" .. tostring(name) .. "'" end
-  local ok, mod = pcall(require, "natpunch.cli." .. name)
+  -- "stun-server" lives in natpunch/cli/stun_server.lua
+  local ok, mod = pcall(require, "natpunch.cli." .. name:gsub("-", "_"))
   if not ok then return nil, "command '" .. name .. "' cannot load: " .. tostring(mod) end
   return mod
 end

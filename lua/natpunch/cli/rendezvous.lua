@@ -8,6 +8,8 @@ local OPTIONS = {
     help = "seconds a registration lives without a refresh" },
   { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
   { "no-tcp", help = "no STUNT service (TCP) on the same address and port" },
+  { "alternate", arg = "IP2[:PORT2]", type = "string",
+    help = "second address: also an RFC 5780 discovery server (see stun-server)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -16,16 +18,19 @@ local M = {}
 M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
-  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--max-peers N] [--no-tcp] [--json]",
+  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--max-peers N] [--alternate IP2[:PORT2]]",
+  "                           [--no-tcp] [--json]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
   "private endpoints and a shared nonce) so they can punch a direct path.  The",
   "server never carries their data.  It also answers STUN Binding requests on",
-  "the same port, and accepts TCP there too (unless --no-tcp): the STUNT",
-  "service, through which peers punch direct TCP connections (natpunch peer",
-  "--transport tcp) and whose records `natpunch records` shows.  It runs until",
-  "interrupted (Ctrl-C) or killed.",
+  "the same port (with --alternate also RFC 5780's CHANGE-REQUEST and",
+  "OTHER-ADDRESS, from three more sockets, as `natpunch stun-server` does),",
+  "and accepts TCP there too (unless --no-tcp): the STUNT service, through",
+  "which peers punch direct TCP connections (natpunch peer --transport tcp)",
+  "and whose records `natpunch records` shows.  It runs until interrupted",
+  "(Ctrl-C) or killed.",
   "",
   cli.options_help(OPTIONS),
   "",
@@ -69,11 +74,16 @@ function M.run(argv)
   end
   if #rest > 0 then return cli.usage_error("rendezvous", "unexpected argument '" .. rest[1] .. "'") end
   if opts.ttl <= 0 then return cli.usage_error("rendezvous", "--ttl must be positive") end
+  if opts.alternate then
+    local ok, err = require("natpunch.stunserver").parse_alternate(opts.alternate)
+    if not ok then return cli.usage_error("rendezvous", "--" .. err) end
+  end
   io.stdout:setvbuf("line")
   local out = cli.output(opts.json, human)
   return cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
-      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, tcp = not opts.no_tcp,
+      listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
+      tcp = not opts.no_tcp,
       on_event = out.event,
     }
     if not server then
