@@ -152,7 +152,7 @@ describe("natpunch.stunt", function()
         assert.is_true(closed:wait(3))
         t:close()
       end
-      assert.is_true(rv:stats().malformed >= 3)
+      assert.is_true(rv:stats().tcp_malformed >= 3)
       local a = assert(natpunch.stunt.init{ server = addr, id = "a" })
       local taken, terr = natpunch.stunt.init{ server = addr, id = "a" }
       assert.is_nil(taken)

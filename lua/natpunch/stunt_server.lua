@@ -277,13 +277,13 @@ function Server:_on_data(conn, _, chunk)
   self.counters.tcp_bytes_in = self.counters.tcp_bytes_in + #chunk
   local msgs, perr = conn.reader:feed(chunk)
   if not msgs then
-    self.counters.malformed = self.counters.malformed + 1
+    self.counters.tcp_malformed = self.counters.tcp_malformed + 1
     return self:_close_conn(conn, perr)
   end
   conn.heard = core.now()
   for _, m in ipairs(msgs) do
     local h = H[m.t]
-    if h then h(self, conn, m) else self.counters.malformed = self.counters.malformed + 1 end
+    if h then h(self, conn, m) else self.counters.tcp_malformed = self.counters.tcp_malformed + 1 end
     if conn.closed then return end
   end
 end
@@ -378,7 +378,7 @@ function stunt_server.new(ip, port, opts)
     intros = {}, nintros = 0, ping_seq = 0,
     max_peers = opts.max_peers or 10000, on_event = opts.on_event, on_connect = opts.on_connect,
     counters = { tcp_registrations = 0, tcp_introductions = 0, tcp_dropped = 0, tcp_refused = 0,
-      tcp_bytes_in = 0, malformed = 0 },
+      tcp_bytes_in = 0, tcp_malformed = 0 },
   }, Server)
   self.max_conns = self.max_peers + 256
   self.max_records = self.max_peers * 2
