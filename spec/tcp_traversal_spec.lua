@@ -118,8 +118,8 @@ describe("the lab's NAT behaviours for TCP #lab", function()
   setup(function()
     t = lab.topology{ nats = {
       { name = "nd", type = "prc" },
-      { name = "nr", type = "prc", tcp_unsolicited = "rst" },
-      { name = "ni", type = "prc", tcp_unsolicited = "icmp" },
+      { name = "nr", type = "prc_rst" },                         -- registry entries (nat_types)
+      { name = "ni", type = "prc", tcp_unsolicited = "icmp" },   -- a NAT's own option
       { name = "nt", type = "prc", tcp_timeout = 2 },
     }, hosts = { { name = "s1", public = "203.0.113.2" }, { name = "ht", behind = "nt" } } }
     t:up()

@@ -74,36 +74,22 @@ struct punch_session {
 
 const char *punch_errname(int err) {
   switch (err) {
-  case PUNCH_OK: return "OK";
-  case PUNCH_CACHED: return "CACHED";
-  case PUNCH_EINVAL: return "EINVAL";
-  case PUNCH_EMALFORMED: return "EMALFORMED";
-  case PUNCH_ENONCE: return "ENONCE";
-  case PUNCH_ESELF: return "ESELF";
-  case PUNCH_ESTALE: return "ESTALE";
-  case PUNCH_EPATH: return "EPATH";
-  case PUNCH_EFULL: return "EFULL";
-  case PUNCH_ECLOSED: return "ECLOSED";
-  case PUNCH_EEXIST: return "EEXIST";
-  default: return "UNKNOWN";
+#define XX(name, value, msg) \
+  case value: return #name;
+    PUNCH_ERRNO_MAP(XX)
+#undef XX
   }
+  return "UNKNOWN";
 }
 
 const char *punch_strerror(int err) {
   switch (err) {
-  case PUNCH_OK: return "success";
-  case PUNCH_CACHED: return "request cached until its session exists";
-  case PUNCH_EINVAL: return "invalid argument";
-  case PUNCH_EMALFORMED: return "malformed punch frame";
-  case PUNCH_ENONCE: return "unknown session nonce";
-  case PUNCH_ESELF: return "our own request came back";
-  case PUNCH_ESTALE: return "response to no outstanding request";
-  case PUNCH_EPATH: return "response from an unexpected address";
-  case PUNCH_EFULL: return "table full";
-  case PUNCH_ECLOSED: return "session failed";
-  case PUNCH_EEXIST: return "session exists";
-  default: return "unknown error";
+#define XX(name, value, msg) \
+  case value: return msg;
+    PUNCH_ERRNO_MAP(XX)
+#undef XX
   }
+  return "unknown punch error";
 }
 
 const char *punch_cand_kind_name(int kind) {
@@ -111,14 +97,6 @@ const char *punch_cand_kind_name(int kind) {
   case PUNCH_CAND_PRIVATE: return "private";
   case PUNCH_CAND_PUBLIC: return "public";
   case PUNCH_CAND_PEER_REFLEXIVE: return "peer-reflexive";
-  default: return "unknown";
-  }
-}
-
-const char *punch_reason_name(int reason) {
-  switch (reason) {
-  case PUNCH_FAIL_TIMEOUT: return "timeout";
-  case PUNCH_FAIL_ONE_WAY: return "one-way";
   default: return "unknown";
   }
 }

@@ -32,21 +32,43 @@
 #define PUNCH_EARLY_MAX 16         /* punch_set: cached early requests */
 #define PUNCH_EARLY_MAX_AGE_MS 3000
 
+/* Error codes: XX(name, value, message), negative like libuv's (the same
+ * X-macro pattern as STUN_ERRNO_MAP).  The last two are also the reasons
+ * a session fails (punch_action.reason).
+ *   EINVAL     bad argument or configuration
+ *   EMALFORMED not a PUNCH frame, truncated, unknown kind
+ *   ENONCE     another session's nonce / no such session
+ *   ESELF      our own request came back (our tie-breaker)
+ *   ESTALE     response to no outstanding request
+ *   EPATH      response from another address than asked
+ *   EFULL      candidate table or session set full
+ *   ECLOSED    the session has failed
+ *   EEXIST     a session with this nonce exists
+ *   ETIMEDOUT  failed: nothing heard from the peer
+ *   EONEWAY    failed: the peer's requests came in, ours got no answer */
+#define PUNCH_ERRNO_MAP(XX)                                                          \
+  XX(EINVAL, -1, "invalid argument")                                                 \
+  XX(EMALFORMED, -2, "malformed punch frame")                                        \
+  XX(ENONCE, -3, "unknown session nonce")                                            \
+  XX(ESELF, -4, "our own request came back")                                         \
+  XX(ESTALE, -5, "response to no outstanding request")                               \
+  XX(EPATH, -6, "response from an unexpected address")                               \
+  XX(EFULL, -7, "table full")                                                        \
+  XX(ECLOSED, -8, "session failed")                                                  \
+  XX(EEXIST, -9, "session exists")                                                   \
+  XX(ETIMEDOUT, -10, "timeout: nothing heard from the peer")                         \
+  XX(EONEWAY, -11, "one-way: the peer's requests came in, ours got no answer")
+
 enum punch_error {
   PUNCH_OK = 0,
-  PUNCH_EINVAL = -1,       /* bad argument or configuration */
-  PUNCH_EMALFORMED = -2,   /* not a PUNCH frame, truncated, unknown kind */
-  PUNCH_ENONCE = -3,       /* another session's nonce / no such session */
-  PUNCH_ESELF = -4,        /* our own request came back (our tie-breaker) */
-  PUNCH_ESTALE = -5,       /* response to no outstanding request */
-  PUNCH_EPATH = -6,        /* response from another address than asked */
-  PUNCH_EFULL = -7,        /* candidate table or session set full */
-  PUNCH_ECLOSED = -8,      /* the session has failed */
-  PUNCH_EEXIST = -9        /* a session with this nonce exists */
+#define XX(name, value, msg) PUNCH_##name = value,
+  PUNCH_ERRNO_MAP(XX)
+#undef XX
 };
 #define PUNCH_CACHED 1       /* punch_set_input: request kept for later */
 
-const char *punch_errname(int err);   /* "ENONCE", ...; "UNKNOWN" otherwise */
+/* "ENONCE" etc.; "UNKNOWN" for a value not in the map. */
+const char *punch_errname(int err);
 const char *punch_strerror(int err);
 
 typedef enum punch_cand_kind {
@@ -56,11 +78,11 @@ typedef enum punch_cand_kind {
 } punch_cand_kind;
 const char *punch_cand_kind_name(int kind);   /* "private", "public", "peer-reflexive" */
 
+/* Why a session failed: an error code of the map (punch_errname). */
 typedef enum punch_fail_reason {
-  PUNCH_FAIL_TIMEOUT = 1,   /* nothing heard from the peer */
-  PUNCH_FAIL_ONE_WAY = 2    /* the peer's requests came in, ours got no answer */
+  PUNCH_FAIL_TIMEOUT = PUNCH_ETIMEDOUT,
+  PUNCH_FAIL_ONE_WAY = PUNCH_EONEWAY
 } punch_fail_reason;
-const char *punch_reason_name(int reason);    /* "timeout", "one-way" */
 
 typedef struct punch_config {
   uint32_t initial_interval_ms;   /* between the first two rounds */

@@ -11,7 +11,7 @@
 
 #include <string.h>
 
-const char *stun_err_name(int err) {
+const char *stun_errname(int err) {
   switch (err) {
 #define XX(name, value, msg) \
   case value: return #name;

@@ -133,7 +133,7 @@ enum stun_errno {
 };
 
 /* "ETRUNCATED" etc.; "UNKNOWN" for a value not in the map. */
-const char *stun_err_name(int err);
+const char *stun_errname(int err);
 const char *stun_strerror(int err);
 
 /* An address as carried in the attributes, in network byte order. */

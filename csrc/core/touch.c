@@ -87,30 +87,22 @@ struct touch_peer {
 
 const char *touch_errname(int err) {
   switch (err) {
-  case TOUCH_OK: return "OK";
-  case TOUCH_EINVAL: return "EINVAL";
-  case TOUCH_E2BIG: return "E2BIG";
-  case TOUCH_EFULL: return "EFULL";
-  case TOUCH_EMALFORMED: return "EMALFORMED";
-  case TOUCH_ESTALE: return "ESTALE";
-  case TOUCH_EBUSY: return "EBUSY";
-  case TOUCH_ENOMEM: return "ENOMEM";
-  default: return "UNKNOWN";
+#define XX(name, value, msg) \
+  case value: return #name;
+    TOUCH_ERRNO_MAP(XX)
+#undef XX
   }
+  return "UNKNOWN";
 }
 
 const char *touch_strerror(int err) {
   switch (err) {
-  case TOUCH_OK: return "success";
-  case TOUCH_EINVAL: return "invalid argument";
-  case TOUCH_E2BIG: return "message too long";
-  case TOUCH_EFULL: return "too many messages in flight";
-  case TOUCH_EMALFORMED: return "malformed touch frame";
-  case TOUCH_ESTALE: return "acknowledgement for another epoch";
-  case TOUCH_EBUSY: return "receive buffers full";
-  case TOUCH_ENOMEM: return "out of memory";
-  default: return "unknown error";
+#define XX(name, value, msg) \
+  case value: return msg;
+    TOUCH_ERRNO_MAP(XX)
+#undef XX
   }
+  return "unknown touch error";
 }
 
 /*

@@ -45,19 +45,35 @@
 /* Largest UDP payload over IPv4 (65535 - 20 - 8) less our header. */
 #define TOUCH_PAYLOAD_LIMIT (65507 - TOUCH_HEADER_LEN)
 
-/* Error codes: negative, like libuv's. */
+/* Error codes: XX(name, value, message), negative like libuv's (the same
+ * X-macro pattern as STUN_ERRNO_MAP).
+ *   EINVAL     bad argument or configuration
+ *   E2BIG      payload larger than max_payload
+ *   EFULL      max_in_flight messages unresolved: retry later
+ *   EMALFORMED not a TOUCH/TOUCH_ACK frame, truncated, bad field
+ *   ESTALE     ack for another epoch (an earlier incarnation)
+ *   EBUSY      no free receive buffer: frame dropped unacked
+ *   ENOMEM     touch_send could not allocate the sender's slots
+ *   ETIMEDOUT  a message was never acknowledged (TOUCH_FAILED) */
+#define TOUCH_ERRNO_MAP(XX)                                    \
+  XX(EINVAL, -1, "invalid argument")                           \
+  XX(E2BIG, -2, "message too long")                            \
+  XX(EFULL, -3, "too many messages in flight")                 \
+  XX(EMALFORMED, -4, "malformed touch frame")                  \
+  XX(ESTALE, -5, "acknowledgement for another epoch")          \
+  XX(EBUSY, -6, "receive buffers full")                        \
+  XX(ENOMEM, -7, "out of memory")                              \
+  XX(ETIMEDOUT, -8, "touch was not acknowledged")
+
 enum touch_error {
   TOUCH_OK = 0,
-  TOUCH_EINVAL = -1,      /* bad argument or configuration */
-  TOUCH_E2BIG = -2,       /* payload larger than max_payload */
-  TOUCH_EFULL = -3,       /* max_in_flight messages unresolved: retry later */
-  TOUCH_EMALFORMED = -4,  /* not a TOUCH/TOUCH_ACK frame, truncated, bad field */
-  TOUCH_ESTALE = -5,      /* ack for another epoch (an earlier incarnation) */
-  TOUCH_EBUSY = -6,       /* no free receive buffer: frame dropped unacked */
-  TOUCH_ENOMEM = -7       /* touch_send could not allocate the sender's slots */
+#define XX(name, value, msg) TOUCH_##name = value,
+  TOUCH_ERRNO_MAP(XX)
+#undef XX
 };
 
-const char *touch_errname(int err);    /* "EFULL", ...; "UNKNOWN" otherwise */
+/* "EFULL" etc.; "UNKNOWN" for a value not in the map. */
+const char *touch_errname(int err);
 const char *touch_strerror(int err);
 
 typedef struct touch_config {

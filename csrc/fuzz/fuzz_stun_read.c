@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
   struct stun_msg m;
   int r = stun_read(data, len, &m);
   FUZZ_ASSERT(r <= 0);
-  FUZZ_ASSERT(strcmp(stun_err_name(r), "UNKNOWN") != 0 || r == 0);
+  FUZZ_ASSERT(strcmp(stun_errname(r), "UNKNOWN") != 0 || r == 0);
   long fs = stun_frame_size(data, len);
   if (r == 0) {
     FUZZ_ASSERT(m.size == len);

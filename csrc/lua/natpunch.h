@@ -78,6 +78,12 @@ void np_core_open(lua_State *L);
 np_ctx *np_ctx_get(lua_State *L);               /* from upvalue 1 */
 int np_push_error(lua_State *L, int uverr);      /* nil, "ENAME: text", "ENAME" */
 int np_push_fail(lua_State *L, const char *code, const char *msg);
+/* The one shape of errors passed to callbacks: cb(err, ...) where err is
+ * nil or "CODE: message", the text of the message in nil, message, code;
+ * the code is what comes before the first ':' (docs/API.md).  These push
+ * that first argument. */
+void np_push_cb_error(lua_State *L, const char *code, const char *msg);
+void np_push_cb_status(lua_State *L, int uverr);   /* nil when uverr >= 0 */
 void np_pin(lua_State *L, np_handle *h, int idx);   /* pin userdata at idx */
 void np_unpin(np_handle *h);
 /* Push the callback at ref and call it with nargs already pushed after it.
@@ -118,6 +124,7 @@ int np_tcp_punch_open(lua_State *L);
  * msg, code and closes fd). */
 int np_tcp_push_fd(lua_State *L, int fd);
 int np_stdio_open(lua_State *L);
+int np_redis_open(lua_State *L);   /* np_redis.c: hiredis on the loop */
 int np_stun_open(lua_State *L);    /* pushes the stun table (no argument) */
 
 #endif

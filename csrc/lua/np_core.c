@@ -30,6 +30,15 @@ int np_push_fail(lua_State *L, const char *code, const char *msg) {
   return 3;
 }
 
+void np_push_cb_error(lua_State *L, const char *code, const char *msg) {
+  lua_pushfstring(L, "%s: %s", code, msg);
+}
+
+void np_push_cb_status(lua_State *L, int uverr) {
+  if (uverr < 0) np_push_cb_error(L, uv_err_name(uverr), uv_strerror(uverr));
+  else lua_pushnil(L);
+}
+
 void np_unref(lua_State *L, int *ref) {
   if (*ref != LUA_NOREF && *ref != LUA_REFNIL && L)
     luaL_unref(L, LUA_REGISTRYINDEX, *ref);

@@ -32,6 +32,7 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
     {np_tcp_open, NULL},
     {np_tcp_punch_open, NULL},
     {np_stdio_open, NULL},
+    {np_redis_open, NULL},
   };
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
     lua_pushvalue(L, -2);

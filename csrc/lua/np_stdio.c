@@ -66,7 +66,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     lua_pushnil(L);
     lua_pushnil(L);
   } else if (nread < 0) {
-    lua_pushstring(L, uv_err_name((int)nread));
+    np_push_cb_status(L, (int)nread);
     lua_pushnil(L);
   } else {
     lua_pushnil(L);

@@ -26,8 +26,8 @@
 
 static int push_fail(lua_State *L, int err) {
   lua_pushnil(L);
-  lua_pushfstring(L, "%s: %s", stun_err_name(err), stun_strerror(err));
-  lua_pushstring(L, stun_err_name(err));
+  lua_pushfstring(L, "%s: %s", stun_errname(err), stun_strerror(err));
+  lua_pushstring(L, stun_errname(err));
   return 3;
 }
 
@@ -439,7 +439,7 @@ static int stun_encode(lua_State *L) {
     }
   }
   if (n < 0)
-    return luaL_error(L, "stun.encode: %s (%s)", stun_strerror(n), stun_err_name(n));
+    return luaL_error(L, "stun.encode: %s (%s)", stun_strerror(n), stun_errname(n));
   lua_pushlstring(L, (const char *)small, (size_t)n);
   return 1;
 }

@@ -3,7 +3,7 @@
  *   core.tcp() -> tcp
  *   tcp:bind(host, port [, {reuseaddr=, reuseport=, ipv6only=}])
  *   tcp:listen([backlog,] cb)  cb(err) per incoming connection; tcp:accept()
- *   tcp:connect(host, port, cb)  cb(err) once, err a code like "ECONNREFUSED"
+ *   tcp:connect(host, port, cb)  cb(err) once, err like "ECONNREFUSED: connection refused"
  *   tcp:read_start(cb)  cb(err, chunk), chunk nil at end of stream; read_stop()
  *   tcp:write(data [, cb]), write_queue_size(), on_drain(cb), shutdown([cb])
  *   getsockname(), getpeername(), nodelay(on), keepalive(on [, delay_s]),
@@ -87,12 +87,6 @@ static lua_State *take_cb(np_ctx *ctx, int *ref) {
   lua_State *L = np_cb_push(ctx, *ref);
   np_unref(ref_state(ctx), ref);
   return L;
-}
-
-/* Callbacks get the error code ("ECONNREFUSED") or nil. */
-static void push_status(lua_State *L, int status) {
-  if (status < 0) lua_pushstring(L, uv_err_name(status));
-  else lua_pushnil(L);
 }
 
 /* A listening socket has libuv's accept callback on its I/O watcher, which
@@ -199,7 +193,7 @@ static void on_connection(uv_stream_t *server, int status) {
   np_tcp *t = (np_tcp *)server;
   lua_State *L = np_cb_push(t->h.ctx, t->listen_cb_ref);
   if (!L) return;
-  push_status(L, status);
+  np_push_cb_status(L, status);
   np_call(t->h.ctx, 1);
 }
 
@@ -249,7 +243,7 @@ static void on_connect(uv_connect_t *req, int status) {
   free(cr);
   t->connecting = 0;
   if (L) {
-    push_status(L, status);
+    np_push_cb_status(L, status);
     np_call(ctx, 1);
   }
   unpin_if_idle(t);
@@ -303,7 +297,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
       lua_pushnil(L);
       lua_pushlstring(L, buf->base, (size_t)nread);
     } else {
-      push_status(L, nread == UV_EOF ? 0 : (int)nread);
+      np_push_cb_status(L, nread == UV_EOF ? 0 : (int)nread);
       lua_pushnil(L);
     }
     np_call(ctx, 2);
@@ -352,7 +346,7 @@ static void on_write(uv_write_t *req, int status) {
   free(wr);
   t->writes_pending--;
   if (L) {
-    push_status(L, status);
+    np_push_cb_status(L, status);
     np_call(ctx, 1);
   }
   /* the callback may have queued more */
@@ -446,7 +440,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   free(sr);
   t->shutting = 0;
   if (L) {
-    push_status(L, status);
+    np_push_cb_status(L, status);
     np_call(ctx, 1);
   }
   unpin_if_idle(t);

@@ -240,7 +240,9 @@ static void on_connect_ready(uv_poll_t *poll, int status, int events) {
 static int start_poll(tcp_punch *p, attempt *a, int events, uv_poll_cb cb) {
   int rc = uv_poll_init_socket(&p->h.ctx->loop, &a->poll, a->fd);
   if (rc < 0) return rc;
-  a->poll.data = a;   /* not self: walk_close leaves it to its owner */
+  /* not the handle itself: walk_close (np_core.c) takes a handle whose data
+   * points to itself for a natpunch handle; its owner closes this one */
+  a->poll.data = NULL;
   rc = uv_poll_start(&a->poll, events, cb);
   if (rc < 0) {
     uv_close((uv_handle_t *)&a->poll, on_attempt_closed);

@@ -306,15 +306,8 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   if (nread < 0) {
     lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
     if (!L) return;
-    np_push_error(L, (int)nread);
-    lua_remove(L, -3);   /* drop the nil: cb(err_message, nil, nil, nil, code) */
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    np_call(u->h.ctx, 5);
+    np_push_cb_status(L, (int)nread);
+    np_call(u->h.ctx, 1);
     return;
   }
   if (!addr) return;

@@ -6,8 +6,8 @@
  *   udp:punch({nonce=, candidates={{ip, port, "private"|"public"}, ...},
  *              timeout=ms, interval=ms, max_interval=ms}, cb) -> true | nil, err, code
  *   cb(nil, ip, port, kind, rtt_ms) once on success (kind: "private",
- *   "public" or "peer-reflexive"), or cb(reason) on failure ("timeout",
- *   "one-way").  After success the session keeps answering the peer's
+ *   "public" or "peer-reflexive"), or cb(err) on failure: "ETIMEDOUT: ..."
+ *   (nothing heard) or "EONEWAY: ..." (their requests came, ours unanswered).  After success the session keeps answering the peer's
  *   requests until its timeout, so the peer can finish too.
  *   udp:punch_cancel(nonce)
  * An engine of the UDP hub (np_udp.h): frame PUNCH.
@@ -97,7 +97,7 @@ static void report(np_udp *u, np_punch *p, punch_session *s, const punch_action 
     lua_pushinteger(L, a->rtt_ms);
     np_call(u->h.ctx, 5);
   } else {
-    lua_pushstring(L, punch_reason_name(a->reason));
+    np_push_cb_error(L, punch_errname(a->reason), punch_strerror(a->reason));
     np_call(u->h.ctx, 1);
   }
 }

@@ -184,7 +184,7 @@ static int take_cb(tm_entry *e, uint32_t id) {
 static void call_result(np_udp *u, int ref, uint32_t id, int failed, uint32_t rtt) {
   lua_State *L = np_cb_push(u->h.ctx, ref);
   if (!L) return;
-  if (failed) lua_pushliteral(L, "ETIMEDOUT: touch was not acknowledged");
+  if (failed) np_push_cb_error(L, touch_errname(TOUCH_ETIMEDOUT), touch_strerror(TOUCH_ETIMEDOUT));
   else lua_pushnil(L);
   lua_pushinteger(L, id);
   if (failed) lua_pushnil(L);

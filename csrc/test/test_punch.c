@@ -745,7 +745,9 @@ static void test_frame(suite *su) {
   frame(b, PUNCH_REQUEST, nonce1, 0, 1);
   CHECK(su, punch_parse(b, len, &f) == PUNCH_EMALFORMED);   /* seq 0 */
   CHECK(su, strcmp(punch_errname(PUNCH_ENONCE), "ENONCE") == 0);
-  CHECK(su, strcmp(punch_reason_name(PUNCH_FAIL_TIMEOUT), "timeout") == 0);
+  CHECK(su, strcmp(punch_errname(PUNCH_FAIL_TIMEOUT), "ETIMEDOUT") == 0);
+  CHECK(su, strcmp(punch_errname(PUNCH_FAIL_ONE_WAY), "EONEWAY") == 0);
+  CHECK_ERRNO_MAP(su, PUNCH_ERRNO_MAP, punch_errname, punch_strerror);
   punch_config c;
   punch_config_default(&c);
   CHECK(su, punch_config_check(&c) == PUNCH_OK && c.initial_interval_ms == 20 && c.max_interval_ms == 200);

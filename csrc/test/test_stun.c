@@ -405,16 +405,16 @@ static void test_errors(struct tally *t) {
   size_t nc = sizeof codes / sizeof codes[0];
   int distinct = 1;
   for (size_t i = 0; i < nc; i++) {
-    if (strcmp(stun_err_name(codes[i]), "UNKNOWN") == 0 || stun_strerror(codes[i])[0] == 0)
+    if (strcmp(stun_errname(codes[i]), "UNKNOWN") == 0 || stun_strerror(codes[i])[0] == 0)
       distinct = 0;
     for (size_t j = 0; j < i; j++)
-      if (codes[i] == codes[j] || strcmp(stun_err_name(codes[i]), stun_err_name(codes[j])) == 0)
+      if (codes[i] == codes[j] || strcmp(stun_errname(codes[i]), stun_errname(codes[j])) == 0)
         distinct = 0;
   }
   CHECK(distinct);
-  CHECK(strcmp(stun_err_name(STUN_ETRUNCATED), "ETRUNCATED") == 0);
-  CHECK(strcmp(stun_err_name(-999), "UNKNOWN") == 0);
-  CHECK(strcmp(stun_err_name(0), "UNKNOWN") == 0);
+  CHECK(strcmp(stun_errname(STUN_ETRUNCATED), "ETRUNCATED") == 0);
+  CHECK(strcmp(stun_errname(-999), "UNKNOWN") == 0);
+  CHECK(strcmp(stun_errname(0), "UNKNOWN") == 0);
 }
 
 static void test_type_bits(struct tally *t) {

@@ -268,6 +268,7 @@ static void test_config(suite *su) {
   CHECK(su, touch_config_check(&bad) == TOUCH_EINVAL);
   CHECK(su, strcmp(touch_errname(TOUCH_EFULL), "EFULL") == 0);
   CHECK(su, strcmp(touch_errname(TOUCH_E2BIG), "E2BIG") == 0);
+  CHECK_ERRNO_MAP(su, TOUCH_ERRNO_MAP, touch_errname, touch_strerror);
 }
 
 static void test_roundtrip(suite *su) {

@@ -20,21 +20,23 @@
 local proc = require "natpunch.lab.proc"
 local ip4 = require "natpunch.lab.ip4"
 local nft = require "natpunch.lab.nft"
+local nat_types = require "natpunch.lab.nat_types"
 local impair = require "natpunch.lab.impair"
 local state = require "natpunch.lab.state"
 
 local lab = {}
 
-lab.TYPES = nft.TYPES
+lab.TYPES = nft.TYPES                -- id -> entry of lab/nat_types.lua
 lab.canonical_type = nft.canonical
+lab.nat_types = nat_types
 
 -- Defaults of a NAT router.  Linux's own UDP conntrack timeouts (30 s
 -- unreplied, 120 s once both ways have been seen) are kept unless asked:
 -- RFC 4787 REQ-5 wants at least 2 minutes for an active mapping.
 -- TCP: RFC 5382 REQ-5 asks for at least 2 h 4 min on an established
--- connection; an unsolicited inbound SYN is dropped silently (REQ-4).
-local NAT_DEFAULTS = { udp_timeout = 30, udp_stream_timeout = 120, tcp_timeout = 7440,
-  tcp_unsolicited = "drop" }
+-- connection.  What an unsolicited SYN gets is the NAT type's
+-- (nat_types: tcp.unsolicited) unless a NAT says tcp_unsolicited.
+local NAT_DEFAULTS = { udp_timeout = 30, udp_stream_timeout = 120, tcp_timeout = 7440 }
 local TCP_UNSOLICITED = { drop = true, rst = true, icmp = true }
 
 local INET = "inet"
@@ -83,7 +85,13 @@ end
 ---------------------------------------------------------------------------
 -- environment checks
 
+-- From the kernel, not math.random: a spec that seeds math.random (the
+-- JSON spec does) would give every concurrent test run the same prefix.
 local function random_prefix()
+  local f = io.open("/dev/urandom", "rb")
+  local b = f and f:read(2)
+  if f then f:close() end
+  if b and #b == 2 then return ("np%02x%02x"):format(b:byte(1, 2)) end
   return ("np%04x"):format(math.random(0, 0xffff))
 end
 
@@ -262,7 +270,7 @@ local function plan(desc)
     end
     n.hairpin = spec.hairpin and true or false
     if spec.port_preservation == nil then
-      n.port_preservation = n.type ~= "sym"
+      n.port_preservation = nat_types.get(n.type).port_preservation
     else
       n.port_preservation = spec.port_preservation and true or false
     end
@@ -271,7 +279,7 @@ local function plan(desc)
     n.udp_stream_timeout = spec.udp_stream_timeout
       or NAT_DEFAULTS.udp_stream_timeout
     n.tcp_timeout = spec.tcp_timeout or NAT_DEFAULTS.tcp_timeout
-    n.tcp_unsolicited = spec.tcp_unsolicited or NAT_DEFAULTS.tcp_unsolicited
+    n.tcp_unsolicited = spec.tcp_unsolicited
     if spec.tcp_allow ~= nil then
       if type(spec.tcp_allow) ~= "table" then
         error(("lab: %s: tcp_allow must be a list of addresses"):format(spec.name), 3)
@@ -282,7 +290,7 @@ local function plan(desc)
         n.tcp_allow[#n.tcp_allow + 1] = a
       end
     end
-    if not TCP_UNSOLICITED[n.tcp_unsolicited] then
+    if n.tcp_unsolicited ~= nil and not TCP_UNSOLICITED[n.tcp_unsolicited] then
       error(("lab: %s: tcp_unsolicited must be drop, rst or icmp"):format(spec.name), 3)
     end
     -- the LAN first, so a NAT's own outer address cannot land in it
@@ -639,7 +647,7 @@ function Topology:info()
       e.udp_timeout = n.udp_timeout
       e.udp_stream_timeout = n.udp_stream_timeout
       e.tcp_timeout = n.tcp_timeout
-      e.tcp_unsolicited = n.tcp_unsolicited
+      e.tcp_unsolicited = n.tcp_unsolicited or nat_types.get(n.type).tcp.unsolicited
       for _, f in ipairs(n.forward) do
         e.forward = e.forward or {}
         e.forward[#e.forward + 1] = ("%s %s:%d -> %s:%d"):format(f.proto,

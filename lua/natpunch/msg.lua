@@ -14,6 +14,15 @@ msg.MAX_FIELDS = 32
 -- sends back to a request's source is larger than the request itself:
 -- a rendezvous never amplifies traffic toward a spoofed source.
 msg.MIN_REQUEST = 160
+-- Connect requests are padded to this size: the introduction that answers
+-- one carries the other peer's candidates and opaque method fields.
+msg.CONNECT_PAD = 1024
+-- Opaque fields: a register request's "m.NAMESPACE.KEY" fields (what a
+-- peer's traversal methods tell the peers introduced to it) are passed
+-- through by the rendezvous into introductions, within these bounds.
+msg.OPAQUE_PREFIX = "m."
+msg.MAX_OPAQUE = 12          -- fields per peer
+msg.MAX_OPAQUE_BYTES = 400   -- names + values per peer
 
 local function sorted_keys(t)
   local keys = {}
@@ -67,6 +76,27 @@ function msg.decode(body)
   if type(fields.t) ~= "string" then return nil, "no message type" end
   fields._ = nil
   return fields
+end
+
+--- The opaque fields of a message (see OPAQUE_PREFIX), within the bounds,
+-- as a new table; and how many were left out.
+function msg.opaque(fields)
+  local names = {}
+  for k in pairs(fields) do
+    if k:sub(1, #msg.OPAQUE_PREFIX) == msg.OPAQUE_PREFIX then names[#names + 1] = k end
+  end
+  table.sort(names)
+  local out, n, bytes, dropped = {}, 0, 0, 0
+  for _, k in ipairs(names) do
+    local size = #k + #fields[k]
+    if n < msg.MAX_OPAQUE and bytes + size <= msg.MAX_OPAQUE_BYTES then
+      out[k] = fields[k]
+      n, bytes = n + 1, bytes + size
+    else
+      dropped = dropped + 1
+    end
+  end
+  return out, dropped
 end
 
 --- "ip:port,ip:port" lists of candidates.

@@ -1,6 +1,7 @@
 --- A peer (natdemo's peer, seed 000): registers with a rendezvous server,
--- connects to other peers by id, punches a direct UDP path, then sends
--- (unreliable) and touches (reliable) over it.
+-- connects to other peers by id, reaches them directly with the first
+-- traversal method that works (natpunch.method: UDP hole punching by
+-- default), then sends (unreliable) and touches (reliable) over it.
 --
 --   local p = natpunch.peer{ server = "203.0.113.1:3478", id = "alice",
 --                            on_message = function(s, data, kind) print(s.peer, data) end }
@@ -16,6 +17,8 @@ local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local candidates = require "natpunch.candidates"
+local method = require "natpunch.method"
 
 local peer = {}
 
@@ -43,34 +46,48 @@ function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
 end
 
--- Local candidates: the addresses this socket can be reached at on its own
--- LANs (seed 002: hosts with several interfaces; seed 003: peers behind the
--- same NAT use their private addresses).
-function Peer:_private_candidates()
-  local ip, port = self.udp:getsockname()
-  if ip ~= "0.0.0.0" and ip ~= "::" then return { addr.format(ip, port) } end
-  local fam = addr.family(ip)
-  local server_loopback = self.server_ip and (self.server_ip:match("^127%.") or self.server_ip == "::1")
-  local out = {}
-  for _, itf in ipairs(core.interface_addresses() or {}) do
-    if itf.family == fam and (not itf.internal or server_loopback)
-       and not itf.ip:lower():match("^fe80") then
-      out[#out + 1] = addr.format(itf.ip, port)
-      if #out >= 8 then break end
-    end
+-- The fields of a register request: our private candidates, and what our
+-- methods (and p:advertise) tell peers introduced to us, as opaque
+-- "m.NAMESPACE.KEY" fields the rendezvous passes through (PROTOCOL.md).
+function Peer:_register_fields()
+  local f = { t = "register", id = self.id, key = self.key,
+    private = table.concat(candidates.gather(self.udp, self.server_ip), ",") }
+  -- the methods, unless just the default (a peer that says nothing has "udp"),
+  -- so that a plain peer costs the rendezvous nothing more
+  local list = table.concat(self.methods, ",")
+  if list ~= "udp" then f["m.methods"] = list end
+  local function put(ns, fields)
+    for k, v in pairs(fields or {}) do f["m." .. ns .. "." .. k] = v end
   end
-  return out
+  for _, name in ipairs(self.methods) do
+    local m = method.get(name)
+    if m.advertise then put(name, m.advertise(self)) end
+  end
+  for ns, fields in pairs(self.advertised) do put(ns, fields) end
+  return f
+end
+
+--- Fields under namespace ns sent with every registration from now on
+-- (nil removes them); peers introduced to us read them as intro.info[ns].
+-- For facts about this peer that are no method's own (the NAT type found
+-- by discovery, say). Takes effect at the next register or refresh.
+function Peer:advertise(ns, fields)
+  if type(ns) ~= "string" or not ns:match("^[%w_]+$") then
+    error("bad argument #1 to 'advertise' (namespace: letters, digits, _)", 2)
+  end
+  if fields ~= nil and type(fields) ~= "table" then error("bad argument #2 to 'advertise' (table expected)", 2) end
+  self.advertised[ns] = fields
 end
 
 --------------------------------------------------------------- requests
 
 -- Send a control request to the current server, retransmitting with
 -- back-off until the reply with the same tx arrives or the deadline passes.
-function Peer:_request(fields, timeout)
+function Peer:_request(fields, timeout, pad)
   self.tx_seq = self.tx_seq + 1
   local tx = tostring(self.tx_seq)
   fields.tx = tx
-  local body = msg.encode(fields, msg.MIN_REQUEST)
+  local body = msg.encode(fields, pad or msg.MIN_REQUEST)
   local fut = sched.future()
   self.pending[tx] = fut
   local deadline = now() + timeout * 1000
@@ -91,29 +108,15 @@ function Peer:_request(fields, timeout)
   return reply
 end
 
---- Register with the first server that answers (failover in order), and
--- with its STUNT service when TCP is one of the transports.  Returns the
--- public endpoint seen by the server, or nil, reason.
+--- Register with the first server that answers (failover in order).
+-- Returns the public endpoint seen by the server, or nil, reason.
 function Peer:register()
-  local tcp_only = #self.transports == 1 and self.transports[1] == "tcp"
-  if tcp_only then return require("natpunch.peer_tcp").register(self, true) end
-  local public, err = self:_register_udp()
-  if public and self.transports_tcp and not self.stunt then
-    require("natpunch.peer_tcp").register(self, false)
-  end
-  return public, err
-end
-
-function Peer:_register_udp()
   local last
   for i = 1, #self.servers do
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
     self.server_index = idx
     self.server_ip, self.server_port = addr.parse(self.servers[idx])
-    local reply, err = self:_request({
-      t = "register", id = self.id, key = self.key,
-      private = table.concat(self:_private_candidates(), ","),
-    }, self.register_timeout)
+    local reply, err = self:_request(self:_register_fields(), self.register_timeout)
     if reply then
       self.public = reply.public
       self.server = self.servers[idx]
@@ -142,8 +145,7 @@ function Peer:_start_refresh()
     while not self.closed do
       sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))
       if self.closed then break end
-      local reply = self:_request({ t = "register", id = self.id, key = self.key,
-        private = table.concat(self:_private_candidates(), ",") }, self.register_timeout)
+      local reply = self:_request(self:_register_fields(), self.register_timeout)
       if not reply and not self.closed then
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
@@ -156,16 +158,16 @@ end
 
 --------------------------------------------------------------- sessions
 
-local function new_session(self, intro, ip, port, kind, started)
+-- A session wraps the link a method returned (send/touch/close).
+local function new_session(self, intro, link, started)
   local s = setmetatable({
-    owner = self, peer = intro.peer, ip = ip, port = port,
-    remote = addr.format(ip, port),
-    path = (kind == "private") and "private" or "public",
-    transport = "udp",
+    owner = self, peer = intro.peer, link = link,
+    ip = link.ip, port = link.port, remote = link.remote,
+    path = link.path, transport = link.transport, method = link.method,
     setup_ms = now() - started,
     inbox = {}, waiting = {},
   }, Session)
-  self.sessions[s.remote] = s
+  if link.route then self.sessions[link.route] = s end
   self.by_peer[s.peer] = s
   return s
 end
@@ -175,7 +177,7 @@ end
 function Peer:_replay_early(s)
   local keep, t = {}, now()
   for _, e in ipairs(self.early) do
-    if e.from == s.remote then
+    if e.from == s.link.route then
       s:_deliver(e.data, e.kind)
     elseif t - e.at <= EARLY_MAX_AGE_MS then
       keep[#keep + 1] = e
@@ -186,76 +188,67 @@ function Peer:_replay_early(s)
   self.early = keep
 end
 
--- Punch toward every candidate of the introduced peer (C state machine).
-function Peer:_punch(intro)
-  local cands = {}
-  for _, c in ipairs(msg.split_list(intro.private)) do
-    local ip, port = addr.parse(c)
-    if ip and addr.family(ip) == self.family then cands[#cands + 1] = { ip, port, "private" } end
+-- An introduction as the methods see it: the other peer's id, nonce, role,
+-- public endpoint, private candidates (a list), the methods it advertised
+-- (nil from a peer that does not say) and info[namespace] = { key = value }
+-- from its opaque "m.NAMESPACE.KEY" fields.
+local function decode_intro(m)
+  local intro = { peer = m.peer, nonce = m.nonce, role = m.role, public = m.public,
+    private = msg.split_list(m.private), info = {} }
+  for k, v in pairs(m) do
+    local ns, key = k:match("^m%.([%w_]+)%.(.+)$")
+    if ns then
+      intro.info[ns] = intro.info[ns] or {}
+      intro.info[ns][key] = v
+    end
   end
-  local pip, pport = addr.parse(intro.public or "")
-  if pip then cands[#cands + 1] = { pip, pport, "public" } end
-  local fut = sched.future()
-  local ok, err = self.udp:punch({
-    nonce = intro.nonce, candidates = cands, timeout = self.connect_timeout * 1000,
-  }, function(perr, ip, port, kind, rtt)
-    fut:set(perr, ip, port, kind, rtt)
-  end)
-  if not ok then return nil, err end
-  return fut
+  if m["m.methods"] then intro.methods = msg.split_list(m["m.methods"]) end
+  return intro
 end
 
 function Peer:_on_introduce(m)
   if type(m.nonce) ~= "string" or not m.nonce:match("^%x+$") or #m.nonce ~= 16 then return end
   if self.intros[m.nonce] then return end      -- a retransmitted introduction
   local started = now()
-  local fut, err = self:_punch(m)
-  local rec = { msg = m, started = started, done = sched.future() }
+  local intro = decode_intro(m)
+  local rec = { msg = m, started = started, done = sched.future(), attempt = {} }
   self.intros[m.nonce] = rec
-  if not fut then
-    rec.done:set(nil, err)
-    return
-  end
+  local order = method.order(self.methods, intro.methods, intro.role)
   sched.spawn(function()
-    local perr, ip, port, kind, rtt = fut:wait()
-    if perr then
-      rec.done:set(nil, "punch failed: " .. tostring(perr))
+    local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
+    if not link then
+      rec.done:set(nil, ctx)
       if m.role == "accept" then
-        self:_emit({ event = "failed", peer = m.peer, reason = "punch failed: " .. tostring(perr) })
+        self:_emit({ event = "failed", peer = m.peer, reason = ctx })
       end
       return
     end
     local s = self.by_peer[m.peer]
-    if not s or s.remote ~= addr.format(ip, port) then
-      s = new_session(self, m, ip, port, kind, started)
+    if not s or s.remote ~= link.remote or s.transport ~= link.transport then
+      s = new_session(self, intro, link, started)
     end
-    if rtt then self.udp:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
-    self:_replay_early(s)
+    ctx:_attach(s)
+    if link.route then self:_replay_early(s) end
     rec.done:set(s)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
-      transport = s.transport, setup_ms = s.setup_ms })
+      transport = s.transport, method = s.method, setup_ms = s.setup_ms })
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
 end
 
 --- Connect to the peer registered under id: ask the server for an
--- introduction, punch, and return the session (or nil, reason).  With
--- several transports (opts.transport), each is tried in order
--- (natpunch.peer_tcp); the session's transport says which won.
+-- introduction, punch, and return the session (or nil, reason).
 function Peer:connect(id, timeout)
   if type(id) ~= "string" then error("bad argument #1 to 'connect' (peer id expected)", 2) end
-  if self.transports_tcp then return require("natpunch.peer_tcp").connect(self, id, timeout) end
-  return self:_connect_udp(id, timeout)
-end
-
-function Peer:_connect_udp(id, timeout)
   if not self.registered then
     local ok, err = self:register()
     if not ok then return nil, err end
   end
   timeout = timeout or self.connect_timeout
   local started = now()
-  local reply, err = self:_request({ t = "connect", target = id }, timeout)
+  -- padded so that the introduction (a reply, never larger than the
+  -- request) has room for the other peer's opaque method fields
+  local reply, err = self:_request({ t = "connect", target = id }, timeout, msg.CONNECT_PAD)
   if not reply then
     self:_emit({ event = "failed", peer = id, reason = err })
     return nil, err
@@ -268,7 +261,7 @@ function Peer:_connect_udp(id, timeout)
   -- The other peer's introduction may have been lost: repeat the same
   -- request (same tx) while punching; the server then sends the same
   -- introduction, same nonce, to both of us again.
-  local again = msg.encode({ t = "connect", target = id, tx = reply.tx }, msg.MIN_REQUEST)
+  local again = msg.encode({ t = "connect", target = id, tx = reply.tx }, msg.CONNECT_PAD)
   local repeater = sched.spawn(function()
     local gap = REPEAT_FIRST
     while true do
@@ -360,11 +353,24 @@ function Session:receive(timeout)
   end, timeout)
 end
 
---- Unreliable send over the punched path.
+--- Unreliable send over the session's path.
 function Session:send(data)
   if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected)", 2) end
-  return self.owner.udp:send(self.ip, self.port, data, "data")
+  if self.closed then return nil, "session closed", "ECLOSED" end
+  return self.link:send(data)
 end
+
+--- Forget the session (and close what its method opened for it); later
+-- packets from its address count as unknown_source.
+function Session:close()
+  if self.closed then return end
+  self.closed = true
+  local owner = self.owner
+  if self.link.route and owner.sessions[self.link.route] == self then owner.sessions[self.link.route] = nil end
+  if owner.by_peer[self.peer] == self then owner.by_peer[self.peer] = nil end
+  self.link:close()
+end
+Session.__close = Session.close
 
 --- Reliable send (natdemo's touch): waits for the acknowledgement and
 -- returns the RTT in ms, or nil, reason once retransmissions are exhausted.
@@ -376,14 +382,16 @@ function Session:touch(data, cb)
     if err then owner:_emit({ event = "touch_failed", peer = self.peer, id = id, reason = err })
     else owner:_emit({ event = "touch_acked", peer = self.peer, id = id, rtt_ms = rtt }) end
   end
+  if self.closed then return nil, "session closed", "ECLOSED" end
+  local link = self.link
   if cb then
-    return owner.udp:touch(self.ip, self.port, data, function(err, id, rtt)
+    return link:touch(data, function(err, id, rtt)
       report(err, id, rtt)
       cb(err, rtt)
     end)
   end
   local fut = sched.future()
-  local id, err = owner.udp:touch(self.ip, self.port, data, function(e, mid, rtt)
+  local id, err = link:touch(data, function(e, mid, rtt)
     report(e, mid, rtt)
     fut:set(e, rtt)
   end)
@@ -409,8 +417,15 @@ end
 function Peer:close()
   if self.closed then return end
   self.closed = true
-  if self.stunt then require("natpunch.peer_tcp").close(self) end
   if self.refresher then self.refresher:cancel() end
+  for _, rec in pairs(self.intros) do
+    if not rec.done:is_set() then method.cancel(rec.attempt) end
+  end
+  for _, s in pairs(self.by_peer) do s:close() end
+  for _, name in ipairs(self.methods) do
+    local m = method.get(name)
+    if m.close then m.close(self) end   -- what a method keeps per peer
+  end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
       msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")
@@ -423,8 +438,9 @@ Peer.__close = Peer.close
 -- {"ip:port", ...} (failover in order), bind = "ip:port" (default
 -- wildcard, any port), on_message(session, data, kind),
 -- on_session(session) for introductions we did not ask for,
--- on_event(ev), transport ("udp" default, "tcp", "auto" = "tcp,udp", or a
--- comma-separated order), and the timeouts of DEFAULTS.
+-- on_event(ev), methods = { "udp", ... } (natpunch.method, tried in this
+-- order) or transport = "udp" | "tcp" | "auto" | "tcp,udp" (the same as
+-- methods), and the timeouts of DEFAULTS.
 function peer.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'peer' (table expected)", 2) end
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
@@ -434,15 +450,13 @@ function peer.new(opts)
   local self = setmetatable({
     id = opts.id, servers = servers, server_index = 1,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
-    pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0,
+    pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
+    methods = method.check_list(opts.methods or require("natpunch.method.tcp").methods_for(opts.transport, 2)
+      or { "udp" }, "peer", 2),
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0 },
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
-  end
-  self.transports = require("natpunch.peer_tcp").transports(opts.transport, 2)
-  for _, t in ipairs(self.transports) do
-    if t == "tcp" then self.transports_tcp = true end
   end
   self.key = string.format("%016x", string.unpack("<i8", core.random_bytes(8)))
   local sip, sport = addr.parse(servers[1])

@@ -13,6 +13,7 @@ local core = require "natpunch.core"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local registry = require "natpunch.registry"
+local registry_redis = require "natpunch.registry_redis"
 
 local rendezvous = {}
 
@@ -80,7 +81,11 @@ function Server:_on_register(m, ip, port, size)
   for _, c in ipairs(msg.split_list(m.private)) do
     if addr.parse(c) and #private < MAX_PRIVATE then private[#private + 1] = c end
   end
-  local info = { id = id, public = public, private = private, ip = ip, port = port }
+  -- what the peer's traversal methods tell the peers introduced to it:
+  -- passed through as it is, never read here (docs/EXTENDING.md)
+  local opaque, dropped = msg.opaque(m)
+  self.counters.opaque_dropped = self.counters.opaque_dropped + dropped
+  local info = { id = id, public = public, private = private, ip = ip, port = port, opaque = opaque }
   if self.on_register then
     local ok, reason = self.on_register(info)
     if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
@@ -95,6 +100,9 @@ function Server:_on_register(m, ip, port, size)
     rec.private = table.concat(private, ",")
     self.registry:refresh(rec, expires)
   end
+  -- kept beside the record (records stay at 8 fields); nil when empty
+  self.opaque[id] = next(opaque) and opaque or nil
+  if self.shared then self.shared:publish_peer(rec) end
   self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
 end
 
@@ -105,30 +113,71 @@ end
 function Server:_introduce(a, b, tx_for_a, size, nonce)
   local again = nonce ~= nil
   nonce = nonce or hex(core.random_bytes(8))
-  -- b first: b does not have to fit into a's request size budget
-  self.udp:send(registry.ip(b), b.port, msg.encode({
-    t = "introduce", peer = a.id, public = a.public, private = a.private,
-    nonce = nonce, role = "accept",
-  }), "control")
-  self:_reply(registry.ip(a), a.port, {
-    t = "introduce", tx = tx_for_a, peer = b.id, public = b.public,
-    private = b.private, nonce = nonce, role = "connect",
-  }, size)
+  local function intro(other, tx, role)
+    local f = {}
+    for k, v in pairs(self.opaque[other.id] or {}) do f[k] = v end
+    f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
+    f.private = other.private
+    return f
+  end
+  -- b first: b does not have to fit into a's request size budget.  A peer
+  -- on another server (b.srv, from Redis) gets it from its own server.
+  -- (Opaque fields are those of peers registered here: a peer on another
+  -- server is introduced without its own.)
+  local to_b = intro(a, nil, "accept")
+  if b.srv then
+    to_b.to = b.id
+    self.shared:send(b.srv, to_b)
+  else
+    self.udp:send(registry.ip(b), b.port, msg.encode(to_b), "control")
+  end
+  self:_reply(registry.ip(a), a.port, intro(b, tx_for_a, "connect"), size)
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
   end
   a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now() }
   self.counters.introductions = self.counters.introductions + 1
-  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce })
+  self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, server = b.srv })
+end
+
+-- The other half of an introduction made by another server, for one of our
+-- peers (through Redis pub/sub).
+function Server:_on_shared(m)
+  if m.t ~= "introduce" or not valid_id(m.to) then return end
+  local b = self.registry:get(m.to)
+  if not b or not valid_id(m.peer) then
+    self.counters.remote_unknown = self.counters.remote_unknown + 1
+    return
+  end
+  local f = msg.opaque(m)    -- the connecting peer's opaque fields, passed through
+  f.t, f.peer, f.public, f.private, f.nonce, f.role = "introduce", m.peer, m.public, m.private, m.nonce, "accept"
+  self.udp:send(registry.ip(b), b.port, msg.encode(f), "control")
+  self.counters.remote_introductions = self.counters.remote_introductions + 1
+  self:_event({ event = "introduced", from = m.peer, to = b.id, nonce = m.nonce, via = "redis" })
 end
 
 function Server:_on_connect(m, ip, port, size)
   local from = self.registry:at(addr.format(ip, port))
   if not from then return self:_error(ip, port, m, "not registered", size) end
   local to = valid_id(m.target) and self.registry:get(m.target)
+  if not to and self.shared and valid_id(m.target) then
+    -- registered on another server?  Asked of Redis without blocking; the
+    -- answer comes back on the loop.
+    return self.shared:find(m.target, function(remote)
+      if self.closed or self.registry:get(from.id) ~= from then return end
+      if not remote or remote.srv == self.shared.server_id then
+        return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size)
+      end
+      self:_connect_to(from, remote, m, ip, port, size)
+    end)
+  end
   if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
   if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
+  self:_connect_to(from, to, m, ip, port, size)
+end
+
+function Server:_connect_to(from, to, m, ip, port, size)
   -- The same request again (same tx): one of the introductions was lost,
   -- or the reply is still on its way.  Send both again with the same
   -- nonce, so the two peers never punch with different nonces.
@@ -149,7 +198,10 @@ function Server:_on_unregister(m, ip, port)
 end
 
 function Server:_drop(id)
-  if not self.registry:remove(id) then return end
+  local rec = self.registry:remove(id)
+  if not rec then return end
+  self.opaque[id] = nil
+  if self.shared then self.shared:forget_peer(rec) end
   self:_event({ event = "expired", peer = id })
 end
 
@@ -179,6 +231,8 @@ end
 -- turn of the loop; the rest are left for the next turn (1 ms later).
 function Server:_sweep()
   local _, more = self.registry:expire(core.now(), function(rec)
+    self.opaque[rec.id] = nil
+    if self.shared then self.shared:forget_peer(rec) end
     self:_event({ event = "expired", peer = rec.id })
   end, SWEEP_BATCH)
   if more and not self.closed then self.sweeper:start(1, self.sweep_every, function() self:_sweep() end) end
@@ -215,6 +269,10 @@ function Server:stats()
     for k, v in pairs(self.stunt.counters) do s[k] = v end
     s.tcp_peers = self.stunt.count
   end
+  if self.shared then
+    for k, v in pairs(self.shared.counters) do s[k] = v end
+    s.redis = self.shared.state
+  end
   return s
 end
 
@@ -222,6 +280,7 @@ function Server:close()
   if self.closed then return end
   self.closed = true
   self.sweeper:close()
+  if self.shared then self.shared:close() end
   if self.discovery then self.discovery:close() end
   self.udp:close()
   if self.stunt then self.stunt:close() end
@@ -237,7 +296,7 @@ function Server:_bind(ip, port, opts)
   for _ = 1, port == 0 and 8 or 1 do
     self.udp = core.udp()
     local ok
-    ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr })
+    ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
     if ok and opts.tcp ~= false then
       local _, uport = self.udp:getsockname()
       self.stunt, err, code = require("natpunch.stunt_server").new(ip, uport, {
@@ -259,8 +318,10 @@ end
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
 -- (s), max_peers, software, alternate ("ip2[:port2]": answer RFC 5780
 -- NAT discovery as natpunch.stunserver does), on_register(info),
--- on_connect(from, to), on_event(ev), tcp (false: no STUNT server on the
--- same port).  Returns the server, or nil, message, code.
+-- on_connect(from, to), on_event(ev); redis ("redis://IP:PORT": share the
+-- registry with other servers), server_id, redis_prefix, on_log(text); tcp
+-- (false: no STUNT server on the same port).  Returns the server, or nil,
+-- message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -268,12 +329,23 @@ function rendezvous.new(opts)
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
   if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end
   local ip, port = addr.check(self.listen, "rendezvous: listen", 2)
+  if opts.redis ~= nil then
+    local ok, why = registry_redis.parse_url(opts.redis)
+    if not ok then error("rendezvous: " .. why, 2) end
+  end
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   self.registry = registry.new()
+  self.opaque = {}    -- id -> the peer's opaque m.* fields (msg.opaque), passed through into introductions
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
-    dropped = 0, replies_suppressed = 0 }
+    dropped = 0, replies_suppressed = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
+  if opts.redis then
+    -- shared registry (natpunch.registry_redis); raises on a bad URL
+    self.shared = registry_redis.new{ url = opts.redis, registry = self.registry, server_id = opts.server_id,
+      prefix = opts.redis_prefix, on_message = function(m) self:_on_shared(m) end,
+      log = opts.on_log or function(text) self:_event({ event = "log", message = text }) end }
+  end
   if opts.alternate then
     -- RFC 5780 on this socket and three more (natpunch.stunserver): STUN
     -- then goes through Lua, for CHANGE-REQUEST and OTHER-ADDRESS

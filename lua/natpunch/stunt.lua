@@ -177,9 +177,11 @@ function Client:_register()
   tcp:nodelay(true)
   tcp:read_start(function(e, c) self:_on_main(e, c) end)
   local reply
+  local asked = now()
   reply, err = self:_request({ t = "register", id = self.id, key = self.key, ["local"] = self.port,
     private = table.concat(self:_private_candidates(), ",") }, timeout)
   if not reply then return nil, "register failed: " .. tostring(err) end
+  self.rtt_ms = now() - asked   -- to the server, for start times agreed without it
   self.public, self.token = reply.public, reply.token
   self.registered = true
   local want = math.max(self.probes, tonumber(reply.probes) or 0)
@@ -267,12 +269,9 @@ function Client:_connect_punch(intro, started, deadline, mode)
 end
 
 -- The waiting side: every connection that completes may be the one the
--- other side selects; the first carrying a valid selection wins.
-function Client:_accept(intro)
-  if not valid_intro(intro) or self.intros[intro.nonce] then return end
-  local started = now()
-  self.intros[intro.nonce] = true
-  local deadline = started + self.connect_timeout * 1000
+-- other side selects; the first carrying a valid selection wins.  Returns
+-- the stream, or nil, reason; reports the outcome to the server.
+function Client:_accept_punch(intro, started, deadline)
   local cands = candidates(self, intro)
   local done = sched.future()
   self.accepting[intro.nonce] = done
@@ -325,10 +324,22 @@ function Client:_accept(intro)
   self.accepting[intro.nonce] = nil
   if not s then
     self:_report(intro, false, reason)
+    return nil, reason
+  end
+  self:_report(intro, true, nil, s.path)
+  return s
+end
+
+-- An introduction from the STUNT service (another peer called connect).
+function Client:_accept(intro)
+  if not valid_intro(intro) or self.intros[intro.nonce] then return end
+  local started = now()
+  self.intros[intro.nonce] = true
+  local s, reason = self:_accept_punch(intro, started, started + self.connect_timeout * 1000)
+  if not s then
     self:_emit({ event = "failed", peer = intro.peer, reason = reason, transport = "tcp" })
     return
   end
-  self:_report(intro, true, nil, s.path)
   self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path, transport = "tcp",
     setup_ms = s.setup_ms })
   if self.on_stream then

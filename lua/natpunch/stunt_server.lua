@@ -229,6 +229,28 @@ function H.connect(self, conn, m)
   self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, transport = "tcp" })
 end
 
+-- A peer starts an attempt it was introduced for elsewhere (natpunch.peer's
+-- tcp method, after the rendezvous's UDP introduction): nonce, with (the
+-- other id).  Counted like an introduction here, so its result is recorded.
+function H.attempt(self, conn, m)
+  local e = conn.kind == "main" and conn.entry
+  if not e or type(m.nonce) ~= "string" or not m.nonce:match("^%x+$") or #m.nonce ~= 16
+      or not valid_id(m.with) then
+    return
+  end
+  local intro = self.intros[m.nonce]
+  if not intro then
+    if self.nintros >= self.max_peers * 4 then return end   -- bounded
+    intro = { a = e.id, b = m.with, at = core.now(), reported = {}, counted = {} }
+    self.intros[m.nonce] = intro
+    self.nintros = self.nintros + 1
+  end
+  if (intro.a ~= e.id and intro.b ~= e.id) or (intro.counted and intro.counted[e.id]) then return end
+  if intro.counted then intro.counted[e.id] = true end
+  local r = self:_record(e.id)
+  if r then r.tcp_attempts = r.tcp_attempts + 1 end
+end
+
 -- A peer's own outcome of an introduction: ok = "1" or "0", reason.
 function H.result(self, conn, m)
   local e = conn.kind == "main" and conn.entry

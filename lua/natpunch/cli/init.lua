@@ -147,7 +147,7 @@ end
 -- Key order of event lines: the order of the documented examples, so that
 -- lines read naturally and can be matched as text; other keys follow, sorted.
 cli.KEY_ORDER = { "event", "id", "peer", "from", "to", "address", "public", "local", "remote", "path",
-  "transport", "setup_ms", "rtt_ms", "data", "kind" }
+  "transport", "method", "setup_ms", "rtt_ms", "data", "kind" }
 
 --- An emitter of events: one JSON object per line on stdout with json,
 -- else format(ev) (a human line, or nil to skip) on stdout.  Lines are

@@ -1,15 +1,17 @@
 --- `natpunch lab`: build, use and remove the NAT lab (network namespaces,
 -- nftables NATs, impaired links).  See docs/LAB.md.
 local cli = require "natpunch.cli"
+local nat_types = require "natpunch.lab.nat_types"
 
 local M = {}
 
 M.summary = "build a NAT lab of network namespaces (up, exec, status, down, matrix)"
 
-local TYPES = "full, restricted, prc, sym"
+-- The NAT types are those of lab/nat_types.lua when the help is shown.
+local function type_list() return table.concat(nat_types.ids(), ", ") end
 
 local UP_OPTIONS = {
-  { "a", arg = "TYPE", default = "prc", help = "NAT type of na (host a, a2): " .. TYPES },
+  { "a", arg = "TYPE", default = "prc", help = "NAT type of na (host a, a2): see NAT types" },
   { "b", arg = "TYPE", default = "prc", help = "NAT type of nb (host b)" },
   { "c", arg = "TYPE", default = "prc", help = "NAT type of nc, the inner NAT behind na (host c)" },
   { "hairpin", help = "every NAT hairpins (RFC 4787 section 6)" },
@@ -52,7 +54,7 @@ local PREFIX_OPTIONS = {
   { "json", help = "print one JSON object per line" },
 }
 
-M.usage = table.concat({
+local function usage() return table.concat({
   "Usage: natpunch lab up [options]",
   "       natpunch lab exec [--prefix P] HOST -- COMMAND [ARG...]",
   "       natpunch lab status [--json]",
@@ -69,11 +71,8 @@ M.usage = table.concat({
   "       nc 198.18.1.254  --c TYPE  LAN 198.18.3.0/24: c .2 (double NAT)",
   "    nb 203.0.113.12  --b TYPE  LAN 198.18.2.0/24: b .2",
   "",
-  "NAT types (seed 001's names, RFC 4787 terms):",
-  "  full        full cone: endpoint-independent mapping and filtering",
-  "  restricted  restricted cone: EIM, address-dependent filtering",
-  "  prc         port-restricted cone: EIM, address-and-port-dependent filtering",
-  "  sym         symmetric: address-and-port-dependent mapping (random ports)",
+  "NAT types (seed 001's names, RFC 4787 terms; lab/nat_types.lua):",
+  table.concat(nat_types.help_lines(), "\n"),
   "",
   "up " .. cli.options_help(UP_OPTIONS):gsub("^Options:", "options:"),
   "",
@@ -99,7 +98,10 @@ M.usage = table.concat({
   "",
   "Exit codes: 0 success, 1 failure (not root, a command failed), 2 usage error;",
   "exec: the command's own exit code.",
-}, "\n")
+}, "\n") end
+
+-- M.usage is made when read, from the NAT registry as it is then.
+setmetatable(M, { __index = function(_, k) if k == "usage" then return usage() end end })
 
 -- Events carry a human line in ev.text; JSON lines leave it out.
 local function out_for(as_json)
@@ -150,7 +152,7 @@ local function up(lab, argv)
   for _, k in ipairs({ "a", "b", "c" }) do
     if not lab.canonical_type(opts[k]) then
       return cli.usage_error("lab up", "--" .. k .. ": unknown NAT type '" .. opts[k]
-        .. "' (" .. TYPES .. ")")
+        .. "' (" .. type_list() .. ")")
     end
   end
   if opts.port_preservation and opts.no_port_preservation then

@@ -23,6 +23,8 @@ local OPTIONS = {
       .. "or an order such as udp,tcp" },
   { "stdio", help = "with --transport tcp: stdin to the peer, the peer to stdout (like nc); "
       .. "events go to stderr" },
+  { "metrics", arg = "ADDR:PORT", type = "addr",
+    help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -65,12 +67,13 @@ M.usage = table.concat({
   "With --json, stdout carries one JSON object per line, and nothing else:",
   '  {"event":"registered","public":"IP:PORT","local":"IP:PORT","server":"IP:PORT"}',
   '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private",'
-    .. '"transport":"udp","setup_ms":N}',
+    .. '"transport":"udp","method":"udp","setup_ms":N}',
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"failed","reason":"..."}     (last line on failure)',
-  "Also: server_failed (a server did not answer; the next one is tried) and",
-  "touch_failed.  Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
+  "Also: server_failed (a server did not answer; the next one is tried),",
+  "metrics (with --metrics: where they are served) and touch_failed.",
+  "Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
   "",
   "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
 }, "\n")
@@ -94,6 +97,8 @@ local function human(ev)
     return string.format("%s failed: %s (trying the next transport)", ev.transport, tostring(ev.reason))
   elseif e == "closed" then
     return "connection to " .. tostring(ev.peer) .. " closed"
+  elseif e == "metrics" then
+    return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
   end
@@ -105,7 +110,7 @@ local function check(opts, rest)
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
   if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
-  local ok, order = pcall(require("natpunch.peer_tcp").transports, opts.transport, 1)
+  local ok, order = pcall(require("natpunch.method.tcp").methods_for, opts.transport or "udp", 1)
   if not ok then return "--transport: " .. tostring(order):gsub("^peer: ", "") end
   if opts.stdio and (#order ~= 1 or order[1] ~= "tcp") then
     return "--stdio needs --transport tcp (there is no stream over UDP yet)"
@@ -197,6 +202,18 @@ function M.run(argv)
       return opts.timeout - (natpunch.now() - started) / 1000
     end
     local echo = not opts.no_echo and not opts.connect
+    local on_event = out.event
+    if opts.metrics then
+      local metrics = require "natpunch.metrics"
+      local set, feed = metrics.peer()
+      local msrv, merr = metrics.serve(opts.metrics, function() return set:render() end)
+      if not msrv then
+        out.event({ event = "failed", reason = "cannot serve metrics on " .. opts.metrics .. ": " .. tostring(merr) })
+        return cli.FAIL
+      end
+      on_event = function(ev) feed(ev); out.event(ev) end
+      out.event({ event = "metrics", address = msrv:address() })
+    end
 
     local function greet(s)
       if opts.send then s:send(opts.send) end
@@ -209,7 +226,7 @@ function M.run(argv)
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
       connect_timeout = opts.timeout or DEFAULT_TIMEOUT,
-      on_event = out.event,
+      on_event = on_event,
       on_session = not opts.connect and greet or nil,
       on_message = function(s, data, kind)
         state.received = state.received + 1

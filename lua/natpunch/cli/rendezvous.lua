@@ -10,6 +10,14 @@ local OPTIONS = {
   { "no-tcp", help = "no STUNT service (TCP) on the same address and port" },
   { "alternate", arg = "IP2[:PORT2]", type = "string",
     help = "second address: also an RFC 5780 discovery server (see stun-server)" },
+  { "redis", arg = "URL", type = "string",
+    help = "share registrations and introductions with other servers through Redis (redis://IP:PORT)" },
+  { "workers", arg = "N", type = "integer", default = 1,
+    help = "run N server processes on the same port (SO_REUSEPORT) sharing the registry; needs --redis" },
+  { "server-id", arg = "ID", type = "string", help = "this server's name in Redis (default: random)" },
+  { "metrics", arg = "ADDR:PORT", type = "addr",
+    help = "serve Prometheus metrics at http://ADDR:PORT/metrics (with --workers: the first process's)" },
+  { "worker", arg = "I", type = "integer", help = "(internal) run as worker I of a --workers parent" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -18,8 +26,8 @@ local M = {}
 M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
-  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--max-peers N] [--alternate IP2[:PORT2]]",
-  "                           [--no-tcp] [--json]",
+  "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--alternate IP2[:PORT2]]",
+  "                           [--redis URL [--workers N]] [--metrics ADDR:PORT] [--no-tcp] [--json]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
@@ -32,6 +40,14 @@ M.usage = table.concat({
   "and whose records `natpunch records` shows.  It runs until interrupted",
   "(Ctrl-C) or killed.",
   "",
+  "With --redis, several servers (on one host or many) share one registry: a",
+  "peer registered on one server can connect to a peer registered on another",
+  "(each server sends the introduction to its own peer, coordinated through",
+  "Redis pub/sub).  If Redis goes away, each server keeps serving its own",
+  "peers, logs it, and publishes them again when Redis is back.  --workers N",
+  "starts N-1 more processes bound to the same port with SO_REUSEPORT (the",
+  "kernel spreads peers over them by address); they end with this one.",
+  "",
   cli.options_help(OPTIONS),
   "",
   "With --json, stdout carries one JSON object per line, and nothing else:",
@@ -42,6 +58,9 @@ M.usage = table.concat({
   'TCP registrations and introductions carry "transport":"tcp"; also',
   '  {"event":"nat","peer":"alice","mapping":"preserving|sequential|random","delta":N,"predicted":"IP:PORT"}',
   '  {"event":"tcp_result","peer":"alice","with":"bob","result":"ok|failed","reason":"..."}',
+  '  {"event":"log","message":"redis down (...): serving local peers only"}',
+  '  {"event":"worker","worker":2,"address":"127.0.0.1:3478"}   (with --workers)',
+  '  {"event":"metrics","address":"127.0.0.1:9100"}   (with --metrics, right after listening)',
   "",
   "Exit codes: 130 after Ctrl-C, 1 if the address cannot be bound, 2 usage error.",
 }, "\n")
@@ -61,6 +80,12 @@ local function human(ev)
     return ("TCP NAT of %s: %s, next port predicted %s"):format(ev.peer, ev.mapping, tostring(ev.predicted))
   elseif ev.event == "tcp_result" then
     return ("TCP %s -> %s: %s%s"):format(ev.peer, ev.with, ev.result, ev.reason and (" (" .. ev.reason .. ")") or "")
+  elseif ev.event == "log" then
+    return ev.message
+  elseif ev.event == "metrics" then
+    return "metrics at http://" .. ev.address .. "/metrics"
+  elseif ev.event == "worker" then
+    return "worker " .. ev.worker .. " listening on " .. ev.address
   end
   return ev.event
 end
@@ -78,23 +103,79 @@ function M.run(argv)
     local ok, err = require("natpunch.stunserver").parse_alternate(opts.alternate)
     if not ok then return cli.usage_error("rendezvous", "--" .. err) end
   end
+  if opts.workers < 1 or opts.workers > 64 then return cli.usage_error("rendezvous", "--workers must be 1..64") end
+  if opts.workers > 1 and not opts.redis then
+    return cli.usage_error("rendezvous", "--workers needs --redis (the workers share the registry through it)")
+  end
+  if opts.redis then
+    local ok, why = require("natpunch.registry_redis").parse_url(opts.redis)
+    if not ok then return cli.usage_error("rendezvous", "--redis: " .. why) end
+  end
   io.stdout:setvbuf("line")
   local out = cli.output(opts.json, human)
-  return cli.run_loop("rendezvous", function(ctx)
+  local event = out.event
+  if opts.worker then
+    event = function(ev) ev.worker = opts.worker; out.event(ev) end
+  end
+  local children = {}
+  local code = cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
       listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
-      tcp = not opts.no_tcp,
-      on_event = out.event,
+      on_event = event, redis = opts.redis, server_id = opts.server_id,
+      reuseport = (opts.workers > 1 or opts.worker) and true or nil,
+      -- the STUNT registry is per process: no TCP service behind --workers
+      tcp = not opts.no_tcp and not (opts.workers > 1 or opts.worker),
     }
     if not server then
       io.stderr:write("natpunch rendezvous: cannot listen on ", opts.listen, ": ", tostring(err), "\n")
       return cli.FAIL
     end
-    out.event({ event = "listening", address = server:address() })
+    local address = server:address()
+    if opts.worker then
+      event({ event = "worker", address = address })
+      -- a worker lives as long as its parent: its stdin is a pipe from it
+      local stdin = ctx.natpunch.core.stdin()
+      local gone = ctx.natpunch.future()
+      if stdin then
+        stdin:read_start(function(_, chunk) if not chunk then gone:set(true) end end)
+      end
+      gone:wait()
+      if stdin then stdin:close() end
+      server:close()
+      return cli.OK
+    end
+    event({ event = "listening", address = address, workers = opts.workers > 1 and opts.workers or nil })
+    if opts.metrics then
+      local msrv, merr = require("natpunch.metrics").serve(opts.metrics, function()
+        return require("natpunch.metrics").rendezvous(server)
+      end)
+      if not msrv then
+        io.stderr:write("natpunch rendezvous: cannot serve metrics on ", opts.metrics, ": ", tostring(merr), "\n")
+        server:close()
+        return cli.FAIL
+      end
+      event({ event = "metrics", address = msrv:address() })
+    end
+    for i = 2, opts.workers do
+      children[#children + 1] = M.spawn_worker(opts, address, i)
+    end
     -- run until Ctrl-C (cli.run_loop ends the run) or SIGTERM
     ctx.natpunch.future():wait()
     return cli.OK
   end)
+  for _, child in ipairs(children) do child:close() end   -- EOF on its stdin: it stops
+  return code
+end
+
+--- Start worker i of a --workers run: the same command, bound to the same
+-- address with SO_REUSEPORT; its stdin is a pipe from this process.
+function M.spawn_worker(opts, address, i)
+  local q = function(w) return "'" .. tostring(w):gsub("'", "'\\''") .. "'" end
+  local argv = { q(arg and arg[-1] or "lua5.4"), q(arg and arg[0] or "natpunch"), "rendezvous",
+    "--listen", q(address), "--ttl", q(opts.ttl), "--max-peers", q(opts.max_peers),
+    "--redis", q(opts.redis), "--worker", q(i) }
+  if opts.json then argv[#argv + 1] = "--json" end
+  return assert(io.popen(table.concat(argv, " "), "w"))
 end
 
 return M

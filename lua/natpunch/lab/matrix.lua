@@ -30,13 +30,22 @@
 
 local lab = require "natpunch.lab"
 local proc = require "natpunch.lab.proc"
+local nat_types = require "natpunch.lab.nat_types"
 
 local matrix = {}
 
-matrix.TYPES = { "full", "restricted", "prc", "sym" }
-matrix.CONE = { "full", "restricted", "prc" }
+-- The NAT types come from lab/nat_types.lua (every entry not marked
+-- matrix = false), read when the cases are listed, so an entry added at
+-- run time is in the matrix too.
+local function types() return nat_types.ids({ matrix = true }) end
+matrix.types = types
 
-local SHORT = { full = "full", restricted = "rest", prc = "prc", sym = "sym" }
+-- Lists of the built-in entries, for callers that want a plain list.
+matrix.TYPES = types()
+matrix.CONE = {}
+for _, id in ipairs(matrix.TYPES) do
+  if nat_types.get(id).mapping == "endpoint-independent" then matrix.CONE[#matrix.CONE + 1] = id end
+end
 local PORT = 3478                 -- STUN's default port (RFC 8489); the rendezvous answers STUN too
 local S1 = "203.0.113.2"
 local P_ADDR = "203.0.113.50"
@@ -48,20 +57,17 @@ local STEP = 0.02                 -- polling interval (s)
 ---------------------------------------------------------------------------
 -- the cases
 
--- Outcome of a NAT pair, "connect" or "may-fail".  With a symmetric NAT on
--- one side, the other side must let in packets from a port it has not
--- contacted (full cone, restricted cone); the symmetric side's real mapping
--- is then learnt from its requests (peer-reflexive).  Against a
--- port-restricted cone or another symmetric NAT that needs port prediction.
+-- Outcome of a NAT pair, "connect" or "may-fail": nat_types.expect (from
+-- the registry's ground truth and its entries' expect tables).
 function matrix.expect(a, b)
-  if a ~= "sym" and b ~= "sym" then return "connect" end
-  if a == "sym" and b == "sym" then return "may-fail" end
-  local other = a == "sym" and b or a
-  if other == "full" or other == "restricted" then return "connect" end
-  return "may-fail"
+  return nat_types.expect(a, b, "udp")
 end
 
-local CASES, BY_NAME = {}, {}
+local CASES, BY_NAME
+
+local function is_cone(id)
+  return nat_types.get(id).mapping == "endpoint-independent"
+end
 
 local function add(c)
   c.expect = c.expect or "connect"
@@ -73,11 +79,13 @@ local function add(c)
   BY_NAME[c.name] = c
 end
 
+local function build()
+CASES, BY_NAME = {}, {}
 -- Every ordered pair: the first type connects, the second waits.
-for _, a in ipairs(matrix.TYPES) do
-  for _, b in ipairs(matrix.TYPES) do
+for _, a in ipairs(types()) do
+  for _, b in ipairs(types()) do
     add{ name = a .. "-" .. b, kind = "pair", a = a, b = b,
-      connector = "a" .. SHORT[a], acceptor = "b" .. SHORT[b],
+      connector = "a" .. nat_types.get(a).short, acceptor = "b" .. nat_types.get(b).short,
       expect = matrix.expect(a, b),
       title = ("%s -> %s"):format(a, b) }
   end
@@ -104,20 +112,30 @@ add{ name = "rendezvous-nat", kind = "server-nat", a = "restricted", b = "prc",
   pair = "restricted/prc, rv NAT",
   connector = "arest", acceptor = "bprc", server = "rv",
   title = "rendezvous behind a prc NAT (port forward), restricted -> prc" }
+end
+
+-- The cases of the registry as it is now (rebuilt when it changed).
+local built_for
+local function cases()
+  local key = table.concat(types(), ",")
+  if key ~= built_for then build(); built_for = key end
+  return CASES, BY_NAME
+end
 
 -- Names of a set: "all", "pairs" (the 16 NAT pairs), "cone" (the 9 cone
 -- pairs), "lean" (cone pairs + sym -> full: the impaired matrix), or a list
 -- / comma-separated text of case names.  nil, message for an unknown name.
 function matrix.names(which)
   which = which or "all"
+  local all, by_name = cases()
   local out = {}
   local function pick(pred)
-    for _, c in ipairs(CASES) do
+    for _, c in ipairs(all) do
       if pred(c) then out[#out + 1] = c.name end
     end
   end
   local cone = function(c)
-    return c.kind == "pair" and c.a ~= "sym" and c.b ~= "sym"
+    return c.kind == "pair" and is_cone(c.a) and is_cone(c.b)
   end
   if which == "all" then
     pick(function() return true end)
@@ -134,7 +152,7 @@ function matrix.names(which)
       for w in which:gmatch("[^,%s]+") do list[#list + 1] = w end
     end
     for _, name in ipairs(list) do
-      if not BY_NAME[name] then
+      if not by_name[name] then
         return nil, ("unknown case %q (see natpunch lab matrix --list)")
           :format(tostring(name))
       end
@@ -148,7 +166,7 @@ end
 -- expect ("connect" or "may-fail"), path and peer_path (expected on the
 -- connecting and the waiting side), connector, acceptor, server (hosts).
 function matrix.case(name)
-  local c = BY_NAME[name]
+  local c = select(2, cases())[name]
   if not c then return nil end
   local copy = {}
   for k, v in pairs(c) do copy[k] = v end
@@ -184,8 +202,8 @@ function matrix.describe(names, opts)
   host("s1", { public = S1 })
   local function side(h)
     local prefix, short = h:match("^([ab])(%a+)$")
-    local kind
-    for t, s in pairs(SHORT) do if s == short then kind = t end end
+    local e = short and nat_types.by_short(short)
+    local kind = e and e.id
     if prefix and kind then
       nat("n" .. h, { type = kind })
       host(h, { behind = "n" .. h })
@@ -193,8 +211,9 @@ function matrix.describe(names, opts)
     end
     return false
   end
+  local by_name = select(2, cases())
   for _, name in ipairs(names) do
-    local c = assert(BY_NAME[name], name)
+    local c = assert(by_name[name], name)
     for _, h in ipairs({ c.connector, c.acceptor }) do
       if not side(h) then
         if h == "h1" or h == "h2" then
@@ -344,7 +363,7 @@ function matrix.runner(opts)
   opts = opts or {}
   local names = opts.cases or matrix.names("all")
   for _, n in ipairs(names) do
-    if not BY_NAME[n] then error("matrix: unknown case " .. tostring(n), 2) end
+    if not select(2, cases())[n] then error("matrix: unknown case " .. tostring(n), 2) end
   end
   local t = lab.topology(matrix.describe(names, opts))
   return setmetatable({ t = t, names_ = names, opts = opts,
@@ -434,7 +453,7 @@ end
 function Runner:up()
   self.t:up()
   local ok, err = pcall(function()
-    for _, name in ipairs(self.names_) do self:_start_server(BY_NAME[name].server) end
+    for _, name in ipairs(self.names_) do self:_start_server(select(2, cases())[name].server) end
   end)
   if not ok then
     self:down()
@@ -498,7 +517,7 @@ end
 --   phase_ms (where the case's time went); problems (list of text), pass
 --   (no problems), and logs (what each process printed) when not pass.
 function Runner:run_case(name)
-  local c = assert(BY_NAME[name], "matrix: unknown case")
+  local c = assert(select(2, cases())[name], "matrix: unknown case")
   local t = self.t
   self.seq = self.seq + 1
   local server = self:_start_server(c.server)

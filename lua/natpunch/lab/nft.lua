@@ -23,43 +23,19 @@
 -- Protocols: UDP and TCP are translated this way; anything else (ICMP
 -- echo, for debugging) gets a plain source NAT.
 
+local nat_types = require "natpunch.lab.nat_types"
+
 local nft = {}
 
--- Behaviour names.  Seed 001's names (full cone, restricted cone, port
--- restricted cone, symmetric) and their RFC 4787 sections 4.1 (mapping) and
--- 5 (filtering) terms.
-nft.TYPES = {
-  full = {
-    name = "full cone",
-    mapping = "endpoint-independent", filtering = "endpoint-independent",
-  },
-  restricted = {
-    name = "restricted cone",
-    mapping = "endpoint-independent", filtering = "address-dependent",
-  },
-  prc = {
-    name = "port-restricted cone",
-    mapping = "endpoint-independent",
-    filtering = "address-and-port-dependent",
-  },
-  sym = {
-    name = "symmetric",
-    mapping = "address-and-port-dependent",
-    filtering = "address-and-port-dependent",
-  },
-}
-nft.ALIASES = {
-  ["full-cone"] = "full", eim = "full", ["eim-eif"] = "full",
-  ["restricted-cone"] = "restricted", ["eim-adf"] = "restricted",
-  ["port-restricted"] = "prc", ["port-restricted-cone"] = "prc",
-  ["eim-apdf"] = "prc",
-  symmetric = "sym", ["apdm-apdf"] = "sym",
-}
+-- The behaviours (names, ground truth, rules) live in lab/nat_types.lua;
+-- these stay for callers of this module.
+nft.TYPES = setmetatable({}, { __index = function(_, k)
+  local e = nat_types.get(k)
+  return e and e.id == k and e or nil
+end })
 
 function nft.canonical(kind)
-  kind = kind and tostring(kind):lower()
-  if nft.TYPES[kind] then return kind end
-  return nft.ALIASES[kind]
+  return nat_types.canonical(kind)
 end
 
 -- Without port preservation, a cone NAT still needs the same public port
@@ -70,53 +46,62 @@ end
 local HASH_PORTS = "jhash ip saddr . th sport mod 40000 offset 20000"
 
 -- The source-NAT statement for one new outbound connection.
-local function snat(n)
+local function snat(n, e)
   local to = "snat ip to " .. n.public
-  if n.type == "sym" then
+  if e.port == "random" then
     return to .. " fully-random"
-  elseif n.port_preservation then
+  elseif n.port_preservation or e.port == "preserved" then
     return to
   else
     return to .. " : " .. HASH_PORTS
   end
 end
 
+-- What an unsolicited inbound TCP SYN gets (nat_types: tcp.unsolicited).
+local TCP_ANSWER = {
+  drop = nil,
+  rst = "tcp flags & (syn | ack) == syn reject with tcp reset",
+  icmp = "tcp flags & (syn | ack) == syn reject with icmp type port-unreachable",
+}
+
 -- Render the ruleset (an `nft -f` file).  n = { type, public, hairpin,
 -- port_preservation, timeout (seconds, lifetime of the dynamic entries),
--- tcp_unsolicited ("drop" default, "rst", "icmp"), tcp_allow (a list of
--- addresses: outbound TCP to any other is dropped),
+-- tcp_unsolicited (this router's answer to an unsolicited SYN, instead of
+-- its type's tcp.unsolicited: "drop", "rst", "icmp"), tcp_allow (a list of
+-- addresses: outbound TCP to any other is dropped, a firewall),
 -- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
 -- ... } (static port forwards: a server behind the NAT, natdemo stage 2) }.
 function nft.ruleset(n)
-  assert(nft.TYPES[n.type], "unknown NAT type")
+  local e = assert(nat_types.get(n.type), "unknown NAT type")
   local pub = n.public
   local t = math.max(1, math.floor(n.timeout or 120))
   local L = {}
   local function add(fmt, ...) L[#L + 1] = fmt:format(...) end
   local l4 = "meta l4proto { udp, tcp }"
-  local eif = n.type == "full" or n.type == "restricted"
-  local sym_pp = n.type == "sym" and n.port_preservation
-  -- Unsolicited inbound TCP (no mapping, or filtered out): dropped
-  -- silently (RFC 5382 REQ-4), or, as many routers do, answered with a TCP
-  -- RST (tcp_unsolicited = "rst") or an ICMP port unreachable ("icmp"): a
-  -- SYN that arrives before the other side's own SYN has left then kills
-  -- the attempt at once.
-  local tu = n.tcp_unsolicited or "drop"
-  local reject = tu == "rst" and "reject with tcp reset"
-    or tu == "icmp" and "reject with icmp type port-unreachable" or nil
+  -- a mapping that depends on the destination, with port preservation:
+  -- only an endpoint's first mapping keeps its port
+  local dep_pp = e.mapping ~= "endpoint-independent" and n.port_preservation
+  local r = { public = pub, l4 = l4, timeout = t, nat = n,
+    dnat_mapping = ("ip daddr %s %s meta l4proto . th dport @mapping "
+      .. "dnat ip to meta l4proto . th dport map @mapping"):format(pub, l4) }
+  local extra = e.rules and e.rules(r) or {}
+  local tcp_answer = TCP_ANSWER[n.tcp_unsolicited or e.tcp.unsolicited]
+  local function each(chain, fn)
+    for _, line in ipairs(extra[chain] or {}) do fn(line) end
+  end
 
   add("table ip natpunch {")
   add("  map mapping {")
   add("    type inet_proto . inet_service : ipv4_addr . inet_service")
   add("    flags dynamic, timeout; timeout %ds", t)
   add("  }")
-  if n.type == "restricted" then
-    add("  set contacted {")
-    add("    type inet_proto . ipv4_addr . inet_service . ipv4_addr")
+  each("sets", function(set)
+    add("  set %s {", set[1])
+    add("    type %s", set[2])
     add("    flags dynamic, timeout; timeout %ds", t)
     add("  }")
-  end
-  if sym_pp then
+  end)
+  if dep_pp then
     add("  set bound {")
     add("    type inet_proto . ipv4_addr . inet_service")
     add("    flags dynamic, timeout; timeout %ds", t)
@@ -135,10 +120,8 @@ function nft.ruleset(n)
     add('    iifname "wan" ip daddr %s %s dport %d dnat ip to %s:%d', pub,
       f.proto, f.port, f.addr, f.to_port or f.port)
   end
-  local dnat = ("ip daddr %s %s meta l4proto . th dport @mapping "
-    .. "dnat ip to meta l4proto . th dport map @mapping"):format(pub, l4)
-  if eif then add('    iifname "wan" %s', dnat) end
-  if n.hairpin then add('    iifname "lan" %s', dnat) end
+  each("prerouting", function(line) add("    %s", line) end)
+  if n.hairpin then add('    iifname "lan" %s', r.dnat_mapping) end
   add("  }")
 
   add("  chain postrouting {")
@@ -146,14 +129,14 @@ function nft.ruleset(n)
   if n.hairpin then
     -- RFC 4787 REQ-9: a hairpinned packet carries the sender's external
     -- address and port, so its source is translated like outbound traffic.
-    add('    iifname "lan" oifname "lan" ct status dnat %s %s', l4, snat(n))
+    add('    iifname "lan" oifname "lan" ct status dnat %s %s', l4, snat(n, e))
   end
-  if sym_pp then
+  if dep_pp then
     add('    oifname "wan" %s meta l4proto . ip saddr . th sport @bound '
       .. 'snat ip to %s fully-random', l4, pub)
     add('    oifname "wan" %s snat ip to %s', l4, pub)
   else
-    add('    oifname "wan" %s %s', l4, snat(n))
+    add('    oifname "wan" %s %s', l4, snat(n, e))
   end
   add('    oifname "wan" snat ip to %s', pub)
   add("  }")
@@ -163,7 +146,7 @@ function nft.ruleset(n)
   add("    type filter hook postrouting priority srcnat + 10; policy accept;")
   add('    ip saddr %s %s update @mapping { meta l4proto . th sport : '
     .. 'ct original ip saddr . ct original proto-src }', pub, l4)
-  if sym_pp then
+  if dep_pp then
     add('    oifname "wan" %s update @bound { meta l4proto . '
       .. 'ct original ip saddr . ct original proto-src }', l4)
   end
@@ -171,10 +154,7 @@ function nft.ruleset(n)
 
   add("  chain forward {")
   add("    type filter hook forward priority filter; policy drop;")
-  if n.type == "restricted" then
-    add('    iifname "lan" oifname "wan" %s update @contacted '
-      .. '{ meta l4proto . ip saddr . th sport . ip daddr }', l4)
-  end
+  each("forward_first", function(line) add("    %s", line) end)
   add("    ct state established,related accept")
   if n.tcp_allow then
     -- a firewall that lets TCP out only toward these addresses
@@ -190,28 +170,24 @@ function nft.ruleset(n)
     add('    iifname "wan" oifname "lan" ct status dnat ip daddr %s %s dport %d '
       .. 'accept', f.addr, f.proto, f.to_port or f.port)
   end
-  if n.type == "full" then
-    add('    iifname "wan" oifname "lan" ct status dnat accept')
-  elseif n.type == "restricted" then
-    add('    iifname "wan" oifname "lan" ct status dnat '
-      .. 'meta l4proto . ip daddr . th dport . ip saddr @contacted accept')
-  end
+  each("forward", function(line) add("    %s", line) end)
   if n.hairpin then
     add('    iifname "lan" oifname "lan" ct status dnat accept')
   end
-  if reject then add('    iifname "wan" meta l4proto tcp %s', reject) end
+  -- a SYN to a mapping (DNAT) that the filtering does not let in gets the
+  -- same answer as one to the router's own address
+  if tcp_answer then add('    iifname "wan" oifname "lan" %s', tcp_answer) end
   add("  }")
 
   -- The router runs no service on its public address: what reaches it
   -- there (unsolicited, or from inside without hairpinning) is dropped
   -- silently, as NATs do, rather than answered with an ICMP error or a TCP
   -- RST that would spoil a simultaneous open.
-  --
-  -- For TCP the lab can also model routers that answer an unsolicited SYN
-  -- (see `reject` above).
   add("  chain input {")
   add("    type filter hook input priority filter; policy accept;")
-  if reject then add("    ip daddr %s meta l4proto tcp %s", pub, reject) end
+  if tcp_answer then
+    add('    iifname "wan" ip daddr %s %s', pub, tcp_answer)
+  end
   add("    ip daddr %s %s drop", pub, l4)
   add("  }")
   add("}")

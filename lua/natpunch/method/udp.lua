@@ -1,0 +1,53 @@
+--- The "udp" method: UDP hole punching from the peer's own socket (the
+-- one registered with the rendezvous, so its NAT mapping is the one the
+-- other side was told about).  Both sides send connectivity checks (the C
+-- punch state machine, docs/PROTOCOL.md "Punching") to every candidate at
+-- once; the first pair that answers both ways wins.  Works through every
+-- cone NAT and against a symmetric NAT whose other side lets in a port it
+-- has not contacted (peer-reflexive candidates); see docs/TRAVERSAL.md.
+--
+-- Needs from the introduction: the nonce, the other peer's candidates
+-- (private + public).  Advertises nothing.
+local sched = require "natpunch.sched"
+local addr = require "natpunch.addr"
+
+local udp = { name = "udp", transport = "udp" }
+
+local Link = {}
+Link.__index = Link
+
+function Link:send(data)
+  return self.socket:send(self.ip, self.port, data, "data")
+end
+
+function Link:touch(data, cb)
+  return self.socket:touch(self.ip, self.port, data, cb)
+end
+
+-- The socket belongs to the peer: closing a UDP session only forgets it.
+function Link.close() end
+
+function udp.run(ctx)
+  local sock = ctx.peer.udp
+  local fut = sched.future()
+  local ok, err = sock:punch({
+    nonce = ctx.nonce, candidates = ctx.candidates,
+    timeout = math.max(1, math.floor(ctx:remaining() * 1000)),
+  }, function(perr, ip, port, kind, rtt)
+    fut:set(perr, ip, port, kind, rtt)
+  end)
+  if not ok then return nil, err end
+  ctx:on_cancel(function() if not sock:is_closed() then sock:punch_cancel(ctx.nonce) end end)
+  local perr, ip, port, kind, rtt = fut:wait()
+  if perr then return nil, "punch failed: " .. tostring(perr) end
+  if rtt then sock:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
+  local remote = addr.format(ip, port)
+  return setmetatable({
+    socket = sock, ip = ip, port = port, remote = remote,
+    path = (kind == "private") and "private" or "public",
+    transport = "udp", rtt_ms = rtt,
+    route = remote,        -- data/touch frames from there on the peer's socket are this session's
+  }, Link)
+end
+
+return udp
