@@ -153,10 +153,10 @@ for _, e in ipairs(ENTRIES) do nat_types.add(e) end
 -- behaviour as prc); spec/tcp_traversal_spec.lua runs TCP through them
 -- (and through every cone type made to answer so, with a NAT's own
 -- tcp_unsolicited option).
-nat_types.add{ id = "prc_rst", base = "prc", name = "port-restricted cone, RST for unsolicited SYNs",
+nat_types.add{ id = "prc_rst", short = "prcr", base = "prc", name = "port-restricted cone, RST for unsolicited SYNs",
   tcp = { unsolicited = "rst" }, matrix = false,
   summary = "prc that answers an unsolicited TCP SYN with an RST" }
-nat_types.add{ id = "prc_icmp", base = "prc", name = "port-restricted cone, ICMP for unsolicited SYNs",
+nat_types.add{ id = "prc_icmp", short = "prci", base = "prc", name = "port-restricted cone, ICMP for unsolicited SYNs",
   tcp = { unsolicited = "icmp" }, matrix = false,
   summary = "prc that answers an unsolicited TCP SYN with ICMP port unreachable" }
 
