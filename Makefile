@@ -38,7 +38,7 @@ help:
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
-	@echo "make lint     luacheck, no cycles between C files (tools/cycles.lua)"
+	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua)"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
@@ -150,6 +150,7 @@ build/lint/%.o: csrc/%.c $(HDRS)
 lint: $(LINT_OBJ)
 	luacheck lua bin/natpunch examples spec bench
 	$(LUA) tools/cycles.lua $(LINT_OBJ)
+	$(LUA) tools/cstyle.lua
 
 clean:
 	rm -rf build build-san

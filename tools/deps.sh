@@ -31,6 +31,8 @@ need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'
 # make fuzz (libFuzzer, ASan+UBSan): clang and its fuzzer runtime
 need clang-14      have clang-14
+# make lint / spec/cdeps_spec.lua: tools/cstyle.lua
+need clang-format-14 have clang-format-14
 need libclang-rt-14-dev sh -c 'ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a'
 if [ -z "$missing" ]; then
   echo "deps: all present"

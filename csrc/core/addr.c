@@ -14,38 +14,75 @@
 /* ::ffff:0:0/96, RFC 4291 section 2.5.5.2 */
 static const uint8_t v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
-/* The endpoint an address names, with IPv4-mapped IPv6 seen as IPv4. */
-typedef struct addr_view {
-  int family;          /* AF_INET, AF_INET6, or 0 */
-  const uint8_t *ip;   /* 4 or 16 bytes */
-  size_t ip_len;
-  uint16_t port;       /* host order */
-} addr_view;
-
-static addr_view view_of(const struct sockaddr *sa) {
-  addr_view v = {0, NULL, 0, 0};
-  if (sa == NULL) return v;
+int addr_view_of(const struct sockaddr *sa, addr_view *v) {
+  *v = (addr_view){0, NULL, 0, 0};
+  if (sa == NULL) return -1;
   if (sa->sa_family == AF_INET) {
     const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    v.family = AF_INET;
-    v.ip = (const uint8_t *)&in->sin_addr;
-    v.ip_len = 4;
-    v.port = ntohs(in->sin_port);
-  } else if (sa->sa_family == AF_INET6) {
+    v->family = AF_INET;
+    v->ip = (const uint8_t *)&in->sin_addr;
+    v->ip_len = 4;
+    v->port = ntohs(in->sin_port);
+    return 0;
+  }
+  if (sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
     const uint8_t *b = in6->sin6_addr.s6_addr;
-    v.port = ntohs(in6->sin6_port);
+    v->port = ntohs(in6->sin6_port);
     if (memcmp(b, v4mapped_prefix, sizeof v4mapped_prefix) == 0) {
-      v.family = AF_INET;
-      v.ip = b + 12;
-      v.ip_len = 4;
+      v->family = AF_INET;
+      v->ip = b + 12;
+      v->ip_len = 4;
     } else {
-      v.family = AF_INET6;
-      v.ip = b;
-      v.ip_len = 16;
+      v->family = AF_INET6;
+      v->ip = b;
+      v->ip_len = 16;
     }
+    return 0;
   }
+  return -1;
+}
+
+static addr_view view_of(const struct sockaddr *sa) {
+  addr_view v;
+  addr_view_of(sa, &v);
   return v;
+}
+
+int addr_make(int family, const uint8_t *ip, uint16_t port, struct sockaddr_storage *out) {
+  memset(out, 0, sizeof *out);
+  if (family == AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)out;
+    in->sin_family = AF_INET;
+    in->sin_port = htons(port);
+    memcpy(&in->sin_addr, ip, 4);
+    return 0;
+  }
+  if (family == AF_INET6) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    memcpy(&in6->sin6_addr, ip, 16);
+    return 0;
+  }
+  return -1;
+}
+
+int addr_ip_text(const struct sockaddr *sa, char *buf, size_t size) {
+  if (size > 0) buf[0] = '\0';
+  if (sa == NULL || size > 0x7fffffff) return -1;
+  const void *ip;
+  if (sa->sa_family == AF_INET)
+    ip = &((const struct sockaddr_in *)sa)->sin_addr;
+  else if (sa->sa_family == AF_INET6)
+    ip = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+  else
+    return -1;
+  if (inet_ntop(sa->sa_family, ip, buf, (socklen_t)size) == NULL) {
+    if (size > 0) buf[0] = '\0';
+    return -1;
+  }
+  return 0;
 }
 
 socklen_t addr_len(const struct sockaddr *sa) {
@@ -70,13 +107,9 @@ int addr_copy(struct sockaddr_storage *dst, const struct sockaddr *src) {
 void addr_normalize(struct sockaddr_storage *ss) {
   addr_view v = view_of((const struct sockaddr *)ss);
   if (v.family == AF_INET && ss->ss_family == AF_INET6) {
-    struct sockaddr_in in;
-    memset(&in, 0, sizeof in);
-    in.sin_family = AF_INET;
-    in.sin_port = htons(v.port);
-    memcpy(&in.sin_addr, v.ip, 4);
-    memset(ss, 0, sizeof *ss);
-    memcpy(ss, &in, sizeof in);
+    uint8_t ip[4];
+    memcpy(ip, v.ip, 4); /* v.ip points into *ss */
+    addr_make(AF_INET, ip, v.port, ss);
   }
 }
 
@@ -104,20 +137,11 @@ uint32_t addr_hash(const struct sockaddr *sa, uint32_t seed) {
 
 int addr_to_text(const struct sockaddr *sa, char *buf, size_t size) {
   char ip[INET6_ADDRSTRLEN];
-  int n;
   if (size > 0) buf[0] = '\0';
-  if (sa == NULL) return -1;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip) == NULL) return -1;
-    n = snprintf(buf, size, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
-  } else if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    if (inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip) == NULL) return -1;
-    n = snprintf(buf, size, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
-  } else {
-    return -1;
-  }
+  if (addr_ip_text(sa, ip, sizeof ip) < 0) return -1;
+  unsigned port = sa->sa_family == AF_INET ? ntohs(((const struct sockaddr_in *)sa)->sin_port)
+                                           : ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+  int n = snprintf(buf, size, sa->sa_family == AF_INET ? "%s:%u" : "[%s]:%u", ip, port);
   if (n < 0 || (size_t)n >= size) {
     if (size > 0) buf[0] = '\0';
     return -1;
@@ -126,22 +150,11 @@ int addr_to_text(const struct sockaddr *sa, char *buf, size_t size) {
 }
 
 int addr_from_ip(const char *ip, uint16_t port, struct sockaddr_storage *out) {
+  uint8_t b[16];
   memset(out, 0, sizeof *out);
   if (ip == NULL) return -1;
-  struct sockaddr_in *in = (struct sockaddr_in *)out;
-  if (inet_pton(AF_INET, ip, &in->sin_addr) == 1) {
-    in->sin_family = AF_INET;
-    in->sin_port = htons(port);
-    return 0;
-  }
-  memset(out, 0, sizeof *out);
-  struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
-  if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    return 0;
-  }
-  memset(out, 0, sizeof *out);
+  if (inet_pton(AF_INET, ip, b) == 1) return addr_make(AF_INET, b, port, out);
+  if (inet_pton(AF_INET6, ip, b) == 1) return addr_make(AF_INET6, b, port, out);
   return -1;
 }
 
@@ -172,7 +185,7 @@ int addr_parse(const char *text, struct sockaddr_storage *out) {
     if (ip_len == 0 || ip_len >= sizeof ip) return -1;
     memcpy(ip, text + 1, ip_len);
     ip[ip_len] = '\0';
-    if (strchr(ip, ':') == NULL) return -1;    /* brackets are for IPv6 only */
+    if (strchr(ip, ':') == NULL) return -1; /* brackets are for IPv6 only */
     port_text = close + 2;
   } else {
     const char *colon = strrchr(text, ':');
@@ -181,7 +194,7 @@ int addr_parse(const char *text, struct sockaddr_storage *out) {
     if (ip_len == 0 || ip_len >= sizeof ip) return -1;
     memcpy(ip, text, ip_len);
     ip[ip_len] = '\0';
-    if (strchr(ip, ':') != NULL) return -1;    /* bare IPv6 needs brackets */
+    if (strchr(ip, ':') != NULL) return -1; /* bare IPv6 needs brackets */
     port_text = colon + 1;
   }
   if (parse_port(port_text, &port) != 0) return -1;
@@ -189,13 +202,13 @@ int addr_parse(const char *text, struct sockaddr_storage *out) {
 }
 
 static int ipv4_is_private(const uint8_t *b) {
-  return b[0] == 10 ||                                  /* RFC 1918 */
-         (b[0] == 172 && (b[1] & 0xf0) == 16) ||        /* RFC 1918 */
-         (b[0] == 192 && b[1] == 168) ||                /* RFC 1918 */
-         (b[0] == 100 && (b[1] & 0xc0) == 64) ||        /* RFC 6598 */
-         (b[0] == 169 && b[1] == 254) ||                /* RFC 3927 */
-         b[0] == 127 ||                                 /* RFC 1122 */
-         (b[0] == 198 && (b[1] & 0xfe) == 18);          /* RFC 2544 */
+  return b[0] == 10 ||                           /* RFC 1918 */
+         (b[0] == 172 && (b[1] & 0xf0) == 16) || /* RFC 1918 */
+         (b[0] == 192 && b[1] == 168) ||         /* RFC 1918 */
+         (b[0] == 100 && (b[1] & 0xc0) == 64) || /* RFC 6598 */
+         (b[0] == 169 && b[1] == 254) ||         /* RFC 3927 */
+         b[0] == 127 ||                          /* RFC 1122 */
+         (b[0] == 198 && (b[1] & 0xfe) == 18);   /* RFC 2544 */
 }
 
 int addr_is_private(const struct sockaddr *sa) {
@@ -203,7 +216,7 @@ int addr_is_private(const struct sockaddr *sa) {
   addr_view v = view_of(sa);
   if (v.family == AF_INET) return ipv4_is_private(v.ip);
   if (v.family == AF_INET6) {
-    return (v.ip[0] & 0xfe) == 0xfc ||                  /* RFC 4193 ULA */
+    return (v.ip[0] & 0xfe) == 0xfc ||                      /* RFC 4193 ULA */
            (v.ip[0] == 0xfe && (v.ip[1] & 0xc0) == 0x80) || /* RFC 4291 link-local */
            memcmp(v.ip, loopback6, 16) == 0;
   }

@@ -20,6 +20,26 @@
 /* "[" + INET6_ADDRSTRLEN-1 (45) + "]:" + "65535" + NUL */
 #define ADDR_TEXT_MAX 56
 
+/* The endpoint an address names, an IPv4-mapped IPv6 address seen as the
+ * IPv4 one it carries (the rule above).  ip points into the sockaddr. */
+typedef struct addr_view {
+  int family;        /* AF_INET, AF_INET6, or 0 */
+  const uint8_t *ip; /* 4 or 16 bytes */
+  size_t ip_len;
+  uint16_t port; /* host order */
+} addr_view;
+
+/* The one converter between socket addresses and (family, ip bytes, port):
+ * addr_view_of returns 0, or -1 (v zeroed) for another family; addr_make
+ * builds an AF_INET (4-byte ip) or AF_INET6 (16-byte ip) address, 0 or -1. */
+int addr_view_of(const struct sockaddr *sa, addr_view *v);
+int addr_make(int family, const uint8_t *ip, uint16_t port, struct sockaddr_storage *out);
+
+/* The numeric IP text alone ("1.2.3.4", "2001:db8::1", an IPv4-mapped
+ * address as "::ffff:1.2.3.4"): 0, or -1 (buf "") on an unknown family or a
+ * short buffer. */
+int addr_ip_text(const struct sockaddr *sa, char *buf, size_t size);
+
 /* Length to pass to sendto()/bind() for this address, 0 if the family is
  * neither AF_INET nor AF_INET6. */
 socklen_t addr_len(const struct sockaddr *sa);

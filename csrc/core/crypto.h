@@ -18,9 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NP_SHA1_LEN 20
+#define NP_SHA1_LEN   20
 #define NP_SHA256_LEN 32
-#define NP_MD5_LEN 16
+#define NP_MD5_LEN    16
 #define NP_HASH_BLOCK 64 /* all three hashes use 512-bit blocks */
 
 /* The buffering shared by the three Merkle-Damgard hashes (hash_md.c). */

@@ -6,7 +6,8 @@
 #include <string.h>
 #include "crypto.h"
 
-void np_md_update(uint32_t *h, struct np_md_buf *m, np_md_compress f, const void *data, size_t len) {
+void np_md_update(uint32_t *h, struct np_md_buf *m, np_md_compress f, const void *data,
+                  size_t len) {
   const uint8_t *p = data;
   m->total += len;
   while (len > 0) {
@@ -17,8 +18,7 @@ void np_md_update(uint32_t *h, struct np_md_buf *m, np_md_compress f, const void
       continue;
     }
     size_t n = NP_HASH_BLOCK - m->used;
-    if (n > len)
-      n = len;
+    if (n > len) n = len;
     memcpy(m->buf + m->used, p, n);
     m->used += n;
     p += n;

@@ -3,23 +3,13 @@
  * key = MD5(username ":" OpaqueString(realm) ":" OpaqueString(password))
  * (RFC 8489 §9.2.2).  Not used for anything that needs collision resistance.
  */
+#include "bytes.h"
 #include "crypto.h"
 
 #include <string.h>
 
 static uint32_t rol(uint32_t x, int n) {
   return (x << n) | (x >> (32 - n));
-}
-
-static uint32_t load_le32(const uint8_t *p) {
-  return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
-}
-
-static void store_le32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-  p[2] = (uint8_t)(v >> 16);
-  p[3] = (uint8_t)(v >> 24);
 }
 
 /* RFC 1321 §3.4: T[i] = floor(2^32 * abs(sin(i + 1))) and the shifts. */
@@ -37,8 +27,7 @@ static const uint8_t S[16] = {7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10,
 
 static void md5_block(uint32_t h[4], const uint8_t *blk) {
   uint32_t x[16];
-  for (int i = 0; i < 16; i++)
-    x[i] = load_le32(blk + 4 * i);
+  for (int i = 0; i < 16; i++) x[i] = le32(blk + 4 * i);
 
   uint32_t a = h[0], b = h[1], c = h[2], d = h[3];
   for (int i = 0; i < 64; i++) {
@@ -90,8 +79,7 @@ void np_md5_update(struct np_md5 *c, const void *data, size_t len) {
 void np_md5_final(struct np_md5 *c, uint8_t out[NP_MD5_LEN]) {
   /* RFC 1321 §3.1-3.2: like SHA but the bit length is little-endian. */
   np_md_pad(c->h, &c->md, md5_block, 0);
-  for (int i = 0; i < 4; i++)
-    store_le32(out + 4 * i, c->h[i]);
+  for (int i = 0; i < 4; i++) put_le32(out + 4 * i, c->h[i]);
   np_wipe(c, sizeof *c);
 }
 

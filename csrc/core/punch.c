@@ -126,8 +126,8 @@ int punch_parse(const uint8_t *buf, size_t len, punch_frame *out) {
   if (buf[OFF_KIND] != PUNCH_REQUEST && buf[OFF_KIND] != PUNCH_RESPONSE) return PUNCH_EMALFORMED;
   out->kind = buf[OFF_KIND];
   memcpy(out->nonce, buf + OFF_NONCE, PUNCH_NONCE_LEN);
-  out->seq = wire_get_u32(buf + OFF_SEQ);
-  out->tie = wire_get_u64(buf + OFF_TIE);
+  out->seq = be32(buf + OFF_SEQ);
+  out->tie = be64(buf + OFF_TIE);
   if (out->seq == 0) return PUNCH_EMALFORMED;   /* seqs start at 1 */
   return PUNCH_OK;
 }
@@ -136,8 +136,8 @@ size_t punch_build(uint8_t *buf, const punch_frame *f) {
   buf[0] = WIRE_PUNCH;
   buf[OFF_KIND] = f->kind;
   memcpy(buf + OFF_NONCE, f->nonce, PUNCH_NONCE_LEN);
-  wire_put_u32(buf + OFF_SEQ, f->seq);
-  wire_put_u64(buf + OFF_TIE, f->tie);
+  put_be32(buf + OFF_SEQ, f->seq);
+  put_be64(buf + OFF_TIE, f->tie);
   return PUNCH_FRAME_LEN;
 }
 

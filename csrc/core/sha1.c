@@ -5,6 +5,7 @@
  * §14.5 mandates on the wire, and HMAC does not rely on collision
  * resistance.
  */
+#include "bytes.h"
 #include "crypto.h"
 
 #include <string.h>
@@ -13,23 +14,10 @@ static uint32_t rol(uint32_t x, int n) {
   return (x << n) | (x >> (32 - n));
 }
 
-static uint32_t load_be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void store_be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
 static void sha1_block(uint32_t h[5], const uint8_t *blk) {
   uint32_t w[80];
-  for (int t = 0; t < 16; t++)
-    w[t] = load_be32(blk + 4 * t);
-  for (int t = 16; t < 80; t++)
-    w[t] = rol(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+  for (int t = 0; t < 16; t++) w[t] = be32(blk + 4 * t);
+  for (int t = 16; t < 80; t++) w[t] = rol(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
 
   uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
   for (int t = 0; t < 80; t++) {
@@ -76,8 +64,7 @@ void np_sha1_update(struct np_sha1 *c, const void *data, size_t len) {
 void np_sha1_final(struct np_sha1 *c, uint8_t out[NP_SHA1_LEN]) {
   /* FIPS 180-4 §5.1.1: 0x80, zeros, then the bit length big-endian. */
   np_md_pad(c->h, &c->md, sha1_block, 1);
-  for (int i = 0; i < 5; i++)
-    store_be32(out + 4 * i, c->h[i]);
+  for (int i = 0; i < 5; i++) put_be32(out + 4 * i, c->h[i]);
   np_wipe(c, sizeof *c);
 }
 

@@ -2,23 +2,13 @@
  * sha256.c - SHA-256 (FIPS 180-4 §6.2), for STUN MESSAGE-INTEGRITY-SHA256
  * (RFC 8489 §14.6).
  */
+#include "bytes.h"
 #include "crypto.h"
 
 #include <string.h>
 
 static uint32_t ror(uint32_t x, int n) {
   return (x >> n) | (x << (32 - n));
-}
-
-static uint32_t load_be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void store_be32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
 }
 
 /* FIPS 180-4 §4.2.2: first 32 bits of the fractional parts of the cube
@@ -36,8 +26,7 @@ static const uint32_t K[64] = {
 
 static void sha256_block(uint32_t h[8], const uint8_t *blk) {
   uint32_t w[64];
-  for (int t = 0; t < 16; t++)
-    w[t] = load_be32(blk + 4 * t);
+  for (int t = 0; t < 16; t++) w[t] = be32(blk + 4 * t);
   for (int t = 16; t < 64; t++) {
     uint32_t s0 = ror(w[t - 15], 7) ^ ror(w[t - 15], 18) ^ (w[t - 15] >> 3);
     uint32_t s1 = ror(w[t - 2], 17) ^ ror(w[t - 2], 19) ^ (w[t - 2] >> 10);
@@ -87,8 +76,7 @@ void np_sha256_update(struct np_sha256 *c, const void *data, size_t len) {
 
 void np_sha256_final(struct np_sha256 *c, uint8_t out[NP_SHA256_LEN]) {
   np_md_pad(c->h, &c->md, sha256_block, 1);
-  for (int i = 0; i < 8; i++)
-    store_be32(out + 4 * i, c->h[i]);
+  for (int i = 0; i < 8; i++) put_be32(out + 4 * i, c->h[i]);
   np_wipe(c, sizeof *c);
 }
 

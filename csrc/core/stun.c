@@ -5,6 +5,7 @@
  * Every read is bounds-checked against the message end, which is itself
  * checked against the buffer length before any attribute is looked at.
  */
+#include "bytes.h"
 #include "stun.h"
 
 #include "crypto.h"
@@ -29,14 +30,6 @@ const char *stun_strerror(int err) {
 #undef XX
   }
   return "unknown STUN error";
-}
-
-static uint16_t be16(const uint8_t *p) {
-  return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t be32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /*
@@ -82,11 +75,11 @@ static int check_header(const uint8_t *data, size_t len) {
   if (len < STUN_HEADER_SIZE)
     return STUN_ETRUNCATED;
   /* RFC 8489 §5: the most significant 2 bits of every STUN message
-	 * are zeroes. */
+   * are zeroes. */
   if (data[0] & 0xC0)
     return STUN_ENOTSTUN;
   /* RFC 8489 §5: all attributes are padded, so the length is a
-	 * multiple of 4. */
+   * multiple of 4. */
   if (be16(data + 2) % 4 != 0)
     return STUN_EBADLENGTH;
   if (be32(data + 4) != STUN_MAGIC_COOKIE && !classic_type(be16(data)))
@@ -164,12 +157,12 @@ static int read_addr(const uint8_t *hdr, const uint8_t *v, size_t vlen, bool xor
  */
 static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_msg *m) {
   /* pjnath's CVE-2021-37706 was a reason length computed as vlen - 4
-	 * on a shorter attribute: check before subtracting. */
+   * on a shorter attribute: check before subtracting. */
   if (vlen < 4 || vlen - 4 > STUN_MAX_TEXT)
     return STUN_EATTRLEN;
   unsigned cls = v[2] & 0x07, num = v[3];
   /* RFC 8489 §14.8: class 3..6, number 0..99; RFC 3489 §11.2.9
-	 * allowed classes 1..6. */
+   * allowed classes 1..6. */
   if (cls < (classic ? 1u : 3u) || cls > 6 || num > 99)
     return STUN_EBADERRCODE;
   m->error_code = (uint16_t)(cls * 100 + num);
@@ -353,9 +346,9 @@ int stun_read(const uint8_t *data, size_t len, struct stun_msg *m) {
       continue;
     }
     /* RFC 8489 §14.5, §14.6: after MESSAGE-INTEGRITY only
-		 * MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count, after
-		 * MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; the rest is ignored
-		 * (an attacker could append it). */
+     * MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count, after
+     * MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; the rest is ignored
+     * (an attacker could append it). */
     if (m->has & STUN_HAS_INTEGRITY_SHA256)
       continue;
     if ((m->has & STUN_HAS_INTEGRITY) && type != STUN_ATTR_MESSAGE_INTEGRITY_SHA256)
@@ -409,8 +402,8 @@ int stun_check_integrity(const uint8_t *data, const struct stun_msg *m, const vo
   np_hmac_sha1_update(&h, data + 4, off - 4);
   if (m->classic && off % 64 != 0) {
     /* RFC 3489 §11.2.8: the text is zero-padded to a multiple of 64
-		 * bytes.  There MESSAGE-INTEGRITY was last, so the adjusted length
-		 * above equals the one sent. */
+     * bytes.  There MESSAGE-INTEGRITY was last, so the adjusted length
+     * above equals the one sent. */
     static const uint8_t zeros[64];
     np_hmac_sha1_update(&h, zeros, 64 - off % 64);
   }

@@ -201,8 +201,8 @@ struct stun_msg {
   uint64_t ice_controlled, ice_controlling; /* tie-breakers */
 
   /* Comprehension-required types this decoder does not know (RFC 8489
-	 * §6.3.1: a server answers 420 listing them).  The first
-	 * STUN_MAX_LISTED are kept; n_unknown_required counts them all. */
+   * §6.3.1: a server answers 420 listing them).  The first
+   * STUN_MAX_LISTED are kept; n_unknown_required counts them all. */
   uint16_t unknown_required[STUN_MAX_LISTED];
   size_t n_unknown_required;
 
@@ -290,9 +290,9 @@ int stun_addr_format(const struct stun_addr *a, char *buf, size_t cap);
 
 enum stun_answer_flags {
   /* The caller sends the answer from the address CHANGE-REQUEST asked
-	 * for; without this a request with change flags is not answered
-	 * (STUN_ECHANGE), because answering from the same address would make
-	 * an RFC 3489 client conclude it has no NAT. */
+   * for; without this a request with change flags is not answered
+   * (STUN_ECHANGE), because answering from the same address would make
+   * an RFC 3489 client conclude it has no NAT. */
   STUN_ANSWER_CHANGE_OK = 1,
   /* The caller sends the answer to RESPONSE-PORT (RFC 5780 §7.5). */
   STUN_ANSWER_RESPONSE_PORT_OK = 2,

@@ -5,6 +5,8 @@
  * attribute, which is exactly what MESSAGE-INTEGRITY and FINGERPRINT need
  * (RFC 8489 §14.5, §14.7: the length counts the attribute being added).
  */
+#include "addr.h"
+#include "bytes.h"
 #include "stun.h"
 
 #include "crypto.h"
@@ -14,16 +16,6 @@
 #include <string.h>
 
 #define STUN_MAX_VALUE 0xFFFF /* 16-bit attribute and message lengths */
-
-static void put_be16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static void put_be32(uint8_t *p, uint32_t v) {
-  put_be16(p, (uint16_t)(v >> 16));
-  put_be16(p + 2, (uint16_t)v);
-}
 
 static size_t pad4(size_t n) {
   return (n + 3) & ~(size_t)3;
@@ -161,7 +153,7 @@ void stun_put_unknown(struct stun_writer *w, const uint16_t *types, size_t n) {
     return;
   }
   /* RFC 3489 §11.2.10 repeats one type to fill an odd count to 32
-	 * bits; RFC 8489 §14.13 pads with zeros instead. */
+   * bits; RFC 8489 §14.13 pads with zeros instead. */
   size_t count = (w->classic && n % 2 == 1) ? n + 1 : n;
   if (count > STUN_MAX_VALUE / 2) {
     fail(w, STUN_EINVAL);
@@ -199,7 +191,7 @@ void stun_put_integrity(struct stun_writer *w, const void *key, size_t keylen) {
   if (p == NULL)
     return;
   /* RFC 8489 §14.5: HMAC over the message up to the attribute, with the
-	 * length already counting it, which reserve() has done. */
+   * length already counting it, which reserve() has done. */
   struct np_hmac_sha1 h;
   np_hmac_sha1_init(&h, key, keylen);
   np_hmac_sha1_update(&h, w->buf, off);
@@ -236,56 +228,29 @@ int stun_writer_finish(struct stun_writer *w) {
   return w->err != 0 ? w->err : (int)w->len;
 }
 
+/* Through addr.c, the one sockaddr converter (IPv4-mapped rule included:
+ * a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d, and the peer
+ * should learn its IPv4 address). */
 int stun_addr_from_sockaddr(const struct sockaddr *sa, struct stun_addr *a) {
-  static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   memset(a, 0, sizeof *a);
   if (sa == NULL)
     return STUN_EINVAL;
-  if (sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    a->family = STUN_FAMILY_IPV4;
-    a->port = ntohs(in->sin_port);
-    memcpy(a->ip, &in->sin_addr, 4);
-    return 0;
-  }
-  if (sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    const uint8_t *ip = in6->sin6_addr.s6_addr;
-    a->port = ntohs(in6->sin6_port);
-    /* A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d;
-		 * the peer should learn its IPv4 address. */
-    if (memcmp(ip, v4mapped, sizeof v4mapped) == 0) {
-      a->family = STUN_FAMILY_IPV4;
-      memcpy(a->ip, ip + 12, 4);
-    } else {
-      a->family = STUN_FAMILY_IPV6;
-      memcpy(a->ip, ip, 16);
-    }
-    return 0;
-  }
-  return STUN_EAFNOSUPPORT;
+  addr_view v;
+  if (addr_view_of(sa, &v) < 0)
+    return STUN_EAFNOSUPPORT;
+  a->family = v.family == AF_INET ? STUN_FAMILY_IPV4 : STUN_FAMILY_IPV6;
+  a->port = v.port;
+  memcpy(a->ip, v.ip, v.ip_len);
+  return 0;
 }
 
 int stun_addr_to_sockaddr(const struct stun_addr *a, struct sockaddr_storage *ss,
                           socklen_t *sslen) {
-  memset(ss, 0, sizeof *ss);
-  if (a->family == STUN_FAMILY_IPV4) {
-    struct sockaddr_in *in = (struct sockaddr_in *)ss;
-    in->sin_family = AF_INET;
-    in->sin_port = htons(a->port);
-    memcpy(&in->sin_addr, a->ip, 4);
-    *sslen = sizeof *in;
-    return 0;
-  }
-  if (a->family == STUN_FAMILY_IPV6) {
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(a->port);
-    memcpy(&in6->sin6_addr, a->ip, 16);
-    *sslen = sizeof *in6;
-    return 0;
-  }
-  return STUN_EAFNOSUPPORT;
+  int af = a->family == STUN_FAMILY_IPV4 ? AF_INET : a->family == STUN_FAMILY_IPV6 ? AF_INET6 : -1;
+  if (addr_make(af, a->ip, a->port, ss) < 0)
+    return STUN_EAFNOSUPPORT;
+  *sslen = addr_len((const struct sockaddr *)ss);
+  return 0;
 }
 
 int stun_addr_parse(const char *ip, uint16_t port, struct stun_addr *a) {
@@ -329,8 +294,8 @@ static void put_optional_software(struct stun_writer *w, const char *software) {
     return;
   size_t len = strlen(software);
   /* RFC 3489 parsers (Vovida's, in Debian's `stun`) reject text whose
-	 * length is not a multiple of 4 (RFC 3489 §11.2.6), so a classic
-	 * answer pads it with spaces inside the value. */
+   * length is not a multiple of 4 (RFC 3489 §11.2.6), so a classic
+   * answer pads it with spaces inside the value. */
   size_t vlen = w->classic ? pad4(len) : len;
   if (!fits(w, vlen))
     return;
@@ -364,7 +329,7 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
   if ((r = stun_read(req, len, &m)) < 0)
     return r;
   /* Answering anything but a request could make two servers answer
-	 * each other for ever. */
+   * each other for ever. */
   if (m.cls != STUN_CLASS_REQUEST)
     return STUN_ENOTREQUEST;
   if (m.method != STUN_METHOD_BINDING)
@@ -375,8 +340,8 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
   if ((r = stun_addr_from_sockaddr(from, &peer)) < 0)
     return r;
   /* No datagram really comes from 0.0.0.0, :: or port 0, and an answer
-	 * "to" one would go somewhere else (coturn's CVE-2020-26262 relayed to
-	 * such addresses). */
+   * "to" one would go somewhere else (coturn's CVE-2020-26262 relayed to
+   * such addresses). */
   if (peer.port == 0 || unspecified(&peer))
     return STUN_EINVAL;
 
@@ -400,16 +365,16 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
     stun_writer_init(&w, out, cap - fp, STUN_METHOD_BINDING, STUN_CLASS_SUCCESS, m.tid, m.tid_len);
     if (m.classic) {
       /* RFC 3489 §11.2: what its clients (Debian's `stun`)
-			 * read; an unknown mandatory attribute would make them
-			 * drop the answer, so no XOR-MAPPED-ADDRESS. */
+       * read; an unknown mandatory attribute would make them
+       * drop the answer, so no XOR-MAPPED-ADDRESS. */
       stun_put_addr(&w, STUN_ATTR_MAPPED_ADDRESS, &peer);
       if ((r = put_optional_addr(&w, STUN_ATTR_SOURCE_ADDRESS, opts->origin)) < 0 ||
           (r = put_optional_addr(&w, STUN_ATTR_CHANGED_ADDRESS, opts->other)) < 0)
         return r;
     } else {
       /* RFC 8489 §14.2 requires XOR-MAPPED-ADDRESS; RFC 5780
-			 * §6.1 adds OTHER-ADDRESS and RESPONSE-ORIGIN; MAPPED-
-			 * ADDRESS is for clients older than RFC 5389. */
+       * §6.1 adds OTHER-ADDRESS and RESPONSE-ORIGIN; MAPPED-
+       * ADDRESS is for clients older than RFC 5389. */
       stun_put_addr(&w, STUN_ATTR_XOR_MAPPED_ADDRESS, &peer);
       if ((r = put_optional_addr(&w, STUN_ATTR_OTHER_ADDRESS, opts->other)) < 0 ||
           (r = put_optional_addr(&w, STUN_ATTR_RESPONSE_ORIGIN, opts->origin)) < 0)

@@ -260,8 +260,8 @@ static void queue_ack(touch_peer *p, uint32_t epoch, uint32_t id, uint8_t xmit) 
   p->acks_queued++;
   e->ack[0] = WIRE_TOUCH_ACK;
   e->ack[OFF_FLAGS] = 0;
-  wire_put_u32(e->ack + OFF_EPOCH, epoch);
-  wire_put_u32(e->ack + OFF_ID, id);
+  put_be32(e->ack + OFF_EPOCH, epoch);
+  put_be32(e->ack + OFF_ID, id);
   e->ack[OFF_XMIT] = xmit;
   p->stats.acks_sent++;
 }
@@ -337,8 +337,8 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
   s->deadline = now + s->rto_ms;
   s->frame[0] = WIRE_TOUCH;
   s->frame[OFF_FLAGS] = 0;
-  wire_put_u32(s->frame + OFF_EPOCH, p->epoch);
-  wire_put_u32(s->frame + OFF_ID, s->id);
+  put_be32(s->frame + OFF_EPOCH, p->epoch);
+  put_be32(s->frame + OFF_ID, s->id);
   s->frame[OFF_XMIT] = 0;
   if (len > 0) memcpy(s->frame + TOUCH_HEADER_LEN, data, len);
   s->frame_len = TOUCH_HEADER_LEN + len;
@@ -384,8 +384,8 @@ uint64_t touch_next_deadline(const touch_peer *p) {
 }
 
 static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
-  uint32_t epoch = wire_get_u32(f + OFF_EPOCH);
-  uint32_t id = wire_get_u32(f + OFF_ID);
+  uint32_t epoch = be32(f + OFF_EPOCH);
+  uint32_t id = be32(f + OFF_ID);
   uint8_t xmit = f[OFF_XMIT];
   if (id == 0) {
     p->stats.malformed++;
@@ -465,8 +465,8 @@ static int free_rx_buf(const touch_peer *p) {
 }
 
 static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
-  uint32_t epoch = wire_get_u32(f + OFF_EPOCH);
-  uint32_t id = wire_get_u32(f + OFF_ID);
+  uint32_t epoch = be32(f + OFF_EPOCH);
+  uint32_t id = be32(f + OFF_ID);
   uint8_t xmit = f[OFF_XMIT];
   size_t plen = len - TOUCH_HEADER_LEN;
   if (id == 0 || plen > p->cfg.max_payload) {

@@ -8,6 +8,5 @@
 void np_wipe(void *p, size_t len) {
   /* the volatile pointer keeps the compiler from dropping the stores */
   volatile uint8_t *v = p;
-  while (len--)
-    *v++ = 0;
+  while (len--) *v++ = 0;
 }

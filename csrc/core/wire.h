@@ -29,13 +29,15 @@
  *   0x08   PUNCH        connectivity check request/response, see punch.h
  *
  * Anything else is dropped (and counted) by the socket.  All multi-byte
- * integers on the wire are big-endian (network order).
+ * integers on the wire are big-endian (network order): bytes.h.
  */
 #ifndef NATPUNCH_WIRE_H
 #define NATPUNCH_WIRE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "bytes.h"
 
 enum wire_type {
   WIRE_STUN_FIRST = 0x00,
@@ -45,8 +47,8 @@ enum wire_type {
   WIRE_TOUCH = 0x06,
   WIRE_TOUCH_ACK = 0x07,
   WIRE_PUNCH = 0x08,
-  WIRE_STUN = 0x100,    /* wire_classify() result for 0x00..0x03 */
-  WIRE_UNKNOWN = -1     /* wire_classify() result: drop and count */
+  WIRE_STUN = 0x100, /* wire_classify() result for 0x00..0x03 */
+  WIRE_UNKNOWN = -1  /* wire_classify() result: drop and count */
 };
 
 /* Which protocol owns a datagram: WIRE_STUN, WIRE_CONTROL .. WIRE_PUNCH, or
@@ -56,27 +58,6 @@ static inline int wire_classify(const uint8_t *p, size_t len) {
   if (p[0] <= WIRE_STUN_LAST) return WIRE_STUN;
   if (p[0] >= WIRE_CONTROL && p[0] <= WIRE_PUNCH) return p[0];
   return WIRE_UNKNOWN;
-}
-
-static inline void wire_put_u32(uint8_t *p, uint32_t v) {
-  p[0] = (uint8_t)(v >> 24);
-  p[1] = (uint8_t)(v >> 16);
-  p[2] = (uint8_t)(v >> 8);
-  p[3] = (uint8_t)v;
-}
-
-static inline uint32_t wire_get_u32(const uint8_t *p) {
-  return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
-         ((uint32_t)p[2] << 8) | (uint32_t)p[3];
-}
-
-static inline void wire_put_u64(uint8_t *p, uint64_t v) {
-  wire_put_u32(p, (uint32_t)(v >> 32));
-  wire_put_u32(p + 4, (uint32_t)v);
-}
-
-static inline uint64_t wire_get_u64(const uint8_t *p) {
-  return ((uint64_t)wire_get_u32(p) << 32) | wire_get_u32(p + 4);
 }
 
 #endif

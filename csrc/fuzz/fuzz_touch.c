@@ -83,7 +83,7 @@ static void drain(world *w) {
       link_push(&w->b2a, act.data, act.len);
     } else {
       FUZZ_ASSERT(act.kind == TOUCH_DELIVER && act.len >= 4);
-      uint32_t k = wire_get_u32(act.data);
+      uint32_t k = be32(act.data);
       FUZZ_ASSERT(k < w->sent && !w->delivered[k] && act.len == w->lens[k]);
       for (size_t i = 4; i < act.len; i++) FUZZ_ASSERT(act.data[i] == (uint8_t)(k + i));
       w->delivered[k] = 1;
@@ -122,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
     case 0:
       if (w.sent < MAX_SENT) {
         size_t n = 4 + fuzz_u8(&c) % 64;
-        wire_put_u32(payload, (uint32_t)w.sent);
+        put_be32(payload, (uint32_t)w.sent);
         for (size_t i = 4; i < n; i++) payload[i] = (uint8_t)(w.sent + i);
         if (touch_send(w.a, w.now, payload, n, &id) == 0) {
           w.ids[w.sent] = id;

@@ -17,8 +17,8 @@
  *   sim.c     --simulate: the engine on a virtual clock, for tests
  *   main.c    the poll loop, signals and counters
  */
-#ifndef NATPUNCH_WIRE_H
-#define NATPUNCH_WIRE_H
+#ifndef NATPUNCH_LABWIRE_H
+#define NATPUNCH_LABWIRE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -33,13 +33,13 @@
 #define WIRE_DEFAULT_LIMIT 1000
 
 #define WIRE_NS_PER_S 1000000000ull
-#define WIRE_PPM 1000000u
+#define WIRE_PPM      1000000u
 
 /* ---- rng.c ---- */
 
 /* splitmix64: small, fast, and good enough for drop decisions. */
 struct wire_rng {
-	uint64_t state;
+  uint64_t state;
 };
 
 void wire_rng_seed(struct wire_rng *r, uint64_t seed);
@@ -52,58 +52,56 @@ int64_t wire_rng_spread(struct wire_rng *r, uint64_t span);
 /* ---- engine.c ---- */
 
 struct wire_params {
-	uint64_t delay_ns;
-	uint64_t jitter_ns;     /* delay varies uniformly by +-jitter */
-	uint32_t loss_ppm;      /* parts per million */
-	uint32_t dup_ppm;
-	uint32_t reorder_ppm;   /* sent at once, overtaking delayed frames */
-	uint64_t rate_bps;      /* 0: unlimited */
-	uint32_t limit;         /* frames held at most */
+  uint64_t delay_ns;
+  uint64_t jitter_ns; /* delay varies uniformly by +-jitter */
+  uint32_t loss_ppm;  /* parts per million */
+  uint32_t dup_ppm;
+  uint32_t reorder_ppm; /* sent at once, overtaking delayed frames */
+  uint64_t rate_bps;    /* 0: unlimited */
+  uint32_t limit;       /* frames held at most */
 };
 
 struct wire_counters {
-	uint64_t rx;            /* frames offered */
-	uint64_t tx;            /* frames handed out */
-	uint64_t tx_bytes;
-	uint64_t lost;          /* dropped by --loss */
-	uint64_t dup;           /* extra copies made by --dup */
-	uint64_t reordered;     /* sent ahead by --reorder */
-	uint64_t qdrop;         /* dropped because the queue was full */
-	uint64_t oversize;      /* longer than WIRE_MAX_FRAME */
-	uint64_t write_err;     /* filled in by the caller */
+  uint64_t rx; /* frames offered */
+  uint64_t tx; /* frames handed out */
+  uint64_t tx_bytes;
+  uint64_t lost;      /* dropped by --loss */
+  uint64_t dup;       /* extra copies made by --dup */
+  uint64_t reordered; /* sent ahead by --reorder */
+  uint64_t qdrop;     /* dropped because the queue was full */
+  uint64_t oversize;  /* longer than WIRE_MAX_FRAME */
+  uint64_t write_err; /* filled in by the caller */
 };
 
 struct wire_slot {
-	uint64_t due;           /* when the delay line releases it (ns) */
-	uint64_t seq;           /* arrival order: ties leave in order */
-	uint32_t len;
-	unsigned char data[WIRE_MAX_FRAME];
+  uint64_t due; /* when the delay line releases it (ns) */
+  uint64_t seq; /* arrival order: ties leave in order */
+  uint32_t len;
+  unsigned char data[WIRE_MAX_FRAME];
 };
 
 struct wire_dir {
-	struct wire_params p;
-	struct wire_rng *rng;
-	struct wire_counters c;
-	struct wire_slot *slots;  /* limit slots */
-	uint32_t *free_list;      /* indices of free slots */
-	uint32_t nfree;
-	uint32_t *heap;           /* delay line: min-heap on (due, seq) */
-	uint32_t nheap;
-	uint32_t *fifo;           /* rate queue: ring of slot indices */
-	uint32_t fifo_head;
-	uint32_t nfifo;
-	uint64_t next_seq;
-	double tokens;            /* token bucket, bytes */
-	double burst;             /* bucket size, bytes */
-	uint64_t tokens_at;       /* time of the last refill (ns) */
+  struct wire_params p;
+  struct wire_rng *rng;
+  struct wire_counters c;
+  struct wire_slot *slots; /* limit slots */
+  uint32_t *free_list;     /* indices of free slots */
+  uint32_t nfree;
+  uint32_t *heap; /* delay line: min-heap on (due, seq) */
+  uint32_t nheap;
+  uint32_t *fifo; /* rate queue: ring of slot indices */
+  uint32_t fifo_head;
+  uint32_t nfifo;
+  uint64_t next_seq;
+  double tokens;      /* token bucket, bytes */
+  double burst;       /* bucket size, bytes */
+  uint64_t tokens_at; /* time of the last refill (ns) */
 };
 
-int wire_dir_init(struct wire_dir *d, const struct wire_params *p,
-		  struct wire_rng *rng);
+int wire_dir_init(struct wire_dir *d, const struct wire_params *p, struct wire_rng *rng);
 void wire_dir_free(struct wire_dir *d);
 /* Offer a frame that arrived at now. */
-void wire_dir_push(struct wire_dir *d, uint64_t now, const void *buf,
-		   size_t len);
+void wire_dir_push(struct wire_dir *d, uint64_t now, const void *buf, size_t len);
 /* Take the next frame due at now into out (cap bytes).  Returns its length,
  * 0 when none is due. */
 size_t wire_dir_pop(struct wire_dir *d, uint64_t now, void *out, size_t cap);
@@ -112,31 +110,30 @@ uint64_t wire_dir_next(const struct wire_dir *d, uint64_t now);
 /* Frames held. */
 uint32_t wire_dir_held(const struct wire_dir *d);
 /* One line "label rx=.. tx=.. ..." for logs and tests. */
-void wire_print_counters(FILE *out, const char *label,
-			 const struct wire_counters *c);
+void wire_print_counters(FILE *out, const char *label, const struct wire_counters *c);
 
 /* ---- opts.c ---- */
 
 struct wire_tap_spec {
-	char name[16];          /* interface name (IFNAMSIZ) */
-	const char *netns;      /* ip-netns name or path, NULL: ours */
+  char name[16];     /* interface name (IFNAMSIZ) */
+  const char *netns; /* ip-netns name or path, NULL: ours */
 };
 
 struct wire_opts {
-	struct wire_params params;
-	struct wire_tap_spec tap[2];
-	int ntap;
-	uint64_t seed;
-	int seed_set;
-	uint64_t simulate;      /* frames, 0: run on TAPs */
-	uint64_t sim_interval_ns;
-	uint32_t sim_size;
+  struct wire_params params;
+  struct wire_tap_spec tap[2];
+  int ntap;
+  uint64_t seed;
+  int seed_set;
+  uint64_t simulate; /* frames, 0: run on TAPs */
+  uint64_t sim_interval_ns;
+  uint32_t sim_size;
 };
 
 /* Parse argv; on error writes a message to err and returns -1.  Returns 1
  * when --help was asked (usage already printed to out). */
-int wire_opts_parse(struct wire_opts *o, int argc, char **argv, FILE *out,
-		    char *err, size_t errlen);
+int wire_opts_parse(struct wire_opts *o, int argc, char **argv, FILE *out, char *err,
+                    size_t errlen);
 int wire_parse_duration(const char *s, uint64_t *ns);
 int wire_parse_percent(const char *s, uint32_t *ppm);
 int wire_parse_rate(const char *s, uint64_t *bps);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "natpunch.h"
+#include "addr.h"
 
 #define NP_CTX_MT "natpunch.ctx"
 
@@ -204,34 +205,24 @@ void np_class(lua_State *L, const char *name, const luaL_Reg *methods) {
 
 /* -------------------------------------------------------------- addresses */
 
+/* Both through addr.c, the core's one address converter. */
 int np_parse_addr(lua_State *L, int host_idx, int port_idx, struct sockaddr_storage *ss) {
   const char *host = luaL_checkstring(L, host_idx);
   lua_Integer port = luaL_checkinteger(L, port_idx);
   luaL_argcheck(L, port >= 0 && port <= 65535, port_idx, "port out of range");
-  memset(ss, 0, sizeof(*ss));
-  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) == 0) return 0;
-  if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss) == 0) return 0;
+  if (addr_from_ip(host, (uint16_t)port, ss) == 0) return 0;
   return luaL_argerror(L, host_idx, lua_pushfstring(L, "invalid IP address '%s'", host));
 }
 
 int np_push_addr(lua_State *L, const struct sockaddr *sa) {
-  char ip[INET6_ADDRSTRLEN] = "";
-  int port = 0;
-  if (sa && sa->sa_family == AF_INET) {
-    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-    uv_ip4_name(in, ip, sizeof ip);
-    port = ntohs(in->sin_port);
-  } else if (sa && sa->sa_family == AF_INET6) {
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-    uv_ip6_name(in6, ip, sizeof ip);
-    port = ntohs(in6->sin6_port);
-  } else {
+  char ip[INET6_ADDRSTRLEN];
+  if (addr_ip_text(sa, ip, sizeof ip) < 0) {
     lua_pushnil(L);
     lua_pushnil(L);
     return 2;
   }
   lua_pushstring(L, ip);
-  lua_pushinteger(L, port);
+  lua_pushinteger(L, addr_port(sa));
   return 2;
 }
 

@@ -29,6 +29,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include "natpunch.h"
+#include "addr.h"
 
 #define NP_TCP_MT "natpunch.tcp"
 
@@ -166,7 +167,7 @@ static int tcp_bind(lua_State *L) {
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return np_push_error(L, uv_translate_sys_error(errno));
   int one = 1;
-  socklen_t len = ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  socklen_t len = addr_len((struct sockaddr *)&ss);
   /* IPV6_V6ONLY is set either way so the result does not depend on the
    * net.ipv6.bindv6only sysctl. */
   if ((reuseaddr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) ||

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include "np_udp.h"
+#include "addr.h"
 
 #define NP_TXQ_SLOTS 32 /* twice NP_RECV_BATCH: room for two sends per datagram */
 #define NP_TXQ_SLOT 256 /* > STUN_ANSWER_MAX, touch acks, punch checks */
@@ -47,10 +48,6 @@ typedef struct np_txq {
   struct sockaddr_storage to[NP_TXQ_SLOTS];
   uint8_t data[NP_TXQ_SLOTS][NP_TXQ_SLOT];
 } np_txq;
-
-static socklen_t addr_len(const struct sockaddr *sa) {
-  return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
 
 extern const np_udp_engine np_udp_batch_engine;
 static void batch_flush(np_udp *u);

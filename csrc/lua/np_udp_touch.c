@@ -8,10 +8,22 @@
  *
  *   id = udp:touch(host, port, data, cb)   cb(err, id, rtt_ms) once
  *   udp:touch_config{initial_rto=, min_rto=, max_rto=, max_retries=,
- *                    max_in_flight=, max_payload=, max_peers=}
+ *                    max_in_flight=, max_payload=, max_peers=, accept=}
  *   udp:touch_info(host, port) -> {srtt_ms=, rto_ms=, in_flight=, ...} | nil
  * Received messages reach the receive callback with kind "touch", once.
  * An engine of the UDP hub (np_udp.h): frames TOUCH and TOUCH_ACK.
+ *
+ * Bounded state (no re-delivery): peer states are kept in an LRU list.  A
+ * receiver must remember the ids it delivered for as long as a sender may
+ * still retransmit them (idle_ms), so a state is only ever dropped once it
+ * has been idle that long; when the map is full and the least recently
+ * used state is younger, a new endpoint is refused (touch_refused), never
+ * served by forgetting another one.  Expiry and the room check look at the
+ * LRU tail only: O(1).  The timer walks only the states with work pending
+ * (the active list).  With accept = "known", a TOUCH frame from an endpoint
+ * that has no state is dropped (touch_unsolicited): states exist only for
+ * endpoints this side chose (touch, touch_seed: a punched session), so a
+ * spoofed source costs nothing.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +34,12 @@
 
 extern const np_udp_engine np_udp_touch_engine;
 
-enum { C_DELIVERED, C_DUPLICATES, C_ACKED, C_FAILED, C_RETRANSMITS, C_MALFORMED, C_EVICTED };
+enum { C_DELIVERED, C_DUPLICATES, C_ACKED, C_FAILED, C_RETRANSMITS, C_MALFORMED, C_EVICTED,
+       C_REFUSED, C_UNSOLICITED };
 static const char *const counters[] = {"touch_delivered", "touch_duplicates", "touch_acked",
                                        "touch_failed", "touch_retransmits", "touch_malformed",
-                                       "touch_peers_evicted", NULL};
+                                       "touch_peers_evicted", "touch_refused", "touch_unsolicited",
+                                       NULL};
 
 #define TM_BUCKETS 256
 #define TM_DEFAULT_MAX_PEERS 4096
@@ -36,7 +50,10 @@ typedef struct tm_cb {
 } tm_cb;
 
 typedef struct tm_entry {
-  struct tm_entry *next;
+  struct tm_entry *next;                 /* hash chain */
+  struct tm_entry *lru_prev, *lru_next;  /* all states, most recently used first */
+  struct tm_entry *act_prev, *act_next;  /* states with work pending */
+  int active;
   struct sockaddr_storage addr;
   touch_peer *peer;
   uint64_t last_used;
@@ -47,6 +64,9 @@ typedef struct tm_entry {
 
 typedef struct np_touchmap {
   tm_entry *buckets[TM_BUCKETS];
+  tm_entry *lru_head, *lru_tail;
+  tm_entry *act_head;
+  int accept_known;     /* TOUCH frames only from endpoints with a state */
   unsigned count, max_peers;
   uint32_t seed;
   touch_config cfg;
@@ -55,6 +75,42 @@ typedef struct np_touchmap {
 
 static np_udp_slot *slot(np_udp *u) {
   return np_udp_slot_of(u, &np_udp_touch_engine);
+}
+
+static void lru_unlink(np_touchmap *m, tm_entry *e) {
+  if (e->lru_prev) e->lru_prev->lru_next = e->lru_next; else m->lru_head = e->lru_next;
+  if (e->lru_next) e->lru_next->lru_prev = e->lru_prev; else m->lru_tail = e->lru_prev;
+  e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_push_front(np_touchmap *m, tm_entry *e) {
+  e->lru_prev = NULL;
+  e->lru_next = m->lru_head;
+  if (m->lru_head) m->lru_head->lru_prev = e; else m->lru_tail = e;
+  m->lru_head = e;
+}
+
+/* A state was used now: most recently used. */
+static void lru_touch(np_touchmap *m, tm_entry *e, uint64_t now) {
+  e->last_used = now;
+  if (m->lru_head == e) return;
+  lru_unlink(m, e);
+  lru_push_front(m, e);
+}
+
+static void act_set(np_touchmap *m, tm_entry *e, int on) {
+  if (on == e->active) return;
+  if (on) {
+    e->act_prev = NULL;
+    e->act_next = m->act_head;
+    if (m->act_head) m->act_head->act_prev = e;
+    m->act_head = e;
+  } else {
+    if (e->act_prev) e->act_prev->act_next = e->act_next; else m->act_head = e->act_next;
+    if (e->act_next) e->act_next->act_prev = e->act_prev;
+    e->act_prev = e->act_next = NULL;
+  }
+  e->active = on;
 }
 
 /* The socket's map, created on first use; NULL with *err a uv error. */
@@ -110,23 +166,30 @@ static tm_entry **slot_of(np_touchmap *m, const struct sockaddr *sa) {
   return pe;
 }
 
-/* Make room by dropping the least recently used idle peer. */
-static int evict_one(np_udp *u, np_touchmap *m) {
-  tm_entry **victim = NULL;
-  for (int b = 0; b < TM_BUCKETS; b++) {
-    for (tm_entry **pe = &m->buckets[b]; *pe; pe = &(*pe)->next) {
-      tm_entry *e = *pe;
-      if (e->busy || e->ncb || !touch_idle(e->peer)) continue;
-      if (!victim || e->last_used < (*victim)->last_used) victim = pe;
-    }
-  }
-  if (!victim) return 0;
-  tm_entry *e = *victim;
-  *victim = e->next;
+/* Forget one state (it is idle and not in use). */
+static void entry_remove(np_udp *u, np_touchmap *m, tm_entry *e) {
+  tm_entry **pe = slot_of(m, (struct sockaddr *)&e->addr);
+  if (*pe == e) *pe = e->next;
+  lru_unlink(m, e);
+  act_set(m, e, 0);
   entry_free(u, e);
   m->count--;
-  slot(u)->counters[C_EVICTED]++;
-  return 1;
+}
+
+/* May this state be forgotten now without breaking exactly-once? */
+static int expired(const np_touchmap *m, const tm_entry *e, uint64_t now) {
+  return !e->busy && !e->ncb && touch_idle(e->peer) && now - e->last_used > m->idle_ms;
+}
+
+/* Drop the least recently used states that have been idle for idle_ms:
+ * only the LRU tail is looked at (O(1) per state dropped). */
+static unsigned expire_lru(np_udp *u, np_touchmap *m, uint64_t now, unsigned limit) {
+  unsigned n = 0;
+  while (n < limit && m->lru_tail && expired(m, m->lru_tail, now)) {
+    entry_remove(u, m, m->lru_tail);
+    n++;
+  }
+  return n;
 }
 
 /* The entry of sa, created if asked; NULL with *err a uv error (UV_ENOBUFS:
@@ -137,11 +200,17 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create, int *e
   if (!m) return NULL;
   tm_entry **pe = slot_of(m, sa);
   if (*pe || !create) return *pe;
-  if (m->count >= m->max_peers && !evict_one(u, m)) {
-    *err = UV_ENOBUFS;
-    return NULL;
+  if (m->count >= m->max_peers) {
+    /* room only from a state idle for idle_ms; never from a younger one,
+     * whose sender might still retransmit (it would be delivered again) */
+    if (expire_lru(u, m, np_now_ms(u->h.ctx), 1) == 0) {
+      slot(u)->counters[C_REFUSED]++;
+      *err = UV_ENOBUFS;
+      return NULL;
+    }
+    slot(u)->counters[C_EVICTED]++;
+    pe = slot_of(m, sa);
   }
-  pe = slot_of(m, sa);
   /* a fresh sender epoch per peer state: if this endpoint's state was
    * evicted and is created again, ids restart at 1, and a receiver that
    * still remembers an old epoch would take them for duplicates */
@@ -166,6 +235,7 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create, int *e
   addr_copy(&e->addr, sa);
   e->last_used = np_now_ms(u->h.ctx);
   *pe = e;
+  lru_push_front(m, e);
   m->count++;
   return e;
 }
@@ -220,6 +290,8 @@ static void drain(np_udp *u, tm_entry *e) {
   }
   e->busy--;
   uint64_t d = touch_next_deadline(e->peer);
+  np_touchmap *m = slot(u)->state;
+  if (m) act_set(m, e, !touch_idle(e->peer) || d != UINT64_MAX);
   if (d != UINT64_MAX) np_udp_arm(u, d);   /* only ever moves the timer earlier */
 }
 
@@ -228,10 +300,14 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   uint64_t *c = slot(u)->counters;
   /* Only data creates receiver state; a stray ack for an unknown peer is
    * dropped without allocating anything. */
-  int err;
-  tm_entry *e = lookup(u, from, frame[0] == WIRE_TOUCH, &err);
+  int err = 0;
+  np_touchmap *m = touchmap(u, &err);
+  if (!m) return;
+  int create = frame[0] == WIRE_TOUCH && !m->accept_known;
+  tm_entry *e = lookup(u, from, create, &err);
   if (!e) {
-    c[C_MALFORMED]++;
+    if (frame[0] == WIRE_TOUCH && m->accept_known) c[C_UNSOLICITED]++;
+    else if (err != UV_ENOBUFS) c[C_MALFORMED]++;
     return;
   }
   touch_stats before;
@@ -241,7 +317,7 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   touch_get_stats(e->peer, &after);
   c[C_DUPLICATES] += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
   if (rc == TOUCH_EMALFORMED) c[C_MALFORMED]++;
-  e->last_used = np_now_ms(u->h.ctx);
+  lru_touch(m, e, np_now_ms(u->h.ctx));
   drain(u, e);
 }
 
@@ -249,29 +325,27 @@ static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
   np_touchmap *m = slot(u)->state;
   uint64_t next = UINT64_MAX;
   if (!m) return next;
-  for (int b = 0; b < TM_BUCKETS; b++) {
-    tm_entry **pe = &m->buckets[b];
-    while (*pe) {
-      tm_entry *e = *pe;
-      if (!e->busy && !e->ncb && touch_idle(e->peer) && now - e->last_used > m->idle_ms) {
-        *pe = e->next;
-        entry_free(u, e);
-        m->count--;
-        continue;
-      }
-      if (touch_next_deadline(e->peer) <= now) {
-        touch_stats before, after;
-        touch_get_stats(e->peer, &before);
-        touch_tick(e->peer, now);
-        touch_get_stats(e->peer, &after);
-        slot(u)->counters[C_RETRANSMITS] += after.retransmitted - before.retransmitted;
-        drain(u, e);
-      }
-      uint64_t d = touch_next_deadline(e->peer);
-      if (!touch_idle(e->peer) && d < next) next = d;
-      if (m->count && d == UINT64_MAX && next > now + m->idle_ms) next = now + m->idle_ms;
-      pe = &e->next;
+  /* only the states with work pending; drain() may take one off the list
+   * (or a callback may add others at its head), so keep the next first */
+  for (tm_entry *e = m->act_head, *n; e; e = n) {
+    n = e->act_next;
+    if (touch_next_deadline(e->peer) <= now) {
+      touch_stats before, after;
+      touch_get_stats(e->peer, &before);
+      touch_tick(e->peer, now);
+      touch_get_stats(e->peer, &after);
+      slot(u)->counters[C_RETRANSMITS] += after.retransmitted - before.retransmitted;
+      drain(u, e);
+      if (!e->active) continue;
     }
+    uint64_t d = touch_next_deadline(e->peer);
+    if (d < next) next = d;
+  }
+  expire_lru(u, m, now, 1024);
+  /* wake up when the least recently used state can be forgotten */
+  if (m->lru_tail) {
+    uint64_t at = m->lru_tail->last_used + m->idle_ms + 1;
+    if (at < next) next = at > now ? at : now + 1;
   }
   return next;
 }
@@ -301,7 +375,7 @@ static int udp_touch(lua_State *L) {
   e->cbs[e->ncb].id = id;
   e->cbs[e->ncb].ref = luaL_ref(L, LUA_REGISTRYINDEX);
   e->ncb++;
-  e->last_used = np_now_ms(u->h.ctx);
+  lru_touch(slot(u)->state, e, np_now_ms(u->h.ctx));
   drain(u, e);
   lua_pushinteger(L, id);
   return 1;
@@ -335,11 +409,21 @@ static int udp_touch_config(lua_State *L) {
   c.max_in_flight = (unsigned)opt_uint(L, 2, "max_in_flight", c.max_in_flight, TOUCH_WINDOW);
   c.max_payload = (size_t)opt_uint(L, 2, "max_payload", c.max_payload, TOUCH_PAYLOAD_LIMIT);
   unsigned max_peers = (unsigned)opt_uint(L, 2, "max_peers", m->max_peers, 1u << 20);
+  lua_getfield(L, 2, "accept");
+  int accept_known = m->accept_known;
+  if (!lua_isnil(L, -1)) {
+    const char *acc = luaL_checkstring(L, -1);
+    if (strcmp(acc, "known") == 0) accept_known = 1;
+    else if (strcmp(acc, "any") == 0) accept_known = 0;
+    else return luaL_error(L, "touch_config: accept must be \"any\" or \"known\"");
+  }
+  lua_pop(L, 1);
   if (touch_config_check(&c) != 0 || max_peers == 0)
     return luaL_error(L, "touch_config: inconsistent values (need min_rto <= initial_rto <= max_rto, "
                          "max_in_flight >= 1, max_peers >= 1)");
   m->cfg = c;
   m->max_peers = max_peers;
+  m->accept_known = accept_known;
   m->idle_ms = 2 * touch_config_lifetime_ms(&c) + 1000;
   lua_pushboolean(L, 1);
   return 1;
@@ -378,6 +462,7 @@ static int udp_touch_seed(lua_State *L) {
   tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
   if (!e) return push_lookup_error(L, err);
   touch_seed_rtt(e->peer, (uint32_t)rtt);
+  lru_touch(slot(u)->state, e, np_now_ms(u->h.ctx));
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -819,7 +819,7 @@ static void test_session_rules(suite *su) {
   uint32_t seq_c1 = 0;
   int order_ok = punch_session_pop(s, &a) && addr_equal(SA(&a.addr), SA(&c2));
   order_ok = order_ok && punch_session_pop(s, &a) && addr_equal(SA(&a.addr), SA(&c1));
-  if (order_ok) seq_c1 = wire_get_u32(a.data + 10);
+  if (order_ok) seq_c1 = be32(a.data + 10);
   CHECK(su, order_ok && punch_session_pop(s, &a) == 0);
   punch_stats st;
   punch_session_get_stats(s, &st);
@@ -839,10 +839,10 @@ static void test_session_rules(suite *su) {
   uint32_t trig_seq = 0;
   while (punch_session_pop(s, &a)) {
     CHECK(su, a.kind == PUNCH_TRANSMIT && addr_equal(SA(&a.addr), SA(&x)));
-    if (a.data[1] == PUNCH_RESPONSE && wire_get_u32(a.data + 10) == 77) resp++;
+    if (a.data[1] == PUNCH_RESPONSE && be32(a.data + 10) == 77) resp++;
     if (a.data[1] == PUNCH_REQUEST) {
       req++;
-      trig_seq = wire_get_u32(a.data + 10);
+      trig_seq = be32(a.data + 10);
     }
   }
   CHECK(su, resp == 1 && req == 1);
@@ -921,7 +921,7 @@ static void test_set_cache(suite *su) {
   uint32_t last = 0;
   while (punch_set_pop(set, &a)) {
     if (a.kind != PUNCH_TRANSMIT || a.data[1] != PUNCH_RESPONSE) continue;
-    uint32_t seq = wire_get_u32(a.data + 10);
+    uint32_t seq = be32(a.data + 10);
     if (seq < last) ordered = 0;
     last = seq;
     responses++;

@@ -129,8 +129,8 @@ typedef struct side {
  * derived from the index so the receiver can check every byte. */
 static size_t make_payload(unsigned s, unsigned i, uint8_t *buf) {
   size_t len = 8 + (i * 7u) % 200u;
-  wire_put_u32(buf, i);
-  wire_put_u32(buf + 4, s);
+  put_be32(buf, i);
+  put_be32(buf + 4, s);
   for (size_t k = 8; k < len; k++) buf[k] = (uint8_t)(i * 31u + k);
   return len;
 }
@@ -138,8 +138,8 @@ static size_t make_payload(unsigned s, unsigned i, uint8_t *buf) {
 static int payload_ok(const uint8_t *b, size_t len, unsigned from, unsigned *idx) {
   uint8_t want[256];
   if (len < 8) return 0;
-  unsigned i = wire_get_u32(b);
-  if (i >= MSG_MAX || wire_get_u32(b + 4) != from) return 0;
+  unsigned i = be32(b);
+  if (i >= MSG_MAX || be32(b + 4) != from) return 0;
   size_t wl = make_payload(from, i, want);
   *idx = i;
   return wl == len && memcmp(want, b, len) == 0;
@@ -292,7 +292,7 @@ static void test_roundtrip(suite *su) {
   size_t flen = act.len;
   memcpy(frame, act.data, flen);
   CHECK(su, flen == TOUCH_HEADER_LEN + 5 && frame[0] == WIRE_TOUCH && frame[1] == 0);
-  CHECK(su, wire_get_u32(frame + 2) == 7 && wire_get_u32(frame + 6) == 1 && frame[10] == 0);
+  CHECK(su, be32(frame + 2) == 7 && be32(frame + 6) == 1 && frame[10] == 0);
   CHECK(su, touch_pop(a, &act) == 0);
   /* 40 ms one way */
   CHECK(su, touch_input(b, 1040, frame, flen) == TOUCH_OK);
@@ -307,7 +307,7 @@ static void test_roundtrip(suite *su) {
     }
   }
   CHECK(su, got_deliver && got_ack);
-  CHECK(su, ack[0] == WIRE_TOUCH_ACK && wire_get_u32(ack + 2) == 7 && wire_get_u32(ack + 6) == 1);
+  CHECK(su, ack[0] == WIRE_TOUCH_ACK && be32(ack + 2) == 7 && be32(ack + 6) == 1);
   CHECK(su, touch_input(a, 1080, ack, sizeof ack) == TOUCH_OK);
   CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_ACKED && act.id == 1 && act.rtt_ms == 80);
   CHECK(su, touch_idle(a) && touch_next_deadline(a) == UINT64_MAX);
@@ -508,8 +508,8 @@ static size_t make_frame(uint8_t *f, uint8_t type, uint32_t epoch, uint32_t id, 
   size_t plen = payload ? strlen(payload) : 0;
   f[0] = type;
   f[1] = 0;
-  wire_put_u32(f + 2, epoch);
-  wire_put_u32(f + 6, id);
+  put_be32(f + 2, epoch);
+  put_be32(f + 6, id);
   f[10] = xmit;
   if (plen) memcpy(f + 11, payload, plen);
   return 11 + plen;

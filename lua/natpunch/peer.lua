@@ -470,6 +470,9 @@ function peer.new(opts)
     self.udp:close()
     return nil, err, code
   end
+  -- touch state only for endpoints this peer punched (touch_seed) or
+  -- touches itself: a spoofed source costs no memory (issue 11)
+  self.udp:touch_config{ accept = "known" }
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   return self
 end

@@ -340,6 +340,7 @@ function rendezvous.new(opts)
     dropped = 0, replies_suppressed = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
+  self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
   if opts.redis then
     -- shared registry (natpunch.registry_redis); raises on a bad URL
     self.shared = registry_redis.new{ url = opts.redis, registry = self.registry, server_id = opts.server_id,

@@ -1,0 +1,95 @@
+#!/usr/bin/env lua5.4
+-- tools/cstyle.lua - the C layout checks of `make lint` (and of
+-- spec/cdeps_spec.lua, so CI runs them too):
+--   1. no tab in any C source or header (csrc/, bench/);
+--   2. every header has an include guard of its own (two headers sharing
+--      one silently hide each other);
+--   3. the files in FORMATTED are exactly as clang-format-14 writes them
+--      (.clang-format at the root).
+--
+--   lua5.4 tools/cstyle.lua [FILE...]    default: every C file of the tree
+--
+-- Why not every file for 3: reformatting a whole file conflicts with every
+-- branch that edits it, and several helpers edit csrc/ at the same time.
+-- A file joins FORMATTED once nobody has pending work on it (run
+-- `clang-format-14 -i FILE` and add it here).
+local FORMATTED = {
+  "csrc/core/addr.c", "csrc/core/addr.h", "csrc/core/bytes.h", "csrc/core/crc32.c",
+  "csrc/core/crypto.h", "csrc/core/hash_md.c", "csrc/core/hmac.c", "csrc/core/md5.c",
+  "csrc/core/sha1.c", "csrc/core/sha256.c", "csrc/core/wipe.c", "csrc/core/wire.h",
+  "csrc/labwire/engine.c", "csrc/labwire/main.c", "csrc/labwire/opts.c", "csrc/labwire/rng.c",
+  "csrc/labwire/sim.c", "csrc/labwire/tap.c", "csrc/labwire/wire.h",
+}
+local CLANG_FORMAT = os.getenv("CLANG_FORMAT") or "clang-format-14"
+
+local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function lines_of(cmd)
+  local p = assert(io.popen(cmd))
+  local t = {}
+  for l in p:lines() do t[#t + 1] = l end
+  p:close()
+  return t
+end
+
+local files = { ... }
+local explicit = #files > 0
+if not explicit then
+  files = lines_of("find csrc bench -name '*.c' -o -name '*.h' 2>/dev/null | sort")
+end
+
+local problems = 0
+local function bad(fmt, ...)
+  io.stderr:write("cstyle: ", fmt:format(...), "\n")
+  problems = problems + 1
+end
+
+local guards = {}
+for _, f in ipairs(files) do
+  local fh = io.open(f, "rb")
+  if not fh then
+    bad("%s: cannot read", f)
+  else
+    local text = fh:read("a")
+    fh:close()
+    local n = 0
+    for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+      n = n + 1
+      if line:find("\t", 1, true) then bad("%s:%d: tab (indent with spaces)", f, n) end
+    end
+    if f:match("%.h$") then
+      local g = text:match("#ifndef%s+([%w_]+)%s*\n%s*#define%s+([%w_]+)")
+      if not g then
+        bad("%s: no include guard (#ifndef X / #define X)", f)
+      elseif guards[g] then
+        bad("%s: include guard %s already used by %s", f, g, guards[g])
+      else
+        guards[g] = f
+      end
+    end
+  end
+end
+
+-- clang-format: only the files of FORMATTED (also when files were given)
+local want = {}
+for _, f in ipairs(FORMATTED) do want[f] = true end
+local checked = 0
+if not explicit or os.getenv("CSTYLE_FORMAT_ALL") then
+  for _, f in ipairs(explicit and files or FORMATTED) do
+    if want[f] or explicit then
+      checked = checked + 1
+      local out = lines_of(CLANG_FORMAT .. " --dry-run -Werror " .. q(f) .. " 2>&1; echo rc=$?")
+      if out[#out] ~= "rc=0" then
+        bad("%s: not clang-formatted (%s -i %s):\n%s", f, CLANG_FORMAT, f,
+          table.concat(out, "\n", 1, math.min(#out - 1, 12)))
+      end
+    end
+  end
+end
+
+if problems > 0 then
+  io.stderr:write(("cstyle: %d problem(s)\n"):format(problems))
+  os.exit(1)
+end
+print(("cstyle: %d C files without tabs, %d include guards unique, %d files clang-formatted")
+  :format(#files, (function() local c = 0 for _ in pairs(guards) do c = c + 1 end return c end)(), checked))
