@@ -23,6 +23,7 @@ package.cpath = build .. "/?.so;" .. package.cpath
 
 local core = require "natpunch.core"
 local msg = require "natpunch.msg"
+local auth = require "natpunch.auth"
 local json = require "natpunch.json"
 
 local opts = { registrations = 100000, introductions = 10000, servers = 3, json = false, sockets = 200,
@@ -116,6 +117,32 @@ local function run_load(servers)
   local intro_sent, intro_seen, intro_reply = {}, {}, {}   -- tx -> ms; nonce -> ms; tx -> nonce
   local function server_of(i) return servers[(i - 1) % S + 1] end
 
+  -- The authenticated protocol (docs/SECURITY.md): every simulated id
+  -- shares one key pair; a first registration from a socket gets a cookie
+  -- from that server, then every request is MACed under the key shared
+  -- with that server, with a new sequence number on every transmission.
+  local kp = auth.keypair()
+  local seqf = auth.sequence()
+  local srv_keys, cookies = {}, {}
+  local send
+  local function body_of(p)
+    local f = {}
+    for k, v in pairs(p.fields) do f[k] = v end
+    if f.t == "register" then
+      f.pk = kp.pk
+      f.cookie = cookies[p.sock] and cookies[p.sock][p.server]
+    end
+    local key = srv_keys[p.server]
+    if key then auth.seal(key, "p", f, seqf()) end
+    return msg.encode(f, f.t == "connect" and msg.CONNECT_PAD or msg.MIN_REQUEST)
+  end
+  local function on_cookie(p, m)
+    srv_keys[p.server] = srv_keys[p.server] or assert(auth.shared(kp, m.key, "natpunch-control"))
+    cookies[p.sock] = cookies[p.sock] or {}
+    cookies[p.sock][p.server] = m.cookie
+    send(p)
+  end
+
   local function on_reply(_, data, _, _, kind)
     if kind ~= "control" then return end
     local m = msg.decode(data)
@@ -127,6 +154,7 @@ local function run_load(servers)
     end
     local p = m.tx and pending[m.tx]
     if not p then return end
+    if m.t == "cookie" then return on_cookie(p, m) end
     pending[m.tx] = nil
     replies = replies + 1
     if m.t == "introduce" then intro_reply[m.tx] = m.nonce end
@@ -143,10 +171,10 @@ local function run_load(servers)
   -- Registrations: a window of outstanding requests, resent after 1 s.
   local next_id, outstanding, failed = 1, 0, 0
   local t0 = core.hrtime()
-  local function send(p)
+  send = function(p)
     p.sent = core.hrtime() / 1e6
     p.tries = p.tries + 1
-    p.sock:send(p.server.ip, p.server.port, p.body, "control")
+    p.sock:send(p.server.ip, p.server.port, body_of(p), "control")
     sent_total = sent_total + 1
   end
   local function fill()
@@ -155,7 +183,7 @@ local function run_load(servers)
       next_id = next_id + 1
       local tx = "r" .. i
       local p = { sock = bulk[(i - 1) % #bulk + 1], server = server_of(i), tries = 0,
-        body = msg.encode({ t = "register", id = "peer" .. i, tx = tx }, msg.MIN_REQUEST) }
+        fields = { t = "register", id = "peer" .. i, tx = tx } }
       p.done = function() outstanding = outstanding - 1 end
       pending[tx] = p
       outstanding = outstanding + 1
@@ -202,7 +230,7 @@ local function run_load(servers)
   for j, c in ipairs(conns) do
     local tx = "c" .. j
     local p = { sock = c.sock, server = c.server, tries = 0,
-      body = msg.encode({ t = "register", id = c.id, tx = tx }, msg.MIN_REQUEST) }
+      fields = { t = "register", id = c.id, tx = tx } }
     pending[tx] = p
     send(p)
   end
@@ -227,7 +255,7 @@ local function run_load(servers)
     if server_of(k) == c.server then k = k % N + 1 end
     local tx = "i" .. made
     local p = { sock = c.sock, server = c.server, tries = 0,
-      body = msg.encode({ t = "connect", target = "peer" .. k, tx = tx }, msg.MIN_REQUEST) }
+      fields = { t = "connect", id = c.id, target = "peer" .. k, tx = tx } }
     p.done = function(m)
       if m.t ~= "introduce" then
         intro_failed = intro_failed + 1
@@ -295,8 +323,8 @@ local function main()
   for s = 1, opts.servers do
     local cli = os.getenv("NATPUNCH_CLI") or ("lua5.4 " .. q(root .. "/bin/natpunch"))
     local p = spawn("rv" .. s, ("exec timeout -s KILL %d %s rendezvous --listen 127.0.0.1:0 --redis "
-      .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --ttl 600 --json")
-      :format(opts.limit + 60, cli, rport, s, opts.registrations + 1000))
+      .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --max-per-socket %d --ttl 600 --json")
+      :format(opts.limit + 60, cli, rport, s, opts.registrations + 1000, opts.registrations + 1000))
     servers[s] = p
   end
   for _, p in ipairs(servers) do

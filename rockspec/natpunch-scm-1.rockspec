@@ -42,6 +42,7 @@ dependencies = {
 external_dependencies = {
   LIBUV = { header = "uv.h", library = "uv" },
   HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
+  LIBSODIUM = { header = "sodium.h", library = "sodium" },
 }
 
 build = {
@@ -55,6 +56,8 @@ build = {
         "csrc/core/hash_md.c",
         "csrc/core/md5.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_crypto.c",
+        "csrc/lua/np_inet.c",
         "csrc/lua/np_module.c",
         "csrc/lua/np_redis.c",
         "csrc/lua/np_stdio.c",
@@ -74,12 +77,13 @@ build = {
         "csrc/core/touch.c",
         "csrc/core/wipe.c",
       },
-      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)" },
-      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)" },
-      libraries = { "uv", "hiredis" },
+      incdirs = { "csrc/core", "csrc/lua", "$(LIBUV_INCDIR)", "$(HIREDIS_INCDIR)", "$(LIBSODIUM_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(LIBSODIUM_LIBDIR)" },
+      libraries = { "uv", "hiredis", "sodium" },
     },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
+    ["natpunch.auth"] = "lua/natpunch/auth.lua",
     ["natpunch.candidates"] = "lua/natpunch/candidates.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
     ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",

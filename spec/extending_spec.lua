@@ -104,38 +104,26 @@ describe("adding a traversal method (docs/EXTENDING.md)", function()
       local msg = require "natpunch.msg"
       local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })
       local _, sip, sport = rv:address()
-      local inbox = {}
-      local function sock(id, extra)
-        local u = natpunch.core.udp(); assert(u:bind("127.0.0.1", 0))
-        u:recv_start(function(_, data, _, _, kind)
-          if kind == "control" then inbox[#inbox + 1] = { id, msg.decode(data) } end
-        end)
-        local f = { t = "register", id = id, tx = "1" }
-        for k, v in pairs(extra) do f[k] = v end
-        u:send(sip, sport, msg.encode(f, msg.MIN_REQUEST), "control")
-        return u
-      end
+      -- registrations as the authenticated protocol makes them (docs/SECURITY.md)
+      local rawclient = require "spec.rawclient"
       local big = {}
       for i = 1, 20 do big["m.x.k" .. string.format("%02d", i)] = string.rep("v", 20) end
       big["m.tcp.port"] = "4444"
-      local ua = sock("oa", { ["m.methods"] = "tcp,udp" })
-      local ub = sock("ob", big)
-      natpunch.sleep(0.1)
-      ua:send(sip, sport, msg.encode({ t = "connect", target = "ob", tx = "2" }, msg.CONNECT_PAD), "control")
-      natpunch.sleep(0.1)
-      local to_a, to_b
-      for _, e in ipairs(inbox) do
-        if e[2] and e[2].t == "introduce" then
-          if e[1] == "oa" then to_a = e[2] else to_b = e[2] end
-        end
-      end
+      local ua = rawclient.new(sip, sport)
+      assert.equal("registered", ua.register("oa", { ["m.methods"] = "tcp,udp" }).t)
+      local ub = rawclient.new(sip, sport)
+      assert.equal("registered", ub.register("ob", big).t)
+      ua.send({ t = "connect", id = "oa", target = "ob", tx = "2" }, msg.CONNECT_PAD)
+      local to_a, to_b = ua.last(), ub.last()
+      assert.equal("introduce", to_a.t)
+      assert.equal("introduce", to_b.t)
       assert.equal("tcp,udp", to_b["m.methods"])       -- a's fields, to b
       local n = 0
       for k in pairs(to_a) do if k:sub(1, 2) == "m." then n = n + 1 end end
       assert.equal(msg.MAX_OPAQUE, n)                  -- b's, within the bounds
       assert.equal("4444", to_a["m.tcp.port"])         -- sorted by name: m.tcp before m.x
       assert.equal(21 - msg.MAX_OPAQUE, rv:stats().opaque_dropped)
-      ua:close(); ub:close(); rv:close()
+      ua.close(); ub.close(); rv:close()
     end)
   end)
 

@@ -6,7 +6,6 @@ local helper = require "spec.helper"
 local redis_server = require "spec.redis_server"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
-local msg = require "natpunch.msg"
 
 local describe_redis = redis_server.available and describe or pending
 
@@ -115,9 +114,9 @@ describe_redis("redis", function()
       assert(wait_for(function() return rv:stats().redis == "up" end))
       local _, ip, port = rv:address()
       -- one registration that is never refreshed, from a plain socket
-      local u = core.udp(); assert(u:bind("127.0.0.1", 0))
-      u:recv_start(function() end)
-      u:send(ip, port, msg.encode({ t = "register", id = "short", tx = "1" }, msg.MIN_REQUEST), "control")
+      -- (speaking the authenticated protocol: docs/SECURITY.md)
+      local u = require("spec.rawclient").new(ip, port)
+      assert.equal("registered", u.register("short").t)
       assert(wait_for(function() return rs:cli("EXISTS np:t:peer:short"):match("1") ~= nil end))
       local pttl = tonumber(rs:cli("PTTL np:t:peer:short"):match("-?%d+"))
       assert.is_true(pttl > 0 and pttl <= 500, "PTTL " .. tostring(pttl))
@@ -131,7 +130,7 @@ describe_redis("redis", function()
       assert(wait_for(function() return rs:cli("EXISTS np:t:peer:leaving"):match("1") ~= nil end))
       a:close()
       assert(wait_for(function() return rs:cli("EXISTS np:t:peer:leaving"):match("0") ~= nil end, 3))
-      u:close(); rv:close(); rv2:close()
+      u.close(); rv:close(); rv2:close()
     end, 15)
   end)
 

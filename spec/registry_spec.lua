@@ -94,13 +94,19 @@ describe("registry", function()
       local _, ip, port = rv:address()
       local u = core.udp(); assert(u:bind("127.0.0.1", 0))
       -- 5000 registrations straight into the server's handler, as if from 5000
-      -- addresses; unpadded, so the server sends them no reply (it never
-      -- answers with more than it received)
+      -- addresses that returned their cookie (docs/SECURITY.md), each MACed
+      -- under its own key
+      local auth = require "natpunch.auth"
+      local kp = auth.keypair()
+      local key = assert(auth.shared(kp, rv.keys.pk, "natpunch-control"))
       for i = 1, 5000 do
-        local body = msg.encode({ t = "register", id = "m" .. i, tx = tostring(i) })
-        rv:_on_packet(nil, body, "198.18.0." .. (i % 200 + 1), 1024 + i, "control")
+        local sip, sport = "198.18.0." .. (i % 200 + 1), 1024 + i
+        local f = { t = "register", id = "m" .. i, tx = tostring(i), pk = kp.pk,
+          cookie = auth.cookie(rv.cookie_secret, sip, sport, core.now() // 1000) }
+        rv:_on_packet(nil, msg.encode(auth.seal(key, "p", f, i)), sip, sport, "control")
       end
       assert.equal(5000, rv:stats().peers)
+      core.update_time()     -- the loop clock stood still while they were handled
       local t0 = core.now()
       while #expired < 5000 and core.now() - t0 < 5000 do natpunch.sleep(0.05) end
       assert.equal(5000, #expired)
@@ -108,7 +114,8 @@ describe("registry", function()
       -- still serving
       local got = natpunch.future()
       u:recv_start(function(_, data) got:set(data) end)
-      u:send(ip, port, msg.encode({ t = "register", id = "after", tx = "1" }, msg.MIN_REQUEST), "control")
+      u:send(ip, port, msg.encode({ t = "register", id = "after", tx = "1", pk = kp.pk }, msg.MIN_REQUEST),
+        "control")
       assert.is_not_nil(got:wait(2))
       u:close(); rv:close()
     end)

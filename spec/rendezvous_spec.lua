@@ -4,6 +4,7 @@ local helper = require "spec.helper"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
 local msg = require "natpunch.msg"
+local auth = require "natpunch.auth"
 
 local function server(opts)
   opts = opts or {}
@@ -74,15 +75,21 @@ describe("rendezvous", function()
       local r = core.udp(); r:bind("127.0.0.1", 0)
       local _, rport = r:getsockname()
       local nonce = "0123456789abcdef"
+      -- r's half of the introduction keys (the same derivation as a's)
+      local rk = auth.keypair()
+      local keys = getmetatable(a)._intro_keys({ keys = rk }, { pk = a.keys.pk, nonce = nonce })
       r:recv_start(function(_, data, ip, port)
         if data:byte(1) == 0x08 and data:byte(2) == 0 then        -- A's punch request
-          r:send(ip, port, "early", "data")                          -- data first...
-          -- ...then the response: same nonce and seq, our own tie-breaker
-          r:send(ip, port, "\x08\x01" .. data:sub(3, 14) .. string.rep("\x07", 8))
+          local ctr = string.pack(">I8", 1)
+          r:send(ip, port, ctr .. core.crypto.seal(keys.tx_key, ctr .. string.rep("\0", 16), "early", "data"),
+            "data")                                                  -- data first...
+          -- ...then the response: same nonce and seq, our own tie-breaker, MAC
+          local resp = "\x08\x01" .. data:sub(3, 14) .. string.rep("\x07", 8)
+          r:send(ip, port, resp .. core.crypto.hash(resp, keys.punch, 16))
         end
       end, { raw = true })
       a:_on_introduce({ t = "introduce", peer = "r", public = "127.0.0.1:" .. rport, private = "",
-        nonce = nonce, role = "accept" })
+        nonce = nonce, role = "accept", pk = rk.pk })
       local data, kind, from = got:wait(2)
       assert.same({ "early", "data", "r" }, { data, kind, from })
       assert.equal(0, a:stats().unknown_source)
@@ -295,7 +302,9 @@ describe("rendezvous", function()
       assert.equal(st.rx_packets, st.rx_stun + st.rx_control + st.rx_data + st.rx_touch + st.rx_punch + st.rx_unknown)
       assert.equal(st.rx_stun, st.stun_answered + st.stun_rejected)
       assert.is_true(st.rx_control > 0 and st.rx_unknown > 0 and st.stun_rejected > 0, "kinds seen")
-      assert.is_true(st.malformed > 0 and st.registrations > 0, "malformed and valid control both arrived")
+      -- the flood's registrations come without key or cookie: answered, never state
+      assert.is_true(st.malformed > 0 and st.errors + st.cookies > 0, "malformed and valid control both arrived")
+      assert.equal(0, st.registrations)
       assert.equal(errors_before, core.callback_errors())
       assert.is_true(st.peers <= 1000)
       -- a normal pair still registers and connects

@@ -5,6 +5,8 @@ local helper = require "spec.helper"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
 local msg = require "natpunch.msg"
+local auth = require "natpunch.auth"
+local rawclient = require "spec.rawclient"
 
 local function lcg(seed)
   return function(n)
@@ -19,29 +21,19 @@ describe("rendezvous robustness", function()
       local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })
       local _, ip, port = rv:address()
       local errors0 = core.callback_errors()
-      local u = core.udp(); assert(u:bind("127.0.0.1", 0))
-      local replies = {}
-      local got = natpunch.future()
-      u:recv_start(function(err, data, _, _, kind)
-        if not err and kind == "control" then
-          local m = msg.decode(data)
-          replies[#replies + 1] = m
-          if m and m.tx == "2" then got:set(m) end
-        end
-      end)
-      local function request(fields)
-        assert(u:send(ip, port, msg.encode(fields, msg.MIN_REQUEST), "control"))
-      end
-      request({ t = "register", id = "long", tx = "1" })
-      -- the reply quoting the target would be larger than msg.MAX_SIZE
-      assert(u:send(ip, port, msg.encode({ t = "connect", tx = "x", target = ("t"):rep(1170) }), "control"))
-      request({ t = "register", id = "long", tx = "2" })
-      local m = got:wait(5)
+      local c = rawclient.new(ip, port)
+      assert.equal("registered", c.register("long").t)
+      -- the issue's shape (the old reply quoted the target, larger than
+      -- msg.MAX_SIZE), unauthenticated, and a long one with the MAC
+      c.send_raw("\4" .. msg.encode({ t = "connect", tx = "x", target = ("t"):rep(1170) }))
+      c.send({ t = "connect", id = "long", tx = "y", target = ("t"):rep(1100) }, false)
+      local m = c.register("long")
       assert.truthy(m, "the server stopped answering")
       assert.equal("registered", m.t)
       assert.equal(errors0, core.callback_errors())
-      assert.is_true(rv:stats().replies_suppressed >= 1)
-      u:close(); rv:close()
+      assert.equal(0, rv:stats().internal_errors)
+      assert.is_true(rv:stats().errors >= 2)
+      c.close(); rv:close()
     end)
   end)
 
@@ -72,15 +64,24 @@ describe("rendezvous robustness", function()
         for i = 1, n do t[i] = string.char(rand(256)) end
         return table.concat(t)
       end
+      -- valid messages are authenticated (docs/SECURITY.md): each belongs to
+      -- the source port its cookie and registration are for
       local valid = {}
+      local kp = auth.keypair()
+      local seq = 0
       for i = 1, 20 do
-        valid[#valid + 1] = msg.encode({ t = "register", id = "peer" .. i, tx = tostring(i),
-          private = "127.0.0.1:" .. (1000 + i) }, msg.MIN_REQUEST)
-        valid[#valid + 1] = msg.encode({ t = "connect", target = "peer" .. (i % 20 + 1), tx = "c" .. i },
-          msg.MIN_REQUEST)
+        local p = sport + i % 16
+        seq = seq + 1
+        valid[#valid + 1] = { rawclient.signed(rv, kp, "127.0.0.1", p, { t = "register", id = "peer" .. i,
+          tx = tostring(i), private = "127.0.0.1:" .. (1000 + i) }, seq), p }
+        for r = 1, 5 do          -- connects with new sequence numbers (a repeat is a replay)
+          seq = seq + 1
+          valid[#valid + 1] = { rawclient.signed(rv, kp, "127.0.0.1", p, { t = "connect", id = "peer" .. i,
+            target = "peer" .. (i % 20 + 1), tx = "c" .. i .. "." .. r }, seq), p }
+        end
       end
       for i = 1, 40000 do
-        local body
+        local body, vport
         local kind = i % 4
         if kind == 0 then                                  -- random fields, known keys and types
           local parts, size = { "\1" }, 1
@@ -93,23 +94,24 @@ describe("rendezvous robustness", function()
             end
           end
           body = table.concat(parts)
-        elseif kind == 1 then                              -- valid ones, from many sources
-          body = valid[1 + rand(#valid)]
+        elseif kind == 1 then                              -- valid ones, from their sources
+          local v = valid[1 + rand(#valid)]
+          body, vport = v[1], v[2]
         elseif kind == 2 then                              -- one long field in a typed message
           local f = { t = types[1 + rand(#types)], tx = tostring(i) }
           local k = keys[1 + rand(#keys)]
           if #k > 0 then f[k] = ("z"):rep(900 + rand(300)) end
           local ok, b = pcall(msg.encode, f)
-          body = ok and b or valid[1]
+          body = ok and b or valid[1][1]
         else                                               -- mutated valid ones
-          local b = { valid[1 + rand(#valid)]:byte(1, -1) }
+          local b = { valid[1 + rand(#valid)][1]:byte(1, -1) }
           for _ = 1, 1 + rand(6) do b[1 + rand(#b)] = rand(256) end
           body = string.char(table.unpack(b))
         end
         -- replies go to the sink's port and its 15 neighbours (mostly
         -- nobody: loopback drops them), so registered sources also send
         -- connects; now and then a source from anywhere
-        local port = rand(8) == 0 and (1 + rand(65535)) or (sport + rand(16))
+        local port = vport or (rand(8) == 0 and (1 + rand(65535)) or (sport + rand(16)))
         rv:_on_packet(nil, body, "127.0.0.1", port, "control")
         if i % 2000 == 0 then natpunch.sleep(0) end        -- let the replies drain
       end

@@ -126,5 +126,7 @@ int np_tcp_push_fd(lua_State *L, int fd);
 int np_stdio_open(lua_State *L);
 int np_redis_open(lua_State *L);   /* np_redis.c: hiredis on the loop */
 int np_stun_open(lua_State *L);    /* pushes the stun table (no argument) */
+int np_crypto_open(lua_State *L);  /* pushes the crypto table (no argument) */
+int np_inet_open(lua_State *L);    /* adds inet_pton/inet_ntop to the module table */
 
 #endif

@@ -33,6 +33,7 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
     {np_tcp_punch_open, NULL},
     {np_stdio_open, NULL},
     {np_redis_open, NULL},
+    {np_inet_open, NULL},
   };
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
     lua_pushvalue(L, -2);
@@ -45,5 +46,8 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
   lua_pushcclosure(L, np_stun_open, 1);
   lua_call(L, 0, 1);
   lua_setfield(L, -2, "stun");
+  lua_pushcfunction(L, np_crypto_open);
+  lua_call(L, 0, 1);
+  lua_setfield(L, -2, "crypto");
   return 1;
 }

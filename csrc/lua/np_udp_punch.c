@@ -10,6 +10,12 @@
  *   (nothing heard) or "EONEWAY: ..." (their requests came, ours unanswered).  After success the session keeps answering the peer's
  *   requests until its timeout, so the peer can finish too.
  *   udp:punch_cancel(nonce)
+ *   With key = 32 bytes, every frame of the session carries a 16-byte MAC
+ *   after its 22 bytes (np_crypto.h; the core ignores bytes after byte 22),
+ *   and frames for the session without a valid one are dropped and counted
+ *   (punch_bad_mac).  Requests cached before the session existed cannot be
+ *   checked: they may get a response and add a peer-reflexive candidate,
+ *   but only a MACed response makes a path succeed.
  * An engine of the UDP hub (np_udp.h): frame PUNCH.
  */
 #include <stdlib.h>
@@ -18,17 +24,20 @@
 #include "addr.h"
 #include "punch.h"
 #include "wire.h"
+#include "np_crypto.h"
 
 extern const np_udp_engine np_udp_punch_engine;
 
-enum { C_MALFORMED, C_UNMATCHED };
-static const char *const counters[] = {"punch_malformed", "punch_unmatched", NULL};
+enum { C_MALFORMED, C_UNMATCHED, C_BAD_MAC };
+static const char *const counters[] = {"punch_malformed", "punch_unmatched", "punch_bad_mac", NULL};
 
 #define NP_PUNCH_MAX 64
 
 typedef struct np_punch_entry {
   punch_session *s;
   int cb_ref;        /* LUA_NOREF once called */
+  int has_key;
+  uint8_t key[NP_MAC_KEY];
 } np_punch_entry;
 
 typedef struct np_punch {
@@ -106,7 +115,15 @@ static void drain(np_udp *u, np_punch *p) {
   punch_action a;
   while (punch_set_pop(p->set, &a)) {
     if (a.kind == PUNCH_TRANSMIT) {
-      np_udp_sendto(u, (const struct sockaddr *)&a.addr, -1, a.data, a.len);
+      np_punch_entry *e = entry_of(p, a.session);
+      if (e && e->has_key && a.len == PUNCH_FRAME_LEN) {
+        uint8_t buf[PUNCH_FRAME_LEN + NP_MAC_TAG];
+        memcpy(buf, a.data, PUNCH_FRAME_LEN);
+        np_mac16(e->key, buf, PUNCH_FRAME_LEN, buf + PUNCH_FRAME_LEN);
+        np_udp_sendto(u, (const struct sockaddr *)&a.addr, -1, buf, sizeof buf);
+      } else {
+        np_udp_sendto(u, (const struct sockaddr *)&a.addr, -1, a.data, a.len);
+      }
     } else {
       report(u, p, a.session, &a);
       if (slot(u)->state != p) return;
@@ -120,6 +137,16 @@ static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
                                const struct sockaddr *from) {
   np_punch *p = punchctx(u);
   if (!p) return;
+  if (len >= PUNCH_FRAME_LEN) {
+    punch_session *s = punch_set_find(p->set, frame + 2);   /* nonce: bytes 2..9 */
+    np_punch_entry *e = s ? entry_of(p, s) : NULL;
+    if (e && e->has_key &&
+        (len < PUNCH_FRAME_LEN + NP_MAC_TAG ||
+         !np_mac16_ok(e->key, frame, PUNCH_FRAME_LEN, frame + PUNCH_FRAME_LEN))) {
+      slot(u)->counters[C_BAD_MAC]++;
+      return;
+    }
+  }
   int rc = punch_set_input(p->set, np_now_ms(u->h.ctx), from, frame, len);
   if (rc == PUNCH_EMALFORMED) slot(u)->counters[C_MALFORMED]++;
   else if (rc < 0) slot(u)->counters[C_UNMATCHED]++;
@@ -188,6 +215,13 @@ static int udp_punch(lua_State *L) {
   cfg.initial_interval_ms = opt_ms(L, 2, "interval", cfg.initial_interval_ms);
   cfg.max_interval_ms = opt_ms(L, 2, "max_interval", cfg.max_interval_ms);
   if (cfg.max_interval_ms < cfg.initial_interval_ms) cfg.max_interval_ms = cfg.initial_interval_ms;
+  size_t keylen = 0;
+  lua_getfield(L, 2, "key");
+  const char *key = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &keylen);
+  if (key && keylen != NP_MAC_KEY) return luaL_error(L, "punch: key must be %d bytes", NP_MAC_KEY);
+  uint8_t keybuf[NP_MAC_KEY];
+  if (key) memcpy(keybuf, key, NP_MAC_KEY);
+  lua_pop(L, 1);
 
   /* candidates are checked before anything is created */
   lua_getfield(L, 2, "candidates");
@@ -230,6 +264,8 @@ static int udp_punch(lua_State *L) {
   lua_pushvalue(L, 3);
   p->e[p->n].s = s;
   p->e[p->n].cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  p->e[p->n].has_key = key != NULL;
+  if (key) memcpy(p->e[p->n].key, keybuf, NP_MAC_KEY);
   p->n++;
   int rc = punch_session_start(s, now);
   if (rc < 0) {

@@ -19,6 +19,7 @@ local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local candidates = require "natpunch.candidates"
 local method = require "natpunch.method"
+local auth = require "natpunch.auth"
 
 local peer = {}
 
@@ -41,6 +42,10 @@ local function now() return core.now() end
 local REPEAT_FIRST, REPEAT_MAX = 0.5, 2   -- seconds between repeated connects while punching
 local EARLY_MAX = 64             -- packets kept from a session not set up yet
 local EARLY_MAX_AGE_MS = 5000
+local INTRO_KEEP_MS = 60000      -- introductions are remembered (retransmissions) this long
+local INTRO_MAX = 256            -- and at most this many
+local DATA_WINDOW = 4096         -- replay window of a session's encrypted messages
+local SEAL_OVERHEAD = 8 + 16     -- counter + Poly1305 tag
 
 function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
@@ -50,8 +55,18 @@ end
 -- methods (and p:advertise) tell peers introduced to us, as opaque
 -- "m.NAMESPACE.KEY" fields the rendezvous passes through (PROTOCOL.md).
 function Peer:_register_fields()
-  local f = { t = "register", id = self.id, key = self.key,
-    private = table.concat(candidates.gather(self.udp, self.server_ip), ",") }
+  local token = self.token
+  if not token and self.secret then
+    token = auth.mint_token(self.secret, self.id, os.time() + self.token_lifetime)
+  end
+  -- our key (docs/SECURITY.md), then extra candidates first, then gathered ones
+  local private = { table.unpack(self.extra_candidates) }
+  for _, c in ipairs(candidates.gather(self.udp, self.server_ip)) do
+    if #private >= candidates.MAX_PRIVATE then break end
+    private[#private + 1] = c
+  end
+  local f = { t = "register", id = self.id, pk = self.keys.pk, token = token,
+    plain = self.encrypt == false and "1" or nil, private = table.concat(private, ",") }
   -- the methods, unless just the default (a peer that says nothing has "udp"),
   -- so that a plain peer costs the rendezvous nothing more
   local list = table.concat(self.methods, ",")
@@ -81,30 +96,74 @@ end
 
 --------------------------------------------------------------- requests
 
+-- The bytes of one transmission of a request: a registration carries the
+-- server's last cookie; once the server's key is known, every message is
+-- MACed with a fresh sequence number (so a retransmission is not a replay).
+function Peer:_encode_request(fields, pad)
+  local f = {}
+  for k, v in pairs(fields) do f[k] = v end
+  if f.t == "register" then f.cookie = self.cookie end
+  if self.ctl_key then auth.seal(self.ctl_key, "p", f, self.seq()) end
+  return msg.encode(f, pad or msg.MIN_REQUEST)
+end
+
+-- A cookie reply: the server's key and a cookie for our address.  With
+-- server_key pinned, another key is refused.
+function Peer:_take_cookie(reply)
+  local pk = reply.key
+  if type(pk) ~= "string" or #pk ~= auth.KEY_LEN or type(reply.cookie) ~= "string" then
+    return nil, "bad cookie reply"
+  end
+  if self.server_key and not core.crypto.equal(self.server_key, pk) then
+    return nil, "server key mismatch"
+  end
+  if pk ~= self.server_pk then
+    local k, err = auth.shared(self.keys, pk, "natpunch-control")
+    if not k then return nil, err end
+    self.server_pk, self.ctl_key, self.srv_window = pk, k, auth.window()
+  end
+  self.cookie = reply.cookie
+  return true
+end
+
+-- Forget what we know about the current server (failover).
+function Peer:_reset_server()
+  self.server_pk, self.ctl_key, self.srv_window, self.cookie = nil, nil, nil, nil
+end
+
 -- Send a control request to the current server, retransmitting with
 -- back-off until the reply with the same tx arrives or the deadline passes.
+-- tx is random, so an off-path host cannot answer for the server.
 function Peer:_request(fields, timeout, pad)
-  self.tx_seq = self.tx_seq + 1
-  local tx = tostring(self.tx_seq)
+  local tx = auth.hex(core.crypto.random(6))
   fields.tx = tx
-  local body = msg.encode(fields, pad or msg.MIN_REQUEST)
-  local fut = sched.future()
-  self.pending[tx] = fut
   local deadline = now() + timeout * 1000
   local rto = self.rto
   local reply, err
+  local cookies = 0
   while true do
-    local ok, serr = self.udp:send(self.server_ip, self.server_port, body, "control")
+    local fut = sched.future()
+    self.pending[tx] = fut
+    local ok, serr = self.udp:send(self.server_ip, self.server_port, self:_encode_request(fields, pad), "control")
     if not ok then err = serr break end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
     reply = fut:wait(math.min(rto, left))
-    if reply then break end
-    rto = math.min(rto * 2, 2)
+    if reply and reply.t == "cookie" and fields.t == "register" and cookies < 3 then
+      cookies = cookies + 1
+      local cok, cerr = self:_take_cookie(reply)
+      if not cok then err = cerr reply = nil break end
+      reply = nil            -- send again at once, with the cookie
+    elseif reply then
+      break
+    else
+      rto = math.min(rto * 2, 2)
+    end
   end
   self.pending[tx] = nil
   if not reply then return nil, err or "timeout" end
   if reply.t == "error" then return nil, reply.reason or "error" end
+  if reply.t == "cookie" then return nil, "server keeps asking for a cookie" end
   return reply
 end
 
@@ -115,9 +174,12 @@ function Peer:register()
   for i = 1, #self.servers do
     local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
     self.server_index = idx
-    self.server_ip, self.server_port = addr.parse(self.servers[idx])
+    local sip, sport = addr.parse(self.servers[idx])
+    if sip ~= self.server_ip or sport ~= self.server_port then self:_reset_server() end
+    self.server_ip, self.server_port = sip, sport
     local reply, err = self:_request(self:_register_fields(), self.register_timeout)
     if reply then
+      if type(reply.cookie) == "string" then self.cookie = reply.cookie end
       self.public = reply.public
       self.server = self.servers[idx]
       self.ttl = tonumber(reply.ttl) or 30
@@ -146,6 +208,7 @@ function Peer:_start_refresh()
       sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))
       if self.closed then break end
       local reply = self:_request(self:_register_fields(), self.register_timeout)
+      if reply and type(reply.cookie) == "string" then self.cookie = reply.cookie end
       if not reply and not self.closed then
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
@@ -166,6 +229,9 @@ local function new_session(self, intro, link, started)
     path = link.path, transport = link.transport, method = link.method,
     setup_ms = now() - started,
     inbox = {}, waiting = {},
+    key = intro.peer_key, encrypted = intro.tx_key ~= nil,
+    tx_key = intro.tx_key, rx_key = intro.rx_key, tx_ctr = 0,
+    rx_window = intro.tx_key and auth.window(DATA_WINDOW) or nil,
   }, Session)
   if link.route then self.sessions[link.route] = s end
   self.by_peer[s.peer] = s
@@ -206,13 +272,53 @@ local function decode_intro(m)
   return intro
 end
 
+-- Keys of one introduction, from X25519 between our key and the other
+-- peer's (the server cannot compute them): the punch nonce and MAC key,
+-- and one data key per direction (docs/SECURITY.md).
+function Peer:_intro_keys(m)
+  local shared, err = auth.shared(self.keys, m.pk, "natpunch-peer")
+  if not shared then return nil, err end
+  local raw_nonce = auth.unhex(m.nonce)
+  local keys = {
+    nonce = core.crypto.hash(raw_nonce, shared, 16):sub(1, 8),
+    punch = auth.derive(shared, "punch" .. raw_nonce),
+  }
+  if self.encrypt ~= false and m.plain ~= "1" then
+    keys.tx_key = auth.derive(shared, "data" .. self.keys.pk)
+    keys.rx_key = auth.derive(shared, "data" .. m.pk)
+  end
+  return keys
+end
+
+-- Introductions are kept for retransmissions, then forgotten.
+function Peer:_prune_intros()
+  local t, n = now(), 0
+  for nonce, rec in pairs(self.intros) do
+    if t - rec.started > INTRO_KEEP_MS and rec.done:is_set() then self.intros[nonce] = nil
+    else n = n + 1 end
+  end
+  return n
+end
+
 function Peer:_on_introduce(m)
   if type(m.nonce) ~= "string" or not m.nonce:match("^%x+$") or #m.nonce ~= 16 then return end
   if self.intros[m.nonce] then return end      -- a retransmitted introduction
+  if type(m.peer) ~= "string" or #m.peer > 64 then return end
+  if self:_prune_intros() >= INTRO_MAX then
+    self.counters.intros_dropped = self.counters.intros_dropped + 1
+    return
+  end
   local started = now()
   local intro = decode_intro(m)
   local rec = { msg = m, started = started, done = sched.future(), attempt = {} }
   self.intros[m.nonce] = rec
+  local keys, kerr = self:_intro_keys(m)
+  if not keys then
+    rec.done:set(nil, "bad peer key: " .. tostring(kerr))
+    return
+  end
+  intro.punch_nonce, intro.punch_key = keys.nonce, keys.punch
+  intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
   local order = method.order(self.methods, intro.methods, intro.role)
   sched.spawn(function()
     local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
@@ -224,7 +330,7 @@ function Peer:_on_introduce(m)
       return
     end
     local s = self.by_peer[m.peer]
-    if not s or s.remote ~= link.remote or s.transport ~= link.transport then
+    if not s or s.remote ~= link.remote or s.transport ~= link.transport or s.tx_key ~= intro.tx_key then
       s = new_session(self, intro, link, started)
     end
     ctx:_attach(s)
@@ -248,7 +354,7 @@ function Peer:connect(id, timeout)
   local started = now()
   -- padded so that the introduction (a reply, never larger than the
   -- request) has room for the other peer's opaque method fields
-  local reply, err = self:_request({ t = "connect", target = id }, timeout, msg.CONNECT_PAD)
+  local reply, err = self:_request({ t = "connect", target = id, id = self.id }, timeout, msg.CONNECT_PAD)
   if not reply then
     self:_emit({ event = "failed", peer = id, reason = err })
     return nil, err
@@ -261,13 +367,13 @@ function Peer:connect(id, timeout)
   -- The other peer's introduction may have been lost: repeat the same
   -- request (same tx) while punching; the server then sends the same
   -- introduction, same nonce, to both of us again.
-  local again = msg.encode({ t = "connect", target = id, tx = reply.tx }, msg.CONNECT_PAD)
+  local again = { t = "connect", target = id, tx = reply.tx, id = self.id }
   local repeater = sched.spawn(function()
     local gap = REPEAT_FIRST
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      self.udp:send(self.server_ip, self.server_port, again, "control")
+      self.udp:send(self.server_ip, self.server_port, self:_encode_request(again, msg.CONNECT_PAD), "control")
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -302,9 +408,24 @@ function Peer:_on_packet(err, data, ip, port, kind)
       self.counters.malformed = self.counters.malformed + 1
       return
     end
+    -- Only a cookie or an error may come without a MAC (both only answer
+    -- a pending request, whose tx is random); everything else must carry
+    -- the server's MAC with a new sequence number.
+    local authed = false
+    if m.mac ~= nil then
+      local seq = self.ctl_key and auth.check(self.ctl_key, "s", m)
+      if not seq or not self.srv_window:accept(seq) then
+        self.counters.bad_mac = self.counters.bad_mac + 1
+        return
+      end
+      authed = true
+    elseif m.t ~= "cookie" and m.t ~= "error" then
+      self.counters.unauthenticated = self.counters.unauthenticated + 1
+      return
+    end
     local fut = m.tx and self.pending[m.tx]
     if fut then fut:set(m) end
-    if m.t == "introduce" and m.role == "accept" then self:_on_introduce(m) end
+    if authed and m.t == "introduce" and m.role == "accept" then self:_on_introduce(m) end
     return
   end
   if kind == "data" or kind == "touch" then
@@ -324,8 +445,34 @@ function Peer:_on_packet(err, data, ip, port, kind)
   end
 end
 
+-- Encrypted messages: [counter u64][XChaCha20-Poly1305 of the payload],
+-- the kind as associated data (a touch cannot be replayed as data), and
+-- each counter accepted once (exactly-once beyond the touch state).
+local function seal(s, data, kind)
+  s.tx_ctr = s.tx_ctr + 1
+  local ctr = string.pack(">I8", s.tx_ctr)
+  return ctr .. core.crypto.seal(s.tx_key, ctr .. string.rep("\0", 16), data, kind)
+end
+
+local function open(s, data, kind)
+  if #data < SEAL_OVERHEAD then return nil end
+  local ctr = data:sub(1, 8)
+  local plain = core.crypto.open(s.rx_key, ctr .. string.rep("\0", 16), data:sub(9), kind)
+  if not plain then return nil end
+  local n = string.unpack(">I8", ctr)
+  if n < 1 or not s.rx_window:accept(n) then return nil end
+  return plain
+end
+
 function Session:_deliver(data, kind)
   local owner = self.owner
+  if self.rx_key then
+    data = open(self, data, kind)
+    if not data then
+      owner.counters.bad_data = owner.counters.bad_data + 1
+      return
+    end
+  end
   owner:_emit({ event = "message", peer = self.peer, data = data, kind = kind })
   -- handlers run as tasks, so they may touch, sleep or wait
   if owner.on_message then sched.spawn(owner.on_message, self, data, kind) end
@@ -357,6 +504,7 @@ end
 function Session:send(data)
   if type(data) ~= "string" then error("bad argument #1 to 'send' (string expected)", 2) end
   if self.closed then return nil, "session closed", "ECLOSED" end
+  if self.tx_key then data = seal(self, data, "data") end
   return self.link:send(data)
 end
 
@@ -383,6 +531,7 @@ function Session:touch(data, cb)
     else owner:_emit({ event = "touch_acked", peer = self.peer, id = id, rtt_ms = rtt }) end
   end
   if self.closed then return nil, "session closed", "ECLOSED" end
+  if self.tx_key then data = seal(self, data, "touch") end
   local link = self.link
   if cb then
     return link:touch(data, function(err, id, rtt)
@@ -428,7 +577,7 @@ function Peer:close()
   end
   if self.registered and self.server_ip then
     self.udp:send(self.server_ip, self.server_port,
-      msg.encode({ t = "unregister", id = self.id }, msg.MIN_REQUEST), "control")
+      self:_encode_request({ t = "unregister", id = self.id }), "control")
   end
   self.udp:close()
 end
@@ -440,7 +589,9 @@ Peer.__close = Peer.close
 -- on_session(session) for introductions we did not ask for,
 -- on_event(ev), methods = { "udp", ... } (natpunch.method, tried in this
 -- order) or transport = "udp" | "tcp" | "auto" | "tcp,udp" (the same as
--- methods), and the timeouts of DEFAULTS.
+-- methods), the timeouts of DEFAULTS, and the security options: key_file,
+-- server_key, secret / token (token_lifetime), encrypt, allow, candidates
+-- (docs/SECURITY.md).
 function peer.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'peer' (table expected)", 2) end
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
@@ -453,12 +604,46 @@ function peer.new(opts)
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
     methods = method.check_list(opts.methods or require("natpunch.method.tcp").methods_for(opts.transport, 2)
       or { "udp" }, "peer", 2),
-    counters = { malformed = 0, foreign_control = 0, unknown_source = 0 },
+    counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
+      unauthenticated = 0, bad_data = 0, intros_dropped = 0 },
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
   end
-  self.key = string.format("%016x", string.unpack("<i8", core.random_bytes(8)))
+  -- keys and policies (docs/SECURITY.md)
+  if opts.key_file then
+    local kp, kerr = auth.load_key(opts.key_file, true)
+    if not kp then error("peer: " .. kerr, 2) end
+    self.keys = kp
+  else
+    self.keys = auth.keypair(opts.seed)
+  end
+  self.seq = auth.sequence()
+  if opts.server_key ~= nil then
+    local pk = auth.unhex(opts.server_key)
+    if not pk or #pk ~= auth.KEY_LEN then error("peer: server_key must be 64 hex digits", 2) end
+    self.server_key = pk
+  end
+  self.token, self.secret = opts.token, opts.secret
+  self.token_lifetime = opts.token_lifetime or 86400
+  self.encrypt = opts.encrypt
+  local allow = {}
+  for _, c in ipairs(opts.allow or {}) do allow[#allow + 1] = c end
+  local sip0 = addr.parse(servers[1])
+  if candidates.is_loopback(sip0) then allow[#allow + 1] = "loopback" end
+  self.policy = candidates.policy{ allow = allow }
+  self.extra_candidates = {}
+  if opts.candidates ~= nil then
+    if type(opts.candidates) ~= "table" then error("peer: candidates must be a list of 'ip:port'", 2) end
+    if #opts.candidates > candidates.MAX_COUNT then
+      error("peer: at most " .. candidates.MAX_COUNT .. " candidates", 2)
+    end
+    for _, c in ipairs(opts.candidates) do
+      local ip, port = candidates.check(c, self.policy)
+      if not ip then error("peer: candidate " .. tostring(c) .. ": " .. tostring(port), 2) end
+      self.extra_candidates[#self.extra_candidates + 1] = addr.format(ip, port)
+    end
+  end
   local sip, sport = addr.parse(servers[1])
   self.server_ip, self.server_port = sip, sport
   local bind = opts.bind or (addr.family(sip) == "inet6" and "[::]:0" or "0.0.0.0:0")

@@ -12,6 +12,8 @@
 local core = require "natpunch.core"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local auth = require "natpunch.auth"
+local candidates = require "natpunch.candidates"
 local registry = require "natpunch.registry"
 local registry_redis = require "natpunch.registry_redis"
 
@@ -24,6 +26,10 @@ local DEFAULTS = {
   listen = "0.0.0.0:3478",
   ttl = 30,              -- seconds a registration lives without refresh
   max_peers = 10000,     -- cap: memory per peer is bounded, so is the total
+  max_per_socket = 4,    -- ids one source ip:port may hold
+  max_per_ip = 1024,     -- ids one source ip may hold (many users may share a NAT)
+  intro_rate = 5,        -- introductions per second, per asker and per target (token buckets)
+  intro_burst = 20,
   software = "natpunch " .. core.version,
 }
 
@@ -31,30 +37,54 @@ local REPEAT_MS = 30000   -- a repeated connect gets the same introduction this 
 local ID_PATTERN = "^[%w%-_%.@:]+$"
 local MAX_ID = 64
 local MAX_PRIVATE = 8
+local STUN_SOURCES = 4096   -- per-source STUN buckets kept at most
 local SWEEP_BATCH = 2000  -- expiries per loop turn: a mass expiry never blocks the loop
 
 local function valid_id(id)
   return type(id) == "string" and #id >= 1 and #id <= MAX_ID and id:match(ID_PATTERN) ~= nil
 end
+rendezvous.valid_id = valid_id
 
--- What hooks and callers see of a record: a copy, with private as a list.
+-- What hooks and callers see of a record: a copy, with private as a list
+-- and the peer's public key as hex.
 local function view(rec)
   return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
-    port = rec.port, expires = rec.expires }
+    port = rec.port, expires = rec.expires, key = auth.hex(rec.key) }
 end
 
--- Reply to the source of a request: never larger than the request itself
--- (clients pad requests to msg.MIN_REQUEST), so the server cannot be used
--- to amplify traffic toward a spoofed address.
+local function count(self, what)
+  self.counters[what] = (self.counters[what] or 0) + 1
+end
+
+-- Reply to the source of a request that is not authenticated yet: never
+-- larger than the request itself (clients pad requests to
+-- msg.MIN_REQUEST), so the server cannot be used to amplify traffic
+-- toward a spoofed address.
 function Server:_reply(ip, port, fields, request_size)
-  -- a reply that echoes a long field (an error quoting a 1170-byte target)
-  -- may exceed msg.MAX_SIZE: it is not sent, and nothing raises
   local ok, body = pcall(msg.encode, fields)
   if not ok or #body + 1 > request_size then
-    self.counters.replies_suppressed = self.counters.replies_suppressed + 1
+    count(self, "replies_suppressed")
     return
   end
   self.udp:send(ip, port, body, "control")
+end
+
+-- Send a MACed message to a source that has proven it receives (it
+-- returned a cookie), under the key it shares with us.
+function Server:_send_mac(key, ip, port, fields)
+  auth.seal(key, "s", fields, self.seq())
+  local ok, body = pcall(msg.encode, fields)
+  if not ok then
+    count(self, "replies_suppressed")
+    return
+  end
+  self.udp:send(ip, port, body, "control")
+end
+
+-- ... to a registered peer.  Per-peer security state lives in a side
+-- table keyed by id (self.sec), so registry records stay small.
+function Server:_send_to(rec, fields)
+  self:_send_mac(self.sec[rec.id].mac_key, registry.ip(rec), rec.port, fields)
 end
 
 function Server:_event(ev)
@@ -62,65 +92,160 @@ function Server:_event(ev)
 end
 
 function Server:_error(ip, port, m, reason, size)
-  self.counters.errors = self.counters.errors + 1
+  count(self, "errors")
   self:_reply(ip, port, { t = "error", tx = m.tx or "", reason = reason }, size)
 end
 
+-- An authenticated error: to a source that proved its address and key
+-- (key, ip, port), or to a registered record.
+function Server:_auth_error(to, m, reason)
+  count(self, "errors")
+  local fields = { t = "error", tx = m.tx or "", reason = reason }
+  if to.id then return self:_send_to(to, fields) end
+  self:_send_mac(to.mac_key, to.ip, to.port, fields)
+end
+
+-- Quotas: registrations held per source ip:port and per source IP.
+function Server:_quota_ok(ip, public)
+  return (self.per_socket[public] or 0) < self.max_per_socket and (self.per_ip[ip] or 0) < self.max_per_ip
+end
+
+function Server:_hold(public, ip)
+  self.per_socket[public] = (self.per_socket[public] or 0) + 1
+  self.per_ip[ip] = (self.per_ip[ip] or 0) + 1
+end
+
+function Server:_release(public, ip)
+  local n = (self.per_socket[public] or 1) - 1
+  self.per_socket[public] = n > 0 and n or nil
+  n = (self.per_ip[ip] or 1) - 1
+  self.per_ip[ip] = n > 0 and n or nil
+end
+
+-- A record left the registry (expired or unregistered).
+function Server:_forget(rec)
+  self:_release(rec.public, registry.ip(rec))
+  self.sec[rec.id] = nil
+  self.opaque[rec.id] = nil
+  if self.shared then self.shared:forget_peer(rec) end
+  self:_event({ event = "expired", peer = rec.id })
+end
+
+-- Registration, in two steps.  Without a valid cookie for its source the
+-- request gets only a cookie (no state, reply no larger than the request).
+-- With it, the request must carry the peer's public key and a MAC under
+-- the key the peer and this server share; the id is bound to that key
+-- until the registration expires (trust on first use).
 function Server:_on_register(m, ip, port, size)
   local id = m.id
   if not valid_id(id) then return self:_error(ip, port, m, "invalid id", size) end
-  local public = addr.format(ip, port)
+  local pk = m.pk
+  if type(pk) ~= "string" or #pk ~= auth.KEY_LEN then
+    return self:_error(ip, port, m, "key required (this server authenticates peers)", size)
+  end
+  local now_s = core.now() // 1000
+  if not auth.cookie_ok(self.cookie_secret, m.cookie, ip, port, now_s, self.cookie_lifetime) then
+    count(self, "cookies")
+    return self:_reply(ip, port, { t = "cookie", tx = m.tx or "", key = self.keys.pk,
+      cookie = auth.cookie(self.cookie_secret, ip, port, now_s) }, size)
+  end
   local rec = self.registry:get(id)
-  if rec and rec.key ~= (m.key or "") and rec.public ~= public then
-    return self:_error(ip, port, m, "id taken", size)
+  local sec = rec and self.sec[id]
+  local key = (rec and rec.key == pk) and sec.mac_key or auth.shared(self.keys, pk, "natpunch-control")
+  local seq = key and auth.check(key, "p", m)
+  if not seq then return count(self, "bad_mac") end
+  local public = addr.format(ip, port)
+  local tmp = { mac_key = key, ip = ip, port = port }
+  if rec and rec.key ~= pk then
+    count(self, "id_taken")
+    return self:_auth_error(tmp, m, "id taken")
   end
-  if not rec and self.registry.count >= self.max_peers then
-    return self:_error(ip, port, m, "server full", size)
+  if rec and not sec.window:accept(seq) then return count(self, "replayed") end
+  if self.secret then
+    local ok, why = auth.token_ok(self.secret, m.token, id, os.time())
+    if not ok then return self:_auth_error(tmp, m, why) end
   end
-  local private = {}
-  for _, c in ipairs(msg.split_list(m.private)) do
-    if addr.parse(c) and #private < MAX_PRIVATE then private[#private + 1] = c end
+  local moved = not rec or rec.public ~= public
+  if not rec and self.registry.count >= self.max_peers then return self:_auth_error(tmp, m, "server full") end
+  if moved and not self:_quota_ok(ip, public) then
+    count(self, "quota")
+    return self:_auth_error(tmp, m, "too many registrations from this address")
   end
+  local pol = self.policy
+  if candidates.is_loopback(ip) then pol = self.loopback_policy end
+  local private, dropped = candidates.filter(m.private or "", pol)
+  if dropped > 0 then self.counters.candidates_dropped = self.counters.candidates_dropped + dropped end
+  while #private > MAX_PRIVATE do table.remove(private) end
   -- what the peer's traversal methods tell the peers introduced to it:
   -- passed through as it is, never read here (docs/EXTENDING.md)
-  local opaque, dropped = msg.opaque(m)
-  self.counters.opaque_dropped = self.counters.opaque_dropped + dropped
-  local info = { id = id, public = public, private = private, ip = ip, port = port, opaque = opaque }
+  local opaque, odropped = msg.opaque(m)
+  self.counters.opaque_dropped = self.counters.opaque_dropped + odropped
+  local info = { id = id, public = public, private = private, ip = ip, port = port, opaque = opaque,
+    key = auth.hex(pk), token = m.token }
   if self.on_register then
     local ok, reason = self.on_register(info)
-    if ok == false then return self:_error(ip, port, m, reason or "rejected", size) end
+    if ok == false then return self:_auth_error(tmp, m, reason or "rejected") end
   end
   local expires = core.now() + self.ttl * 1000
+  local text = table.concat(private, ",")
   if not rec then
     self.counters.registrations = self.counters.registrations + 1
-    rec = self.registry:put(registry.record(id, m.key or "", public, port, table.concat(private, ","), expires))
-    self:_event({ event = "registered", peer = id, public = public, private = rec.private })
+    rec = self.registry:put(registry.record(id, pk, public, port, text, expires))
+    sec = { mac_key = key, window = auth.window() }
+    sec.window:accept(seq)
+    self.sec[id] = sec
+    self:_event({ event = "registered", peer = id, public = public, private = text })
   else
-    if rec.public ~= public then self.registry:move(rec, public, port) end
-    rec.private = table.concat(private, ",")
+    if moved then
+      self:_release(rec.public, registry.ip(rec))
+      self.registry:move(rec, public, port)
+    end
+    rec.private = text
     self.registry:refresh(rec, expires)
   end
+  sec.plain = m.plain == "1"
+  if moved then self:_hold(public, ip) end
   -- kept beside the record (records stay at 8 fields); nil when empty
   self.opaque[id] = next(opaque) and opaque or nil
   if self.shared then self.shared:publish_peer(rec) end
-  self:_reply(ip, port, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl }, size)
+  self:_send_to(rec, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl,
+    cookie = auth.cookie(self.cookie_secret, ip, port, now_s) })
 end
 
-local function hex(bytes)
-  return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+-- The registered peer a request claims to come from, if its MAC, its
+-- sequence number and its source address all check out.
+function Server:_sender(m, ip, port)
+  local rec = valid_id(m.id) and self.registry:get(m.id)
+  if not rec then return nil, "not registered" end
+  local sec = self.sec[rec.id]
+  local seq = auth.check(sec.mac_key, "p", m)
+  if not seq then
+    count(self, "bad_mac")
+    return nil
+  end
+  if rec.port ~= port or rec.public ~= addr.format(ip, port) then
+    count(self, "wrong_source")
+    return nil
+  end
+  if not sec.window:accept(seq) then
+    count(self, "replayed")
+    return nil
+  end
+  return rec
 end
 
-function Server:_introduce(a, b, tx_for_a, size, nonce)
+function Server:_introduce(a, b, tx_for_a, nonce)
   local again = nonce ~= nil
-  nonce = nonce or hex(core.random_bytes(8))
+  nonce = nonce or auth.hex(core.random_bytes(8))
   local function intro(other, tx, role)
     local f = {}
     for k, v in pairs(self.opaque[other.id] or {}) do f[k] = v end
+    local sec = self.sec[other.id]
     f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
-    f.private = other.private
+    f.private, f.pk, f.plain = other.private, other.key, (sec and sec.plain) and "1" or nil
     return f
   end
-  -- b first: b does not have to fit into a's request size budget.  A peer
+  -- b first: its introduction is what a lost reply to a repeats.  A peer
   -- on another server (b.srv, from Redis) gets it from its own server.
   -- (Opaque fields are those of peers registered here: a peer on another
   -- server is introduced without its own.)
@@ -129,9 +254,9 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
     to_b.to = b.id
     self.shared:send(b.srv, to_b)
   else
-    self.udp:send(registry.ip(b), b.port, msg.encode(to_b), "control")
+    self:_send_to(b, to_b)
   end
-  self:_reply(registry.ip(a), a.port, intro(b, tx_for_a, "connect"), size)
+  self:_send_to(a, intro(b, tx_for_a, "connect"))
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
@@ -142,67 +267,130 @@ function Server:_introduce(a, b, tx_for_a, size, nonce)
 end
 
 -- The other half of an introduction made by another server, for one of our
--- peers (through Redis pub/sub).
+-- peers (through Redis pub/sub): MACed to it like ours, within its
+-- target bucket.
 function Server:_on_shared(m)
   if m.t ~= "introduce" or not valid_id(m.to) then return end
   local b = self.registry:get(m.to)
-  if not b or not valid_id(m.peer) then
+  if not b or not valid_id(m.peer) or type(m.pk) ~= "string" or #m.pk ~= auth.KEY_LEN then
     self.counters.remote_unknown = self.counters.remote_unknown + 1
     return
   end
+  local sec = self.sec[b.id]
+  local now = core.now()
+  sec.target = sec.target or auth.bucket(self.intro_rate, self.intro_burst, now)
+  if not sec.target:take(now) then return count(self, "rate_limited") end
   local f = msg.opaque(m)    -- the connecting peer's opaque fields, passed through
   f.t, f.peer, f.public, f.private, f.nonce, f.role = "introduce", m.peer, m.public, m.private, m.nonce, "accept"
-  self.udp:send(registry.ip(b), b.port, msg.encode(f), "control")
+  f.pk, f.plain = m.pk, m.plain
+  self:_send_to(b, f)
   self.counters.remote_introductions = self.counters.remote_introductions + 1
   self:_event({ event = "introduced", from = m.peer, to = b.id, nonce = m.nonce, via = "redis" })
 end
 
+-- Introductions cost the server two messages and make the target punch:
+-- each asker and each target gets a token bucket.
+function Server:_rate_ok(from, to)
+  local now = core.now()
+  local fs, ts = self.sec[from.id], self.sec[to.id]
+  fs.ask = fs.ask or auth.bucket(self.intro_rate, self.intro_burst, now)
+  if not fs.ask:take(now) then return false end
+  if not ts then return true end      -- on another server: its own server keeps its bucket
+  ts.target = ts.target or auth.bucket(self.intro_rate, self.intro_burst, now)
+  return ts.target:take(now)
+end
+
 function Server:_on_connect(m, ip, port, size)
-  local from = self.registry:at(addr.format(ip, port))
-  if not from then return self:_error(ip, port, m, "not registered", size) end
-  local to = valid_id(m.target) and self.registry:get(m.target)
-  if not to and self.shared and valid_id(m.target) then
+  local from, why = self:_sender(m, ip, port)
+  if not from then
+    if why then return self:_error(ip, port, m, why, size) end
+    return
+  end
+  if type(m.tx) ~= "string" or m.tx == "" then return self:_auth_error(from, m, "tx required") end
+  if not valid_id(m.target) then return self:_auth_error(from, m, "invalid target id") end
+  local to = self.registry:get(m.target)
+  if not to and self.shared then
     -- registered on another server?  Asked of Redis without blocking; the
     -- answer comes back on the loop.
     return self.shared:find(m.target, function(remote)
       if self.closed or self.registry:get(from.id) ~= from then return end
-      if not remote or remote.srv == self.shared.server_id then
-        return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size)
+      if not remote or remote.srv == self.shared.server_id or type(remote.key) ~= "string" then
+        return self:_auth_error(from, m, "unknown peer '" .. m.target .. "'")
       end
-      self:_connect_to(from, remote, m, ip, port, size)
+      self:_connect_to(from, remote, m)
     end)
   end
-  if not to then return self:_error(ip, port, m, "unknown peer '" .. tostring(m.target) .. "'", size) end
-  if to == from then return self:_error(ip, port, m, "cannot connect to yourself", size) end
-  self:_connect_to(from, to, m, ip, port, size)
+  if not to then return self:_auth_error(from, m, "unknown peer '" .. m.target .. "'") end
+  if to == from then return self:_auth_error(from, m, "cannot connect to yourself") end
+  self:_connect_to(from, to, m)
 end
 
-function Server:_connect_to(from, to, m, ip, port, size)
+function Server:_connect_to(from, to, m)
+  if not self:_rate_ok(from, to) then
+    count(self, "rate_limited")
+    return self:_auth_error(from, m, "rate limited")
+  end
   -- The same request again (same tx): one of the introductions was lost,
   -- or the reply is still on its way.  Send both again with the same
   -- nonce, so the two peers never punch with different nonces.
   local last = from.last_intro
-  if last and last.tx == (m.tx or "") and last.target == to.id and core.now() - last.at < REPEAT_MS then
-    return self:_introduce(from, to, last.tx, size, last.nonce)
+  if last and last.tx == m.tx and last.target == to.id and core.now() - last.at < REPEAT_MS then
+    return self:_introduce(from, to, last.tx, last.nonce)
   end
   if self.on_connect then
-    local ok, reason = self.on_connect(view(from), view(to))
-    if ok == false then return self:_error(ip, port, m, reason or "denied", size) end
+    local ok, reason = self.on_connect(view(from), to.srv and to or view(to))
+    if ok == false then return self:_auth_error(from, m, reason or "denied") end
   end
-  self:_introduce(from, to, m.tx or "", size)
+  self:_introduce(from, to, m.tx)
 end
 
+-- Only the key an id is bound to can unregister it, from its address.
 function Server:_on_unregister(m, ip, port)
-  local rec = self.registry:at(addr.format(ip, port))
-  if rec and rec.id == m.id then self:_drop(rec.id) end
+  local rec = self:_sender(m, ip, port)
+  if rec then self:_drop(rec.id) end
 end
 
 function Server:_drop(id)
   local rec = self.registry:remove(id)
-  if not rec then return end
-  self.opaque[id] = nil
-  if self.shared then self.shared:forget_peer(rec) end
-  self:_event({ event = "expired", peer = id })
+  if rec then self:_forget(rec) end
+end
+
+-- Plain STUN Binding answers, with a per-source token bucket (opt-in:
+-- --stun-rate).  The buckets are bounded: when the table is full, sources
+-- whose bucket has refilled are forgotten, and new ones wait.
+function Server:_stun_allowed(ip)
+  local now = core.now()
+  local b = self.stun_buckets[ip]
+  if not b then
+    if self.stun_sources >= STUN_SOURCES then
+      for k, v in pairs(self.stun_buckets) do
+        if v.tokens + (now - v.at) * v.rate / 1000 >= v.burst then
+          self.stun_buckets[k] = nil
+          self.stun_sources = self.stun_sources - 1
+        end
+      end
+    end
+    if self.stun_sources >= STUN_SOURCES then
+      count(self, "stun_limited")
+      return false
+    end
+    b = auth.bucket(self.stun_rate, math.max(1, self.stun_rate), now)
+    self.stun_buckets[ip] = b
+    self.stun_sources = self.stun_sources + 1
+  end
+  if not b:take(now) then
+    count(self, "stun_limited")
+    return false
+  end
+  return true
+end
+
+function Server:_answer_stun(data, ip, port)
+  local answer = core.stun.answer_binding(data, ip, port, self.software ~= "" and self.software or nil)
+  if answer then
+    count(self, "stun_answered_lua")
+    self.udp:send(ip, port, answer)
+  end
 end
 
 local handlers = {
@@ -213,7 +401,11 @@ local handlers = {
 
 function Server:_on_packet(err, data, ip, port, kind)
   if err then return end
-  if kind == "stun" and self.discovery then return self.discovery:handle(1, 1, data, ip, port) end
+  if kind == "stun" then
+    if self.stun_rate and not self:_stun_allowed(ip) then return end
+    if self.discovery then return self.discovery:handle(1, 1, data, ip, port) end
+    if self.stun_rate then return self:_answer_stun(data, ip, port) end
+  end
   if kind ~= "control" then
     self.counters.dropped = self.counters.dropped + 1
     return
@@ -224,35 +416,41 @@ function Server:_on_packet(err, data, ip, port, kind)
     self.counters.malformed = self.counters.malformed + 1
     return
   end
-  h(self, m, ip, port, #data + 1)
+  -- the server never raises on input: a bug here costs one message
+  local ok, perr = pcall(h, self, m, ip, port, #data + 1)
+  if not ok then
+    count(self, "internal_errors")
+    self:_event({ event = "error", reason = tostring(perr) })
+  end
 end
 
 -- Registrations due are removed earliest first, at most SWEEP_BATCH per
 -- turn of the loop; the rest are left for the next turn (1 ms later).
 function Server:_sweep()
-  local _, more = self.registry:expire(core.now(), function(rec)
-    self.opaque[rec.id] = nil
-    if self.shared then self.shared:forget_peer(rec) end
-    self:_event({ event = "expired", peer = rec.id })
-  end, SWEEP_BATCH)
+  local _, more = self.registry:expire(core.now(), function(rec) self:_forget(rec) end, SWEEP_BATCH)
   if more and not self.closed then self.sweeper:start(1, self.sweep_every, function() self:_sweep() end) end
 end
 
---- Registered peers: a list of {id, public, private}.
+--- Registered peers: a list of {id, public, private, key}.
 function Server:list()
   local out = {}
   for id, rec in self.registry:each() do
-    out[#out + 1] = { id = id, public = rec.public, private = msg.split_list(rec.private) }
+    out[#out + 1] = { id = id, public = rec.public, private = msg.split_list(rec.private), key = auth.hex(rec.key) }
   end
   table.sort(out, function(x, y) return x.id < y.id end)
   return out
 end
 
---- The record of id ({id, public, private = {...}, ip, port, expires}; a
--- copy) or nil.
+--- The record of id ({id, public, private = {...}, ip, port, expires,
+-- key}; a copy) or nil.
 function Server:lookup(id)
   local rec = self.registry:get(id)
   return rec and view(rec)
+end
+
+--- The server's public key, as hex (peers may pin it: server_key).
+function Server:key()
+  return auth.hex(self.keys.pk)
 end
 
 function Server:address()
@@ -316,12 +514,15 @@ function Server:records(id)
 end
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
--- (s), max_peers, software, alternate ("ip2[:port2]": answer RFC 5780
--- NAT discovery as natpunch.stunserver does), on_register(info),
--- on_connect(from, to), on_event(ev); redis ("redis://IP:PORT": share the
--- registry with other servers), server_id, redis_prefix, on_log(text); tcp
--- (false: no STUNT server on the same port).  Returns the server, or nil,
--- message, code.
+-- (s), max_peers, max_per_socket, max_per_ip, intro_rate, intro_burst,
+-- stun_rate, software, alternate ("ip2[:port2]": answer RFC 5780 NAT
+-- discovery as natpunch.stunserver does), secret (deployment secret:
+-- registrations need a token), key_file (the server's key seed, created if
+-- missing), allow (address classes passed on anyway, see
+-- natpunch.candidates), on_register(info), on_connect(from, to),
+-- on_event(ev); redis ("redis://IP:PORT": share the registry with other
+-- servers), server_id, redis_prefix, on_log(text); tcp (false: no STUNT server on
+-- the same port).  Returns the server, or nil, message, code.
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
@@ -334,10 +535,36 @@ function rendezvous.new(opts)
     if not ok then error("rendezvous: " .. why, 2) end
   end
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
+  -- STUN answers per second per source ip (nil: unlimited, answered in C)
+  self.stun_rate = opts.stun_rate
+  if self.stun_rate ~= nil and (type(self.stun_rate) ~= "number" or self.stun_rate <= 0) then
+    error("rendezvous: stun_rate must be a positive number", 2)
+  end
   self.registry = registry.new()
   self.opaque = {}    -- id -> the peer's opaque m.* fields (msg.opaque), passed through into introductions
+  self.sec, self.per_socket, self.per_ip = {}, {}, {}
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
-    dropped = 0, replies_suppressed = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
+    dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
+    id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
+    stun_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
+  -- security (docs/SECURITY.md): the server's key pair, the cookie secret
+  -- (never leaves the process), an optional deployment secret for tokens
+  if opts.key_file then
+    local kp, kerr = auth.load_key(opts.key_file, true)
+    if not kp then error("rendezvous: " .. kerr, 2) end
+    self.keys = kp
+  else
+    self.keys = auth.keypair(opts.seed)
+  end
+  self.secret = opts.secret
+  self.cookie_secret = core.crypto.random(32)
+  self.cookie_lifetime = math.max(60, 2 * self.ttl)
+  self.seq = auth.sequence()
+  self.policy = candidates.policy{ allow = opts.allow }
+  local lo = { "loopback" }
+  for _, c in ipairs(opts.allow or {}) do lo[#lo + 1] = c end
+  self.loopback_policy = candidates.policy{ allow = lo }
+  self.stun_buckets, self.stun_sources = {}, 0
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
   self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
@@ -360,7 +587,7 @@ function rendezvous.new(opts)
     end
     self.discovery = d
   else
-    self.udp:stun_server(true, self.software)
+    self.udp:stun_server(not self.stun_rate, self.software)
   end
   self.udp:recv_start(function(...) self:_on_packet(...) end)
   self.sweeper = core.timer()

@@ -25,6 +25,15 @@ local OPTIONS = {
       .. "events go to stderr" },
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
+  { "candidate", arg = "IP:PORT", type = "addr", multi = true,
+    help = "also advertise this endpoint (a port forward, a VPN address); repeatable" },
+  { "key", arg = "FILE", help = "load this peer's key seed from FILE (created if missing)" },
+  { "server-key", arg = "HEX", help = "accept only a server with this public key" },
+  { "secret", arg = "SECRET", help = "deployment secret: mint a registration token" },
+  { "token", arg = "TOKEN", help = "registration token (expiry:id:hmac) minted by the operator" },
+  { "allow", arg = "CLASS", multi = true,
+    help = "also probe candidates of this address class (loopback, link-local, ...)" },
+  { "no-encrypt", help = "send data and touches unencrypted (both sides see it in the introduction)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -36,6 +45,8 @@ M.usage = table.concat({
   "Usage: natpunch peer --server ADDR:PORT [--server ADDR:PORT ...] --id ID",
   "                     [--connect ID] [--send TEXT] [--touch TEXT]",
   "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
+  "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
+  "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
   "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
@@ -220,8 +231,11 @@ function M.run(argv)
       if opts.touch then s:touch(opts.touch, function() end) end
     end
 
-    local p, err = natpunch.peer{
+    local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
+      candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
+      secret = opts.secret, token = opts.token, allow = opts.allow,
+      encrypt = not opts.no_encrypt,
       -- with --timeout, registering (over every server) may use half of it
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
@@ -235,7 +249,11 @@ function M.run(argv)
           if kind == "touch" then s:touch(data, function() end) else s:send(data) end
         end
       end,
-    }
+    })
+    if not ok_new then
+      out.event({ event = "failed", reason = tostring(p):gsub("^.-:%d+: ", "") })
+      return cli.FAIL
+    end
     if not p then
       out.event({ event = "failed", reason = "cannot bind " .. tostring(opts.bind) .. ": " .. tostring(err) })
       return cli.FAIL

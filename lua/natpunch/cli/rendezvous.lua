@@ -18,6 +18,14 @@ local OPTIONS = {
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics at http://ADDR:PORT/metrics (with --workers: the first process's)" },
   { "worker", arg = "I", type = "integer", help = "(internal) run as worker I of a --workers parent" },
+  { "max-per-ip", arg = "N", type = "integer", default = 1024,
+    help = "registrations one source IP may hold" },
+  { "max-per-socket", arg = "N", type = "integer", default = 4,
+    help = "registrations one source IP:PORT may hold" },
+  { "secret", arg = "SECRET", help = "deployment secret: peers need a token (expiry:id:hmac)" },
+  { "key", arg = "FILE", help = "load the server's key seed from FILE (created if missing)" },
+  { "stun-rate", arg = "N", type = "number",
+    help = "answer at most N STUN requests per second per source IP (default: no limit)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -27,7 +35,10 @@ M.summary = "run a rendezvous server that introduces peers to each other"
 
 M.usage = table.concat({
   "Usage: natpunch rendezvous [--listen ADDR:PORT] [--ttl S] [--alternate IP2[:PORT2]]",
-  "                           [--redis URL [--workers N]] [--metrics ADDR:PORT] [--no-tcp] [--json]",
+  "                           [--redis URL [--workers N]] [--metrics ADDR:PORT] [--json]",
+  "                           [--max-peers N] [--max-per-ip N] [--max-per-socket N]",
+  "                           [--secret SECRET] [--key FILE]",
+  "                           [--stun-rate N] [--no-tcp]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
@@ -99,6 +110,9 @@ function M.run(argv)
   end
   if #rest > 0 then return cli.usage_error("rendezvous", "unexpected argument '" .. rest[1] .. "'") end
   if opts.ttl <= 0 then return cli.usage_error("rendezvous", "--ttl must be positive") end
+  if opts.stun_rate and opts.stun_rate <= 0 then
+    return cli.usage_error("rendezvous", "--stun-rate must be positive")
+  end
   if opts.alternate then
     local ok, err = require("natpunch.stunserver").parse_alternate(opts.alternate)
     if not ok then return cli.usage_error("rendezvous", "--" .. err) end
@@ -121,6 +135,8 @@ function M.run(argv)
   local code = cli.run_loop("rendezvous", function(ctx)
     local server, err = ctx.natpunch.rendezvous{
       listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
+      max_per_ip = opts.max_per_ip, max_per_socket = opts.max_per_socket, secret = opts.secret, key_file = opts.key,
+      stun_rate = opts.stun_rate,
       on_event = event, redis = opts.redis, server_id = opts.server_id,
       reuseport = (opts.workers > 1 or opts.worker) and true or nil,
       -- the STUNT registry is per process: no TCP service behind --workers
@@ -145,6 +161,7 @@ function M.run(argv)
       return cli.OK
     end
     event({ event = "listening", address = address, workers = opts.workers > 1 and opts.workers or nil })
+    out.log("natpunch rendezvous: server key ", server:key())
     if opts.metrics then
       local msrv, merr = require("natpunch.metrics").serve(opts.metrics, function()
         return require("natpunch.metrics").rendezvous(server)
@@ -175,6 +192,12 @@ function M.spawn_worker(opts, address, i)
     "--listen", q(address), "--ttl", q(opts.ttl), "--max-peers", q(opts.max_peers),
     "--redis", q(opts.redis), "--worker", q(i) }
   if opts.json then argv[#argv + 1] = "--json" end
+  -- the security options too (a worker has its own key and cookie secret:
+  -- the kernel sends one client's datagrams to one worker)
+  for _, o in ipairs({ { "--max-per-ip", opts.max_per_ip }, { "--max-per-socket", opts.max_per_socket },
+      { "--secret", opts.secret }, { "--stun-rate", opts.stun_rate } }) do
+    if o[2] ~= nil then argv[#argv + 1] = o[1]; argv[#argv + 1] = q(o[2]) end
+  end
   return assert(io.popen(table.concat(argv, " "), "w"))
 end
 

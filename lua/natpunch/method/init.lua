@@ -159,7 +159,7 @@ function method.context(name, peer, intro, deadline)
     method = name, peer = peer, intro = intro,
     nonce = intro.nonce, role = intro.role, remote_id = intro.peer,
     info = (intro.info and intro.info[name]) or {},
-    candidates = candidates.from_intro(intro, peer.family),
+    candidates = candidates.from_intro(intro, peer.family, peer.policy),   -- safe ones only
     deadline = deadline, cancel_hooks = {}, early = {}, cancelled = false,
   }, Context)
 end

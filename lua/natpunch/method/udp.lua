@@ -29,15 +29,19 @@ function Link.close() end
 
 function udp.run(ctx)
   local sock = ctx.peer.udp
+  if #ctx.candidates == 0 then return nil, "no usable candidate" end
+  -- the nonce and MAC key the two peers derived from their own keys
+  -- (docs/SECURITY.md): the server does not know them
+  local nonce = ctx.intro.punch_nonce or ctx.nonce
   local fut = sched.future()
   local ok, err = sock:punch({
-    nonce = ctx.nonce, candidates = ctx.candidates,
+    nonce = nonce, key = ctx.intro.punch_key, candidates = ctx.candidates,
     timeout = math.max(1, math.floor(ctx:remaining() * 1000)),
   }, function(perr, ip, port, kind, rtt)
     fut:set(perr, ip, port, kind, rtt)
   end)
   if not ok then return nil, err end
-  ctx:on_cancel(function() if not sock:is_closed() then sock:punch_cancel(ctx.nonce) end end)
+  ctx:on_cancel(function() if not sock:is_closed() then sock:punch_cancel(nonce) end end)
   local perr, ip, port, kind, rtt = fut:wait()
   if perr then return nil, "punch failed: " .. tostring(perr) end
   if rtt then sock:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path

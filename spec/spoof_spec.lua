@@ -1,0 +1,186 @@
+-- Spoofing in the NAT lab (root only; tag #lab): an attacker host whose
+-- datagrams carry forged source addresses (nftables SNAT inside its own
+-- namespace, keyed on its local port) against a rendezvous and a peer on
+-- the lab's internet.  Shows, with packet counters in the victims'
+-- namespaces and the processes' own JSON events:
+--   - spoofed registrations create no state, and what reaches the spoofed
+--     victim is no more than the attacker sent (only cookies);
+--   - nobody takes over a registered id: not from the owner's address
+--     (forged), not with another key from its own address; a forged
+--     unregister does nothing; the owner is still reachable afterwards;
+--   - forged "server" introductions make a peer send nothing, and even an
+--     authenticated introduction from a compromised server that passes
+--     forbidden candidates makes the peer probe none of them.
+local lab = require "natpunch.lab"
+local proc = require "natpunch.lab.proc"
+local matrix = require "natpunch.lab.matrix"
+local json = require "natpunch.json"
+local helper = require "spec.helper"
+
+local SERVER, PEER, VICTIM, ATTACKER, OTHER = "203.0.113.2", "203.0.113.50", "203.0.113.77",
+  "203.0.113.66", "203.0.113.51"
+
+local function skip_reason()
+  local why = lab.unavailable()
+  if why then return "needs root: " .. why end
+  local f = io.open(helper.build .. "/natpunch/core.so", "r")
+  if not f then return "needs the C module (make)" end
+  f:close()
+  return nil
+end
+
+local function root_dir()
+  local p = io.popen("pwd")
+  local d = p:read("l")
+  p:close()
+  return d
+end
+
+local function nft(t, host, rules)
+  local _, code = t:exec(host, { "sh", "-c", "printf '%s' \"$1\" | nft -f -", "sh", rules })
+  assert.equal(0, code, "nft in " .. host)
+end
+
+local function counters(t, host, tbl)
+  local out, code = t:exec(host, { "nft", "-j", "list", "counters", "table", "ip", tbl })
+  assert.equal(0, code)
+  local c = {}
+  for _, item in ipairs((json.decode(out) or {}).nftables or {}) do
+    if type(item) == "table" and item.counter then
+      c[item.counter.name] = { packets = item.counter.packets, bytes = item.counter.bytes }
+    end
+  end
+  return c
+end
+
+local function events(h)
+  local list = {}
+  for line in h:output():gmatch("[^\n]+") do
+    local ev = json.decode(line)
+    if type(ev) == "table" then list[#list + 1] = ev end
+  end
+  return list
+end
+
+describe("spoofing in the lab #lab", function()
+  local why = skip_reason()
+  if why then
+    it("spoofed registrations, id takeover, forged introductions", function() pending(why) end)
+    return
+  end
+  local t, root, cmd
+  setup(function()
+    root = root_dir()
+    cmd = matrix.command()
+    t = lab.topology{ nats = {}, hosts = {
+      { name = "s1", public = SERVER }, { name = "p", public = PEER }, { name = "v", public = VICTIM },
+      { name = "m", public = ATTACKER }, { name = "q", public = OTHER } } }
+    t:up()
+    -- forgeries: the attacker's source ports choose whose address it wears
+    nft(t, "m", table.concat({
+      "table ip spoof {",
+      "  chain post {",
+      "    type nat hook postrouting priority srcnat; policy accept;",
+      "    udp sport 40001 snat to " .. VICTIM,                      -- the bystander
+      "    udp sport 40002 snat to " .. SERVER .. ":3478",           -- the rendezvous
+      "    udp sport 40003 snat to " .. PEER .. ":4000",             -- the registered peer
+      "  }",
+      "}" }, "\n") .. "\n")
+    -- what reaches the bystander, and where the peer sends
+    nft(t, "v", "table ip count {\n  counter from_server {}\n  counter any {}\n"
+      .. "  chain in {\n    type filter hook input priority 0; policy accept;\n"
+      .. "    ip saddr " .. SERVER .. " counter name from_server\n    meta l4proto udp counter name any\n  }\n}\n")
+    nft(t, "p", "table ip count {\n  counter forbidden {}\n  counter to_victim {}\n  counter to_attacker {}\n"
+      .. "  chain out {\n    type filter hook output priority 0; policy accept;\n"
+      .. "    ip daddr { 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4, 240.0.0.0/4 } "
+      .. "counter name forbidden\n"
+      .. "    ip daddr " .. VICTIM .. " counter name to_victim\n"
+      .. "    ip daddr " .. ATTACKER .. " counter name to_attacker\n  }\n}\n")
+  end)
+  teardown(function()
+    if t then t:down() end
+  end)
+
+  local function natpunch_argv(...)
+    local argv = {}
+    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
+    for _, w in ipairs({ ... }) do argv[#argv + 1] = w end
+    return proc.preload(argv)
+  end
+
+  local function attacker(...)
+    local argv = { helper.lua, root .. "/spec/spoof/attacker.lua", root, ... }
+    local out, code = t:exec("m", proc.preload(argv))
+    assert.equal(0, code, out)
+    local last
+    for line in out:gmatch("[^\n]+") do last = json.decode(line) or last end
+    assert.is_table(last, out)
+    return last
+  end
+
+  it("spoofed registrations, id takeover, forged introductions", function()
+    local rv = t:spawn("s1", natpunch_argv("rendezvous", "--listen", SERVER .. ":3478", "--json"))
+    assert.truthy(rv:expect('"event":"listening"', 10), rv:output())
+    local alice = t:spawn("p", natpunch_argv("peer", "--server", SERVER .. ":3478", "--id", "alice",
+      "--bind", PEER .. ":4000", "--json"))
+    assert.truthy(alice:expect('"event":"registered"', 10), alice:output())
+
+    -- 1. reflection: registrations and connects forged from the bystander
+    local r = attacker("spoof-register", ATTACKER, "40001", SERVER .. ":3478", "50")
+    local cv = counters(t, "v", "count")
+    print(("\nspoofed registrations: attacker sent %d bytes; the bystander got %d bytes in %d datagrams")
+      :format(r.sent_bytes, cv.from_server.bytes, cv.from_server.packets))
+    assert.is_true(cv.from_server.bytes <= r.sent_bytes)
+    for _, ev in ipairs(events(rv)) do
+      assert.is_nil((ev.peer or ""):match("^spoof"), "a spoofed registration was accepted")
+      assert.are_not.equal("introduced", ev.event)
+    end
+
+    -- 2. takeover of alice
+    r = attacker("takeover", ATTACKER, "40003", "40004", SERVER .. ":3478", "alice")
+    assert.equal("cookie", r.cookie)
+    assert.equal("error", r.answer)
+    assert.equal("id taken", r.reason)
+    local regs = 0
+    for _, ev in ipairs(events(rv)) do
+      if ev.event == "registered" and ev.peer == "alice" then regs = regs + 1 end
+      assert.is_false(ev.event == "expired" and ev.peer == "alice", "a forged unregister removed alice")
+    end
+    assert.equal(1, regs)
+    -- alice is still alice: another peer reaches her, through her key
+    local out, code = t:exec("q", natpunch_argv("peer", "--server", SERVER .. ":3478", "--id", "carol",
+      "--connect", "alice", "--touch", "still me", "--json", "--timeout", "10"))
+    assert.equal(0, code, out)
+    assert.truthy(out:find('"event":"touch_acked"', 1, true), out)
+
+    -- 3. forged introductions "from the server" with forbidden candidates
+    local forbidden = "127.0.0.1:9,224.0.0.1:9,255.255.255.255:9,0.0.0.0:9,169.254.1.1:9,240.0.0.1:9,"
+      .. VICTIM .. ":9"
+    local before = counters(t, "p", "count")
+    attacker("forge-introduce", ATTACKER, "40002", PEER .. ":4000", forbidden)
+    local after = counters(t, "p", "count")
+    assert.equal(before.to_victim.packets, after.to_victim.packets)
+    assert.equal(0, after.forbidden.packets)
+
+    -- 4. a compromised server that passes forbidden candidates on, in an
+    -- authenticated introduction: the peer still probes none of them, but
+    -- does punch toward the attacker's public address (so this can fail)
+    local lenient = t:spawn("s1", proc.preload({ helper.lua, root .. "/spec/spoof/attacker.lua", root,
+      "lenient-server", SERVER .. ":3479" }))
+    assert.truthy(lenient:expect('"event":"listening"', 10), lenient:output())
+    local bob = t:spawn("p", natpunch_argv("peer", "--server", SERVER .. ":3479", "--id", "bob",
+      "--bind", PEER .. ":4001", "--json", "--no-echo"))
+    assert.truthy(bob:expect('"event":"registered"', 10), bob:output())
+    local only_forbidden = forbidden:gsub("," .. VICTIM:gsub("%.", "%%.") .. ":9$", "")
+    r = attacker("evil-peer", SERVER .. ":3479", "evil", "bob", only_forbidden)
+    assert.is_true(r.registered)
+    after = counters(t, "p", "count")
+    print(("compromised server: bob sent %d datagrams to the attacker's address, %d to forbidden ones, "
+      .. "%d to the bystander"):format(after.to_attacker.packets, after.forbidden.packets,
+      after.to_victim.packets - before.to_victim.packets))
+    assert.is_true(after.to_attacker.packets > 0, "bob did not punch at all")
+    assert.equal(0, after.forbidden.packets)
+    assert.equal(before.to_victim.packets, after.to_victim.packets)
+    bob:stop(); lenient:stop(); alice:stop(); rv:stop()
+  end)
+end)
