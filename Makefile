@@ -6,6 +6,8 @@ PKG_CONFIG ?= pkg-config
 LUA_CFLAGS ?= $(shell $(PKG_CONFIG) --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
 UV_CFLAGS  ?= $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
 UV_LIBS    ?= $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null || echo -luv)
+# csrc/core's hashes and HMAC (hash.c): every link of the core needs it
+NETTLE_LIBS ?= $(shell $(PKG_CONFIG) --libs nettle 2>/dev/null || echo -lnettle)
 SODIUM_LIBS?= $(shell $(PKG_CONFIG) --libs libsodium 2>/dev/null || echo -lsodium)
 REDIS_LIBS ?= -lhiredis
 WARN       := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
@@ -43,7 +45,7 @@ help:
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) \
+	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) \
 	  $(REDIS_LIBS) $(SODIUM_LIBS)
 
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
@@ -52,16 +54,16 @@ build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 
 build/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/core -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/core -o $@ $< $(PURE_SRC) $(NETTLE_LIBS) -lm
 
 build-san/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc/core -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc/core -o $@ $< $(PURE_SRC) $(NETTLE_LIBS) -lm
 
 build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(SO_CFLAGS) $(INC) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) \
-	  $(BIND_SRC) $(UV_LIBS) $(REDIS_LIBS) $(SODIUM_LIBS)
+	  $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) $(REDIS_LIBS) $(SODIUM_LIBS)
 
 ctest: $(TESTS)
 	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
@@ -101,11 +103,11 @@ build/fuzz/obj/%.o: csrc/%.c $(HDRS) $(FUZZ_HDRS)
 
 build/fuzz/fuzz_%: csrc/fuzz/fuzz_%.c $(FUZZ_OBJS) $(FUZZ_HDRS) $(HDRS)
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(NETTLE_LIBS) -lm
 
 build/fuzz/mkseeds: csrc/fuzz/mkseeds.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/core -Icsrc/test -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) -O1 -g -Icsrc/core -Icsrc/test -o $@ $< $(PURE_SRC) $(NETTLE_LIBS) -lm
 
 # The C port of the control-message decoder, for spec/fuzz_spec.lua's
 # comparison with msg.decode.
@@ -138,7 +140,7 @@ bench: deps all $(BENCH)
 
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) -lm
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) $(NETTLE_LIBS) -lm
 
 # One object per C file, for tools/cycles.lua (no cycle of references
 # between C files; the core never uses the binding).

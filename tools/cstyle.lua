@@ -15,8 +15,7 @@
 -- `clang-format-14 -i FILE` and add it here).
 local FORMATTED = {
   "csrc/core/addr.c", "csrc/core/addr.h", "csrc/core/bytes.h", "csrc/core/crc32.c",
-  "csrc/core/crypto.h", "csrc/core/hash_md.c", "csrc/core/hmac.c", "csrc/core/md5.c",
-  "csrc/core/sha1.c", "csrc/core/sha256.c", "csrc/core/wipe.c", "csrc/core/wire.h",
+  "csrc/core/crypto.h", "csrc/core/hash.c", "csrc/core/wipe.c", "csrc/core/wire.h",
   "csrc/labwire/engine.c", "csrc/labwire/main.c", "csrc/labwire/opts.c", "csrc/labwire/rng.c",
   "csrc/labwire/sim.c", "csrc/labwire/tap.c", "csrc/labwire/wire.h",
 }

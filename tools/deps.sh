@@ -17,6 +17,7 @@ need liblua5.4-dev test -f /usr/include/lua5.4/lua.h
 need libuv1-dev    test -f /usr/include/uv.h
 need libsodium-dev test -f /usr/include/sodium.h
 need libhiredis-dev test -f /usr/include/hiredis/adapters/libuv.h
+need nettle-dev    test -f /usr/include/nettle/sha1.h
 need redis-server  have redis-server
 need lua-busted    test -x /usr/bin/busted
 need luarocks      have luarocks

@@ -1,16 +1,19 @@
 /*
  * crypto.h - the small hash and checksum primitives STUN needs.
  *
- * Own implementations so the codec has no OpenSSL dependency:
  *   SHA-1   (FIPS 180-4)  for MESSAGE-INTEGRITY         (RFC 8489 §14.5)
  *   SHA-256 (FIPS 180-4)  for MESSAGE-INTEGRITY-SHA256  (RFC 8489 §14.6)
  *   HMAC    (RFC 2104)    over both
  *   MD5     (RFC 1321)    for the long-term credential key (RFC 8489 §9.2.2)
  *   CRC-32  (ITU-T V.42, the zlib/Ethernet one) for FINGERPRINT (RFC 8489 §14.7)
  *
- * All state lives in caller-owned contexts; nothing is global.  core.so
- * exports none of these (-fvisibility=hidden), so they cannot clash with a
- * library of the process that loads it (zlib's crc32, say).
+ * The hashes and HMAC are Nettle's (hash.c wraps them, as libjuice's
+ * hash.c can): a well-kept library instead of our own compression
+ * functions.  CRC-32 stays in crc32.c: Nettle has none, and zlib would be
+ * one more library for a 16-entry table.  All state lives in caller-owned
+ * contexts; nothing is global.  core.so exports none of these
+ * (-fvisibility=hidden), so they cannot clash with a library of the process
+ * that loads it (zlib's crc32, say).
  */
 #ifndef NP_CRYPTO_H
 #define NP_CRYPTO_H
@@ -18,40 +21,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <nettle/hmac.h>
+#include <nettle/md5.h>
+#include <nettle/sha1.h>
+#include <nettle/sha2.h>
+
 #define NP_SHA1_LEN   20
 #define NP_SHA256_LEN 32
 #define NP_MD5_LEN    16
-#define NP_HASH_BLOCK 64 /* all three hashes use 512-bit blocks */
-
-/* The buffering shared by the three Merkle-Damgard hashes (hash_md.c). */
-struct np_md_buf {
-  uint64_t total; /* bytes hashed so far */
-  uint8_t buf[NP_HASH_BLOCK];
-  size_t used;
-};
-
-/* A hash's compression function: one 64-byte block into its state. */
-typedef void (*np_md_compress)(uint32_t *h, const uint8_t *block);
-
-/* Feed bytes: whole blocks are compressed straight from the input. */
-void np_md_update(uint32_t *h, struct np_md_buf *m, np_md_compress f, const void *data, size_t len);
-/* Final padding: 0x80, zeros, the bit length (big-endian for SHA, FIPS
- * 180-4 section 5.1.1; little-endian for MD5, RFC 1321 section 3.2). */
-void np_md_pad(uint32_t *h, struct np_md_buf *m, np_md_compress f, int big_endian);
 
 struct np_sha1 {
-  uint32_t h[5];
-  struct np_md_buf md;
+  struct sha1_ctx c;
 };
 
 struct np_sha256 {
-  uint32_t h[8];
-  struct np_md_buf md;
+  struct sha256_ctx c;
 };
 
 struct np_md5 {
-  uint32_t h[4];
-  struct np_md_buf md;
+  struct md5_ctx c;
 };
 
 void np_sha1_init(struct np_sha1 *c);
@@ -72,10 +60,10 @@ void np_md5(const void *data, size_t len, uint8_t out[NP_MD5_LEN]);
 /* HMAC (RFC 2104).  Incremental so the STUN codec can feed a header whose
  * length field it adjusted without copying the message. */
 struct np_hmac_sha1 {
-  struct np_sha1 inner, outer;
+  struct hmac_sha1_ctx c;
 };
 struct np_hmac_sha256 {
-  struct np_sha256 inner, outer;
+  struct hmac_sha256_ctx c;
 };
 
 void np_hmac_sha1_init(struct np_hmac_sha1 *c, const void *key, size_t keylen);

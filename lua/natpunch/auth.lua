@@ -221,4 +221,36 @@ function Bucket:take(now_ms)
   return true
 end
 
+--------------------------------------------------------------- limiters
+
+local Limiter = {}
+Limiter.__index = Limiter
+
+--- Token buckets per key (a source IP), at most max_keys of them: when the
+-- table is full, keys whose bucket has refilled are forgotten, and a new
+-- key that still finds no room is refused (counted by the caller).
+function auth.limiter(rate, burst, max_keys)
+  return setmetatable({ rate = rate, burst = burst, max = max_keys or 4096, buckets = {}, n = 0 }, Limiter)
+end
+
+--- Take one token for key at now_ms: true, or false when empty or full.
+function Limiter:take(key, now_ms)
+  local b = self.buckets[key]
+  if not b then
+    if self.n >= self.max then
+      for k, v in pairs(self.buckets) do
+        if v.tokens + (now_ms - v.at) * v.rate / 1000 >= v.burst then
+          self.buckets[k] = nil
+          self.n = self.n - 1
+        end
+      end
+      if self.n >= self.max then return false end
+    end
+    b = auth.bucket(self.rate, self.burst, now_ms)
+    self.buckets[key] = b
+    self.n = self.n + 1
+  end
+  return b:take(now_ms)
+end
+
 return auth

@@ -30,6 +30,8 @@ local DEFAULTS = {
   max_per_ip = 1024,     -- ids one source ip may hold (many users may share a NAT)
   intro_rate = 5,        -- introductions per second, per asker and per target (token buckets)
   intro_burst = 20,
+  kx_rate = 200,         -- new keys (X25519) per second per source IP, after the cookie
+  kx_burst = 1000,
   software = "natpunch " .. core.version,
 }
 
@@ -38,6 +40,7 @@ local ID_PATTERN = "^[%w%-_%.@:]+$"
 local MAX_ID = 64
 local MAX_PRIVATE = 8
 local STUN_SOURCES = 4096   -- per-source STUN buckets kept at most
+local KX_CACHE = 4096       -- shared keys of recently seen peer keys
 local SWEEP_BATCH = 2000  -- expiries per loop turn: a mass expiry never blocks the loop
 
 local function valid_id(id)
@@ -151,7 +154,22 @@ function Server:_on_register(m, ip, port, size)
   end
   local rec = self.registry:get(id)
   local sec = rec and self.sec[id]
-  local key = (rec and rec.key == pk) and sec.mac_key or auth.shared(self.keys, pk, "natpunch-control")
+  local key
+  if rec and rec.key == pk then
+    key = sec.mac_key
+  else
+    -- an X25519 costs about 0.1 ms: keys seen lately are remembered (at
+    -- most KX_CACHE), and a proven source gets kx_rate new ones per second
+    key = self.kx_cache[pk]
+    if not key then
+      if not self.kx_limiter:take(ip, core.now()) then return count(self, "kx_limited") end
+      key = auth.shared(self.keys, pk, "natpunch-control")
+      if key then
+        if self.kx_cached >= KX_CACHE then self.kx_cache, self.kx_cached = {}, 0 end
+        self.kx_cache[pk], self.kx_cached = key, self.kx_cached + 1
+      end
+    end
+  end
   local seq = key and auth.check(key, "p", m)
   if not seq then return count(self, "bad_mac") end
   local public = addr.format(ip, port)
@@ -356,33 +374,11 @@ function Server:_drop(id)
 end
 
 -- Plain STUN Binding answers, with a per-source token bucket (opt-in:
--- --stun-rate).  The buckets are bounded: when the table is full, sources
--- whose bucket has refilled are forgotten, and new ones wait.
+-- --stun-rate; at most STUN_SOURCES sources tracked, see auth.limiter).
 function Server:_stun_allowed(ip)
-  local now = core.now()
-  local b = self.stun_buckets[ip]
-  if not b then
-    if self.stun_sources >= STUN_SOURCES then
-      for k, v in pairs(self.stun_buckets) do
-        if v.tokens + (now - v.at) * v.rate / 1000 >= v.burst then
-          self.stun_buckets[k] = nil
-          self.stun_sources = self.stun_sources - 1
-        end
-      end
-    end
-    if self.stun_sources >= STUN_SOURCES then
-      count(self, "stun_limited")
-      return false
-    end
-    b = auth.bucket(self.stun_rate, math.max(1, self.stun_rate), now)
-    self.stun_buckets[ip] = b
-    self.stun_sources = self.stun_sources + 1
-  end
-  if not b:take(now) then
-    count(self, "stun_limited")
-    return false
-  end
-  return true
+  if self.stun_limiter:take(ip, core.now()) then return true end
+  count(self, "stun_limited")
+  return false
 end
 
 function Server:_answer_stun(data, ip, port)
@@ -546,7 +542,7 @@ function rendezvous.new(opts)
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
     id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
-    stun_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
+    stun_limited = 0, kx_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
   -- security (docs/SECURITY.md): the server's key pair, the cookie secret
   -- (never leaves the process), an optional deployment secret for tokens
   if opts.key_file then
@@ -564,7 +560,9 @@ function rendezvous.new(opts)
   local lo = { "loopback" }
   for _, c in ipairs(opts.allow or {}) do lo[#lo + 1] = c end
   self.loopback_policy = candidates.policy{ allow = lo }
-  self.stun_buckets, self.stun_sources = {}, 0
+  if self.stun_rate then self.stun_limiter = auth.limiter(self.stun_rate, math.max(1, self.stun_rate), STUN_SOURCES) end
+  self.kx_limiter = auth.limiter(self.kx_rate, self.kx_burst, STUN_SOURCES)
+  self.kx_cache, self.kx_cached = {}, 0
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
   self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
