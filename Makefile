@@ -30,7 +30,7 @@ WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
 BUSTED   := $(LUA) /usr/bin/busted
 
-.PHONY: all deps test ctest sanitize fuzz demo bench lint clean install-rock help
+.PHONY: all deps test ctest sanitize fuzz demo bench bench-docs lint clean install-rock help
 
 all: build/natpunch/core.so $(if $(WIRE_SRC),build/natpunch-wire)
 
@@ -42,6 +42,8 @@ help:
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
 	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua)"
+	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
+	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
@@ -133,10 +135,15 @@ demo: deps all
 	else exit $$rc; fi
 
 # bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
-BENCH := build/bench/loadgen build/bench/stun_raw
+BENCH := build/bench/loadgen build/bench/stun_raw build/bench/udp_blast
 
 bench: deps all $(BENCH)
 	$(LUA) bench/run.lua $(BENCH_ARGS)
+
+# docs/BENCH.md and docs/bench/*.svg from one recorded run
+bench-docs: deps all $(BENCH)
+	$(LUA) bench/run.lua --record build/bench/run.json $(BENCH_ARGS)
+	$(LUA) bench/report.lua build/bench/run.json docs
 
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)

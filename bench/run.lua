@@ -3,6 +3,15 @@
 -- baseline measured in the same run (see bench/README.md).
 --
 --   lua5.4 bench/run.lua [--json] [--duration S] [--rounds N] [--only NAME,...]
+--                        [--suite stun,touch,registry,redis,punch] [--quick] [--record FILE.json]
+--
+-- Suites (all by default): stun (the table above), touch (bulk throughput
+-- and RTT between two processes against raw C UDP baselines), registry
+-- (bytes per peer, costs 1k..100k), redis (bench/redis_scale.lua: 3
+-- servers + redis-server, 100k registrations, 10k introductions) and punch
+-- (setup time in the NAT lab at 25 ms per link, as root only).  --quick
+-- makes the touch and redis loads 10x smaller; --record writes every figure
+-- as JSON (bench/report.lua turns it into docs/BENCH.md and its plots).
 --
 -- Each server runs on CPU 0 and the load generator (build/bench/loadgen) on
 -- CPU 1 (taskset) when there are two CPUs.  Every server is started under
@@ -21,7 +30,8 @@ local LOADGEN = root .. "/build/bench/loadgen"
 local STUN_RAW = root .. "/build/bench/stun_raw"
 local SAFETY_LIMIT = 90   -- seconds: `timeout` kills a server left behind
 
-local opts = { json = false, duration = 1.5, rounds = 5, requests = 600000, sockets = 4, window = 32 }
+local opts = { json = false, duration = 1.5, rounds = 5, requests = 600000, sockets = 4, window = 32,
+  suite = "stun,touch,registry,redis,punch" }
 
 local function q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -44,7 +54,8 @@ end
 
 local function usage(msg)
   io.stderr:write("bench/run.lua: ", msg, "\n",
-    "usage: lua5.4 bench/run.lua [--json] [--duration S] [--rounds N] [--only NAME,...]\n")
+    "usage: lua5.4 bench/run.lua [--json] [--duration S] [--rounds N] [--only NAME,...]\n",
+    "       [--suite stun,touch,registry,redis,punch] [--quick] [--record FILE.json]\n")
   os.exit(2)
 end
 
@@ -56,6 +67,9 @@ local function parse_args()
     elseif a == "--duration" and tonumber(v) then opts.duration = tonumber(v); i = i + 1
     elseif a == "--rounds" and tonumber(v) then opts.rounds = math.floor(tonumber(v)); i = i + 1
     elseif a == "--only" and v then opts.only = v; i = i + 1
+    elseif a == "--suite" and v then opts.suite = v; i = i + 1
+    elseif a == "--quick" then opts.quick = true
+    elseif a == "--record" and v then opts.record = v; i = i + 1
     else usage("bad argument '" .. tostring(a) .. "'") end
     i = i + 1
   end
@@ -185,6 +199,10 @@ local servers = {
     cmd = function(port)
       return "lua5.4 " .. q(root .. "/bench/rendezvous.lua") .. " --port " .. port .. " --no-batch"
     end },
+  { name = "natpunch-luahook", title = "natpunch, Lua hook/packet", eof_stops = true,
+    cmd = function(port)
+      return "lua5.4 " .. q(root .. "/bench/rendezvous.lua") .. " --port " .. port .. " --lua-hook"
+    end },
   { name = "coturn", title = "coturn (turnserver)",
     available = function()
       if not sh("command -v turnserver >/dev/null 2>&1") then
@@ -300,8 +318,16 @@ local function report(results)
   end
 end
 
-local function main()
-  parse_args()
+local recorded = { machine = {}, suites = {} }
+
+local function in_suite(name)
+  for n in opts.suite:gmatch("[^,]+") do
+    if n == name then return true end
+  end
+  return false
+end
+
+local function stun_suite()
   for _, f in ipairs({ LOADGEN, STUN_RAW }) do
     if not read_file(f) then error(f .. " is missing: run `make bench`", 0) end
   end
@@ -323,6 +349,204 @@ local function main()
     results[name].rps_rounds = all
   end
   report(results)
+  local rows = {}
+  for _, s in ipairs(servers) do
+    local r = results[s.name]
+    if r and r.rps then
+      rows[#rows + 1] = { name = s.name, title = s.title, rps = r.rps,
+        ratio = results.raw and results.raw.rps and r.rps / results.raw.rps, cpu_us = r.server_cpu_us_per_req }
+    end
+  end
+  recorded.suites.stun = rows
+end
+
+-- ------------------------------------------------------------ touch
+
+local TOUCH_PEER = root .. "/bench/touch_peer.lua"
+local UDP_BLAST = root .. "/build/bench/udp_blast"
+
+local function json_line(text)
+  local line = text:match("(%b{})%s*$")
+  local r = line and json.decode(line)
+  if not r then error("no JSON result in: " .. text:sub(-300), 0) end
+  return r
+end
+
+-- one receiver on CPU 0 (stopped at the end), one sender on CPU 1 (waited for)
+local function pair(name, server_cmd, client_cmd, eof_stops)
+  local port = free_port()
+  local proc = start(name, server_cmd(port))
+  proc.eof_stops = eof_stops
+  local ok, res = pcall(function()
+    for _ = 1, 100 do
+      if (read_file(proc.log) or ""):find("ready", 1, true) then break end
+      sleep(0.05)
+    end
+    return json_line(capture(pin(1) .. client_cmd(port) .. " 2>&1"))
+  end)
+  stop(proc)
+  if not ok then error(name .. ": " .. tostring(res), 0) end
+  return res
+end
+
+local function touch_suite()
+  if not read_file(UDP_BLAST) then error(UDP_BLAST .. " is missing: run `make bench`", 0) end
+  local n = opts.quick and 20000 or 200000
+  local pings = opts.quick and 1000 or 5000
+  local lua = "lua5.4 " .. q(TOUCH_PEER)
+  local rows = {}
+  local function median(list, key)
+    table.sort(list, function(a, b) return (a[key] or 0) < (b[key] or 0) end)
+    return list[(#list + 1) // 2]
+  end
+  local runs = { raw_bulk = {}, touch_bulk = {}, raw_ping = {}, touch_ping = {} }
+  local rounds = math.min(opts.rounds, 3)
+  for round = 1, rounds do
+    io.stderr:write(("bench: touch round %d/%d\n"):format(round, rounds))
+    table.insert(runs.raw_bulk, pair("sink", function(p)
+      return q(UDP_BLAST) .. " --sink --listen 127.0.0.1:" .. p .. " --seconds 60"
+    end, function(p)
+      return q(UDP_BLAST) .. " --blast --server 127.0.0.1:" .. p .. " --count " .. n .. " --size 1200 --window 64"
+    end))
+    table.insert(runs.touch_bulk, pair("touch-recv", function(p)
+      return lua .. " --recv --port " .. p
+    end, function(p)
+      return lua .. " --bulk --to 127.0.0.1:" .. p .. " --count " .. n .. " --size 1200 --window 64"
+    end, true))
+    table.insert(runs.raw_ping, pair("echo", function(p)
+      return q(UDP_BLAST) .. " --echo --listen 127.0.0.1:" .. p .. " --seconds 60"
+    end, function(p)
+      return q(UDP_BLAST) .. " --ping --server 127.0.0.1:" .. p .. " --count " .. pings .. " --size 32"
+    end))
+    table.insert(runs.touch_ping, pair("touch-recv", function(p)
+      return lua .. " --recv --port " .. p
+    end, function(p)
+      return lua .. " --ping --to 127.0.0.1:" .. p .. " --count " .. pings .. " --size 32"
+    end, true))
+  end
+  local rb, tb = median(runs.raw_bulk, "msgs_per_s"), median(runs.touch_bulk, "msgs_per_s")
+  local rp, tp = median(runs.raw_ping, "p50_us"), median(runs.touch_ping, "p50_us")
+  print(("Touch between two processes on 127.0.0.1 (receiver CPU 0, sender CPU 1), 1200-byte messages,"
+    .. " window 64; median of %d rounds"):format(rounds))
+  local line = "%-34s %10s %9s %7s %14s"
+  print(line:format("bulk", "msgs/s", "Mbit/s", "x base", "acked/sent"))
+  print(line:format("raw C blast-and-ack (baseline)", ("%.0f"):format(rb.msgs_per_s), ("%.0f"):format(rb.mbit_per_s),
+    "1.00", rb.acked .. "/" .. rb.count))
+  print(line:format("natpunch touch", ("%.0f"):format(tb.msgs_per_s), ("%.0f"):format(tb.mbit_per_s),
+    ("%.2f"):format(tb.msgs_per_s / rb.msgs_per_s), tb.acked .. "/" .. tb.count))
+  line = "%-34s %10s %9s %7s %14s"
+  print(line:format("round trip, 32 bytes, one at a time", "p50 us", "p99 us", "x base", "answered"))
+  print(line:format("raw C UDP ping-pong (baseline)", ("%.1f"):format(rp.p50_us), ("%.1f"):format(rp.p99_us), "1.00",
+    rp.answered .. "/" .. rp.count))
+  print(line:format("natpunch touch (until acked)", ("%.1f"):format(tp.p50_us), ("%.1f"):format(tp.p99_us),
+    ("%.2f"):format(tp.p50_us / rp.p50_us), tp.answered .. "/" .. tp.count))
+  rows.raw_bulk, rows.touch_bulk, rows.raw_ping, rows.touch_ping = rb, tb, rp, tp
+  rows.touch_bulk.stats = nil
+  rows.bulk_ratio = tb.msgs_per_s / rb.msgs_per_s
+  rows.rtt_ratio = tp.p50_us / rp.p50_us
+  recorded.suites.touch = rows
+end
+
+-- ------------------------------------------------------------ registry, redis
+
+local function registry_suite()
+  local out = capture("lua5.4 " .. q(root .. "/bench/registry.lua") .. " --json 2>&1")
+  local rows = {}
+  for line in out:gmatch("[^\n]+") do rows[#rows + 1] = json.decode(line) end
+  if #rows == 0 then error("bench/registry.lua failed: " .. out, 0) end
+  io.stdout:write(capture("lua5.4 " .. q(root .. "/bench/registry.lua") .. " 2>&1"))
+  recorded.suites.registry = rows
+end
+
+local function redis_suite()
+  if not sh("command -v redis-server >/dev/null 2>&1") then
+    print("Redis scale test: skipped (redis-server not installed)")
+    return
+  end
+  local args = opts.quick and "--registrations 10000 --introductions 1000" or ""
+  local cmd = "lua5.4 " .. q(root .. "/bench/redis_scale.lua") .. " " .. args
+  io.stderr:write("bench: redis scale test\n")
+  local text = capture(cmd .. " --json 2>&1")
+  local r = json_line(text)
+  print("Shared registry: bench/redis_scale.lua " .. args)
+  print(("  %d servers + redis-server: %d registrations at %.0f/s; %d cross-server introductions, %d delivered,"
+    .. " latency p50 %.2f ms p99 %.2f ms"):format(r.servers, r.registrations, r.registrations_per_s, r.introductions,
+    r.introductions_delivered, r.intro_p50_ms or -1, r.intro_p99_ms or -1))
+  local per = {}
+  for i, b in ipairs(r.process_bytes_per_peer) do per[i] = ("%.0f"):format(b) end
+  print(("  memory per peer: Redis %.0f B, rendezvous processes (RSS) %s B"):format(r.redis_bytes_per_peer or -1,
+    table.concat(per, ", ")))
+  recorded.suites.redis = r
+end
+
+-- ------------------------------------------------------------ punch (lab)
+
+local function punch_suite()
+  if capture("id -u"):match("%d+") ~= "0" then
+    print("Punch setup time in the lab: skipped (needs root for network namespaces)")
+    return
+  end
+  io.stderr:write("bench: punch setup time in the NAT lab (25 ms per link)\n")
+  local only = "full-full,full-restricted,restricted-prc,prc-prc,prc-full,sym-full,full-sym,double-nat"
+  local text = capture("timeout 600 lua5.4 " .. q(root .. "/bin/natpunch") .. " lab matrix --delay 25ms --only "
+    .. only .. " --json 2>&1")
+  local cases = {}
+  for line in text:gmatch("[^\n]+") do
+    local ev = json.decode(line)
+    if type(ev) == "table" and ev.event == "case" and ev.setup_ms then
+      if ev.rtt_server_ms and ev.rtt_peer_ms then ev.ideal_ms = ev.rtt_server_ms + ev.rtt_peer_ms end
+      cases[#cases + 1] = ev
+    end
+  end
+  if #cases == 0 then
+    print("Punch setup time in the lab: failed: " .. text:sub(-300))
+    return
+  end
+  local by_method = {}
+  for _, c in ipairs(cases) do
+    local m = c.method or c.transport or "udp"
+    by_method[m] = by_method[m] or {}
+    table.insert(by_method[m], c)
+  end
+  print("Punch setup time in the NAT lab, 25 ms per link (natpunch lab matrix --delay 25ms)")
+  local line = "%-8s %6s %10s %10s %12s"
+  print(line:format("method", "cases", "median ms", "ideal ms", "median ratio"))
+  local rows = {}
+  for m, list in pairs(by_method) do
+    local ratios, setups, ideals = {}, {}, {}
+    for _, c in ipairs(list) do
+      setups[#setups + 1] = c.setup_ms
+      if c.ratio then ratios[#ratios + 1] = c.ratio end
+      if c.ideal_ms then ideals[#ideals + 1] = c.ideal_ms end
+    end
+    table.sort(ratios); table.sort(setups); table.sort(ideals)
+    local med = function(t) return t[(#t + 1) // 2] end
+    print(line:format(m, #list, ("%.0f"):format(med(setups)), ideals[1] and ("%.0f"):format(med(ideals)) or "-",
+      ratios[1] and ("%.2f"):format(med(ratios)) or "-"))
+    rows[#rows + 1] = { method = m, cases = list, median_setup_ms = med(setups), median_ratio = med(ratios) }
+  end
+  recorded.suites.punch = rows
+end
+
+local function main()
+  parse_args()
+  recorded.machine = { date = os.date("!%Y-%m-%d %H:%M UTC"), cpus = ncpu,
+    cpu = (read_file("/proc/cpuinfo") or ""):match("model name%s*:%s*([^\n]+)"),
+    kernel = capture("uname -r"):gsub("%s+$", ""), command = "lua5.4 bench/run.lua " .. table.concat(arg, " ") }
+  local suites = { { "stun", stun_suite }, { "touch", touch_suite }, { "registry", registry_suite },
+    { "redis", redis_suite }, { "punch", punch_suite } }
+  for _, s in ipairs(suites) do
+    if in_suite(s[1]) then
+      local ok, err = pcall(s[2])
+      if not ok then print(s[1] .. ": failed: " .. tostring(err)) end
+      print("")
+    end
+  end
+  if opts.record then
+    local f = assert(io.open(opts.record, "w"))
+    f:write(json.encode(recorded), "\n")
+    f:close()
+  end
 end
 
 local ok, err = xpcall(main, debug.traceback)

@@ -237,6 +237,43 @@ describe("natpunch.discover (loopback)", function()
     end)
   end)
 
+  it("peer{ discover = true }: the registration carries the NAT behaviour, introductions pass it on", function()
+    helper.run(function()
+      local events = {}
+      local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0", alternate = "127.0.0.2",
+        on_event = function(ev) events[#events + 1] = ev end })
+      local got = natpunch.future()
+      local b = natpunch.peer{ server = rv:address(), id = "b", discover = true,
+        on_session = function(s) got:set(s) end }
+      local a = natpunch.peer{ server = rv:address(), id = "a", discover = true }
+      assert(b:register())
+      assert(a:register())
+      assert.equal("open", a.nat.type)
+      assert.equal("none/EI", a.nat_code)
+      assert.equal("none/EI", rv:lookup("a").nat)
+      local regs = 0
+      for _, ev in ipairs(events) do if ev.event == "registered" and ev.nat == "none/EI" then regs = regs + 1 end end
+      assert.equal(2, regs)
+      local s = assert(a:connect("b"))
+      assert.same({ mapping = "none", filtering = "endpoint-independent", type = "open" }, s.peer_nat)
+      local sb = assert(got:wait(5))
+      assert.equal("open", sb.peer_nat.type)
+      a:close()
+      b:close()
+      rv:close()
+    end, 20)
+  end)
+
+  it("codes NAT behaviour for registrations", function()
+    assert.equal("EI/APD", discover.code({ mapping = discover.EI, filtering = discover.APD }))
+    assert.is_nil(discover.code({ limited = "x" }))
+    assert.same({ mapping = discover.APD, filtering = discover.APD, type = "symmetric" },
+      discover.parse_code("APD/APD"))
+    assert.is_nil(discover.parse_code("XX/EI"))
+    assert.is_nil(discover.parse_code("EI/none"))
+    assert.is_nil(discover.parse_code(42))
+  end)
+
   it("names port allocation patterns", function()
     assert.equal("preserving", discover.allocation({ 5000, 6000 }, { 5000, 6000 }).pattern)
     local seq = discover.allocation({ 1000, 1002, 1004, 1006 }, { 1, 2, 3, 4 })

@@ -28,6 +28,8 @@ need iputils-ping  have ping
 need conntrack     have conntrack
 need procps        have pgrep
 need util-linux    have setpriv
+# spec/discover_spec.lua runs stun (stun-client), and turnserver and
+# turnutils_natdiscovery (coturn) as reference tools
 need stun-client   have stun
 need coturn        have turnutils_stunclient
 need lua-socket    lua5.4 -e 'require "socket"'

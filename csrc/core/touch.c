@@ -31,8 +31,10 @@ enum { Q_TX_DATA = 1, Q_TX_ACK, Q_DELIVER, Q_ACKED, Q_FAILED };
 
 typedef struct touch_slot {
   uint8_t state;
+  uint8_t unsent;          /* accepted, waiting for room in the congestion window */
   uint8_t xmit;            /* number of the latest transmission */
   uint8_t tx_pending;      /* a Q_TX_DATA entry for this slot is queued */
+  uint8_t passed;          /* acks of messages sent after its latest transmission */
   uint32_t id;
   uint32_t rto_ms;         /* timeout armed after the latest transmission */
   uint64_t deadline;
@@ -70,6 +72,13 @@ struct touch_peer {
   int have_rtt;
   uint64_t srtt_us;
   uint64_t rttvar_us;
+
+  /* Congestion window in messages, in the spirit of RFC 5681 (slow start,
+   * congestion avoidance, one message after a timeout): at most cwnd
+   * messages transmitted and unresolved; the others wait, unsent. */
+  unsigned cwnd, ssthresh, cwnd_acc;
+  unsigned outstanding;    /* transmitted and not yet acked or failed */
+  uint64_t recover_after;  /* one window reduction per loss event */
 
   /* The current and the previous sender epoch: frames of the old one still
    * in the network after a restart are filtered, not taken for a third. */
@@ -154,6 +163,10 @@ touch_peer *touch_peer_new(const touch_config *cfg, uint32_t epoch) {
   p->cfg = *cfg;
   p->epoch = epoch;
   p->next_id = 1;
+  /* RFC 6928's initial window of 10 segments; ssthresh starts "arbitrarily
+   * high" (RFC 5681 section 3.1): the whole window */
+  p->cwnd = cfg->max_in_flight < TOUCH_INITIAL_CWND ? cfg->max_in_flight : TOUCH_INITIAL_CWND;
+  p->ssthresh = cfg->max_in_flight;
   p->rx_buf = malloc(cfg->max_payload * TOUCH_RX_BUFS + 1);
   /* At most one pending transmit and one outcome per slot, plus acks and
    * deliveries, each bounded by its own counter: the ring never overflows. */
@@ -312,6 +325,93 @@ int touch_pop(touch_peer *p, touch_action *out) {
 
 /* ---- sender ---- */
 
+/* First transmission of slot i, now. */
+static void transmit_first(touch_peer *p, unsigned i, uint64_t now) {
+  touch_slot *s = &p->slots[i];
+  s->unsent = 0;
+  s->passed = 0;
+  s->rto_ms = current_rto_ms(p);
+  s->sent_at[0] = now;
+  s->deadline = now + s->rto_ms;
+  p->outstanding++;
+  p->stats.transmissions++;
+  queue_transmit(p, i);
+}
+
+/* Send waiting messages, oldest first, while the window has room. */
+static void release(touch_peer *p, uint64_t now) {
+  while (p->outstanding < p->cwnd) {
+    unsigned best = p->nslots;
+    uint32_t best_age = 0;
+    for (unsigned i = 0; i < p->nslots; i++) {
+      touch_slot *s = &p->slots[i];
+      if (s->state != SLOT_INFLIGHT || !s->unsent) continue;
+      uint32_t age = p->next_id - s->id;   /* larger: older */
+      if (best == p->nslots || age > best_age) {
+        best = i;
+        best_age = age;
+      }
+    }
+    if (best == p->nslots) return;
+    transmit_first(p, best, now);
+  }
+}
+
+/* An ack: the window grows by one per ack in slow start, by one per window
+ * of acks in congestion avoidance (RFC 5681 section 3.1). */
+static void cwnd_on_ack(touch_peer *p) {
+  if (p->cwnd < p->ssthresh) {
+    p->cwnd++;
+  } else if (++p->cwnd_acc >= p->cwnd) {
+    p->cwnd++;
+    p->cwnd_acc = 0;
+  }
+  if (p->cwnd > p->cfg.max_in_flight) p->cwnd = p->cfg.max_in_flight;
+}
+
+/* Fast retransmit (RFC 5681 section 3.2, in messages): a message that
+ * three messages sent after it have overtaken is taken as lost; it is sent
+ * again at once, and the window halves (fast recovery) instead of
+ * collapsing to one after a timeout. */
+#define TOUCH_DUPTHRESH 3
+
+static void fast_retransmit(touch_peer *p, uint64_t acked_sent_at, uint64_t now) {
+  for (unsigned i = 0; i < p->nslots; i++) {
+    touch_slot *s = &p->slots[i];
+    if (s->state != SLOT_INFLIGHT || s->unsent || s->sent_at[s->xmit] >= acked_sent_at) continue;
+    if (++s->passed < TOUCH_DUPTHRESH || s->xmit >= p->cfg.max_retries) continue;
+    s->passed = 0;
+    s->xmit++;
+    s->frame[OFF_XMIT] = s->xmit;
+    s->sent_at[s->xmit] = now;
+    s->deadline = now + s->rto_ms;
+    p->stats.retransmitted++;
+    p->stats.fast_retransmits++;
+    p->stats.transmissions++;
+    queue_transmit(p, i);
+    if (now >= p->recover_after) {
+      unsigned half = p->outstanding / 2;
+      p->ssthresh = half > 2 ? half : 2;
+      p->cwnd = p->ssthresh;
+      p->cwnd_acc = 0;
+      p->recover_after = now + current_rto_ms(p);
+      p->stats.congestion_events++;
+    }
+  }
+}
+
+/* A retransmission timeout: half the flight as ssthresh, a window of one
+ * (RFC 5681 section 3.1, equation 4), once per loss event. */
+static void cwnd_on_timeout(touch_peer *p, uint64_t now) {
+  if (now < p->recover_after) return;
+  unsigned half = p->outstanding / 2;
+  p->ssthresh = half > 2 ? half : 2;
+  p->cwnd = 1;
+  p->cwnd_acc = 0;
+  p->recover_after = now + current_rto_ms(p);
+  p->stats.congestion_events++;
+}
+
 int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uint32_t *id_out) {
   if (data == NULL && len > 0) return TOUCH_EINVAL;
   if (len > p->cfg.max_payload) return TOUCH_E2BIG;
@@ -332,9 +432,8 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
   s->id = p->next_id;
   s->xmit = 0;
   s->tx_pending = 0;
-  s->rto_ms = current_rto_ms(p);
-  s->sent_at[0] = now;
-  s->deadline = now + s->rto_ms;
+  s->unsent = 1;
+  s->deadline = UINT64_MAX;
   s->frame[0] = WIRE_TOUCH;
   s->frame[OFF_FLAGS] = 0;
   put_be32(s->frame + OFF_EPOCH, p->epoch);
@@ -346,8 +445,7 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
   p->next_id++;
   if (p->next_id == 0) p->next_id = 1;   /* 0 is never a valid id */
   p->stats.sent++;
-  p->stats.transmissions++;
-  queue_transmit(p, free_slot);
+  if (p->outstanding < p->cwnd) transmit_first(p, free_slot, now);
   if (id_out != NULL) *id_out = s->id;
   return TOUCH_OK;
 }
@@ -360,10 +458,13 @@ void touch_tick(touch_peer *p, uint64_t now) {
       s->state = SLOT_DONE;
       enqueue(p, Q_FAILED, i, s->id);
       p->stats.failed++;
+      p->outstanding--;
       continue;
     }
+    cwnd_on_timeout(p, now);
     /* RFC 6298 section 5.5: back off the timer on each expiry. */
     s->xmit++;
+    s->passed = 0;
     s->frame[OFF_XMIT] = s->xmit;
     s->sent_at[s->xmit] = now;
     s->rto_ms = s->rto_ms >= p->cfg.max_rto_ms / 2 ? p->cfg.max_rto_ms : s->rto_ms * 2;
@@ -372,6 +473,7 @@ void touch_tick(touch_peer *p, uint64_t now) {
     p->stats.transmissions++;
     queue_transmit(p, i);
   }
+  release(p, now);
 }
 
 uint64_t touch_next_deadline(const touch_peer *p) {
@@ -398,7 +500,7 @@ static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
   for (unsigned i = 0; i < p->nslots; i++) {
     touch_slot *s = &p->slots[i];
     if (s->state != SLOT_INFLIGHT || s->id != id) continue;
-    if (xmit > s->xmit) {       /* echoes a transmission we never made */
+    if (s->unsent || xmit > s->xmit) {   /* echoes a transmission we never made */
       p->stats.malformed++;
       return TOUCH_EMALFORMED;
     }
@@ -409,6 +511,10 @@ static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
     touch_entry *e = enqueue(p, Q_ACKED, i, id);
     if (e != NULL) e->rtt_ms = rtt > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt;
     p->stats.acked++;
+    p->outstanding--;
+    cwnd_on_ack(p);
+    fast_retransmit(p, sent, now);
+    release(p, now);
     return TOUCH_OK;
   }
   p->stats.stale_acks++;   /* a duplicate ack of a resolved message */
@@ -525,4 +631,6 @@ void touch_get_stats(const touch_peer *p, touch_stats *out) {
   out->rttvar_ms = p->have_rtt ? (uint32_t)((p->rttvar_us + 500) / 1000) : 0;
   out->rto_ms = current_rto_ms(p);
   out->in_flight = p->slots_used;
+  out->cwnd = p->cwnd;
+  out->ssthresh = p->ssthresh;
 }

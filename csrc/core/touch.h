@@ -42,6 +42,7 @@
 #define TOUCH_MAX_RETRIES 15     /* xmit counter history kept per message */
 #define TOUCH_RX_BUFS 4          /* deliveries waiting to be popped */
 #define TOUCH_ACK_QUEUE 32       /* acks waiting to be popped */
+#define TOUCH_INITIAL_CWND 10    /* messages: RFC 6928's initial window */
 /* Largest UDP payload over IPv4 (65535 - 20 - 8) less our header. */
 #define TOUCH_PAYLOAD_LIMIT (65507 - TOUCH_HEADER_LEN)
 
@@ -115,7 +116,11 @@ uint32_t touch_peer_epoch(const touch_peer *p);
 void touch_seed_rtt(touch_peer *p, uint32_t rtt_ms);
 
 /* Queue a message and its first TRANSMIT.  Returns 0 and the id, TOUCH_E2BIG,
- * TOUCH_EFULL, TOUCH_ENOMEM or TOUCH_EINVAL. */
+ * TOUCH_EFULL, TOUCH_ENOMEM or TOUCH_EINVAL.  Up to max_in_flight messages
+ * are accepted; at most cwnd of them are on the wire (transmitted, not yet
+ * resolved), the others wait and go out, oldest first, as acks open the
+ * window: slow start from 10 messages, congestion avoidance past ssthresh,
+ * a window of one after a retransmission timeout (RFC 5681, section 3.1). */
 int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uint32_t *id_out);
 
 /* A received TOUCH or TOUCH_ACK frame (first byte included).  Returns 0 when
@@ -167,10 +172,14 @@ typedef struct touch_stats {
   uint64_t rx_busy;         /* data frames dropped: no receive buffer */
   uint64_t malformed;
   uint64_t epoch_changes;   /* the peer restarted with a new epoch */
+  uint64_t congestion_events; /* losses (timeout or fast retransmit) that cut the window */
+  uint64_t fast_retransmits;  /* retransmitted before the timeout: overtaken 3 times */
   uint32_t srtt_ms;         /* 0 until the first sample */
   uint32_t rttvar_ms;
   uint32_t rto_ms;          /* RTO a new message would start with */
-  unsigned in_flight;       /* slots in use */
+  unsigned in_flight;       /* slots in use (sent or waiting for the window) */
+  unsigned cwnd;            /* congestion window, messages */
+  unsigned ssthresh;
 } touch_stats;
 
 void touch_get_stats(const touch_peer *p, touch_stats *out);

@@ -445,7 +445,7 @@ static int udp_touch_info(lua_State *L) {
 #define F(name) do { lua_pushinteger(L, (lua_Integer)s.name); lua_setfield(L, -2, #name); } while (0)
   F(sent); F(transmissions); F(retransmitted); F(acked); F(failed); F(delivered);
   F(duplicates); F(too_old); F(malformed); F(epoch_changes); F(srtt_ms); F(rttvar_ms);
-  F(rto_ms); F(in_flight);
+  F(rto_ms); F(in_flight); F(cwnd); F(ssthresh); F(congestion_events); F(fast_retransmits);
 #undef F
   return 1;
 }

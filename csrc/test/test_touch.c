@@ -747,8 +747,72 @@ static void test_rtt(suite *su) {
   touch_peer_free(b);
 }
 
+/* Frames transmitted by a peer (drops every other action). */
+static int transmits(touch_peer *p, uint8_t frames[][TOUCH_HEADER_LEN + 1], int cap) {
+  touch_action act;
+  int n = 0;
+  while (touch_pop(p, &act))
+    if (act.kind == TOUCH_TRANSMIT) {
+      if (n < cap) memcpy(frames[n], act.data, act.len);
+      n++;
+    }
+  return n;
+}
+
+/* The congestion window: 10 messages on the wire at first, one more per ack
+ * in slow start, one after a retransmission timeout; the others wait and
+ * leave oldest first; nothing is lost or delivered twice on the way. */
+static void test_cwnd(suite *su) {
+  touch_config cfg;
+  touch_config_default(&cfg);
+  cfg.max_in_flight = 64;
+  touch_peer *a = touch_peer_new(&cfg, 9), *b = touch_peer_new(&cfg, 10);
+  static uint8_t frames[128][TOUCH_HEADER_LEN + 1];
+  uint32_t id;
+  for (int i = 0; i < 64; i++) CHECK(su, touch_send(a, 0, (const uint8_t *)"c", 1, &id) == TOUCH_OK);
+  CHECK(su, touch_send(a, 0, (const uint8_t *)"c", 1, &id) == TOUCH_EFULL);
+  int n = transmits(a, frames, 128);
+  CHECK(su, n == TOUCH_INITIAL_CWND);
+  touch_stats st;
+  touch_get_stats(a, &st);
+  CHECK(su, st.cwnd == TOUCH_INITIAL_CWND && st.in_flight == 64);
+  /* ack the first one: the window grows to 11, two more leave (ids 11, 12) */
+  CHECK(su, touch_input(b, 5, frames[0], sizeof frames[0]) == TOUCH_OK);
+  touch_action act;
+  while (touch_pop(b, &act))
+    if (act.kind == TOUCH_TRANSMIT) touch_input(a, 10, act.data, act.len);
+  n = transmits(a, frames, 128);
+  CHECK(su, n == 2);
+  CHECK(su, be32(frames[0] + 6) == 11 && be32(frames[1] + 6) == 12);
+  touch_get_stats(a, &st);
+  CHECK(su, st.cwnd == TOUCH_INITIAL_CWND + 1);
+  /* nothing answers any more: the timeout cuts the window to one */
+  touch_tick(a, touch_next_deadline(a));
+  touch_get_stats(a, &st);
+  CHECK(su, st.cwnd == 1 && st.ssthresh == 5 && st.congestion_events == 1);
+  touch_peer_free(a);
+  touch_peer_free(b);
+  /* and through a lossy channel every message still arrives exactly once */
+  side *sd = sides_new(&cfg, 1000, 0);
+  channel c;
+  chan_init(&c, 42, 20, 5, 10, 10);
+  run(sd, &c, 1, 3600 * 1000);
+  unsigned twice = 0, acked_not_delivered = 0;
+  for (unsigned i = 0; i < 1000; i++) {
+    twice += sd[1].delivered[i] > 1;
+    acked_not_delivered += sd[0].acked[i] && sd[1].delivered[i] != 1;
+  }
+  CHECK(su, twice == 0 && acked_not_delivered == 0 && sd[0].corrupt == 0 && sd[1].corrupt == 0);
+  CHECK(su, sd[0].acked_n + sd[0].failed_n == 1000 && sd[0].acked_n > 950);
+  touch_get_stats(sd[0].tp, &st);
+  CHECK(su, st.congestion_events > 0);
+  chan_free(&c);
+  sides_free(sd);
+}
+
 int main(void) {
   suite su = {0, 0};
+  test_cwnd(&su);
   test_config(&su);
   test_roundtrip(&su);
   test_lossy(&su, 1);

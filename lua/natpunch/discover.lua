@@ -163,6 +163,25 @@ local function hairpin_probe(p, ip, port)
   return got and true or false
 end
 
+-- The short form a registration carries ("EI/APD", "none/EI", ...).
+local SHORT = { [EI] = "EI", [AD] = "AD", [APD] = "APD", none = "none" }
+local LONG = { EI = EI, AD = AD, APD = APD, none = "none" }
+
+--- A report's mapping and filtering as "M/F" (nil when not tested).
+function discover.code(report)
+  if not report or not SHORT[report.mapping or ""] or not SHORT[report.filtering or ""] then return nil end
+  return SHORT[report.mapping] .. "/" .. SHORT[report.filtering]
+end
+
+--- {mapping, filtering, type} from a code, or nil when it is not one.
+function discover.parse_code(code)
+  if type(code) ~= "string" then return nil end
+  local m, f = code:match("^(%a+)/(%a+)$")
+  if not m or not LONG[m] or not LONG[f] or f == "none" then return nil end
+  local nat = m ~= "none"
+  return { mapping = LONG[m], filtering = LONG[f], type = discover.classic(nat, LONG[m], LONG[f]) }
+end
+
 --- Run the tests.  opts: server ("ip:port"), bind (local IP, default
 -- 0.0.0.0), hairpin (default true), allocation (default true: probe the
 -- port allocation of non-EIM NATs).  Must run in a task.  Returns the

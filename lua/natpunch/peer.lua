@@ -35,6 +35,10 @@ local DEFAULTS = {
   touch_timeout = 10,
   rto = 0.2,               -- first control retransmission (s), doubled each time
   refresh = nil,           -- re-register period (s); default ttl/3
+  discover = false,        -- run NAT discovery (natpunch.discover) first; the registration carries it
+  keepalive = false,       -- "auto": refresh period from a measured mapping lifetime (natpunch.keepalive)
+  keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
+  keepalive_max = 120,     -- longest mapping lifetime tried (s)
 }
 
 local function now() return core.now() end
@@ -66,7 +70,7 @@ function Peer:_register_fields()
     private[#private + 1] = c
   end
   local f = { t = "register", id = self.id, pk = self.keys.pk, token = token,
-    plain = self.encrypt == false and "1" or nil, private = table.concat(private, ",") }
+    plain = self.encrypt == false and "1" or nil, private = table.concat(private, ","), nat = self.nat_code }
   -- the methods, unless just the default (a peer that says nothing has "udp"),
   -- so that a plain peer costs the rendezvous nothing more
   local list = table.concat(self.methods, ",")
@@ -177,6 +181,7 @@ function Peer:register()
     local sip, sport = addr.parse(self.servers[idx])
     if sip ~= self.server_ip or sport ~= self.server_port then self:_reset_server() end
     self.server_ip, self.server_port = sip, sport
+    if self.discover and not self.nat then self:_discover() end
     local reply, err = self:_request(self:_register_fields(), self.register_timeout)
     if reply then
       if type(reply.cookie) == "string" then self.cookie = reply.cookie end
@@ -190,6 +195,7 @@ function Peer:register()
       end
       self.registered = true
       self:_start_refresh()
+      if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive() end
       return self.public
     end
     last = err
@@ -197,6 +203,34 @@ function Peer:register()
     if err ~= "timeout" then break end   -- an answer (e.g. "id taken") is final
   end
   return nil, "register failed: " .. tostring(last)
+end
+
+-- NAT discovery against the current server (it needs an alternate
+-- address: natpunch rendezvous --alternate).  self.nat is the report.
+function Peer:_discover()
+  local discover = require "natpunch.discover"
+  local r = discover{ server = addr.format(self.server_ip, self.server_port), allocation = false }
+  self.nat = r or { limited = "discovery failed" }
+  self.nat_code = discover.code(r)
+  self:_emit({ event = "nat", type = r and r.type, mapping = r and r.mapping, filtering = r and r.filtering,
+    public = r and r.public })
+end
+
+-- keepalive = "auto": measure the mapping lifetime in the background, then
+-- refresh the registration (and so the mapping) a bit faster than that.
+function Peer:_measure_keepalive()
+  self.keepalive_task = sched.spawn(function()
+    local ka = require "natpunch.keepalive"
+    local server = self.keepalive_server or addr.format(self.server_ip, 3490)
+    local r, err = ka{ server = server, max = self.keepalive_max }
+    if self.closed then return end
+    if not r then
+      return self:_emit({ event = "keepalive", reason = tostring(err), refresh_s = self.refresh })
+    end
+    if r.mapping_lifetime_s then self.refresh = ka.refresh_interval(r.mapping_lifetime_s, self.ttl) end
+    self.keepalive_result = r
+    self:_emit({ event = "keepalive", mapping_lifetime_s = r.mapping_lifetime_s, refresh_s = self.refresh })
+  end)
 end
 
 -- Refresh the registration (and the NAT mapping toward the server) every
@@ -333,6 +367,7 @@ function Peer:_on_introduce(m)
     if not s or s.remote ~= link.remote or s.transport ~= link.transport or s.tx_key ~= intro.tx_key then
       s = new_session(self, intro, link, started)
     end
+    s.peer_nat = m.nat and require("natpunch.discover").parse_code(m.nat) or nil
     ctx:_attach(s)
     if link.route then self:_replay_early(s) end
     rec.done:set(s)
@@ -567,6 +602,7 @@ function Peer:close()
   if self.closed then return end
   self.closed = true
   if self.refresher then self.refresher:cancel() end
+  if self.keepalive_task then self.keepalive_task:cancel() end
   for _, rec in pairs(self.intros) do
     if not rec.done:is_set() then method.cancel(rec.attempt) end
   end

@@ -52,7 +52,7 @@ rendezvous.valid_id = valid_id
 -- and the peer's public key as hex.
 local function view(rec)
   return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
-    port = rec.port, expires = rec.expires, key = auth.hex(rec.key) }
+    port = rec.port, expires = rec.expires, key = auth.hex(rec.key), nat = rec.nat }
 end
 
 local function count(self, what)
@@ -206,14 +206,18 @@ function Server:_on_register(m, ip, port, size)
   end
   local expires = core.now() + self.ttl * 1000
   local text = table.concat(private, ",")
+  -- the NAT behaviour the peer discovered ("EI/APD"), passed on in introductions
+  local nat = type(m.nat) == "string" and #m.nat <= 12 and m.nat:match("^%a+/%a+$") or nil
   if not rec then
     self.counters.registrations = self.counters.registrations + 1
     rec = self.registry:put(registry.record(id, pk, public, port, text, expires))
     sec = { mac_key = key, window = auth.window() }
     sec.window:accept(seq)
     self.sec[id] = sec
-    self:_event({ event = "registered", peer = id, public = public, private = text })
+    if nat then rec.nat = nat end     -- a field more only for peers that discovered theirs
+    self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat })
   else
+    rec.nat = nat or rec.nat
     if moved then
       self:_release(rec.public, registry.ip(rec))
       self.registry:move(rec, public, port)
@@ -261,6 +265,7 @@ function Server:_introduce(a, b, tx_for_a, nonce)
     local sec = self.sec[other.id]
     f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
     f.private, f.pk, f.plain = other.private, other.key, (sec and sec.plain) and "1" or nil
+    f.nat = other.nat     -- the NAT behaviour it registered with ("EI/APD"), if any
     return f
   end
   -- b first: its introduction is what a lost reply to a repeats.  A peer

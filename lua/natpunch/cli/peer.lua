@@ -25,6 +25,10 @@ local OPTIONS = {
       .. "events go to stderr" },
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
+  { "discover", help = "find the NAT type first (the server needs --alternate); registration carries it" },
+  { "keepalive", arg = "auto", help = "refresh toward the server from a measured mapping lifetime" },
+  { "keepalive-server", arg = "IP:PORT", type = "addr",
+    help = "keepalive-daemon for --keepalive auto (default: the server's IP, port 3490)" },
   { "candidate", arg = "IP:PORT", type = "addr", multi = true,
     help = "also advertise this endpoint (a port forward, a VPN address); repeatable" },
   { "key", arg = "FILE", help = "load this peer's key seed from FILE (created if missing)" },
@@ -48,6 +52,7 @@ M.usage = table.concat({
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
   "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
+  "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
   "",
@@ -112,6 +117,12 @@ local function human(ev)
     return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
+  elseif e == "nat" then
+    return string.format("NAT: %s (mapping %s, filtering %s)", tostring(ev.type), tostring(ev.mapping),
+      tostring(ev.filtering))
+  elseif e == "keepalive" then
+    return string.format("mapping lifetime %s s: refreshing every %s s", tostring(ev.mapping_lifetime_s),
+      tostring(ev.refresh_s or "ttl/3"))
   end
   return e
 end
@@ -127,6 +138,7 @@ local function check(opts, rest)
     return "--stdio needs --transport tcp (there is no stream over UDP yet)"
   end
   if opts.stdio and (opts.send or opts.touch) then return "--stdio does not go with --send or --touch" end
+  if opts.keepalive and opts.keepalive ~= "auto" then return "--keepalive takes 'auto'" end
   return nil
 end
 
@@ -233,6 +245,7 @@ function M.run(argv)
 
     local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
+      discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,
       encrypt = not opts.no_encrypt,

@@ -1,0 +1,260 @@
+/*
+ * udp_blast.c - raw C UDP baselines for the touch rows of `make bench`: the
+ * best one core does with plain blocking sockets, recvmmsg/sendmmsg and no
+ * event loop, no Lua, no protocol.
+ *
+ *   udp_blast --sink --listen 127.0.0.1:PORT [--seconds N]
+ *       receive datagrams; answer each with an 8-byte ack (its sequence
+ *       number), in batches (recvmmsg, then one sendmmsg)
+ *   udp_blast --blast --server 127.0.0.1:PORT [--count N] [--size B] [--window W]
+ *       send N datagrams of B bytes, at most W not yet acknowledged; a
+ *       datagram whose ack does not come within 200 ms is counted lost and
+ *       its slot reused (no retransmission: this is the baseline's upper
+ *       bound).  Prints one JSON line.
+ *   udp_blast --echo --listen 127.0.0.1:PORT [--seconds N]
+ *       send every datagram back
+ *   udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]
+ *       one datagram at a time, wait for its echo: round trip p50/p99.
+ *
+ * The sockets keep the kernel's default buffer sizes, as natpunch's do.
+ * Every mode is bounded (--seconds, default 60; --count).  Loopback only:
+ * the address must be 127.0.0.1.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 64
+#define MAXSZ 65536
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int parse(const char *text, struct sockaddr_in *sa) {
+  char ip[64];
+  const char *colon = strrchr(text, ':');
+  if (!colon || colon - text >= (long)sizeof ip) return -1;
+  memcpy(ip, text, (size_t)(colon - text));
+  ip[colon - text] = 0;
+  if (strcmp(ip, "127.0.0.1") != 0) return -1;   /* loopback only */
+  memset(sa, 0, sizeof *sa);
+  sa->sin_family = AF_INET;
+  sa->sin_port = htons((uint16_t)atoi(colon + 1));
+  return inet_pton(AF_INET, ip, &sa->sin_addr) == 1 ? 0 : -1;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* --sink and --echo: one loop, answer every datagram (ack or echo). */
+static int serve(const struct sockaddr_in *listen_at, int echo, double seconds) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || bind(fd, (const struct sockaddr *)listen_at, sizeof *listen_at) < 0) {
+    perror("bind");
+    return 1;
+  }
+  static char bufs[BATCH][MAXSZ];
+  static char acks[BATCH][8];
+  struct mmsghdr in[BATCH], out[BATCH];
+  struct iovec iin[BATCH], iout[BATCH];
+  struct sockaddr_in from[BATCH];
+  uint64_t end = now_ns() + (uint64_t)(seconds * 1e9), n = 0;
+  struct timeval tv = {0, 200000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  printf("ready\n");
+  fflush(stdout);
+  while (now_ns() < end) {
+    for (int i = 0; i < BATCH; i++) {
+      iin[i] = (struct iovec){bufs[i], MAXSZ};
+      in[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i],
+                                      .msg_iov = &iin[i], .msg_iovlen = 1};
+    }
+    int got = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
+    if (got <= 0) continue;
+    for (int i = 0; i < got; i++) {
+      if (echo) {
+        iout[i] = (struct iovec){bufs[i], in[i].msg_len};
+      } else {
+        memcpy(acks[i], bufs[i], in[i].msg_len >= 8 ? 8 : in[i].msg_len);
+        iout[i] = (struct iovec){acks[i], 8};
+      }
+      out[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i],
+                                       .msg_iov = &iout[i], .msg_iovlen = 1};
+    }
+    int sent = 0;
+    while (sent < got) {
+      int r = sendmmsg(fd, out + sent, (unsigned)(got - sent), 0);
+      if (r <= 0) break;
+      sent += r;
+    }
+    n += (uint64_t)got;
+  }
+  fprintf(stderr, "udp_blast: answered %llu datagrams\n", (unsigned long long)n);
+  close(fd);
+  return 0;
+}
+
+static int blast(const struct sockaddr_in *to, long count, size_t size, int window) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || connect(fd, (const struct sockaddr *)to, sizeof *to) < 0) {
+    perror("connect");
+    return 1;
+  }
+  uint64_t *sent_at = calloc((size_t)count + 1, sizeof *sent_at);
+  char *acked = calloc((size_t)count + 1, 1);
+  static char payload[BATCH][MAXSZ];
+  static char abuf[BATCH][64];
+  if (!sent_at || !acked) return 1;
+  long next = 1, done = 0, lost = 0, inflight = 0, oldest = 1;
+  uint64_t t0 = now_ns(), deadline = t0 + 60ull * 1000000000u;
+  struct mmsghdr out[BATCH], in[BATCH];
+  struct iovec io[BATCH], ii[BATCH];
+  while (done + lost < count && now_ns() < deadline) {
+    int k = 0;
+    while (k < BATCH && inflight < window && next <= count) {
+      uint64_t seq = (uint64_t)next;
+      memcpy(payload[k], &seq, 8);
+      io[k] = (struct iovec){payload[k], size};
+      out[k].msg_hdr = (struct msghdr){.msg_iov = &io[k], .msg_iovlen = 1};
+      sent_at[next] = now_ns();
+      next++;
+      inflight++;
+      k++;
+    }
+    int s = 0;
+    while (s < k) {
+      int r = sendmmsg(fd, out + s, (unsigned)(k - s), 0);
+      if (r <= 0) {
+        if (errno == EAGAIN || errno == ENOBUFS) continue;
+        perror("sendmmsg");
+        return 1;
+      }
+      s += r;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, inflight >= window || next > count ? 10 : 0) > 0) {
+      for (int i = 0; i < BATCH; i++) {
+        ii[i] = (struct iovec){abuf[i], sizeof abuf[i]};
+        in[i].msg_hdr = (struct msghdr){.msg_iov = &ii[i], .msg_iovlen = 1};
+      }
+      int got = recvmmsg(fd, in, BATCH, MSG_DONTWAIT, NULL);
+      for (int i = 0; i < got; i++) {
+        uint64_t seq;
+        if (in[i].msg_len < 8) continue;
+        memcpy(&seq, abuf[i], 8);
+        if (seq >= 1 && seq < (uint64_t)next && !acked[seq]) {
+          acked[seq] = 1;
+          done++;
+          inflight--;
+        }
+      }
+    }
+    /* the oldest unacknowledged ones that waited 200 ms: lost */
+    uint64_t now = now_ns();
+    while (oldest < next && (acked[oldest] || now - sent_at[oldest] > 200000000u)) {
+      if (!acked[oldest]) {
+        acked[oldest] = 2;
+        lost++;
+        inflight--;
+      }
+      oldest++;
+    }
+  }
+  double secs = (double)(now_ns() - t0) / 1e9;
+  printf("{\"mode\":\"blast\",\"count\":%ld,\"size\":%zu,\"window\":%d,\"acked\":%ld,\"lost\":%ld,"
+         "\"seconds\":%.6f,\"msgs_per_s\":%.1f,\"mbit_per_s\":%.2f}\n",
+         count, size, window, done, lost, secs, done / secs, done * (double)size * 8 / secs / 1e6);
+  free(sent_at);
+  free(acked);
+  close(fd);
+  return 0;
+}
+
+static int ping(const struct sockaddr_in *to, long count, size_t size) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || connect(fd, (const struct sockaddr *)to, sizeof *to) < 0) {
+    perror("connect");
+    return 1;
+  }
+  uint64_t *rtt = calloc((size_t)count, sizeof *rtt);
+  char buf[MAXSZ];
+  memset(buf, 'p', size);
+  long n = 0, lost = 0;
+  struct timeval tv = {0, 200000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  for (long i = 0; i < count; i++) {
+    uint64_t t = now_ns();
+    if (send(fd, buf, size, 0) < 0) return 1;
+    char r[MAXSZ];
+    if (recv(fd, r, sizeof r, 0) < 0) {
+      lost++;
+      continue;
+    }
+    rtt[n++] = now_ns() - t;
+  }
+  qsort(rtt, (size_t)n, sizeof *rtt, cmp_u64);
+  printf("{\"mode\":\"ping\",\"count\":%ld,\"size\":%zu,\"answered\":%ld,\"lost\":%ld,"
+         "\"p50_us\":%.2f,\"p99_us\":%.2f}\n",
+         count, size, n, lost, n ? rtt[n / 2] / 1e3 : -1.0, n ? rtt[(n * 99) / 100] / 1e3 : -1.0);
+  free(rtt);
+  close(fd);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *mode = NULL, *where = NULL;
+  long count = 200000;
+  size_t size = 1200;
+  int window = 64;
+  double seconds = 60;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!strcmp(a, "--sink") || !strcmp(a, "--blast") || !strcmp(a, "--echo") || !strcmp(a, "--ping")) {
+      mode = a + 2;
+    } else if ((!strcmp(a, "--listen") || !strcmp(a, "--server")) && v) {
+      where = v;
+      i++;
+    } else if (!strcmp(a, "--count") && v) {
+      count = atol(v);
+      i++;
+    } else if (!strcmp(a, "--size") && v) {
+      size = (size_t)atol(v);
+      i++;
+    } else if (!strcmp(a, "--window") && v) {
+      window = atoi(v);
+      i++;
+    } else if (!strcmp(a, "--seconds") && v) {
+      seconds = atof(v);
+      i++;
+    } else {
+      fprintf(stderr, "usage: udp_blast --sink|--echo --listen 127.0.0.1:PORT [--seconds N]\n"
+                      "       udp_blast --blast --server 127.0.0.1:PORT [--count N] [--size B] [--window W]\n"
+                      "       udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]\n");
+      return 2;
+    }
+  }
+  struct sockaddr_in sa;
+  if (!mode || !where || parse(where, &sa) < 0 || count < 1 || count > 10000000 || size < 8 ||
+      size > 65000 || window < 1 || window > 100000 || seconds <= 0 || seconds > 600) {
+    fprintf(stderr, "udp_blast: bad arguments (address must be 127.0.0.1:PORT)\n");
+    return 2;
+  }
+  if (!strcmp(mode, "sink")) return serve(&sa, 0, seconds);
+  if (!strcmp(mode, "echo")) return serve(&sa, 1, seconds);
+  if (!strcmp(mode, "blast")) return blast(&sa, count, size, window);
+  return ping(&sa, count, size);
+}
