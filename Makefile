@@ -41,7 +41,7 @@ help:
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
 	@echo "make fuzz     libFuzzer targets under ASan+UBSan, FUZZ_RUNS inputs each (docs/SECURITY.md)"
-	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua)"
+	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua), docs/API.md covers every exported function (tools/docscov.lua), generated docs up to date"
 	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
 	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 
@@ -158,9 +158,11 @@ build/lint/%.o: csrc/%.c $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -c -o $@ $<
 
 lint: $(LINT_OBJ)
-	luacheck lua bin/natpunch examples spec bench
+	luacheck lua bin/natpunch examples spec bench tools/docscov.lua tools/gen_docs.lua
 	$(LUA) tools/cycles.lua $(LINT_OBJ)
 	$(LUA) tools/cstyle.lua
+	$(LUA) tools/docscov.lua
+	$(LUA) tools/gen_docs.lua --check
 
 clean:
 	rm -rf build build-san

@@ -15,11 +15,7 @@
 -- request each in flight (SCALE_CONNECTORS=N changes that), so the latency
 -- includes the queueing of 20 concurrent requests.  Everything is bounded
 -- in count and time.
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.cpath = build .. "/?.so;" .. package.cpath
+local root = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local core = require "natpunch.core"
 local msg = require "natpunch.msg"

@@ -9,11 +9,7 @@
 -- JSON line.
 --
 --   lua5.4 bench/rendezvous.lua --port PORT [--no-batch] [--lua-hook] [--seconds N]
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.cpath = build .. "/?.so;" .. package.cpath
+dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local core = require "natpunch.core"
 local rendezvous = require "natpunch.rendezvous"

@@ -17,11 +17,7 @@
 -- CPU 1 (taskset) when there are two CPUs.  Every server is started under
 -- `timeout`, has its own time limit too, and is killed when its turn ends
 -- or the run fails.  Only 127.0.0.1 is used.
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.cpath = build .. "/?.so;" .. package.cpath
+local root = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local core = require "natpunch.core"
 local json = require "natpunch.json"

@@ -9,11 +9,7 @@
 --       prints msgs/s, Mbit/s and how many were acknowledged
 --   lua5.4 bench/touch_peer.lua --ping --to 127.0.0.1:PORT [--count N] [--size B]
 --       one touch at a time: time from touch() to its acknowledgement
-local root = (arg[0]:match("^(.*)/bench/[^/]*$") or ".")
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.cpath = build .. "/?.so;" .. package.cpath
+dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local core = require "natpunch.core"
 local json = require "natpunch.json"

@@ -11,12 +11,9 @@
 -- answers, and leaves.  Standard input is read on the loop (core.stdin) so
 -- receiving goes on while you type; it may be a terminal, a pipe or a file.
 
--- Find natpunch in this checkout (lua/ and build/ next to examples/).
-local root = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/.."
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = build .. "/?.so;" .. package.cpath
+-- natpunch from this checkout (lua/ and build/ next to examples/); drop
+-- this line in a copy of the example that uses an installed natpunch
+dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local natpunch = require "natpunch"
 

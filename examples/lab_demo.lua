@@ -11,11 +11,9 @@
 -- Without root (or without network namespaces / nftables) it prints why
 -- and exits 77, and `make demo` falls back to examples/demo.lua.
 
-local root = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/.."
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = build .. "/?.so;" .. package.cpath
+-- natpunch from this checkout (lua/ and build/ next to examples/); drop
+-- this line in a copy of the example that uses an installed natpunch
+local root = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local CANNOT_RUN = 77     -- the automake convention for "skipped"
 local TOUCHES = 3

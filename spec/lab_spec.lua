@@ -3,13 +3,14 @@
 -- public hosts, hairpinning, port preservation, double NAT, the UDP mapping
 -- timeout, and clean teardown (also after a crash).
 --
--- The probes are natpunch.lab.probe (LuaSocket) run inside the lab hosts.
+-- The probes are natpunch.lab.probe (natpunch.core sockets) run inside the lab hosts.
 local lab = require "natpunch.lab"
 local nft = require "natpunch.lab.nft"
 local impair = require "natpunch.lab.impair"
 local proc = require "natpunch.lab.proc"
 local state = require "natpunch.lab.state"
 local nat_types = require "natpunch.lab.nat_types"
+local helper = require "spec.helper"
 
 local S1, S2 = "203.0.113.2", "198.51.100.2"
 
@@ -17,9 +18,9 @@ local S1, S2 = "203.0.113.2", "198.51.100.2"
 local function skip_reason()
   local why = lab.unavailable()
   if why then return "needs root: " .. why end
-  if not pcall(require, "socket") then
-    return "needs LuaSocket (Debian lua-socket) for the lab's UDP probe"
-  end
+  local f = io.open(helper.build .. "/natpunch/core.so", "r")
+  if not f then return "needs the C module (make) for the lab's probe" end
+  f:close()
   return nil
 end
 
@@ -486,7 +487,6 @@ os.exit(3) -- no down: a crash
 end)
 
 describe("natpunch lab (command line)", function()
-  local helper = require "spec.helper"
   local function cli(args)
     local out, code = proc.run({ "sh", "-c", helper.cli() .. " lab " .. args })
     return out, code

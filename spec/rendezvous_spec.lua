@@ -299,7 +299,8 @@ describe("rendezvous", function()
       -- every datagram that arrived was classified, and each kind of
       -- garbage went where it belongs; nothing raised inside the server
       assert.is_true(st.rx_packets > 0 and st.rx_packets <= sent + 2)
-      assert.equal(st.rx_packets, st.rx_stun + st.rx_control + st.rx_data + st.rx_touch + st.rx_punch + st.rx_unknown)
+      assert.equal(st.rx_packets, st.rx_stun + st.rx_control + st.rx_data + st.rx_touch + st.rx_punch
+        + st.rx_relay + st.rx_unknown)
       assert.equal(st.rx_stun, st.stun_answered + st.stun_rejected)
       assert.is_true(st.rx_control > 0 and st.rx_unknown > 0 and st.stun_rejected > 0, "kinds seen")
       -- the flood's registrations come without key or cookie: answered, never state

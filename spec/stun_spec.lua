@@ -162,9 +162,9 @@ describe("natpunch.core.stun", function()
     end)
 
     it("takes other methods as numbers", function()
-      local m = assert(stun.decode(stun.encode { method = 0x003, class = "indication" }))
-      assert.equal(3, m.method)
-      assert.equal(3, m.method_code)
+      local m = assert(stun.decode(stun.encode { method = 0x00A, class = "indication" }))
+      assert.equal(10, m.method)
+      assert.equal(10, m.method_code)
       assert.equal("indication", m.class)
     end)
 
@@ -303,7 +303,9 @@ describe("natpunch.core.stun", function()
       assert.has_error(function() stun.encode { integrity = true } end)
       assert.has_error(function() stun.encode { transaction_id = "short" } end)
       assert.has_error(function() stun.encode { class = "response" } end)
-      assert.has_error(function() stun.encode { method = "allocate" } end)
+      assert.has_error(function() stun.encode { method = "allocat" } end)
+      assert.has_error(function() stun.encode { channel_number = 0x3FFF } end)
+      assert.has_error(function() stun.channel_data(0x5000, "x") end)
       assert.has_error(function() stun.encode { method = 0x1000 } end)
       assert.has_error(function() stun.encode { username = 42 } end)
       assert.has_error(function() stun.encode { priority = "high" } end)
@@ -317,6 +319,49 @@ describe("natpunch.core.stun", function()
       assert.has_error(function() stun.answer_binding(REQ21, "127.0.0.1", 70000) end)
       assert.has_error(function() stun.answer_binding(REQ21, "127.0.0.1", 1, nil, { other = {} }) end)
       assert.has_error(function() stun.is_stun({}) end)
+    end)
+  end)
+  describe("TURN (RFC 8656)", function()
+    it("encodes and decodes the TURN methods and attributes", function()
+      local bytes = stun.encode {
+        method = "channel_bind", class = "request",
+        xor_peer_address = { ip = "198.51.100.7", port = 40000 },
+        channel_number = 0x4001, lifetime = 600, requested_transport = 17,
+        data = "hi", dont_fragment = true, fingerprint = true,
+      }
+      local m = assert(stun.decode(bytes))
+      assert.equal("channel_bind", m.method)
+      assert.equal(9, m.method_code)
+      assert.same({ ip = "198.51.100.7", port = 40000, family = "inet" }, m.xor_peer_address)
+      assert.equal(0x4001, m.channel_number)
+      assert.equal(600, m.lifetime)
+      assert.equal(17, m.requested_transport)
+      assert.equal("hi", m.data)
+      assert.is_true(m.dont_fragment)
+      assert.is_true(m.fingerprint)
+      for _, name in ipairs { "allocate", "refresh", "send", "data", "create_permission" } do
+        assert.equal(name, assert(stun.decode(stun.encode { method = name })).method)
+      end
+      local r = assert(stun.decode(stun.encode { method = "allocate", class = "success",
+        xor_relayed_address = { ip = "2001:db8::5", port = 50000 } }))
+      assert.same({ ip = "2001:db8::5", port = 50000, family = "inet6" }, r.xor_relayed_address)
+    end)
+
+    it("frames ChannelData and rejects what is not one", function()
+      local cd = stun.channel_data(0x4002, "payload")
+      assert.equal("\x40\x02\x00\x07payload", cd)
+      assert.same({ 0x4002, "payload" }, { stun.parse_channel_data(cd) })
+      assert.same({ 0x4002, "payload" }, { stun.parse_channel_data(cd .. "\0") })
+      assert.is_nil(stun.parse_channel_data("\x40\x02\x00\x09payload"))
+      assert.is_nil(stun.parse_channel_data("\x50\x00\x00\x00"))
+      assert.is_nil(stun.parse_channel_data("\x40"))
+      assert.is_false(stun.is_stun(cd))
+    end)
+
+    it("computes the HMAC-SHA1 of TURN REST-API passwords (RFC 2202 case 2)", function()
+      local mac = stun.hmac_sha1("Jefe", "what do ya want for nothing?")
+      assert.equal("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79",
+        (mac:gsub(".", function(c) return string.format("%02x", c:byte()) end)))
     end)
   end)
 end)

@@ -32,7 +32,6 @@ need util-linux    have setpriv
 # turnutils_natdiscovery (coturn) as reference tools
 need stun-client   have stun
 need coturn        have turnutils_stunclient
-need lua-socket    lua5.4 -e 'require "socket"'
 # make fuzz (libFuzzer, ASan+UBSan): clang and its fuzzer runtime
 need clang-14      have clang-14
 # make lint / spec/cdeps_spec.lua: tools/cstyle.lua

@@ -231,6 +231,26 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
     m->response_port = be16(v);
     return 0;
   case STUN_ATTR_PADDING: m->padding_len = vlen; return 0;
+  case STUN_ATTR_XOR_PEER_ADDRESS: return read_addr(hdr, v, vlen, true, &m->xor_peer);
+  case STUN_ATTR_XOR_RELAYED_ADDRESS: return read_addr(hdr, v, vlen, true, &m->xor_relayed);
+  case STUN_ATTR_DATA:
+    m->data.ptr = v;
+    m->data.len = vlen;
+    return 0;
+  case STUN_ATTR_LIFETIME:
+    if ((r = need_len(vlen, 4)) == 0)
+      m->lifetime = be32(v);
+    return r;
+  case STUN_ATTR_CHANNEL_NUMBER:
+    /* RFC 8656 §18.1: 16-bit number, 16 reserved bits */
+    if ((r = need_len(vlen, 4)) == 0)
+      m->channel_number = be16(v);
+    return r;
+  case STUN_ATTR_REQUESTED_TRANSPORT:
+    if ((r = need_len(vlen, 4)) == 0)
+      m->requested_transport = v[0];
+    return r;
+  case STUN_ATTR_DONT_FRAGMENT: return need_len(vlen, 0);
   case STUN_ATTR_PRIORITY:
     if ((r = need_len(vlen, 4)) == 0)
       m->priority = be32(v);
@@ -285,6 +305,13 @@ static uint32_t has_bit(uint16_t type) {
   case STUN_ATTR_MESSAGE_INTEGRITY: return STUN_HAS_INTEGRITY;
   case STUN_ATTR_MESSAGE_INTEGRITY_SHA256: return STUN_HAS_INTEGRITY_SHA256;
   case STUN_ATTR_FINGERPRINT: return STUN_HAS_FINGERPRINT;
+  case STUN_ATTR_XOR_PEER_ADDRESS: return STUN_HAS_XOR_PEER;
+  case STUN_ATTR_XOR_RELAYED_ADDRESS: return STUN_HAS_XOR_RELAYED;
+  case STUN_ATTR_DATA: return STUN_HAS_DATA;
+  case STUN_ATTR_LIFETIME: return STUN_HAS_LIFETIME;
+  case STUN_ATTR_CHANNEL_NUMBER: return STUN_HAS_CHANNEL_NUMBER;
+  case STUN_ATTR_REQUESTED_TRANSPORT: return STUN_HAS_REQUESTED_TRANSPORT;
+  case STUN_ATTR_DONT_FRAGMENT: return STUN_HAS_DONT_FRAGMENT;
   }
   return 0;
 }

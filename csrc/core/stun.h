@@ -61,6 +61,13 @@ enum stun_class {
 enum stun_method {
   STUN_METHOD_BINDING = 0x001,       /* RFC 8489 §18.2 */
   STUN_METHOD_SHARED_SECRET = 0x002, /* RFC 3489 §11.1, reserved in 8489 */
+  /* TURN, RFC 8656 §17 */
+  STUN_METHOD_ALLOCATE = 0x003,
+  STUN_METHOD_REFRESH = 0x004,
+  STUN_METHOD_SEND = 0x006, /* indication only */
+  STUN_METHOD_DATA = 0x007, /* indication only */
+  STUN_METHOD_CREATE_PERMISSION = 0x008,
+  STUN_METHOD_CHANNEL_BIND = 0x009,
 };
 #define STUN_METHOD_MAX 0xFFF /* 12 bits */
 
@@ -76,9 +83,16 @@ enum stun_attr_type {
   STUN_ATTR_MESSAGE_INTEGRITY = 0x0008,        /* RFC 8489 §14.5 */
   STUN_ATTR_ERROR_CODE = 0x0009,               /* RFC 8489 §14.8 */
   STUN_ATTR_UNKNOWN_ATTRIBUTES = 0x000A,       /* RFC 8489 §14.13 */
+  STUN_ATTR_CHANNEL_NUMBER = 0x000C,           /* RFC 8656 §18.1 */
+  STUN_ATTR_LIFETIME = 0x000D,                 /* RFC 8656 §18.2 */
+  STUN_ATTR_XOR_PEER_ADDRESS = 0x0012,         /* RFC 8656 §18.3 */
+  STUN_ATTR_DATA = 0x0013,                     /* RFC 8656 §18.4 */
   STUN_ATTR_REALM = 0x0014,                    /* RFC 8489 §14.9 */
   STUN_ATTR_NONCE = 0x0015,                    /* RFC 8489 §14.10 */
   STUN_ATTR_MESSAGE_INTEGRITY_SHA256 = 0x001C, /* RFC 8489 §14.6 */
+  STUN_ATTR_XOR_RELAYED_ADDRESS = 0x0016,      /* RFC 8656 §18.5 */
+  STUN_ATTR_REQUESTED_TRANSPORT = 0x0019,      /* RFC 8656 §18.7 */
+  STUN_ATTR_DONT_FRAGMENT = 0x001A,            /* RFC 8656 §18.8 */
   STUN_ATTR_XOR_MAPPED_ADDRESS = 0x0020,       /* RFC 8489 §14.2 */
   STUN_ATTR_PRIORITY = 0x0024,                 /* RFC 8445 §16.1 */
   STUN_ATTR_USE_CANDIDATE = 0x0025,            /* RFC 8445 §16.1 */
@@ -173,7 +187,20 @@ enum stun_has {
   STUN_HAS_INTEGRITY = 1u << 19,
   STUN_HAS_INTEGRITY_SHA256 = 1u << 20,
   STUN_HAS_FINGERPRINT = 1u << 21,
+  STUN_HAS_XOR_PEER = 1u << 22, /* TURN (RFC 8656 §18) from here */
+  STUN_HAS_XOR_RELAYED = 1u << 23,
+  STUN_HAS_DATA = 1u << 24,
+  STUN_HAS_LIFETIME = 1u << 25,
+  STUN_HAS_CHANNEL_NUMBER = 1u << 26,
+  STUN_HAS_REQUESTED_TRANSPORT = 1u << 27,
+  STUN_HAS_DONT_FRAGMENT = 1u << 28,
 };
+
+/* RFC 8656 §12: channel numbers 0x4000 through 0x4FFF. */
+#define STUN_CHANNEL_MIN 0x4000
+#define STUN_CHANNEL_MAX 0x4FFF
+/* RFC 8656 §18.7: the protocol number of UDP (IANA). */
+#define STUN_TRANSPORT_UDP 17
 
 /* A decoded message.  Byte runs point into the buffer given to stun_read,
  * which must outlive the struct. */
@@ -199,6 +226,13 @@ struct stun_msg {
   size_t padding_len;
   uint32_t priority;
   uint64_t ice_controlled, ice_controlling; /* tie-breakers */
+  /* TURN: the first XOR-PEER-ADDRESS only (a CreatePermission may list
+   * several; natpunch sends one per request). */
+  struct stun_addr xor_peer, xor_relayed;
+  struct stun_bytes data;
+  uint32_t lifetime;             /* seconds */
+  uint16_t channel_number;       /* 0x4000..0x4FFF */
+  uint8_t requested_transport;   /* protocol number, 17 = UDP */
 
   /* Comprehension-required types this decoder does not know (RFC 8489
    * §6.3.1: a server answers 420 listing them).  The first
@@ -261,7 +295,8 @@ void stun_writer_init(struct stun_writer *w, uint8_t *buf, size_t cap, uint16_t 
 void stun_put(struct stun_writer *w, uint16_t type, const void *value, size_t len);
 void stun_put_u32(struct stun_writer *w, uint16_t type, uint32_t v);
 void stun_put_u64(struct stun_writer *w, uint16_t type, uint64_t v);
-/* XOR-MAPPED-ADDRESS is obfuscated here (RFC 8489 §14.2); other address
+/* XOR-MAPPED-ADDRESS, XOR-PEER-ADDRESS and XOR-RELAYED-ADDRESS are
+ * obfuscated here (RFC 8489 §14.2, RFC 8656 §18.3, §18.5); other address
  * types are written plain. */
 void stun_put_addr(struct stun_writer *w, uint16_t type, const struct stun_addr *a);
 void stun_put_error(struct stun_writer *w, int code, const char *reason);
@@ -269,6 +304,10 @@ void stun_put_unknown(struct stun_writer *w, const uint16_t *types, size_t n);
 void stun_put_change_request(struct stun_writer *w, uint32_t flags);
 void stun_put_response_port(struct stun_writer *w, uint16_t port);
 void stun_put_padding(struct stun_writer *w, size_t len);
+/* RFC 8656 §18.1: channel number then 16 reserved bits. */
+void stun_put_channel_number(struct stun_writer *w, uint16_t channel);
+/* RFC 8656 §18.7: protocol number then 24 reserved bits. */
+void stun_put_requested_transport(struct stun_writer *w, uint8_t protocol);
 void stun_put_integrity(struct stun_writer *w, const void *key, size_t keylen);
 void stun_put_integrity_sha256(struct stun_writer *w, const void *key, size_t keylen);
 void stun_put_fingerprint(struct stun_writer *w);
@@ -320,5 +359,8 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
                            const struct stun_answer_opts *opts, uint8_t *out, size_t outcap);
 int stun_answer_binding(const uint8_t *req, size_t len, const struct sockaddr *from,
                         const char *software, uint8_t *out, size_t outcap);
+
+/* True for the address attributes that are XORed (RFC 8489 §14.2). */
+bool stun_attr_is_xor_addr(uint16_t type);
 
 #endif

@@ -122,12 +122,29 @@ void stun_put_addr(struct stun_writer *w, uint16_t type, const struct stun_addr 
   p[1] = a->family;
   put_be16(p + 2, a->port);
   memcpy(p + 4, a->ip, iplen);
-  if (type == STUN_ATTR_XOR_MAPPED_ADDRESS) {
+  if (stun_attr_is_xor_addr(type)) {
     p[2] ^= w->buf[4];
     p[3] ^= w->buf[5];
     for (size_t i = 0; i < iplen; i++)
       p[4 + i] ^= w->buf[4 + i];
   }
+}
+
+bool stun_attr_is_xor_addr(uint16_t type) {
+  return type == STUN_ATTR_XOR_MAPPED_ADDRESS || type == STUN_ATTR_XOR_PEER_ADDRESS ||
+         type == STUN_ATTR_XOR_RELAYED_ADDRESS;
+}
+
+void stun_put_channel_number(struct stun_writer *w, uint16_t channel) {
+  if (channel < STUN_CHANNEL_MIN || channel > STUN_CHANNEL_MAX) {
+    fail(w, STUN_EINVAL);
+    return;
+  }
+  stun_put_u32(w, STUN_ATTR_CHANNEL_NUMBER, (uint32_t)channel << 16);
+}
+
+void stun_put_requested_transport(struct stun_writer *w, uint8_t protocol) {
+  stun_put_u32(w, STUN_ATTR_REQUESTED_TRANSPORT, (uint32_t)protocol << 24);
 }
 
 /* Layout in stun.c above read_error (RFC 8489 §14.8). */

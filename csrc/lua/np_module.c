@@ -11,11 +11,13 @@
 extern const np_udp_engine np_udp_touch_engine;   /* np_udp_touch.c */
 extern const np_udp_engine np_udp_punch_engine;   /* np_udp_punch.c */
 extern const np_udp_engine np_udp_batch_engine;   /* np_udp_batch.c */
+extern const np_udp_engine np_udp_relay_engine;   /* np_udp_relay.c */
 
 static const np_udp_engine *const udp_engines[] = {
   &np_udp_touch_engine,
   &np_udp_punch_engine,
   &np_udp_batch_engine,
+  &np_udp_relay_engine,
   NULL,
 };
 

@@ -20,6 +20,7 @@
 
 #include "crypto.h"
 #include "stun.h"
+#include "turn.h"
 
 #define MSG_MAX (STUN_HEADER_SIZE + 0xFFFF) /* 16-bit length field */
 #define SMALL_MSG 1500                      /* typical MTU: try this first */
@@ -29,6 +30,28 @@ static int push_fail(lua_State *L, int err) {
   lua_pushfstring(L, "%s: %s", stun_errname(err), stun_strerror(err));
   lua_pushstring(L, stun_errname(err));
   return 3;
+}
+
+/* Methods with names (RFC 8489 §18.2, RFC 8656 §17); others are numbers. */
+static const struct {
+  const char *name;
+  uint16_t method;
+} methods[] = {
+    {"binding", STUN_METHOD_BINDING},
+    {"allocate", STUN_METHOD_ALLOCATE},
+    {"refresh", STUN_METHOD_REFRESH},
+    {"send", STUN_METHOD_SEND},
+    {"data", STUN_METHOD_DATA},
+    {"create_permission", STUN_METHOD_CREATE_PERMISSION},
+    {"channel_bind", STUN_METHOD_CHANNEL_BIND},
+};
+#define N_METHODS (sizeof methods / sizeof methods[0])
+
+static const char *method_name(uint16_t method) {
+  for (size_t i = 0; i < N_METHODS; i++)
+    if (methods[i].method == method)
+      return methods[i].name;
+  return NULL;
 }
 
 static const char *class_name(uint16_t cls) {
@@ -90,8 +113,8 @@ static int stun_decode(lua_State *L) {
     return push_fail(L, r);
 
   lua_createtable(L, 0, 8);
-  if (m.method == STUN_METHOD_BINDING)
-    lua_pushliteral(L, "binding");
+  if (method_name(m.method) != NULL)
+    lua_pushstring(L, method_name(m.method));
   else
     lua_pushinteger(L, m.method);
   lua_setfield(L, -2, "method");
@@ -145,6 +168,20 @@ static int stun_decode(lua_State *L) {
     set_int(L, "priority", m.priority);
   if (m.has & STUN_HAS_USE_CANDIDATE)
     set_bool(L, "use_candidate", 1);
+  if (m.has & STUN_HAS_XOR_PEER)
+    set_addr(L, "xor_peer_address", &m.xor_peer);
+  if (m.has & STUN_HAS_XOR_RELAYED)
+    set_addr(L, "xor_relayed_address", &m.xor_relayed);
+  if (m.has & STUN_HAS_DATA)
+    set_bytes(L, "data", m.data);
+  if (m.has & STUN_HAS_LIFETIME)
+    set_int(L, "lifetime", m.lifetime);
+  if (m.has & STUN_HAS_CHANNEL_NUMBER)
+    set_int(L, "channel_number", m.channel_number);
+  if (m.has & STUN_HAS_REQUESTED_TRANSPORT)
+    set_int(L, "requested_transport", m.requested_transport);
+  if (m.has & STUN_HAS_DONT_FRAGMENT)
+    set_bool(L, "dont_fragment", 1);
   /* 64-bit tie-breakers: Lua integers are 64-bit, so they wrap to
    * negative above 2^63 and encode() maps them back */
   if (m.has & STUN_HAS_ICE_CONTROLLED)
@@ -324,6 +361,25 @@ static void put_int_fields(lua_State *L, struct stun_writer *w) {
   lua_pop(L, 1);
 }
 
+static int flag_field(lua_State *L, const char *name);
+
+/* TURN (RFC 8656 §18): lifetime, channel_number, requested_transport,
+ * dont_fragment; data and the XOR addresses go with the other kinds. */
+static void put_turn_fields(lua_State *L, struct stun_writer *w) {
+  if (field(L, 1, "requested_transport") != LUA_TNIL)
+    stun_put_requested_transport(w, (uint8_t)check_int(L, "msg.", "requested_transport", 0, 255));
+  lua_pop(L, 1);
+  if (field(L, 1, "lifetime") != LUA_TNIL)
+    stun_put_u32(w, STUN_ATTR_LIFETIME, (uint32_t)check_int(L, "msg.", "lifetime", 0, 0xFFFFFFFF));
+  lua_pop(L, 1);
+  if (field(L, 1, "channel_number") != LUA_TNIL)
+    stun_put_channel_number(w, (uint16_t)check_int(L, "msg.", "channel_number", STUN_CHANNEL_MIN,
+                                                   STUN_CHANNEL_MAX));
+  lua_pop(L, 1);
+  if (flag_field(L, "dont_fragment"))
+    stun_put(w, STUN_ATTR_DONT_FRAGMENT, NULL, 0);
+}
+
 static int flag_field(lua_State *L, const char *name) {
   int v = field(L, 1, name) != LUA_TNIL && lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -340,11 +396,18 @@ static void read_header(lua_State *L, struct header *h) {
   switch (field(L, 1, "method")) {
   case LUA_TNIL: h->method = STUN_METHOD_BINDING; break;
   case LUA_TSTRING:
-    if (strcmp(lua_tostring(L, -1), "binding") != 0)
-      luaL_error(L, "msg.method: unknown method '%s' (use \"binding\" or a number)",
+  {
+    size_t i = 0;
+    while (i < N_METHODS && strcmp(lua_tostring(L, -1), methods[i].name) != 0)
+      i++;
+    if (i == N_METHODS)
+      luaL_error(L, "msg.method: unknown method '%s' (use \"binding\", \"allocate\", "
+                    "\"refresh\", \"send\", \"data\", \"create_permission\", "
+                    "\"channel_bind\" or a number)",
                  lua_tostring(L, -1));
-    h->method = STUN_METHOD_BINDING;
+    h->method = methods[i].method;
     break;
+  }
   default: h->method = (uint16_t)check_int(L, "msg.", "method", 0, STUN_METHOD_MAX);
   }
   lua_pop(L, 1);
@@ -398,6 +461,9 @@ static int build(lua_State *L, const struct header *h, const char *key, size_t k
   put_addr_field(L, &w, "other_address", STUN_ATTR_OTHER_ADDRESS);
   put_addr_field(L, &w, "source_address", STUN_ATTR_SOURCE_ADDRESS);
   put_addr_field(L, &w, "changed_address", STUN_ATTR_CHANGED_ADDRESS);
+  put_addr_field(L, &w, "xor_peer_address", STUN_ATTR_XOR_PEER_ADDRESS);
+  put_addr_field(L, &w, "xor_relayed_address", STUN_ATTR_XOR_RELAYED_ADDRESS);
+  put_string_field(L, &w, "data", STUN_ATTR_DATA);
   put_string_field(L, &w, "username", STUN_ATTR_USERNAME);
   put_string_field(L, &w, "realm", STUN_ATTR_REALM);
   put_string_field(L, &w, "nonce", STUN_ATTR_NONCE);
@@ -405,6 +471,7 @@ static int build(lua_State *L, const struct header *h, const char *key, size_t k
   put_unknown_field(L, &w);
   put_change_field(L, &w);
   put_int_fields(L, &w);
+  put_turn_fields(L, &w);
   put_string_field(L, &w, "software", STUN_ATTR_SOFTWARE);
   /* RFC 8489 §14.5-14.7: MESSAGE-INTEGRITY, then -SHA256, then
    * FINGERPRINT, last */
@@ -522,10 +589,60 @@ static int stun_ltkey(lua_State *L) {
   return 1;
 }
 
+/* stun.hmac_sha1(key, data): TURN REST-API passwords (base64 of it over
+ * "expiry:user", as coturn's use-auth-secret expects). */
+static int stun_hmac_sha1(lua_State *L) {
+  size_t kl, dl;
+  const char *k = luaL_checklstring(L, 1, &kl);
+  const char *d = luaL_checklstring(L, 2, &dl);
+  uint8_t out[NP_SHA1_LEN];
+  np_hmac_sha1(k, kl, d, dl, out);
+  lua_pushlstring(L, (const char *)out, sizeof out);
+  return 1;
+}
+
+/* stun.channel_data(channel, data) -> a TURN ChannelData message */
+static int stun_channel_wrap(lua_State *L) {
+  lua_Integer ch = luaL_checkinteger(L, 1);
+  size_t dlen;
+  const char *data = luaL_checklstring(L, 2, &dlen);
+  luaL_argcheck(L, ch >= STUN_CHANNEL_MIN && ch <= STUN_CHANNEL_MAX, 1,
+                "channel number out of range 0x4000..0x4FFF");
+  luaL_argcheck(L, dlen <= 0xFFFF, 2, "at most 65535 bytes");
+  luaL_Buffer b;
+  uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, TURN_CHANNEL_HEADER + dlen);
+  long n = turn_channel_write(out, TURN_CHANNEL_HEADER + dlen, (uint16_t)ch,
+                              (const uint8_t *)data, dlen);
+  luaL_pushresultsize(&b, (size_t)n);
+  return 1;
+}
+
+/* stun.parse_channel_data(bytes) -> channel, data | nil */
+static int stun_channel_parse(lua_State *L) {
+  size_t len, dlen;
+  const uint8_t *p = (const uint8_t *)luaL_checklstring(L, 1, &len);
+  uint16_t ch;
+  const uint8_t *data;
+  if (turn_channel_parse(p, len, &ch, &data, &dlen) < 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushinteger(L, ch);
+  lua_pushlstring(L, (const char *)data, dlen);
+  return 2;
+}
+
 int np_stun_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
-      {"decode", stun_decode}, {"encode", stun_encode},       {"answer_binding", stun_answer},
-      {"is_stun", stun_is},    {"long_term_key", stun_ltkey}, {NULL, NULL},
+      {"decode", stun_decode},
+      {"encode", stun_encode},
+      {"answer_binding", stun_answer},
+      {"is_stun", stun_is},
+      {"long_term_key", stun_ltkey},
+      {"channel_data", stun_channel_wrap},
+      {"hmac_sha1", stun_hmac_sha1},
+      {"parse_channel_data", stun_channel_parse},
+      {NULL, NULL},
   };
   luaL_newlib(L, funcs);
   return 1;

@@ -163,10 +163,18 @@ int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const vo
   return 0;
 }
 
+static int routed(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+  for (const np_udp_engine *const *e = u->engines; *e; e++)
+    if ((*e)->route && (*e)->route(u, to, prefix, data, len)) return 1;
+  return 0;
+}
+
 int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
-  if (u->in_batch)
+  if (u->in_batch) {
+    if (routed(u, to, prefix, data, len)) return 0;
     for (const np_udp_engine *const *e = u->engines; *e; e++)
       if ((*e)->send && (*e)->send(u, to, prefix, data, len)) return 0;
+  }
   return np_udp_send_now(u, to, prefix, data, len);
 }
 
@@ -177,6 +185,7 @@ int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void
     u->st.tx_errors++;
     return UV_EBADF;
   }
+  if (routed(u, to, prefix, data, len)) return 0;
   flush_engines(u);
   uint8_t pfx = (uint8_t)prefix;
   uv_buf_t bufs[2];
@@ -257,7 +266,7 @@ static void answer_stun(np_udp *u, const uint8_t *p, size_t n, const struct sock
   }
 }
 
-static void demux(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from) {
+void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from) {
   if (u->raw) {
     np_udp_deliver(u, "raw", p, n, from);
     return;
@@ -319,7 +328,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   u->st.rx_bytes += (uint64_t)nread;
   /* only a recvmmsg chunk is sure to be followed by an end-of-batch call */
   if (flags & UV_UDP_MMSG_CHUNK) u->in_batch = 1;
-  demux(u, (const uint8_t *)buf->base, (size_t)nread, addr);
+  np_udp_input(u, (const uint8_t *)buf->base, (size_t)nread, addr);
 }
 
 /* udp:recv_start(cb [, {raw=bool}]); cb(err, data, host, port, kind) */

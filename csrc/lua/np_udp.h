@@ -43,6 +43,10 @@ typedef struct np_udp_engine {
   /* A datagram sent from C inside a receive batch (np_udp_sendto): 1 when
    * the engine took it (and sends it by its flush at the latest). */
   int (*send)(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
+  /* Every datagram about to leave toward `to` (from C or Lua) is offered
+   * here first: 1 when the engine sent it another way (the TURN relay
+   * engine wraps it for its server, np_udp_relay.c). */
+  int (*route)(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
   /* Send what it holds now: before a direct send, at the end of a receive
    * batch, before the socket stops receiving or closes. */
   void (*flush)(np_udp *u);
@@ -91,6 +95,9 @@ int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void
 /* Hand a copy of one datagram to libuv's send queue (sent in order, later). */
 int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
                       size_t len);
+/* Handle one datagram as if it had just been received from `from` (the
+ * receive demux): the relay engine passes on what its server relayed. */
+void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from);
 /* Deliver a message to the Lua receive callback. */
 void np_udp_deliver(np_udp *u, const char *kind, const void *data, size_t len,
                     const struct sockaddr *from);

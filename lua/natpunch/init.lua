@@ -46,6 +46,7 @@ local lazy = {
   stunserver = "natpunch.stunserver",
   discover = "natpunch.discover",
   keepalive = "natpunch.keepalive",
+  turn = "natpunch.turn",
 }
 
 return setmetatable(natpunch, {

@@ -194,6 +194,12 @@ function Peer:register()
           server = self.server })
       end
       self.registered = true
+      -- methods that need the server's answer before they can advertise
+      -- (a TURN allocation with the credentials it handed out): once
+      if self:_prepare_methods(reply) then
+        local again = self:_request(self:_register_fields(), self.register_timeout)
+        if again and type(again.cookie) == "string" then self.cookie = again.cookie end
+      end
       self:_start_refresh()
       if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive() end
       return self.public
@@ -251,6 +257,22 @@ function Peer:_start_refresh()
       end
     end
   end)
+end
+
+-- Runs the methods' prepare(peer, reply) hooks (docs/EXTENDING.md); true
+-- if one has something new to advertise.
+function Peer:_prepare_methods(reply)
+  local changed = false
+  -- a TURN server known (our own, or the rendezvous hands one out): with
+  -- the default methods, relay comes after udp
+  if self.default_methods and #self.methods == 1 and (self.turn_conf or (reply and reply.turn)) then
+    self.methods = { "udp", "relay" }
+  end
+  for _, name in ipairs(self.methods) do
+    local m = method.get(name)
+    if m.prepare and m.prepare(self, reply) then changed = true end
+  end
+  return changed
 end
 
 --------------------------------------------------------------- sessions
@@ -432,6 +454,11 @@ end
 
 function Peer:_on_packet(err, data, ip, port, kind)
   if err then return end
+  if kind == "stun" then
+    -- answers of our TURN server (the relay method)
+    if self.turn_client then self.turn_client:handle(data, ip, port) end
+    return
+  end
   if kind == "control" then
     if ip ~= self.server_ip or port ~= self.server_port then
       -- control traffic is only accepted from the current server
@@ -640,6 +667,8 @@ function peer.new(opts)
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
     methods = method.check_list(opts.methods or require("natpunch.method.tcp").methods_for(opts.transport, 2)
       or { "udp" }, "peer", 2),
+    default_methods = opts.methods == nil and opts.transport == nil,
+    method_budget = opts.method_budget,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
       unauthenticated = 0, bad_data = 0, intros_dropped = 0 },
   }, Peer)
@@ -668,6 +697,22 @@ function peer.new(opts)
   local sip0 = addr.parse(servers[1])
   if candidates.is_loopback(sip0) then allow[#allow + 1] = "loopback" end
   self.policy = candidates.policy{ allow = allow }
+  -- a TURN server for the relay method: "turn://USER:PASS@HOST:PORT" or
+  -- { server =, username =, password = } (or secret =, id = for REST)
+  if opts.turn ~= nil then
+    local conf = opts.turn
+    if type(conf) == "string" then
+      local server, user, pass = require("natpunch.turn").parse_url(conf)
+      if not server then error("peer: turn: " .. user, 2) end
+      conf = { server = server, username = user, password = pass }
+    elseif type(conf) ~= "table" or type(conf.server) ~= "string" then
+      error("peer: turn must be 'turn://USER:PASS@HOST:PORT' or a table with server", 2)
+    end
+    self.turn_conf = conf
+  end
+  if opts.method_budget ~= nil and type(opts.method_budget) ~= "table" then
+    error("peer: method_budget must be a table { method = seconds }", 2)
+  end
   self.extra_candidates = {}
   if opts.candidates ~= nil then
     if type(opts.candidates) ~= "table" then error("peer: candidates must be a list of 'ip:port'", 2) end

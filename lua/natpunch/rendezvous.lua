@@ -14,6 +14,7 @@ local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
+local turn = require "natpunch.turn"
 local registry = require "natpunch.registry"
 local registry_redis = require "natpunch.registry_redis"
 
@@ -21,6 +22,9 @@ local rendezvous = {}
 
 local Server = {}
 Server.__index = Server
+
+-- TURN REST-API credentials handed to registered peers (--turn) last a day.
+local TURN_CRED_TTL = 86400
 
 local DEFAULTS = {
   listen = "0.0.0.0:3478",
@@ -230,8 +234,14 @@ function Server:_on_register(m, ip, port, size)
   -- kept beside the record (records stay at 8 fields); nil when empty
   self.opaque[id] = next(opaque) and opaque or nil
   if self.shared then self.shared:publish_peer(rec) end
-  self:_send_to(rec, { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl,
-    cookie = auth.cookie(self.cookie_secret, ip, port, now_s) })
+  local reply = { t = "registered", tx = m.tx or "", public = public, ttl = self.ttl,
+    cookie = auth.cookie(self.cookie_secret, ip, port, now_s) }
+  if self.turn then
+    -- TURN REST-API credentials for this id (the relay method), valid a day
+    reply.turn = self.turn
+    reply.turn_user, reply.turn_pass = turn.rest_credentials(self.turn_secret, id, TURN_CRED_TTL)
+  end
+  self:_send_to(rec, reply)
 end
 
 -- The registered peer a request claims to come from, if its MAC, its
@@ -538,6 +548,14 @@ function rendezvous.new(opts)
   self.on_register, self.on_connect, self.on_event = opts.on_register, opts.on_connect, opts.on_event
   -- STUN answers per second per source ip (nil: unlimited, answered in C)
   self.stun_rate = opts.stun_rate
+  if opts.turn ~= nil then
+    local tip, tport = addr.parse(tostring(opts.turn))
+    if not tip then error("rendezvous: turn: " .. tostring(tport), 2) end
+    if type(opts.turn_secret) ~= "string" or opts.turn_secret == "" then
+      error("rendezvous: turn needs turn_secret (the TURN server's static-auth-secret)", 2)
+    end
+    self.turn, self.turn_secret = addr.format(tip, tport), opts.turn_secret
+  end
   if self.stun_rate ~= nil and (type(self.stun_rate) ~= "number" or self.stun_rate <= 0) then
     error("rendezvous: stun_rate must be a positive number", 2)
   end

@@ -38,6 +38,10 @@ local OPTIONS = {
   { "allow", arg = "CLASS", multi = true,
     help = "also probe candidates of this address class (loopback, link-local, ...)" },
   { "no-encrypt", help = "send data and touches unencrypted (both sides see it in the introduction)" },
+  { "methods", arg = "LIST",
+    help = "traversal methods to try, in order (comma-separated: udp, relay; default: udp, "
+      .. "then relay when a TURN server is known)" },
+  { "turn", arg = "URL", help = "TURN server for the relay method: turn://USER:PASS@HOST:PORT" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -53,6 +57,7 @@ M.usage = table.concat({
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
   "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
   "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]]",
+  "                     [--methods LIST] [--turn turn://USER:PASS@HOST:PORT]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
   "",
@@ -243,12 +248,18 @@ function M.run(argv)
       if opts.touch then s:touch(opts.touch, function() end) end
     end
 
+    local methods
+    if opts.methods then
+      methods = {}
+      for name in opts.methods:gmatch("[^,]+") do methods[#methods + 1] = name end
+    end
     local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
       discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,
       encrypt = not opts.no_encrypt,
+      methods = methods, turn = opts.turn,
       -- with --timeout, registering (over every server) may use half of it
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),

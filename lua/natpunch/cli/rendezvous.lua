@@ -26,6 +26,9 @@ local OPTIONS = {
   { "key", arg = "FILE", help = "load the server's key seed from FILE (created if missing)" },
   { "stun-rate", arg = "N", type = "number",
     help = "answer at most N STUN requests per second per source IP (default: no limit)" },
+  { "turn", arg = "HOST:PORT", type = "addr",
+    help = "a TURN server (coturn use-auth-secret) whose REST-API credentials registered peers get" },
+  { "turn-secret", arg = "SECRET", help = "the TURN server's static-auth-secret (with --turn)" },
   { "json", help = "print events as JSON, one object per line" },
 }
 
@@ -136,7 +139,7 @@ function M.run(argv)
     local server, err = ctx.natpunch.rendezvous{
       listen = opts.listen, ttl = opts.ttl, max_peers = opts.max_peers, alternate = opts.alternate,
       max_per_ip = opts.max_per_ip, max_per_socket = opts.max_per_socket, secret = opts.secret, key_file = opts.key,
-      stun_rate = opts.stun_rate,
+      stun_rate = opts.stun_rate, turn = opts.turn, turn_secret = opts.turn_secret,
       on_event = event, redis = opts.redis, server_id = opts.server_id,
       reuseport = (opts.workers > 1 or opts.worker) and true or nil,
       -- the STUNT registry is per process: no TCP service behind --workers
@@ -195,7 +198,8 @@ function M.spawn_worker(opts, address, i)
   -- the security options too (a worker has its own key and cookie secret:
   -- the kernel sends one client's datagrams to one worker)
   for _, o in ipairs({ { "--max-per-ip", opts.max_per_ip }, { "--max-per-socket", opts.max_per_socket },
-      { "--secret", opts.secret }, { "--stun-rate", opts.stun_rate } }) do
+      { "--secret", opts.secret }, { "--stun-rate", opts.stun_rate },
+      { "--turn", opts.turn }, { "--turn-secret", opts.turn_secret } }) do
     if o[2] ~= nil then argv[#argv + 1] = o[1]; argv[#argv + 1] = q(o[2]) end
   end
   return assert(io.popen(table.concat(argv, " "), "w"))

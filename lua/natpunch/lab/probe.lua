@@ -1,11 +1,11 @@
 -- natpunch.lab.probe: the lab's own UDP (and TCP) probe, run inside a lab host with
---   ip netns exec NS lua5.4 probe.lua COMMAND ...
+--   ip netns exec NS lua5.4 -e 'package.path=... package.cpath=...' probe.lua COMMAND ...
+-- (Topology:probe_argv builds that line with the paths of the running lab).
 --
 -- It is the one replaceable helper the lab specs use to see what a NAT
--- does.  It needs sockets, which the Lua standard library lacks, so it uses
--- LuaSocket (Debian package lua-socket); once natpunch.core's UDP handles
--- exist this file can move onto them without the specs changing, since they
--- only read the lines printed below.
+-- does: they only read the lines printed below.  Its sockets and timers
+-- are natpunch.core's (raw UDP receive, TCP with SO_REUSEADDR), driven by
+-- core.run("once") until each command's deadline.
 --
 -- Commands (every one stops by itself: bounded in time and count):
 --   serve  --time T [--later S,S..] PORT...
@@ -32,15 +32,33 @@
 --                                    "SINK received N bytes B"
 -- Each command prints "READY" once its sockets are bound.
 
-local socket = require "socket"
+local core = require "natpunch.core"
 
 local probe = {}
 
-local MAX_DATAGRAMS = 100000 -- hard bound on any receive loop
+local MAX_DATAGRAMS = 100000 -- hard bound on anything counted
 
 local function out(...)
   io.stdout:write(table.concat({ ... }, " "), "\n")
   io.stdout:flush()
+end
+
+local function clock() return core.hrtime() / 1e9 end
+
+-- Run the loop until cond() holds or `seconds` have passed.  The timer
+-- repeats: a one-shot timer that comes due at the top of a "once" turn
+-- runs there, and the turn's poll would then block with nothing to wake it.
+local timer
+local function pump(seconds, cond)
+  local deadline = clock() + seconds
+  timer = timer or core.timer()
+  while not (cond and cond()) do
+    local left = deadline - clock()
+    if left <= 0 then break end
+    timer:start(math.max(1, math.ceil(left * 1000)), 1, function() end)
+    core.run("once")
+  end
+  timer:stop()
 end
 
 local function parse_target(text)
@@ -49,9 +67,13 @@ local function parse_target(text)
   return ip, tonumber(port)
 end
 
-local function bind(port)
-  local u = assert(socket.udp())
-  assert(u:setsockname("0.0.0.0", port or 0))
+-- A UDP socket on port (0: any) receiving raw datagrams into on_recv(data, ip, port).
+local function bind(port, on_recv)
+  local u = core.udp()
+  assert(u:bind("0.0.0.0", port or 0))
+  assert(u:recv_start(function(err, data, ip, p)
+    if not err and on_recv then on_recv(data, ip, p) end
+  end, { raw = true }))
   return u
 end
 
@@ -76,104 +98,88 @@ local function parse(argv)
 end
 
 function probe.serve(pos, opts)
-  local deadline = socket.gettime() + tonumber(opts.time or 10)
-  local socks = {}
-  for _, p in ipairs(pos) do
-    local u = bind(tonumber(p))
-    socks[#socks + 1] = u
-  end
   local later = {}
   for s in tostring(opts.later or ""):gmatch("[%d%.]+") do
     later[#later + 1] = tonumber(s)
   end
-  local queue = {} -- { at, sock, ip, port, text }, bounded below
-  local seen = {}  -- "LATER" answers go once per client endpoint
-  out("READY")
-  for _ = 1, MAX_DATAGRAMS do
-    local now = socket.gettime()
-    -- send what is due from the "later" queue
-    for i = #queue, 1, -1 do
-      local q = queue[i]
-      if q.at <= now then
-        q.sock:sendto(q.text, q.ip, q.port)
-        out("SENT", q.ip, q.port, q.text)
-        table.remove(queue, i)
-      end
-    end
-    local left = deadline - now
-    if left <= 0 then break end
-    for _, q in ipairs(queue) do left = math.min(left, q.at - now) end
-    local ready = socket.select(socks, nil, math.max(0.001, left))
-    for _, u in ipairs(ready) do
-      local data, ip, port = u:receivefrom()
-      if data then
-        u:sendto(("MAPPED %s %d"):format(ip, port), ip, port)
-        local _, lport = u:getsockname()
-        out("SERVED", ip, port, "on", lport, data)
-        local key = ip .. ":" .. port
-        if #queue < 1000 and data:match("^PROBE") and not seen[key] then
-          seen[key] = true
-          for _, s in ipairs(later) do
-            queue[#queue + 1] = { at = socket.gettime() + s, sock = u,
-              ip = ip, port = port, text = "LATER " .. s }
-          end
+  local seen, queued, served = {}, 0, 0   -- "LATER" answers go once per client endpoint
+  for _, p in ipairs(pos) do
+    local u
+    u = bind(tonumber(p), function(data, ip, port)
+      served = served + 1
+      if served > MAX_DATAGRAMS then return end
+      u:send(ip, port, ("MAPPED %s %d"):format(ip, port))
+      local _, lport = u:getsockname()
+      out("SERVED", ip, port, "on", lport, data)
+      local key = ip .. ":" .. port
+      if data:match("^PROBE") and not seen[key] and queued < 1000 then
+        seen[key] = true
+        for _, s in ipairs(later) do
+          queued = queued + 1
+          local t = core.timer()
+          t:start(math.floor(s * 1000), 0, function()
+            t:close()
+            local text = "LATER " .. s
+            u:send(ip, port, text)
+            out("SENT", ip, port, text)
+          end)
         end
       end
-    end
+    end)
   end
+  out("READY")
+  pump(tonumber(opts.time or 10))
 end
 
 function probe.client(_, opts)
-  local start = socket.gettime()
+  local start = clock()
   local listen = tonumber(opts.listen or 1)
-  local u = bind(tonumber(opts.bind))
-  out("READY")
-  local pending = {}
+  local pending, listening = {}, false
   for _, t in ipairs(opts.to) do
     local ip, port = parse_target(t)
     pending[#pending + 1] = { key = ip .. ":" .. port, ip = ip, port = port }
   end
+  local n = 0
+  local u = bind(tonumber(opts.bind), function(data, ip, port)
+    n = n + 1
+    if n > MAX_DATAGRAMS then return end
+    local mip, mport = data:match("^MAPPED ([%d%.]+) (%d+)$")
+    if listening then
+      if not mip then out("RECV", ip, port, data) end
+      return
+    end
+    local key = ip .. ":" .. port
+    local matched = false
+    for _, p in ipairs(pending) do
+      if p.key == key and mip then
+        matched = true
+        if not p.answered then
+          p.answered = true
+          out("MAPPED", key, mip, mport)
+        end
+      end
+    end
+    if not matched then out("RECV", ip, port, data) end
+  end)
+  out("READY")
+  local function all()
+    for _, p in ipairs(pending) do if not p.answered then return false end end
+    return true
+  end
   -- Up to 3 tries 100 ms apart: the probe also runs over lossy links.
   for try = 1, 3 do
     for _, p in ipairs(pending) do
-      if not p.answered then u:sendto("PROBE " .. try, p.ip, p.port) end
+      if not p.answered then u:send(p.ip, p.port, "PROBE " .. try) end
     end
-    local until_t = socket.gettime() + 0.1 * try
-    while socket.gettime() < until_t do
-      u:settimeout(math.max(0, until_t - socket.gettime()))
-      local data, ip, port = u:receivefrom()
-      if data then
-        local mip, mport = data:match("^MAPPED ([%d%.]+) (%d+)$")
-        local key = ip .. ":" .. port
-        local matched = false
-        for _, p in ipairs(pending) do
-          if p.key == key and mip then
-            matched = true
-            if not p.answered then
-              p.answered = true
-              out("MAPPED", key, mip, mport)
-            end
-          end
-        end
-        if not matched then out("RECV", ip, port, data) end
-      end
-    end
-    local all = true
-    for _, p in ipairs(pending) do all = all and p.answered end
-    if all then break end
+    pump(0.1 * try, all)
+    if all() then break end
   end
   for _, p in ipairs(pending) do
     if not p.answered then out("NOANSWER", p.key) end
   end
+  listening = true
   out("LISTENING")
-  local deadline = start + listen
-  for _ = 1, MAX_DATAGRAMS do
-    local left = deadline - socket.gettime()
-    if left <= 0 then break end
-    u:settimeout(left)
-    local data, ip, port = u:receivefrom()
-    if data and not data:match("^MAPPED ") then out("RECV", ip, port, data) end
-  end
+  pump(start + listen - clock())
   out("DONE")
 end
 
@@ -181,9 +187,9 @@ function probe.send(_, opts)
   local u = bind(tonumber(opts.bind))
   local ip, port = parse_target(opts.to[1])
   out("READY")
-  for i = 1, tonumber(opts.count or 3) do
-    u:sendto(opts.payload or ("HELLO " .. i), ip, port)
-    socket.sleep(0.02)
+  for i = 1, math.min(tonumber(opts.count or 3), MAX_DATAGRAMS) do
+    u:send(ip, port, opts.payload or ("HELLO " .. i))
+    pump(0.02)
   end
   out("SENT")
 end
@@ -195,36 +201,36 @@ function probe.blast(_, opts)
   local interval = tonumber(opts.interval or 0.001)
   local size = math.max(16, tonumber(opts.size or 64))
   out("READY")
-  local t0 = socket.gettime()
+  local t0 = clock()
   for i = 1, count do
     local head = ("BLAST %08d "):format(i)
-    u:sendto(head .. ("x"):rep(size - #head), ip, port)
-    -- pace against the start time so sleep overshoot does not add up
-    local wait = t0 + i * interval - socket.gettime()
-    if wait > 0 then socket.sleep(wait) end
+    u:send(ip, port, head .. ("x"):rep(size - #head))
+    -- pace against the start time so timer overshoot does not add up
+    local wait = t0 + i * interval - clock()
+    if wait > 0 then pump(wait) end
   end
-  out("BLASTED", count, ("%.3f"):format(socket.gettime() - t0))
+  out("BLASTED", count, ("%.3f"):format(clock() - t0))
 end
 
 function probe.sink(_, opts)
-  local u = bind(tonumber(opts.bind))
-  local deadline = socket.gettime() + tonumber(opts.time or 5)
   local want = math.min(tonumber(opts.count or MAX_DATAGRAMS), MAX_DATAGRAMS)
   local idle = tonumber(opts.idle)
   local n, bytes, first, last = 0, 0, nil, nil
+  bind(tonumber(opts.bind), function(data)
+    if n >= want then return end
+    n = n + 1
+    bytes = bytes + #data
+    last = clock()
+    first = first or last
+  end)
   out("READY")
+  local deadline = clock() + tonumber(opts.time or 5)
   while n < want do
-    local left = deadline - socket.gettime()
-    if idle and last then left = math.min(left, last + idle - socket.gettime()) end
+    local left = deadline - clock()
+    if idle and last then left = math.min(left, last + idle - clock()) end
     if left <= 0 then break end
-    u:settimeout(left)
-    local data = u:receivefrom()
-    if data then
-      n = n + 1
-      bytes = bytes + #data
-      last = socket.gettime()
-      first = first or last
-    end
+    local seen = n
+    pump(left, function() return n ~= seen end)
   end
   out("SINK received", n, "bytes", bytes, "span",
     ("%.3f"):format(first and last - first or 0))
@@ -236,30 +242,36 @@ end
 -- gets back as "TCPRECV text".
 function probe.tcpconnect(_, opts)
   local ip, port = parse_target(opts.to[1])
-  local deadline = socket.gettime() + tonumber(opts.time or 5)
+  local deadline = clock() + tonumber(opts.time or 5)
   out("READY")
   -- a refused or timed-out attempt is retried from the same port until
   -- the deadline, like a puncher would
   for _ = 1, 50 do
-    local left = deadline - socket.gettime()
-    if left <= 0 then break end
-    local c = assert(socket.tcp())
-    c:setoption("reuseaddr", true)
-    assert(c:bind("0.0.0.0", tonumber(opts.bind)))
-    c:settimeout(left)
-    local ok, err = c:connect(ip, port)
-    if ok then
+    if deadline - clock() <= 0 then break end
+    local c = core.tcp()
+    assert(c:bind("0.0.0.0", tonumber(opts.bind), { reuseaddr = true }))
+    local result
+    assert(c:connect(ip, port, function(err) result = err or "ok" end))
+    pump(deadline - clock(), function() return result ~= nil end)
+    if result == "ok" then
       local lip, lport = c:getsockname()
       out("TCPCONNECTED", lip, lport)
-      c:send((opts.payload or "HELLO") .. "\n")
-      local line = c:receive("*l")
-      out("TCPRECV", tostring(line))
+      c:write((opts.payload or "HELLO") .. "\n")
+      local buf, line, eof = "", nil, false
+      c:read_start(function(err, chunk)
+        if err or not chunk then eof = true return end
+        buf = (buf .. chunk):sub(1, 65536)
+        line = buf:match("^([^\n]*)\n")
+      end)
+      pump(math.max(0.001, deadline - clock()), function() return line ~= nil or eof end)
+      out("TCPRECV", tostring(line or (buf ~= "" and buf or nil)))
       c:close()
+      pump(0.01)
       return
     end
-    out("TCPFAIL", tostring(err))
+    out("TCPFAIL", tostring(result or "timeout"))
     c:close()
-    socket.sleep(0.2)
+    pump(0.2)
   end
 end
 
@@ -267,7 +279,7 @@ function probe.main(argv)
   local cmd = argv[1]
   local f = cmd and probe[cmd]
   if type(f) ~= "function" or cmd == "main" then
-    io.stderr:write("usage: probe.lua serve|client|send|blast|sink ...\n")
+    io.stderr:write("usage: probe.lua serve|client|send|blast|sink|tcpconnect ...\n")
     return 2
   end
   local pos, opts = parse(table.move(argv, 2, #argv, 1, {}))

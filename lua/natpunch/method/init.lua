@@ -25,6 +25,7 @@ local method = {}
 method.BUILTIN = {
   udp = "natpunch.method.udp",
   tcp = "natpunch.method.tcp",
+  relay = "natpunch.method.relay",
 }
 
 local registered = {}   -- name -> module table (loaded or added with method.register)
@@ -171,18 +172,23 @@ end
 function method.try(order, peer, intro, deadline, attempt)
   attempt = attempt or {}
   local reasons = {}
-  for _, name in ipairs(order) do
+  for i, name in ipairs(order) do
     if attempt.cancelled then break end
     if core.now() >= deadline then
       reasons[#reasons + 1] = { name, "no time left" }
       break
     end
     local m = assert(method.get(name))
-    local ctx = method.context(name, peer, intro, deadline)
+    -- a method followed by others may have a budget (seconds), so that
+    -- the later ones get time too: peer.method_budget[name], else m.budget
+    local mdl = deadline
+    local budget = (peer.method_budget and peer.method_budget[name]) or m.budget
+    if budget and i < #order then mdl = math.min(deadline, core.now() + budget * 1000) end
+    local ctx = method.context(name, peer, intro, mdl)
     attempt.ctx = ctx
     local fut = sched.future()
     ctx.task = sched.spawn(function() fut:set(m.run(ctx)) end)
-    local wait_s = math.max(0, (deadline + GRACE_MS - core.now()) / 1000)
+    local wait_s = math.max(0, (mdl + GRACE_MS - core.now()) / 1000)
     local link, reason = fut:wait(wait_s)
     if not fut:is_set() then   -- past its deadline (the task may still be finishing otherwise)
       ctx:_cancel()

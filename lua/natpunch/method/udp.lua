@@ -11,7 +11,10 @@
 local sched = require "natpunch.sched"
 local addr = require "natpunch.addr"
 
-local udp = { name = "udp", transport = "udp" }
+-- Followed by other methods, punching gives up after `budget` seconds (a
+-- direct path through cone NATs is found within a few RTTs), leaving the
+-- rest of connect_timeout to the next method (relay, say).
+local udp = { name = "udp", transport = "udp", budget = 5 }
 
 local Link = {}
 Link.__index = Link

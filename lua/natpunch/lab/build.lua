@@ -1,0 +1,226 @@
+-- natpunch.lab.build: making a planned lab real (needs root): namespaces,
+-- veth pairs or natpunch-wire TAP links, bridges, addresses, routes,
+-- sysctls and each router's nftables ruleset (lab/nft.lua), every step
+-- recorded in the lab's state file first (lab/state.lua) so that
+-- lab/cleanup.lua can remove it even after a crash.  natpunch.lab mixes
+-- build.methods into its Topology objects.
+local proc = require "natpunch.lab.proc"
+local ip4 = require "natpunch.lab.ip4"
+local nft = require "natpunch.lab.nft"
+local impair = require "natpunch.lab.impair"
+local state = require "natpunch.lab.state"
+local plan = require "natpunch.lab.plan"
+
+local build = {}
+local Topology = {}     -- methods for natpunch.lab's Topology
+build.methods = Topology
+
+local INET = plan.INET
+
+
+local function repo_root()
+  local here = package.searchpath("natpunch.lab.build", package.path)
+  local root = here and here:match("^(.*)lua/natpunch/lab/build%.lua$")
+  if root == "" then root = "./" end
+  return root or "./"
+end
+
+function build.wire_path()
+  return os.getenv("NATPUNCH_WIRE") or (repo_root() .. "build/natpunch-wire")
+end
+
+-- The exact build line of the wire program (the Makefile has the same).
+function build.wire_build_argv()
+  local root = repo_root()
+  local srcs = proc.run({ "sh", "-c", "ls " .. proc.quote(root)
+    .. "csrc/labwire/*.c" })
+  local argv = { "gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2" }
+  for src in srcs:gmatch("[^\n]+") do argv[#argv + 1] = src end
+  argv[#argv + 1] = "-o"
+  argv[#argv + 1] = build.wire_path()
+  return argv
+end
+
+-- Build natpunch-wire when it is missing.  Returns its path, or nil, err.
+function build.build_wire()
+  local path = build.wire_path()
+  local f = io.open(path, "r")
+  if f then f:close(); return path end
+  proc.run({ "mkdir", "-p", (path:match("^(.*)/[^/]*$") or ".") })
+  local out, code = proc.run(build.wire_build_argv())
+  if code ~= 0 then return nil, "building natpunch-wire failed: " .. out end
+  return path
+end
+
+-- Can this kernel do netem?  Tried on a throwaway veth pair inside ns (the
+-- kernel here may lack the dummy driver as well).
+function build.netem_available(ns)
+  proc.run({ "ip", "-n", ns, "link", "add", "npchk0", "type", "veth",
+    "peer", "name", "npchk1" })
+  local _, code = proc.run({ "tc", "-n", ns, "qdisc", "add", "dev", "npchk0",
+    "root", "netem", "delay", "1ms" })
+  proc.run({ "ip", "-n", ns, "link", "del", "npchk0" })
+  return code == 0
+end
+
+local function must_ip(...)
+  return proc.must({ "ip", ... })
+end
+
+function Topology:_record_ns(ns)
+  state.append(self.prefix, "ns", ns)
+  must_ip("netns", "add", ns)
+  -- IPv6 off before any interface exists: no DAD or router solicitations
+  -- crossing the lab's links.
+  proc.must({ "ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+    "net.ipv6.conf.all.disable_ipv6=1",
+    "net.ipv6.conf.default.disable_ipv6=1" })
+  must_ip("-n", ns, "link", "set", "lo", "up")
+end
+
+-- A router namespace: forwards, sends no redirects (a hairpinned packet
+-- leaves by the interface it came in, which would otherwise draw an ICMP
+-- redirect), and its bridges are not fed to netfilter (br_netfilter may be
+-- loaded on the host).
+local function router_sysctls(ns, extra)
+  local argv = { "ip", "netns", "exec", ns, "sysctl", "-q", "-e", "-w",
+    "net.ipv4.ip_forward=1",
+    "net.ipv4.conf.all.send_redirects=0",
+    "net.ipv4.conf.default.send_redirects=0",
+    "net.bridge.bridge-nf-call-iptables=0",
+    "net.bridge.bridge-nf-call-arptables=0" }
+  for _, kv in ipairs(extra or {}) do argv[#argv + 1] = kv end
+  proc.must(argv)
+end
+
+-- Spawn a process in the root namespace (the wire) or in a host.
+function Topology:_spawn(argv, what)
+  self.spawned = self.spawned + 1
+  local log = state.log_path(self.prefix, what .. self.spawned)
+  state.append(self.prefix, "log", log)
+  local h = proc.spawn(argv, log)
+  state.append(self.prefix, "pid", h.pid, h.start, what)
+  self.procs[#self.procs + 1] = h
+  return h
+end
+
+function Topology:_backend()
+  if not self.backend_ then
+    local b = self.plan.backend
+    if b == "auto" then
+      b = build.netem_available(self:ns(INET)) and "netem" or "wire"
+    end
+    self.backend_ = b
+  end
+  return self.backend_
+end
+
+-- Link interface a_if in ns a to b_if in ns b (b_if becomes a port of
+-- bridge master_b).  imp: parsed impairment or nil.
+function Topology:_link(a, a_if, b, b_if, master_b, imp, what)
+  local kind = imp and self:_backend() or "veth"
+  if kind == "wire" then
+    local wire = assert(build.build_wire())
+    local argv = { wire, "--tap", a_if .. "@" .. a, "--tap", b_if .. "@" .. b }
+    for _, w in ipairs(impair.wire_args(imp)) do argv[#argv + 1] = w end
+    argv[#argv + 1] = "--seed"
+    argv[#argv + 1] = tostring(math.random(1, 1 << 30))
+    local h = self:_spawn(argv, "wire-" .. what)
+    self.wires[what] = h
+    if not h:expect("^READY", 5) then
+      error("lab: natpunch-wire did not start: " .. h:output(), 0)
+    end
+  else
+    must_ip("link", "add", a_if, "netns", a, "type", "veth", "peer", "name",
+      b_if, "netns", b)
+    if kind == "netem" then
+      for _, side in ipairs({ { a, a_if }, { b, b_if } }) do
+        local argv = { "tc", "-n", side[1], "qdisc", "add", "dev", side[2],
+          "root", "netem" }
+        for _, w in ipairs(impair.netem_args(imp)) do argv[#argv + 1] = w end
+        proc.must(argv)
+      end
+    end
+  end
+  must_ip("-n", b, "link", "set", b_if, "master", master_b)
+  must_ip("-n", b, "link", "set", b_if, "up")
+  must_ip("-n", a, "link", "set", a_if, "up")
+  self.plan.links = self.plan.links or {}
+  self.plan.links[what] = kind
+end
+
+-- Connect node n's uplink (its "wan"/"eth0") to where it attaches.
+function Topology:_uplink(n, ifname)
+  local up_ns, bridge, port
+  if n.behind then
+    up_ns, bridge, port = self:ns(n.behind), "lan", "h-" .. n.name
+  else
+    up_ns, bridge, port = self:ns(INET), "br0", "p-" .. n.name
+  end
+  self:_link(n.ns, ifname, up_ns, port, bridge, n.link, n.name)
+  must_ip("-n", n.ns, "addr", "add", n.addr .. "/" .. n.prefixlen, "dev",
+    ifname)
+  for _, x in ipairs(n.extra_addrs or {}) do
+    must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
+      ifname)
+  end
+  must_ip("-n", n.ns, "route", "add", "default", "via", n.gateway)
+end
+
+function Topology:_record_node(n)
+  state.node_line(self.prefix, {
+    name = n.name, role = n.role, ns = n.ns, addr = n.addr,
+    behind = n.behind or "-", type = n.type or "-", lan = n.lan or "-",
+    hairpin = n.role == "nat" and tostring(n.hairpin) or "-",
+    pp = n.role == "nat" and tostring(n.port_preservation) or "-",
+    link = n.link and impair.describe(n.link) or "-",
+  })
+end
+
+function Topology:_build()
+  local p = self.plan
+  state.create(self.prefix)
+
+  -- the internet
+  local inet = self:ns(INET)
+  self:_record_ns(inet)
+  router_sysctls(inet)
+  must_ip("-n", inet, "link", "add", "br0", "type", "bridge")
+  for _, s in ipairs(ip4.PUBLIC) do
+    must_ip("-n", inet, "addr", "add", s.router .. "/" .. s.len, "dev", "br0")
+  end
+  must_ip("-n", inet, "link", "set", "br0", "up")
+
+  for _, n in ipairs(p.nats) do
+    self:_record_ns(n.ns)
+    router_sysctls(n.ns, {
+      "net.netfilter.nf_conntrack_udp_timeout=" .. n.udp_timeout,
+      "net.netfilter.nf_conntrack_udp_timeout_stream=" .. n.udp_stream_timeout,
+      "net.netfilter.nf_conntrack_tcp_timeout_established=" .. n.tcp_timeout,
+    })
+    must_ip("-n", n.ns, "link", "add", "lan", "type", "bridge")
+    must_ip("-n", n.ns, "addr", "add",
+      ("%s/%d"):format(ip4.format(n.lan_net + 1), n.lan_len), "dev", "lan")
+    must_ip("-n", n.ns, "link", "set", "lan", "up")
+    self:_uplink(n, "wan")
+    local rules = nft.ruleset({ type = n.type, public = n.addr,
+      hairpin = n.hairpin, port_preservation = n.port_preservation,
+      timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
+      tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
+      forward = n.forward })
+    local path = state.log_path(self.prefix, n.name .. "-nft")
+    state.append(self.prefix, "log", path)
+    local f = assert(io.open(path, "w"))
+    f:write(rules)
+    f:close()
+    proc.must({ "ip", "netns", "exec", n.ns, "nft", "-f", path })
+    self:_record_node(n)
+  end
+  for _, n in ipairs(p.hosts) do
+    self:_record_ns(n.ns)
+    self:_uplink(n, "eth0")
+    self:_record_node(n)
+  end
+end
+
+return build

@@ -1,0 +1,93 @@
+-- The lab's planning and the matrix's cases, without root: lab/plan.lua
+-- (descriptions checked and addressed) and lab/matrix/cases.lua (the
+-- cases and the lab that holds them).  Nothing here runs a command.
+local plan = require "natpunch.lab.plan"
+local cases = require "natpunch.lab.matrix.cases"
+
+describe("natpunch.lab.plan", function()
+  it("hands out addresses: LANs 198.18.N.0/24, hosts from .2, inner routers from the top", function()
+    local p = plan.make{ prefix = "npt", nats = {
+        { name = "na", type = "prc" },
+        { name = "nc", type = "sym", behind = "na", lan = "198.18.9.0/24" } },
+      hosts = { { name = "s1", public = "203.0.113.2" }, { name = "a", behind = "na" },
+        { name = "a2", behind = "na" }, { name = "c", behind = "nc" } } }
+    local n = p.by_name
+    assert.equal("npt", p.prefix)
+    assert.equal("npt-a", n.a.ns)
+    assert.equal("198.18.1.2", n.a.addr)
+    assert.equal("198.18.1.3", n.a2.addr)
+    assert.equal("198.18.1.254", n.nc.addr)
+    assert.equal("198.18.9.2", n.c.addr)
+    assert.equal("198.18.1.1", n.a.gateway)
+    assert.matches("^203%.0%.113%.%d+$", n.na.addr)
+    assert.is_true(n.na.port_preservation)      -- from the registry entry
+    assert.is_false(n.nc.port_preservation)
+    assert.equal("sym", n.nc.type)
+  end)
+
+  it("knows NAT types by any registry name and refuses the rest", function()
+    local p = plan.make{ prefix = "npt", nats = { { name = "nx", type = "Port-Restricted" } } }
+    assert.equal("prc", p.by_name.nx.type)
+    assert.has_error(function() plan.make{ prefix = "npt", nats = { { name = "nx", type = "cone" } } } end,
+      'lab: nx: unknown NAT type "cone"')
+  end)
+
+  it("refuses bad names, prefixes, overlapping LANs and forwards to nowhere", function()
+    assert.has_error(function() plan.make{ prefix = "NP" } end)
+    assert.has_error(function() plan.make{ prefix = "npt", hosts = { { name = "inet" } } } end)
+    assert.has_error(function()
+      plan.make{ prefix = "npt", nats = { { name = "n1", lan = "198.18.1.0/24" },
+        { name = "n2", lan = "198.18.1.0/25" } } }
+    end)
+    assert.has_error(function()
+      plan.make{ prefix = "npt", nats = { { name = "n1", forward = { { proto = "udp", port = 1, to = "zz" } } } } }
+    end)
+  end)
+
+  it("draws random prefixes np + 4 hex digits", function()
+    local seen = {}
+    for _ = 1, 20 do
+      local p = plan.random_prefix()
+      assert.matches("^np%x%x%x%x$", p)
+      seen[p] = true
+    end
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.is_true(n > 10)
+  end)
+
+  it("describes the standard lab of `natpunch lab up`", function()
+    local d = plan.standard{ a = "full", b = "sym", hairpin = true }
+    local p = plan.make(d)
+    assert.equal("full", p.by_name.na.type)
+    assert.equal("sym", p.by_name.nb.type)
+    assert.is_true(p.by_name.nb.hairpin)
+    assert.equal("nc", p.by_name.c.behind)
+    assert.equal("203.0.113.2", p.by_name.s1.addr)
+  end)
+end)
+
+describe("natpunch.lab.matrix.cases", function()
+  it("has every ordered pair of the registry's types and the special cases", function()
+    local pairs_ = cases.names("pairs")
+    assert.equal(16, #pairs_)
+    local all = table.concat(cases.names("all"), ",")
+    for _, n in ipairs({ "same-nat-hairpin", "same-nat", "double-nat", "public-prc", "sym-public",
+        "rendezvous-nat" }) do
+      assert.matches(n, all, 1, true)
+    end
+    assert.equal(9, #cases.names("cone"))
+    assert.equal(10, #cases.names("lean"))
+    assert.is_nil((cases.names("nosuch")))
+  end)
+
+  it("describes one lab holding the NATs the chosen cases need", function()
+    local d = cases.describe({ "prc-sym", "double-nat" }, { prefix = "npt" })
+    local p = plan.make(d)
+    assert.equal("prc", p.by_name.naprc.type)
+    assert.equal("sym", p.by_name.nbsym.type)
+    assert.equal("ndout", p.by_name.ndin.behind)
+    assert.equal("aprc", cases.case("prc-sym").connector)
+    assert.equal("may-fail", cases.case("prc-sym").expect)
+  end)
+end)

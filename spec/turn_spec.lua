@@ -1,0 +1,173 @@
+-- TURN relaying (RFC 8656) against a real coturn turnserver on loopback:
+-- natpunch.turn allocates, binds channels and refreshes; the socket's relay
+-- engine carries data, punch checks and touches over the relay unchanged.
+local helper = require "spec.helper"
+local core = require "natpunch.core"
+local natpunch = require "natpunch"
+local turn = require "natpunch.turn"
+local addr = require "natpunch.addr"
+local turn_server = require "spec.turn_server"
+
+local function socket(handler)
+  local u = core.udp()
+  assert(u:bind("127.0.0.1", 0))
+  u:recv_start(function(e, data, ip, port, kind)
+    if not e then handler(data, ip, port, kind) end
+  end)
+  return u
+end
+
+describe("natpunch.turn", function()
+  it("makes REST-API credentials as coturn checks them", function()
+    local user, pass = turn.rest_credentials("s3cret", "alice", 3600, 1000)
+    assert.equal("4600:alice", user)
+    assert.equal(turn.base64(core.stun.hmac_sha1("s3cret", "4600:alice")), pass)
+    assert.equal("", turn.base64(""))
+    assert.equal("Zg==", turn.base64("f"))
+    assert.equal("Zm8=", turn.base64("fo"))
+    assert.equal("Zm9vYmFy", turn.base64("foobar"))
+    assert.same({ "127.0.0.1:3478", "u", "p" }, { turn.parse_url("turn://u:p@127.0.0.1:3478") })
+    assert.is_nil((turn.parse_url("turn://127.0.0.1:3478")))
+    assert.has_error(function() turn.client{ server = "127.0.0.1:1", pasword = "x" } end)
+    assert.has_error(function() turn.client{ server = "nowhere" } end)
+  end)
+
+  describe("relay engine", function()
+    it("checks its arguments and drops ChannelData it has no route for", function()
+      local u = socket(function() end)
+      assert.has_error(function() u:relay_add("127.0.0.1", 1, "127.0.0.1", 2, 0x4400) end)
+      assert.has_error(function() u:relay_add("127.0.0.1", 1, "127.0.0.1", 1, 0x4000) end)
+      assert.has_error(function() u:relay_add("nope", 1, "127.0.0.1", 2, 0x4000) end)
+      assert.is_true(u:relay_add("127.0.0.1", 1, "127.0.0.1", 2, 0x4000))
+      assert.has_error(function() u:relay_add("127.0.0.1", 3, "127.0.0.1", 2, 0x4000) end)
+      assert.is_true(u:relay_remove("127.0.0.1", 1))
+      assert.is_false(u:relay_remove("127.0.0.1", 1))
+      local ip, port = u:getsockname()
+      local s = socket(function() end)
+      s:send(ip, port, core.stun.channel_data(0x4001, "\5stray"))
+      assert.is_true(helper.until_true(function() return u:stats().relay_unknown == 1 end, 2))
+      -- a route from s's address: nested ChannelData is dropped, not recursed into
+      local sip, sport = s:getsockname()
+      assert(u:relay_add("127.0.0.1", 9, sip, sport, 0x4002))
+      s:send(ip, port, core.stun.channel_data(0x4002, core.stun.channel_data(0x4002, "\5x")))
+      assert.is_true(helper.until_true(function() return u:stats().relay_nested == 1 end, 2))
+      u:close()
+      s:close()
+      core.run("nowait")
+    end)
+  end)
+
+  describe("against coturn", function()
+    local srv
+    setup(function()
+      assert(turn_server.available, "coturn's turnserver is not installed (make deps installs it)")
+      srv = turn_server.start{ user = "alice:wonderland" }
+    end)
+    teardown(function() if srv then srv:stop() end end)
+
+    it("relays data and touches both ways through an allocation", function()
+      helper.run(function()
+        local c
+        local a_got, b_got = natpunch.future(), natpunch.future()
+        local a = socket(function(data, ip, port, kind)
+          if kind == "stun" and c:handle(data, ip, port) then return end
+          if kind == "data" then a_got:set(data, ip, port) end
+        end)
+        local b = socket(function(data, ip, port, kind)
+          if kind == "data" then b_got:set(data, ip, port) end
+        end)
+        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland" })
+        local relayed, mapped = assert(c:allocate())
+        local rip, rport = assert(addr.parse(relayed))
+        assert.equal(a:getsockname(), (addr.parse(mapped)))
+        local bip, bport = b:getsockname()
+        assert.equal(0x4000, assert(c:bind(bip, bport)))
+        assert.equal(0x4000, c:bind(bip, bport))           -- bound once
+        assert(a:send(bip, bport, "via relay", "data"))
+        local data, ip, port = b_got:wait(3)
+        assert.equal("via relay", data)
+        assert.same({ rip, rport }, { ip, port })           -- b sees the relayed address
+        assert(b:send(rip, rport, "back", "data"))
+        data, ip, port = a_got:wait(3)
+        assert.equal("back", data)
+        assert.same({ bip, bport }, { ip, port })           -- a sees b, not the server
+        -- a touch: a's frames leave as ChannelData, b's acknowledgement comes back through it
+        local acked = natpunch.future()
+        a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
+        local err = acked:wait(5)
+        assert.is_nil(err)
+        local st = a:stats()
+        assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
+        assert.equal(0, st.relay_errors)
+        c:close()
+        a:close()
+        b:close()
+      end, 20)
+    end)
+
+    it("reports a wrong password as a TURN error", function()
+      helper.run(function()
+        local c = assert(turn.client{ server = srv.address, username = "alice", password = "nope" })
+        local ok, err, code = c:allocate()
+        assert.is_nil(ok)
+        assert.equal("ETURN401", code, err)
+        c:close()
+      end, 15)
+    end)
+
+    it("releases the allocation on close (a second one on the same socket is then allowed)", function()
+      helper.run(function()
+        local c, clients = nil, {}
+        local a = socket(function(data, ip, port, kind)
+          if kind ~= "stun" then return end
+          for _, x in ipairs(clients) do
+            if x:handle(data, ip, port) then return end
+          end
+        end)
+        local function client()
+          c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland" })
+          clients[#clients + 1] = c
+          return c
+        end
+        assert(client():allocate())
+        local c1 = c
+        -- while it exists, the same 5-tuple cannot allocate again (437, RFC 8656 §7.2)
+        local ok, _, code = client():allocate()
+        assert.is_nil(ok)
+        assert.equal("ETURN437", code)
+        c1:close()
+        -- coturn frees a released allocation's session on its next timer
+        -- tick; without the release it would live for its 600 s lifetime
+        local again
+        for _ = 1, 30 do
+          again = client():allocate()
+          if again then break end
+          natpunch.sleep(0.2)
+        end
+        assert.is_truthy(again)
+        c:close()
+        a:close()
+      end, 15)
+    end)
+  end)
+
+  describe("against coturn with a REST-API secret", function()
+    local srv
+    setup(function() srv = turn_server.start{ secret = "s3cret" } end)
+    teardown(function() if srv then srv:stop() end end)
+
+    it("allocates with time-limited credentials and refuses expired ones", function()
+      helper.run(function()
+        local c = assert(turn.client{ server = srv.address, secret = "s3cret", id = "alice" })
+        assert(c:allocate())
+        c:close()
+        local user, pass = turn.rest_credentials("s3cret", "bob", -60)   -- expired a minute ago
+        local old = assert(turn.client{ server = srv.address, username = user, password = pass })
+        local ok, _, code = old:allocate()
+        assert.is_nil(ok)
+        assert.equal("ETURN401", code)
+        old:close()
+      end, 20)
+    end)
+  end)
+end)
