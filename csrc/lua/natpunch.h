@@ -63,6 +63,7 @@ typedef struct np_handle {
     uv_stream_t stream;
     uv_tty_t tty;
     uv_pipe_t pipe;
+    uv_poll_t poll;
   } u;
   np_ctx *ctx;
   void **ud;             /* the userdata's slot; set to NULL on close */
@@ -124,6 +125,8 @@ int np_tcp_punch_open(lua_State *L);
  * msg, code and closes fd). */
 int np_tcp_push_fd(lua_State *L, int fd);
 int np_stdio_open(lua_State *L);
+int np_dns_open(lua_State *L);
+int np_signal_open(lua_State *L);
 int np_redis_open(lua_State *L);   /* np_redis.c: hiredis on the loop */
 int np_stun_open(lua_State *L);    /* pushes the stun table (no argument) */
 int np_crypto_open(lua_State *L);  /* pushes the crypto table (no argument) */

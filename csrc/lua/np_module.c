@@ -34,6 +34,8 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
     {np_tcp_open, NULL},
     {np_tcp_punch_open, NULL},
     {np_stdio_open, NULL},
+    {np_dns_open, NULL},
+    {np_signal_open, NULL},
     {np_redis_open, NULL},
     {np_inet_open, NULL},
   };

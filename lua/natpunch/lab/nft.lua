@@ -70,7 +70,7 @@ local TCP_ANSWER = {
 -- its type's tcp.unsolicited: "drop", "rst", "icmp"), tcp_allow (a list of
 -- addresses: outbound TCP to any other is dropped, a firewall),
 -- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
--- ... } (static port forwards: a server behind the NAT, natdemo stage 2) }.
+-- ... } (static port forwards: a server behind the NAT) }.
 function nft.ruleset(n)
   local e = assert(nat_types.get(n.type), "unknown NAT type")
   local pub = n.public
