@@ -32,12 +32,15 @@ discovery.CASES = {
   { name = "sympp", nat = { type = "sym", port_preservation = true } },
   { name = "prchair", nat = { type = "prc", hairpin = true } },
   { name = "fullnopp", nat = { type = "full", port_preservation = false } },
+  { name = "symseq", nat = { type = "symseq" } },
   { name = "open" },
 }
 
 local CLASSIC = {
   full = "full-cone", restricted = "restricted-cone", prc = "port-restricted-cone", sym = "symmetric",
+  symseq = "symmetric",
 }
+local ALLOCATION = { sym = "random", symseq = "sequential" }
 
 --- What a case must show: nat, mapping, filtering, type, hairpin,
 -- port_preserving (RFC 5780 view and classic name).
@@ -47,10 +50,11 @@ function discovery.truth(case)
   end
   local kind = lab.canonical_type(case.nat.type)
   local pp = case.nat.port_preservation
-  if pp == nil then pp = kind ~= "sym" end
+  if pp == nil then pp = lab.TYPES[kind].port_preservation end
   return { nat = true, mapping = lab.TYPES[kind].mapping, filtering = lab.TYPES[kind].filtering,
     type = CLASSIC[kind], hairpin = case.nat.hairpin and true or false, port_preserving = pp,
-    allocation = kind == "sym" and (pp and "preserving" or "random") or nil }
+    allocation = ALLOCATION[kind] and (pp and "preserving" or ALLOCATION[kind]) or nil,
+    delta = kind == "symseq" and not pp and 1 or nil }
 end
 
 --- The lab description: NAT n<i> with host h<i> per case; s1 with two
