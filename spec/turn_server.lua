@@ -31,7 +31,7 @@ end
 function Server:stop()
   if self.dir then
     -- the turnserver and the `timeout` above it: both name the config
-    os.execute("pkill -9 -f " .. helper.q(self.dir .. "/turn.conf") .. " 2>/dev/null")
+    os.execute(NO_SAN .. "pkill -9 -f " .. helper.q(self.dir .. "/turn.conf") .. " 2>/dev/null")
     self.pid = nil
   end
   if self.dir then os.execute("rm -rf " .. helper.q(self.dir)) end

@@ -4,8 +4,8 @@
 -- natpunch stun-server (--alternate) and coturn's turnserver -L IP1 -L IP2.
 -- Every client (natpunch nat-type, coturn's turnutils_natdiscovery -m -f,
 -- Debian's classic `stun`) is run from every case against both servers,
--- and its verdict compared with the lab's ground truth (lab.TYPES and the
--- NAT's options).
+-- and its verdict compared with the lab's ground truth (the NAT registry,
+-- natpunch.lab.nat_types, and the NAT's options).
 --
 --   local d = discovery.runner()
 --   d:up()                                   -- lab + both servers
@@ -18,43 +18,41 @@ local lab = require "natpunch.lab"
 local proc = require "natpunch.lab.proc"
 local state = require "natpunch.lab.state"
 local matrix = require "natpunch.lab.matrix"
+local nat_types = require "natpunch.lab.nat_types"
+local discover = require "natpunch.discover"
 
 local discovery = {}
 
 local S1, S1_ALT = "203.0.113.2", "203.0.113.3"
 
--- Each case: a NAT (nil for none) and what it must show.
-discovery.CASES = {
-  { name = "full", nat = { type = "full" } },
-  { name = "restricted", nat = { type = "restricted" } },
-  { name = "prc", nat = { type = "prc" } },
-  { name = "sym", nat = { type = "sym" } },
+-- Each case: a NAT (nil for none) and what it must show.  One case per
+-- type of the lab's NAT registry (natpunch.lab.nat_types), then variants
+-- with hairpinning and port preservation changed, then no NAT.
+discovery.CASES = {}
+for _, id in ipairs(nat_types.ids()) do discovery.CASES[#discovery.CASES + 1] = { name = id, nat = { type = id } } end
+for _, c in ipairs({
   { name = "sympp", nat = { type = "sym", port_preservation = true } },
   { name = "prchair", nat = { type = "prc", hairpin = true } },
   { name = "fullnopp", nat = { type = "full", port_preservation = false } },
-  { name = "symseq", nat = { type = "symseq" } },
   { name = "open" },
-}
+}) do discovery.CASES[#discovery.CASES + 1] = c end
 
-local CLASSIC = {
-  full = "full-cone", restricted = "restricted-cone", prc = "port-restricted-cone", sym = "symmetric",
-  symseq = "symmetric",
-}
-local ALLOCATION = { sym = "random", symseq = "sequential" }
-
---- What a case must show: nat, mapping, filtering, type, hairpin,
--- port_preserving (RFC 5780 view and classic name).
+--- What a case must show, from the registry's ground truth: nat, mapping,
+-- filtering, type (classic name), hairpin, port_preserving, allocation.
 function discovery.truth(case)
   if not case.nat then
     return { nat = false, mapping = "none", filtering = "endpoint-independent", type = "open" }
   end
-  local kind = lab.canonical_type(case.nat.type)
+  local e = nat_types.get(case.nat.type)
   local pp = case.nat.port_preservation
-  if pp == nil then pp = lab.TYPES[kind].port_preservation end
-  return { nat = true, mapping = lab.TYPES[kind].mapping, filtering = lab.TYPES[kind].filtering,
-    type = CLASSIC[kind], hairpin = case.nat.hairpin and true or false, port_preserving = pp,
-    allocation = ALLOCATION[kind] and (pp and "preserving" or ALLOCATION[kind]) or nil,
-    delta = kind == "symseq" and not pp and 1 or nil }
+  if pp == nil then pp = e.port_preservation end
+  local allocation
+  local PATTERN = { random = "random", sequential = "sequential" }
+  if e.mapping ~= discover.EI then allocation = pp and "preserving" or PATTERN[e.port] end
+  return { nat = true, mapping = e.mapping, filtering = e.filtering,
+    type = discover.classic(true, e.mapping, e.filtering), hairpin = case.nat.hairpin and true or false,
+    port_preserving = pp, allocation = allocation,
+    delta = allocation == "sequential" and 1 or nil }   -- the lab's sequential NAT steps by 1
 end
 
 --- The lab description: NAT n<i> with host h<i> per case; s1 with two
