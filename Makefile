@@ -28,15 +28,21 @@ TESTS    := $(patsubst csrc/test/%.c,build/test/%,$(wildcard csrc/test/*.c))
 SAN_TESTS:= $(patsubst csrc/test/%.c,build-san/test/%,$(wildcard csrc/test/*.c))
 WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
-BUSTED   := $(LUA) /usr/bin/busted
+BUSTED   := $(LUA) /usr/bin/busted --ignore-lua
 
 .PHONY: all deps test ctest sanitize fuzz demo bench bench-docs lint clean install-rock help
 
-all: build/natpunch/core.so $(if $(WIRE_SRC),build/natpunch-wire)
+# The shell's line editing (GNU readline's callback interface); a separate
+# module so that core.so does not depend on readline.
+RL_SRC   := csrc/readline/np_readline.c
+RL_LIBS  ?= -lreadline
+
+all: build/natpunch/core.so build/natpunch/readline.so $(if $(WIRE_SRC),build/natpunch-wire)
 
 help:
 	@echo "make          build build/natpunch/core.so (and build/natpunch-wire)"
-	@echo "make deps     install missing Debian packages (as root) or list them"
+	@echo "make deps     install missing Debian packages of every target (as root) or list them"
+	@echo "              (make deps-demo, deps-test, deps-bench...: one target's; tools/deps.sh)"
 	@echo "make test     build and run every spec (busted) and C unit test"
 	@echo "make sanitize build with ASan+UBSan and run the specs under it"
 	@echo "make demo     two peers meet through a rendezvous and exchange messages"
@@ -49,6 +55,14 @@ build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) \
 	  $(REDIS_LIBS) $(SODIUM_LIBS)
+
+build/natpunch/readline.so: $(RL_SRC)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -shared -o $@ $(RL_SRC) $(RL_LIBS)
+
+build-san/natpunch/readline.so: $(RL_SRC)
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -fPIC $(LUA_CFLAGS) -shared -o $@ $(RL_SRC) $(RL_LIBS)
 
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
@@ -70,14 +84,22 @@ build-san/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 ctest: $(TESTS)
 	@for t in $(TESTS); do echo "== $$t"; $$t || exit 1; done
 
+# tools/deps.sh TARGET installs what that target needs (and what building
+# needs); a new dependency goes under its target there.
 deps:
-	@sh tools/deps.sh
+	@sh tools/deps.sh all
+
+DEPS_TARGETS := build demo test bench fuzz rock
+.PHONY: $(addprefix deps-,$(DEPS_TARGETS))
+$(addprefix deps-,$(DEPS_TARGETS)):
+	@sh tools/deps.sh $(@:deps-%=%)
 
 # NATPUNCH_BUILD tells the specs (spec/helper.lua) which core.so to load.
-test: deps all $(TESTS) build/test/ctlmsg_dump
+test: deps-test all $(TESTS) build/test/ctlmsg_dump
 	NATPUNCH_BUILD=build NATPUNCH_TESTS=build/test $(BUSTED) $(BUSTED_ARGS)
 
-sanitize: deps build-san/natpunch/core.so $(SAN_TESTS) build-san/test/ctlmsg_dump $(if $(WIRE_SRC),build/natpunch-wire)
+sanitize: deps-test build-san/natpunch/core.so build-san/natpunch/readline.so $(SAN_TESTS) build-san/test/ctlmsg_dump \
+  $(if $(WIRE_SRC),build/natpunch-wire)
 	NATPUNCH_BUILD=build-san NATPUNCH_TESTS=build-san/test NATPUNCH_SANITIZE=1 \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \
@@ -121,7 +143,7 @@ build-san/test/ctlmsg_dump: csrc/fuzz/ctlmsg_dump.c $(FUZZ_SRC) $(FUZZ_HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) -O1 -g $(SAN) -Icsrc/fuzz -o $@ $< $(FUZZ_SRC)
 
-fuzz: deps
+fuzz: deps-fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS) build/fuzz/mkseeds
 	sh tools/fuzz.sh $(FUZZ_RUNS) $(FUZZ_TIME) $(FUZZ_ONLY)
 
@@ -129,7 +151,7 @@ fuzz: deps
 
 # In the NAT lab when it can run (root, namespaces, nftables); otherwise the
 # lab demo says why (exit 77) and the loopback demo runs instead.
-demo: deps all
+demo: deps-demo all
 	@$(LUA) examples/lab_demo.lua; rc=$$?; \
 	if [ $$rc = 77 ]; then echo "demo: falling back to loopback"; $(LUA) examples/demo.lua; \
 	else exit $$rc; fi
@@ -137,7 +159,7 @@ demo: deps all
 # bench/README.md: STUN throughput against a raw C baseline, natpunch, coturn
 BENCH := build/bench/loadgen build/bench/stun_raw build/bench/udp_blast
 
-bench: deps all $(BENCH)
+bench: deps-bench all $(BENCH)
 	$(LUA) bench/run.lua $(BENCH_ARGS)
 
 # docs/BENCH.md and docs/bench/*.svg from one recorded run

@@ -13,8 +13,9 @@
 -- function instead of luaopen_natpunch_core alone (-fvisibility=hidden).
 --
 -- The lists below must name every csrc/core/*.c and csrc/lua/*.c (not csrc/test/ nor
--- csrc/labwire/) and every lua/natpunch/**.lua: spec/rockspec_spec.lua
--- checks that, and prints the missing lines.
+-- csrc/labwire/) and every lua/natpunch/**.lua, and install every
+-- csrc/labwire/*.[ch]: spec/rockspec_spec.lua checks that, and prints the
+-- missing lines.
 rockspec_format = "3.0"
 package = "natpunch"
 version = "scm-1"
@@ -44,6 +45,14 @@ external_dependencies = {
   HIREDIS = { header = "hiredis/adapters/libuv.h", library = "hiredis" },
   LIBSODIUM = { header = "sodium.h", library = "sodium" },
   NETTLE = { header = "nettle/sha1.h", library = "nettle" },
+  READLINE = { header = "readline/readline.h", library = "readline" },
+}
+
+-- `luarocks test` runs the busted specs (and the C unit tests) through the
+-- Makefile: busted is Debian's lua-busted, run under lua5.4, not a rock.
+test = {
+  type = "command",
+  command = "make test",
 }
 
 build = {
@@ -55,6 +64,8 @@ build = {
         "csrc/core/crc32.c",
         "csrc/core/hash.c",
         "csrc/lua/np_core.c",
+        "csrc/lua/np_dns.c",
+        "csrc/lua/np_signal.c",
         "csrc/lua/np_crypto.c",
         "csrc/lua/np_inet.c",
         "csrc/lua/np_module.c",
@@ -80,12 +91,21 @@ build = {
       libdirs = { "$(LIBUV_LIBDIR)", "$(HIREDIS_LIBDIR)", "$(LIBSODIUM_LIBDIR)", "$(NETTLE_LIBDIR)" },
       libraries = { "uv", "hiredis", "sodium", "nettle" },
     },
+    -- the shell's line editing (GNU readline's callback interface)
+    ["natpunch.readline"] = {
+      sources = { "csrc/readline/np_readline.c" },
+      incdirs = { "$(READLINE_INCDIR)" },
+      libdirs = { "$(READLINE_LIBDIR)" },
+      libraries = { "readline" },
+    },
     ["natpunch"] = "lua/natpunch/init.lua",
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
     ["natpunch.auth"] = "lua/natpunch/auth.lua",
     ["natpunch.candidates"] = "lua/natpunch/candidates.lua",
     ["natpunch.checkout"] = "lua/natpunch/checkout.lua",
+    ["natpunch.dns"] = "lua/natpunch/dns.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",
+    ["natpunch.cli.check"] = "lua/natpunch/cli/check.lua",
     ["natpunch.cli.keepalive"] = "lua/natpunch/cli/keepalive.lua",
     ["natpunch.cli.keepalive_daemon"] = "lua/natpunch/cli/keepalive_daemon.lua",
     ["natpunch.cli.lab"] = "lua/natpunch/cli/lab.lua",
@@ -119,6 +139,7 @@ build = {
     ["natpunch.method.relay"] = "lua/natpunch/method/relay.lua",
     ["natpunch.method.udp"] = "lua/natpunch/method/udp.lua",
     ["natpunch.msg"] = "lua/natpunch/msg.lua",
+    ["natpunch.options"] = "lua/natpunch/options.lua",
     ["natpunch.peer"] = "lua/natpunch/peer.lua",
     ["natpunch.registry"] = "lua/natpunch/registry.lua",
     ["natpunch.registry_redis"] = "lua/natpunch/registry_redis.lua",
@@ -129,5 +150,16 @@ build = {
   },
   install = {
     bin = { natpunch = "bin/natpunch" },
+    -- natpunch-wire's sources, next to the modules (natpunch/labwire/*.c):
+    -- the installed lab builds it from there (lab.wire_src_dir)
+    lua = {
+      ["natpunch.labwire.engine"] = "csrc/labwire/engine.c",
+      ["natpunch.labwire.main"] = "csrc/labwire/main.c",
+      ["natpunch.labwire.opts"] = "csrc/labwire/opts.c",
+      ["natpunch.labwire.rng"] = "csrc/labwire/rng.c",
+      ["natpunch.labwire.sim"] = "csrc/labwire/sim.c",
+      ["natpunch.labwire.tap"] = "csrc/labwire/tap.c",
+      ["natpunch.labwire.wire"] = "csrc/labwire/wire.h",
+    },
   },
 }

@@ -145,14 +145,14 @@ describe("natpunch CLI", function()
     it("rejects bad options with exit 2 and a message", function()
       local cases = {
         { "rendezvous --bogus", "unknown option '--bogus'" },
-        { "rendezvous --ttl abc", "--ttl expects a non-negative number" },
+        { "rendezvous --ttl abc", "--ttl expects a positive number" },
         { "rendezvous --listen nowhere", "invalid address 'nowhere'" },
         { "rendezvous --json extra", "unexpected argument 'extra'" },
         { "peer --id a", "--server ADDR:PORT is required" },
         { "peer --server 127.0.0.1:9", "--id ID is required" },
         { "peer --server 127.0.0.1 --id a", "invalid address" },
         { "peer --server 127.0.0.1:9 --id a --timeout", "needs a value" },
-        { "peer --server 127.0.0.1:9 --id a --timeout 0", "--timeout must be positive" },
+        { "peer --server 127.0.0.1:9 --id a --timeout 0", "--timeout expects a positive number" },
         { "peer --server 127.0.0.1:9 --id a --json=yes", "takes no value" },
         { "shell --nope", "unknown option '--nope'" },
       }
@@ -177,7 +177,7 @@ describe("natpunch CLI", function()
       rv.expect('"peer":"regtest"')
       rv.kill()
       local rvevs = events(read_file(rv.out))
-      assert.same({ event = "listening", address = rv.address }, rvevs[1])
+      assert.same({ event = "listening", address = rv.address, time = rvevs[1].time }, rvevs[1])
       local _, reg = find(rvevs, "registered")
       assert.equal("regtest", reg.peer)
       assert.equal(evs[1].public, reg.public)
@@ -247,7 +247,7 @@ describe("natpunch CLI", function()
         local ia = find(evs, "touch_acked")
         local im, msg = find(evs, "message")
         assert.is_truthy(ia and im, out)
-        assert.same({ event = "message", peer = "bob", data = "ping" .. round, kind = "touch" }, msg)
+        assert.same({ event = "message", peer = "bob", data = "ping" .. round, kind = "touch", time = msg.time }, msg)
         -- bob's echo was acknowledged by the peer that just exited
         b.expect('"event":"touch_acked".*"peer":"' .. id .. '"')
       end
@@ -329,9 +329,14 @@ print(rawget(_G, "rv") == nil)
       f:close()
       local out, code, err = run("cat " .. q(script) .. " | " .. within(20) .. " shell", dir)
       assert.equal(0, code, err)
-      local lines = {}
-      for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+      local lines, named = {}, {}
+      for l in out:gmatch("[^\n]+") do
+        -- events of objects created without on_event are printed, named after their source
+        if l:match("^%[rendezvous ") then named[#named + 1] = l else lines[#lines + 1] = l end
+      end
+      assert.matches("^%[rendezvous 127%.0%.0%.1:%d+%] registered shelly at 127%.0%.0%.1:%d+", named[1])
       local reg = assert(json.decode(lines[1]))
+      assert.equal("peer shelly", reg.source)
       assert.equal("registered", reg.event)
       assert.same({ "true", "1\tshelly", "line\t1", "line\t2", "slept", "42", "true" },
         { table.unpack(lines, 2) })

@@ -72,13 +72,28 @@ describe("rockspec", function()
     end
     assert.same({}, absent, "modules missing from the rockspec:\n" .. table.concat(absent, "\n"))
     assert.same({}, mods, "the rockspec names Lua files that do not exist")
+
+    -- natpunch-wire's sources are installed for the lab, under their own names
+    local wire = {}
+    for name, file in pairs(spec.build.install.lua) do
+      assert.equal("natpunch.labwire." .. file:match("([^/]+)%.[ch]$"), name)
+      wire[#wire + 1] = file
+    end
+    table.sort(wire)
+    assert.same(lines("ls csrc/labwire/*.c csrc/labwire/*.h"), wire)
+    assert.same({ "csrc/readline/np_readline.c" }, spec.build.modules["natpunch.readline"].sources)
+    -- a test section (busted through make test), and the license
+    assert.equal("command", spec.test.type)
+    assert.equal("make test", spec.test.command)
+    assert.equal("MIT", spec.description.license)
+    assert.matches("^MIT License\n", helper.read_file("LICENSE"))
   end)
 
   it("builds with luarocks make into a tree where natpunch loads and runs", function()
     local tmp = run("mktemp -d /tmp/natpunch-rock.XXXXXX"):match("[^\n]+")
     finally(function() os.execute(sh("rm -rf " .. q(tmp))) end)
     local src, tree = tmp .. "/src", tmp .. "/tree"
-    assert(os.execute(sh("mkdir -p " .. q(src) .. " && cp -r csrc lua bin rockspec " .. q(src))))
+    assert(os.execute(sh("mkdir -p " .. q(src) .. " && cp -r csrc lua bin rockspec LICENSE " .. q(src))))
 
     local out, code = run("cd " .. q(src) .. " && timeout 300 luarocks --lua-version=5.4 --tree "
       .. q(tree) .. " make " .. ROCKSPEC .. " CFLAGS=" .. q(CFLAGS))
@@ -110,6 +125,22 @@ describe("rockspec", function()
       .. q('p:register() == rv:lookup("rock").public') .. " | "
       .. "sh -c " .. q(paths .. "timeout 20 natpunch shell"))
     assert.equal(0, code, out)
-    assert.equal("true\n", out)
+    assert.equal("true", out:match("([^\n]*)\n$"), out)
+
+    -- the installed shell has line editing, the installed lab finds (and
+    -- builds) natpunch-wire from absolute paths, whatever the directory
+    out, code = run("sh -c " .. q(paths .. "XDG_CACHE_HOME=" .. q(tmp .. "/cache") .. " timeout 60 lua5.4 -e '"
+      .. "local rl = require \"natpunch.readline\"; local lab = require \"natpunch.lab\"; "
+      .. "print(rl.version); print(lab.wire_src_dir()); print(lab.wire_path()); "
+      .. "print(table.concat(lab.wire_build_argv(), \" \")); print(assert(lab.build_wire()))'"))
+    assert.equal(0, code, out)
+    local ver, srcdir, wpath, argv, built = out:match("^([^\n]+)\n([^\n]+)\n([^\n]+)\n([^\n]+)\n([^\n]+)\n$")
+    assert.is_truthy(ver, out)
+    assert.equal(tree .. "/share/lua/5.4/natpunch/labwire", srcdir)
+    assert.equal(tmp .. "/cache/natpunch/natpunch-wire", wpath)
+    assert.matches(" " .. srcdir:gsub("%p", "%%%0") .. "/main%.c ", argv)
+    assert.is_nil(argv:find("No such file", 1, true))
+    assert.equal(wpath, built)
+    assert.equal(0, select(2, run("test -x " .. q(built))))
   end)
 end)

@@ -63,6 +63,7 @@ typedef struct np_handle {
     uv_stream_t stream;
     uv_tty_t tty;
     uv_pipe_t pipe;
+    uv_poll_t poll;
   } u;
   np_ctx *ctx;
   void **ud;             /* the userdata's slot; set to NULL on close */
@@ -120,6 +121,8 @@ int np_timer_open(lua_State *L);
 int np_udp_open(lua_State *L);
 int np_tcp_open(lua_State *L);
 int np_stdio_open(lua_State *L);
+int np_dns_open(lua_State *L);
+int np_signal_open(lua_State *L);
 int np_redis_open(lua_State *L);   /* np_redis.c: hiredis on the loop */
 int np_stun_open(lua_State *L);    /* pushes the stun table (no argument) */
 int np_crypto_open(lua_State *L);  /* pushes the crypto table (no argument) */

@@ -33,6 +33,8 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
     {np_udp_open, udp_engines},
     {np_tcp_open, NULL},
     {np_stdio_open, NULL},
+    {np_dns_open, NULL},
+    {np_signal_open, NULL},
     {np_redis_open, NULL},
     {np_inet_open, NULL},
   };

@@ -4,6 +4,10 @@
  *   core.stdin() -> reader;  reader:read_start(cb)  cb(err, chunk|nil at EOF)
  *   reader:read_stop(); reader:close()
  * A tty, a pipe or a file descriptor of another kind are all handled.
+ *
+ *   core.stdin_poll() -> poller;  poller:start(cb)  cb() whenever standard
+ *   input is readable, without reading it (for GNU readline's callback
+ *   interface, which reads the terminal itself); poller:stop(); close()
  */
 #include <stdlib.h>
 #include "natpunch.h"
@@ -111,7 +115,81 @@ static const luaL_Reg stdin_methods[] = {
   {NULL, NULL}
 };
 
+/* ------------------------------------------------------------ stdin_poll */
+
+#define NP_STDIN_POLL_MT "natpunch.stdin_poll"
+
+typedef struct np_stdin_poll {
+  np_handle h;
+  int cb_ref;
+} np_stdin_poll;
+
+static void poll_free(np_handle *h) {
+  np_unref(h->ctx->closing ? NULL : h->ctx->L, &((np_stdin_poll *)h)->cb_ref);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  (void)events;
+  np_stdin_poll *s = (np_stdin_poll *)p;
+  if (status < 0) uv_poll_stop(p);   /* reported as readable once more: the read sees the error */
+  lua_State *L = np_cb_push(s->h.ctx, s->cb_ref);
+  if (L) np_call(s->h.ctx, 0);
+}
+
+static int poll_new(lua_State *L) {
+  np_ctx *ctx = np_ctx_get(L);
+  uv_handle_type t = uv_guess_handle(0);
+  if (t != UV_TTY && t != UV_NAMED_PIPE && t != UV_TCP)
+    return np_push_fail(L, "EINVAL", "standard input is not a terminal, pipe or socket");
+  np_stdin_poll *s = (np_stdin_poll *)np_handle_new(L, sizeof(np_stdin_poll), NP_STDIN_POLL_MT);
+  s->cb_ref = LUA_NOREF;
+  s->h.free_fn = poll_free;
+  int rc = uv_poll_init(&ctx->loop, &s->h.u.poll, 0);
+  if (rc < 0) {
+    *s->h.ud = NULL;
+    free(s);
+    return np_push_error(L, rc);
+  }
+  return 1;
+}
+
+static int poll_start(lua_State *L) {
+  np_stdin_poll *s = (np_stdin_poll *)np_handle_check(L, 1, NP_STDIN_POLL_MT);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  np_setref(L, &s->cb_ref, 2);
+  int rc = uv_poll_start(&s->h.u.poll, UV_READABLE, on_poll);
+  if (rc < 0) return np_push_error(L, rc);
+  np_pin(L, &s->h, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int poll_stop(lua_State *L) {
+  np_stdin_poll *s = (np_stdin_poll *)np_handle_check(L, 1, NP_STDIN_POLL_MT);
+  uv_poll_stop(&s->h.u.poll);
+  np_unpin(&s->h);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int poll_close(lua_State *L) {
+  np_handle *h = np_handle_test(L, 1, NP_STDIN_POLL_MT);
+  if (h) np_handle_close(h);
+  return 0;
+}
+
+static const luaL_Reg poll_methods[] = {
+  {"start", poll_start},
+  {"stop", poll_stop},
+  {"close", poll_close},
+  {NULL, NULL}
+};
+
 int np_stdio_open(lua_State *L) {
+  np_class(L, NP_STDIN_POLL_MT, poll_methods);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushcclosure(L, poll_new, 1);
+  lua_setfield(L, 1, "stdin_poll");
   np_class(L, NP_STDIN_MT, stdin_methods);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushcclosure(L, stdin_new, 1);

@@ -6,7 +6,7 @@
 --   local c = candidates.from_intro(intro, "inet", pol) --> { {ip, port, "private"}, ..., {ip, port, "public"} }
 --
 -- Private candidates are the addresses this socket has on its own LANs
--- (seed 002: hosts with several interfaces; seed 003: peers behind the same
+-- (hosts with several interfaces; peers behind the same
 -- NAT use their private addresses); the public one is what the rendezvous
 -- saw.  Methods (natpunch.method) read them from their context.
 --

@@ -38,6 +38,7 @@ local lazy = {
   addr = "natpunch.addr",
   auth = "natpunch.auth",
   candidates = "natpunch.candidates",
+  dns = "natpunch.dns",
   msg = "natpunch.msg",
   json = "natpunch.json",
   lab = "natpunch.lab",

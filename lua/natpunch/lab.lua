@@ -43,6 +43,7 @@ local INET = plan.INET
 -- paths
 
 lab.wire_path = build.wire_path
+lab.wire_src_dir = build.wire_src_dir
 lab.wire_build_argv = build.wire_build_argv
 lab.build_wire = build.build_wire
 lab.netem_available = build.netem_available

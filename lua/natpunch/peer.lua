@@ -1,4 +1,4 @@
---- A peer (natdemo's peer, seed 000): registers with a rendezvous server,
+--- A peer: registers with a rendezvous server,
 -- connects to other peers by id, reaches them directly with the first
 -- traversal method that works (natpunch.method: UDP hole punching by
 -- default), then sends (unreliable) and touches (reliable) over it.
@@ -19,6 +19,7 @@ local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local candidates = require "natpunch.candidates"
 local method = require "natpunch.method"
+local options = require "natpunch.options"
 local auth = require "natpunch.auth"
 
 local peer = {}
@@ -53,6 +54,11 @@ local SEAL_OVERHEAD = 8 + 16     -- counter + Poly1305 tag
 
 function Peer:_emit(ev)
   if self.on_event then self.on_event(ev) end
+end
+
+-- What the peer is doing, for `natpunch peer -v`: only with opts.verbose.
+function Peer:_trace(ev)
+  if self.verbose and self.on_event then self.on_event(ev) end
 end
 
 -- The fields of a register request: our private candidates, and what our
@@ -144,12 +150,18 @@ function Peer:_request(fields, timeout, pad)
   local deadline = now() + timeout * 1000
   local rto = self.rto
   local reply, err
+  local attempt = 0
   local cookies = 0
   while true do
     local fut = sched.future()
     self.pending[tx] = fut
     local ok, serr = self.udp:send(self.server_ip, self.server_port, self:_encode_request(fields, pad), "control")
     if not ok then err = serr break end
+    attempt = attempt + 1
+    if attempt > 1 then
+      self:_trace({ event = "retransmit", server = addr.format(self.server_ip, self.server_port),
+        request = fields.t, attempt = attempt })
+    end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
     reply = fut:wait(math.min(rto, left))
@@ -182,7 +194,9 @@ function Peer:register()
     if sip ~= self.server_ip or sport ~= self.server_port then self:_reset_server() end
     self.server_ip, self.server_port = sip, sport
     if self.discover and not self.nat then self:_discover() end
-    local reply, err = self:_request(self:_register_fields(), self.register_timeout)
+    local fields = self:_register_fields()
+    self:_trace({ event = "trying", server = self.servers[idx], private = fields.private })
+    local reply, err = self:_request(fields, self.register_timeout)
     if reply then
       if type(reply.cookie) == "string" then self.cookie = reply.cookie end
       self.public = reply.public
@@ -205,8 +219,10 @@ function Peer:register()
       return self.public
     end
     last = err
-    self:_emit({ event = "server_failed", server = self.servers[idx], reason = err })
-    if err ~= "timeout" then break end   -- an answer (e.g. "id taken") is final
+    local final = err ~= "timeout"       -- an answer (e.g. "id taken") is final
+    local nxt = (not final and i < #self.servers) and self.servers[idx % #self.servers + 1] or nil
+    self:_emit({ event = "server_failed", server = self.servers[idx], reason = err, next = nxt })
+    if final then break end
   end
   return nil, "register failed: " .. tostring(last)
 end
@@ -253,7 +269,7 @@ function Peer:_start_refresh()
         self.server_index = self.server_index % #self.servers + 1
         self.registered = false
         local ok, err = self:register()
-        if not ok then self:_emit({ event = "failed", reason = err }) end
+        if not ok then self:_emit({ event = "failed", peer = self.id, reason = err }) end
       end
     end
   end)
@@ -582,7 +598,7 @@ function Session:close()
 end
 Session.__close = Session.close
 
---- Reliable send (natdemo's touch): waits for the acknowledgement and
+--- Reliable send (a touch): waits for the acknowledgement and
 -- returns the RTT in ms, or nil, reason once retransmissions are exhausted.
 -- With a callback, returns at once and calls cb(err, rtt_ms) later.
 function Session:touch(data, cb)
@@ -592,21 +608,27 @@ function Session:touch(data, cb)
     if err then owner:_emit({ event = "touch_failed", peer = self.peer, id = id, reason = err })
     else owner:_emit({ event = "touch_acked", peer = self.peer, id = id, rtt_ms = rtt }) end
   end
+  if owner.closed then return nil, "closed" end
   if self.closed then return nil, "session closed", "ECLOSED" end
   if self.tx_key then data = seal(self, data, "touch") end
   local link = self.link
-  if cb then
-    return link:touch(data, function(err, id, rtt)
-      report(err, id, rtt)
-      cb(err, rtt)
-    end)
+  -- Pending touches are remembered, so that closing the peer calls them
+  -- back with "closed" (the socket's own state goes with it).
+  local entry = {}
+  local function done(err, id, rtt)
+    if entry.called then return end
+    entry.called = true
+    owner.touching[entry] = nil
+    report(err, id, rtt)
+    if cb then cb(err, rtt) else entry.fut:set(err, rtt) end
   end
-  local fut = sched.future()
-  local id, err = link:touch(data, function(e, mid, rtt)
-    report(e, mid, rtt)
-    fut:set(e, rtt)
-  end)
+  if not cb then entry.fut = sched.future() end
+  local id, err = link:touch(data, done)
   if not id then return nil, err end
+  entry.id, entry.done = id, done
+  owner.touching[entry] = true
+  if cb then return id end
+  local fut = entry.fut
   local e, rtt = fut:wait()
   if e then return nil, e end
   return rtt
@@ -629,6 +651,10 @@ function Peer:close()
   if self.closed then return end
   self.closed = true
   if self.refresher then self.refresher:cancel() end
+  local pending = {}
+  for e in pairs(self.touching) do pending[#pending + 1] = e end
+  table.sort(pending, function(x, y) return x.id < y.id end)
+  for _, e in ipairs(pending) do e.done("closed", e.id) end
   if self.keepalive_task then self.keepalive_task:cancel() end
   for _, rec in pairs(self.intros) do
     if not rec.done:is_set() then method.cancel(rec.attempt) end
@@ -654,8 +680,15 @@ Peer.__close = Peer.close
 -- order), the timeouts of DEFAULTS, and the security options: key_file,
 -- server_key, secret / token (token_lifetime), encrypt, allow, candidates
 -- (docs/SECURITY.md).
+-- Every key natpunch.peer{} accepts; any other raises.
+local KNOWN = { "id", "server", "servers", "bind", "on_message", "on_session", "on_event",
+  "reuseaddr", "reuseport", "verbose", "refresh", "methods", "allow", "candidates", "encrypt", "key_file",
+  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget" }
+for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
+
 function peer.new(opts)
   if type(opts) ~= "table" then error("bad argument #1 to 'peer' (table expected)", 2) end
+  options.check(opts, KNOWN, "peer", 2)
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
   local servers = opts.servers or { opts.server }
   if type(servers) ~= "table" or #servers == 0 then error("peer: server or servers is required", 2) end
@@ -663,6 +696,7 @@ function peer.new(opts)
   local self = setmetatable({
     id = opts.id, servers = servers, server_index = 1,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
+    verbose = opts.verbose and true or false, registered = false, touching = {},
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
     methods = method.check_list(opts.methods or { "udp" }, "peer", 2),
     default_methods = opts.methods == nil,

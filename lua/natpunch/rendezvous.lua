@@ -1,4 +1,4 @@
---- The middle peer (natdemo's midPeer, seed 000): peers register with an id;
+--- The rendezvous server: peers register with an id;
 -- the server records each peer's public (observed) and private
 -- (self-reported) endpoints; when a peer asks to connect to another id, both
 -- are introduced at the same time with each other's endpoints and a shared
@@ -12,6 +12,7 @@
 local core = require "natpunch.core"
 local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
+local options = require "natpunch.options"
 local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
 local turn = require "natpunch.turn"
@@ -502,9 +503,16 @@ Server.__gc = Server.close
 -- on_event(ev); redis ("redis://IP:PORT": share the registry with other
 -- servers), server_id, redis_prefix, on_log(text).  Returns the server, or
 -- nil, message, code.
+-- Every key natpunch.rendezvous{} accepts; any other raises.
+local KNOWN = { "on_register", "on_connect", "on_event", "reuseaddr", "alternate", "redis", "server_id",
+  "redis_prefix", "on_log", "reuseport", "allow", "key_file", "secret", "seed", "stun_rate",
+  "turn", "turn_secret" }
+for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
+
 function rendezvous.new(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("bad argument #1 to 'rendezvous' (table expected)", 2) end
+  options.check(opts, KNOWN, "rendezvous", 2)
   local self = setmetatable({}, Server)
   for k, v in pairs(DEFAULTS) do self[k] = opts[k] == nil and v or opts[k] end
   if type(self.ttl) ~= "number" or self.ttl <= 0 then error("rendezvous: ttl must be a positive number", 2) end

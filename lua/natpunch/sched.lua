@@ -87,7 +87,9 @@ local function finish(task, ok, ...)
     task.results = table.pack(...)
   else
     task.error = traceback(task.co, (...))
-    if not task.main and not task.cancelled and state.failure == nil then
+    if not task.main and not task.cancelled and state.on_error then
+      state.on_error(task.error, task)
+    elseif not task.main and not task.cancelled and state.failure == nil then
       state.failure = task.error
       io.stderr:write("natpunch: error in task: ", tostring(task.error), "\n")
       core.stop()
@@ -97,6 +99,13 @@ local function finish(task, ok, ...)
   task.waiters = nil
   for _, w in ipairs(waiters or {}) do w() end
   if task.main then core.stop() end
+end
+
+--- Report errors of background tasks to fn(traceback, task) instead of
+-- stopping the run (an interactive shell goes on); nil restores that.
+function sched.on_error(fn)
+  if fn ~= nil and type(fn) ~= "function" then error("bad argument #1 to 'on_error' (function or nil expected)", 2) end
+  state.on_error = fn
 end
 
 --- Resume a task with values; used by wake-up callbacks.

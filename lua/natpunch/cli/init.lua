@@ -35,24 +35,46 @@ end
 
 -- Option specs, for cli.parse and cli.options_help:
 --   { "server", arg = "ADDR:PORT", type = "addr", multi = true, help = "..." }
--- type: "flag" (default when there is no arg), "string", "number"
--- (non-negative), "integer" (non-negative), "addr" (ip:port).  multi: may
--- repeat, the value is a list.  default: value when absent.
+-- type: "flag" (default when there is no arg), "string", "number",
+-- "integer" (non-negative; positive = true excludes 0; max = N), "addr"
+-- (host:port with an IPv4 address, [IPv6] or a host name; port 1..65535,
+-- for options named *server* or with port_zero = false, else 0..65535:
+-- port 0 binds any free port), "id" (a peer id, check.ID_RULE),
+-- "text" (at most max bytes, default check.TEXT_MAX).  multi: may repeat,
+-- the value is a list.  default: value when absent.  Every option of
+-- every subcommand gets -v/--verbose and -q/--quiet (opts.verbose,
+-- opts.quiet) and -h/--help.  Host names in "addr" values are resolved
+-- through libuv when cli.run_loop starts, before main runs; numeric
+-- addresses are kept as they are.
 
-local function check_value(o, v)
+local check = require "natpunch.cli.check"
+cli.check = check
+
+-- Host names seen by the last cli.parse, resolved by cli.run_loop.
+local unresolved = {}
+
+local function check_value(o, v, opts, key)
+  local name = "--" .. o[1]
   if o.type == "number" or o.type == "integer" then
-    local n = tonumber(v)
-    if not n or n < 0 or n ~= n or n == math.huge then
-      return nil, "--" .. o[1] .. " expects a non-negative number, got '" .. v .. "'"
-    end
-    if o.type == "integer" then
-      n = math.tointeger(n)
-      if not n then return nil, "--" .. o[1] .. " expects an integer, got '" .. v .. "'" end
-    end
+    local n, err = check.number(v, o)
+    if not n then return nil, name .. " " .. err .. ", got '" .. check.printable(v) .. "'" end
     return n
   elseif o.type == "addr" then
-    local ip, err = require("natpunch.addr").parse(v)
-    if not ip then return nil, "--" .. o[1] .. ": " .. err end
+    -- port 0 (any free port) makes sense where we bind, not where we send
+    local port_zero = o.port_zero
+    if port_zero == nil then port_zero = o[1]:match("server") == nil end
+    local host, port, kind = check.endpoint(v, { port_zero = port_zero })
+    if not host then return nil, name .. ": " .. check.printable(port) end
+    if kind == "name" then
+      unresolved[#unresolved + 1] = { opts = opts, key = key, text = v, host = host, port = port,
+        multi = o.multi and true or false }
+    end
+  elseif o.type == "id" then
+    local id, err = check.id(v)
+    if not id then return nil, name .. ": " .. err end
+  elseif o.type == "text" then
+    local max = o.max or check.TEXT_MAX
+    if #v > max then return nil, name .. " is at most " .. max .. " bytes, got " .. #v end
   end
   return v
 end
@@ -64,6 +86,7 @@ function cli.parse(argv, specs)
   local by_name = {}
   for _, o in ipairs(specs) do by_name[o[1]] = o end
   local opts, rest = {}, {}
+  unresolved = {}
   local i = 1
   while i <= #argv do
     local a = argv[i]
@@ -72,11 +95,15 @@ function cli.parse(argv, specs)
       break
     elseif a == "-h" or a == "--help" then
       opts.help = true
+    elseif (a == "-v" or a == "--verbose") and not by_name.verbose then
+      opts.verbose = true
+    elseif (a == "-q" or a == "--quiet") and not by_name.quiet then
+      opts.quiet = true
     elseif a:sub(1, 2) == "--" then
       local name, inline = a:match("^%-%-([^=]+)=(.*)$")
       name = name or a:sub(3)
       local o = by_name[name]
-      if not o then return nil, "unknown option '--" .. name .. "'" end
+      if not o then return nil, "unknown option '--" .. check.printable(name) .. "'" end
       local key = name:gsub("-", "_")
       local v
       if o.arg then
@@ -88,7 +115,7 @@ function cli.parse(argv, specs)
           if v == nil then return nil, "option '--" .. name .. "' needs a value (" .. o.arg .. ")" end
         end
         local err
-        v, err = check_value(o, v)
+        v, err = check_value(o, v, opts, key)
         if v == nil then return nil, err end
       else
         if inline then return nil, "option '--" .. name .. "' takes no value" end
@@ -103,17 +130,41 @@ function cli.parse(argv, specs)
         opts[key] = v
       end
     elseif a:sub(1, 1) == "-" and #a > 1 then
-      return nil, "unknown option '" .. a .. "'"
+      return nil, "unknown option '" .. check.printable(a) .. "'"
     else
       rest[#rest + 1] = a
     end
     i = i + 1
   end
+  if opts.verbose and opts.quiet then return nil, "-v (--verbose) and -q (--quiet) exclude each other" end
   for _, o in ipairs(specs) do
     local key = o[1]:gsub("-", "_")
     if opts[key] == nil and o.default ~= nil then opts[key] = o.default end
   end
   return opts, rest
+end
+
+--- Resolve the host names of the last cli.parse in place (in a task; the
+-- loop keeps running).  Returns true, or nil, "cannot resolve ...".
+function cli.resolve_names()
+  local dns = require "natpunch.dns"
+  local addr = require "natpunch.addr"
+  local todo = unresolved
+  unresolved = {}
+  for _, u in ipairs(todo) do
+    local ip, err = dns.resolve(u.host)
+    if not ip then return nil, "cannot resolve host '" .. u.host .. "': " .. tostring(err) end
+    local value = addr.format(ip, u.port)
+    local list = u.multi and u.opts[u.key] or nil
+    if list then
+      for j, v in ipairs(list) do
+        if v == u.text then list[j] = value break end
+      end
+    elseif u.opts[u.key] == u.text then
+      u.opts[u.key] = value
+    end
+  end
+  return true
 end
 
 --- The "Options:" block of a usage text.
@@ -126,6 +177,8 @@ function cli.options_help(specs)
     if o.multi then right = right .. " (may repeat)" end
     rows[#rows + 1] = { left, right }
   end
+  rows[#rows + 1] = { "-v, --verbose", "say what is being done while it works" }
+  rows[#rows + 1] = { "-q, --quiet", "print only the outcome and errors" }
   rows[#rows + 1] = { "-h, --help", "show this help and exit" }
   local width = 0
   for _, r in ipairs(rows) do width = math.max(width, #r[1]) end
@@ -139,7 +192,7 @@ end
 --- Report a usage error of a subcommand on stderr; returns cli.USAGE.
 function cli.usage_error(command, message)
   local prog = command and ("natpunch " .. command) or "natpunch"
-  io.stderr:write(prog, ": ", message, "\n", "Run '", prog, " --help' for usage.\n")
+  io.stderr:write(prog, ": ", message, " (see '", prog, " --help')\n")
   return cli.USAGE
 end
 
@@ -153,22 +206,50 @@ cli.KEY_ORDER = { "event", "id", "peer", "from", "to", "address", "public", "loc
 --- An emitter of events: one JSON object per line on stdout with json,
 -- else format(ev) (a human line, or nil to skip) on stdout.  Lines are
 -- flushed at once so a reader (a pipe, a test) sees each event as it
--- happens.  out.log(...) writes human notes: to stderr in JSON mode (stdout
--- then carries nothing but JSON lines), to stdout otherwise.
-function cli.output(as_json, format)
+-- happens.  Every JSON event gets "time", its last key: milliseconds since
+-- the command started (an integer, monotonic clock).  In human lines every string
+-- field is passed through check.printable first, so what a peer sent
+-- cannot move the cursor, clear the screen or forge a line.
+-- out.log(...) writes human notes: to stderr in JSON mode (stdout then
+-- carries nothing but JSON lines), to stdout otherwise; -q (opts.quiet)
+-- drops them, and in human mode keeps only the events named in
+-- opts.quiet_keep (default: failed, message).
+-- out.finish(ev) prints the outcome: nothing is printed after it.
+local started_ns
+
+function cli.output(as_json, format, opts)
   local json = require "natpunch.json"
-  local out = { last = nil }
+  opts = opts or {}
+  local core = require "natpunch.core"
+  started_ns = started_ns or core.hrtime()
+  local keep = {}
+  for _, name in ipairs(opts.quiet_keep or { "failed", "message", "done" }) do keep[name] = true end
+  local out = { last = nil, finished = false }
   function out.event(ev)
+    if out.finished then return end
     out.last = ev
+    if ev.time == nil then ev.time = (core.hrtime() - started_ns) // 1000000 end
     if as_json then
-      io.stdout:write(json.encode(ev, cli.KEY_ORDER), "\n")
-    else
-      local line = format and format(ev)
+      -- "time" goes last, so lines still read (and match) as documented
+      local t = ev.time
+      ev.time = nil
+      local line = json.encode(ev, cli.KEY_ORDER)
+      ev.time = t
+      io.stdout:write(line:sub(1, -2), ',"time":', json.encode(t), "}\n")
+    elseif not opts.quiet or keep[ev.event] then
+      local safe = {}
+      for k, v in pairs(ev) do safe[k] = type(v) == "string" and check.printable(v) or v end
+      local line = format and format(safe)
       if line then io.stdout:write(line, "\n") end
     end
     io.stdout:flush()
   end
+  function out.finish(ev)
+    out.event(ev)
+    out.finished = true
+  end
   function out.log(...)
+    if opts.quiet then return end
     local f = as_json and io.stderr or io.stdout
     f:write(...)
     f:write("\n")
@@ -213,6 +294,13 @@ function cli.run_loop(command, main, on_fail)
     local heartbeat = core.timer()
     heartbeat:start(HEARTBEAT_MS, HEARTBEAT_MS, function() end)
     natpunch.spawn(function()
+      local resolved, rerr = cli.resolve_names()
+      if not resolved then
+        if on_fail then on_fail(rerr) end
+        io.stderr:write("natpunch ", command, ": ", rerr, "\n")
+        done:set(true, cli.FAIL)
+        return
+      end
       local r = table.pack(xpcall(main, debug.traceback, ctx))
       if r[1] then done:set(true, r[2]) else done:set(false, r[2]) end
     end)

@@ -15,7 +15,7 @@ M.summary = "run the daemon that probes NAT mappings for `natpunch keepalive`"
 M.usage = table.concat({
   "Usage: natpunch keepalive-daemon [--listen ADDR:PORT] [--probe-port PORT] [--json]",
   "",
-  "The public side of seed 000's keepalive experiment: clients behind a NAT open",
+  "The public side of the keepalive experiment: clients behind a NAT open",
   "mappings toward the probe port and ask, over the signal port, to have each",
   "probed after some delay.  It probes only the address that opened a mapping,",
   "for a client at that same IP, never sends more than it received, and keeps",

@@ -71,7 +71,7 @@ local function usage() return table.concat({
   "       nc 198.18.1.254  --c TYPE  LAN 198.18.3.0/24: c .2 (double NAT)",
   "    nb 203.0.113.12  --b TYPE  LAN 198.18.2.0/24: b .2",
   "",
-  "NAT types (seed 001's names, RFC 4787 terms; lab/nat_types.lua):",
+  "NAT types (classic names, RFC 4787 terms; lab/nat_types.lua):",
   table.concat(nat_types.help_lines(), "\n"),
   "",
   "up " .. cli.options_help(UP_OPTIONS):gsub("^Options:", "options:"),
@@ -387,6 +387,15 @@ local SUB = { up = up, exec = exec, status = status, down = down, matrix = matri
 
 function M.run(argv)
   local lab = require "natpunch.lab"
+  -- -v/-q may come before the subcommand too (`natpunch lab -v up ...`)
+  local common = {}
+  while argv[1] == "-v" or argv[1] == "-q" or argv[1] == "--verbose" or argv[1] == "--quiet" do
+    common[#common + 1] = table.remove(argv, 1)
+  end
+  if #common > 0 and argv[1] and argv[1]:sub(1, 1) == "-" then
+    return cli.usage_error("lab", "unknown option '" .. cli.check.printable(argv[1]) .. "'")
+  end
+  if #common > 0 and argv[1] then table.move(common, 1, #common, 2, argv) end
   local sub = argv[1]
   if sub == nil or sub == "-h" or sub == "--help" or sub == "help" then
     print(M.usage)

@@ -7,15 +7,19 @@ local DEFAULT_TIMEOUT = 10      -- seconds, connecting side
 local MAX_REGISTER_WAIT = 5     -- seconds per server before failing over
 local EXTRA_REPLY_WAIT = 0.5    -- seconds to collect further replies after the first
 
+local SEND_FIRST, SEND_MAX = 0.2, 1   -- seconds between repeated --send datagrams (like ping)
+
 local OPTIONS = {
   { "server", arg = "ADDR:PORT", type = "addr", multi = true,
-    help = "rendezvous server; several are tried in order (failover)" },
-  { "id", arg = "ID", help = "this peer's id (letters, digits, - _ . @ :)" },
-  { "connect", arg = "ID", help = "connect to the peer registered as ID, then exit" },
-  { "send", arg = "TEXT", help = "send TEXT unreliably to the other side" },
-  { "touch", arg = "TEXT", help = "send TEXT reliably (acknowledged) to the other side" },
-  { "bind", arg = "ADDR:PORT", type = "addr", help = "local address (default 0.0.0.0:0)" },
-  { "timeout", arg = "S", type = "number",
+    help = "rendezvous server (IP or host name); several are tried in order (failover)" },
+  { "id", arg = "ID", type = "id", help = "this peer's id (" .. cli.check.ID_RULE .. ")" },
+  { "connect", arg = "ID", type = "id", help = "connect to the peer registered as ID, then exit" },
+  { "send", arg = "TEXT", type = "text",
+    help = "send TEXT unreliably, repeated until an answer (at most " .. cli.check.TEXT_MAX .. " bytes)" },
+  { "touch", arg = "TEXT", type = "text",
+    help = "send TEXT reliably (acknowledged; at most " .. cli.check.TEXT_MAX .. " bytes)" },
+  { "bind", arg = "ADDR:PORT", type = "addr", port_zero = true, help = "local address (default 0.0.0.0:0)" },
+  { "timeout", arg = "S", type = "number", positive = true, max = 86400,
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
   { "no-echo", help = "when waiting: do not echo received messages back" },
@@ -52,7 +56,7 @@ M.usage = table.concat({
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
   "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]]",
-  "                     [--methods LIST] [--turn turn://USER:PASS@HOST:PORT]",
+  "                     [--methods LIST] [--turn turn://USER:PASS@HOST:PORT] [-v|-q]",
   "",
   "Registers with the rendezvous server(s) under ID, then:",
   "",
@@ -64,10 +68,17 @@ M.usage = table.concat({
   "",
   "  with --connect ID: asks the server for an introduction to ID, punches a",
   "    direct UDP path, sends --send TEXT (unreliable) and touches --touch",
-  "    TEXT (reliable), then waits for the answer.  Success (exit 0): connected;",
-  "    with --touch, the touch was acknowledged; and with --send or --touch,",
-  "    at least one message came back (the waiting side's echo) - all within",
-  "    --timeout.  Anything else exits 1 with a final \"failed\" event.",
+  "    TEXT (reliable), then waits for the answer.  --send is repeated, as",
+  "    ping does (0.2 s, then up to 1 s apart), until an answer arrives, so",
+  "    one lost datagram does not fail a working path.  Success (exit 0):",
+  "    connected; with --touch, the touch was acknowledged; and with --send or",
+  "    --touch, at least one message came back (the waiting side's echo) - all",
+  "    within --timeout; the last event is then \"done\" (with how many",
+  "    datagrams were sent).  Anything else exits 1 with a final \"failed\".",
+  "",
+  "  -v reports what the peer does while it works: servers tried, requests",
+  "  retransmitted, the candidates it punches toward, which one answered.",
+  "  -q prints only messages and the outcome.",
   "",
   cli.options_help(OPTIONS),
   "",
@@ -77,10 +88,15 @@ M.usage = table.concat({
     .. '"transport":"udp","method":"udp","setup_ms":N}',
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
-  '  {"event":"failed","reason":"..."}     (last line on failure)',
-  "Also: server_failed (a server did not answer; the next one is tried),",
-  "metrics (with --metrics: where they are served) and touch_failed.",
-  "Bytes that are not UTF-8 are escaped as \\u00XX in \"data\".",
+  '  {"event":"done","peer":"ID","sent":N,"received":N}      (last line on success)',
+  '  {"event":"failed","peer":"ID","reason":"...","sent":N}  (last line on failure)',
+  "Also: server_failed (a server did not answer; \"next\" names the server",
+  "tried next, if any), touch_failed, and with -v: trying, retransmit,",
+  "punching, answered, punch_failed.  Every event ends with \"time\":",
+  "milliseconds since the command started.  Bytes that are not UTF-8 are escaped as",
+  "\\u00XX in \"data\".  Without --json, control characters and escape",
+  "sequences in what peers send are shown escaped (\\e, \\x07, \\u{202e}).",
+  "With --metrics: metrics (where they are served).",
   "",
   "Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
 }, "\n")
@@ -90,7 +106,8 @@ local function human(ev)
   if e == "registered" then
     return string.format("registered via %s: public %s, local %s", ev.server or "?", ev.public, ev["local"])
   elseif e == "server_failed" then
-    return string.format("server %s failed: %s (trying the next one)", ev.server, tostring(ev.reason))
+    return string.format("server %s failed: %s%s", ev.server, tostring(ev.reason),
+      ev.next and (" (trying the next one, " .. ev.next .. ")") or " (no other server to try)")
   elseif e == "connected" then
     return string.format("connected to %s at %s (%s path, %s, %d ms)", ev.peer, ev.remote, ev.path,
       ev.transport, ev.setup_ms)
@@ -104,6 +121,23 @@ local function human(ev)
     return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
     return "failed: " .. tostring(ev.reason) .. (ev.peer and (" (peer " .. ev.peer .. ")") or "")
+      .. (ev.sent and ev.sent > 0 and (", " .. ev.sent .. " datagram(s) sent") or "")
+  elseif e == "done" then
+    return string.format("done: %d datagram(s) sent to %s, %d message(s) received", ev.sent, ev.peer, ev.received)
+  elseif e == "trying" then
+    return "trying server " .. ev.server .. " (local candidates: " .. (ev.private ~= "" and ev.private or "none") .. ")"
+  elseif e == "retransmit" then
+    return string.format("no answer from %s yet: %s request sent again (attempt %d)", ev.server, ev.request, ev.attempt)
+  elseif e == "punching" then
+    return "punching toward " .. ev.peer .. ": " .. ev.candidates
+  elseif e == "answered" then
+    return string.format("%s answered at %s (%s candidate, rtt %s ms)", ev.peer, ev.remote, ev.kind,
+      tostring(ev.rtt_ms))
+  elseif e == "punch_failed" then
+    return string.format("punching toward %s failed: %s (%d punch packets received)", ev.peer, ev.reason,
+      ev.probes_received or 0)
+  elseif e == "sent" then
+    return string.format("sent datagram %d to %s", ev.count, ev.peer)
   elseif e == "nat" then
     return string.format("NAT: %s (mapping %s, filtering %s)", tostring(ev.type), tostring(ev.mapping),
       tostring(ev.filtering))
@@ -118,7 +152,7 @@ local function check(opts, rest)
   if #rest > 0 then return "unexpected argument '" .. rest[1] .. "'" end
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
-  if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
+  if opts.connect and opts.connect == opts.id then return "--connect names this peer's own id" end
   if opts.keepalive and opts.keepalive ~= "auto" then return "--keepalive takes 'auto'" end
   return nil
 end
@@ -137,7 +171,20 @@ local function connect_and_exchange(natpunch, p, opts, state)
     state.stage = "sending"
     ok, err = s:send(opts.send)
     if not ok then return "send failed: " .. tostring(err) end
+    state.sent = 1
     state.expected = state.expected + 1
+    -- repeated until something comes back (the touch's echo counts too)
+    natpunch.spawn(function()
+      local gap = SEND_FIRST
+      while state.received == 0 and not state.finished do
+        natpunch.sleep(gap)
+        if state.received > 0 or state.finished then break end
+        if not s:send(opts.send) then break end
+        state.sent = state.sent + 1
+        if opts.verbose then state.out.event({ event = "sent", peer = opts.connect, count = state.sent }) end
+        gap = math.min(gap * 2, SEND_MAX)
+      end
+    end)
   end
   if opts.touch then
     state.stage = "waiting for the touch acknowledgement"
@@ -167,6 +214,9 @@ local function connect_and_exchange(natpunch, p, opts, state)
   return nil
 end
 
+-- the human form of events, shared with `natpunch shell`
+M.human = human
+
 function M.run(argv)
   local opts, rest = cli.parse(argv, OPTIONS)
   if not opts then return cli.usage_error("peer", rest) end
@@ -178,12 +228,13 @@ function M.run(argv)
   if bad then return cli.usage_error("peer", bad) end
   if opts.connect and not opts.timeout then opts.timeout = DEFAULT_TIMEOUT end
   io.stdout:setvbuf("line")
-  local out = cli.output(opts.json, human)
+  local out = cli.output(opts.json, human, { quiet = opts.quiet })
 
   return cli.run_loop("peer", function(ctx)
     local natpunch = ctx.natpunch
     local started = natpunch.now()
-    local state = { stage = "starting", expected = 0, received = 0, replies = natpunch.future() }
+    local state = { stage = "starting", expected = 0, received = 0, sent = 0, replies = natpunch.future(),
+      out = out }
     function state.left()
       if not opts.timeout then return math.huge end
       return opts.timeout - (natpunch.now() - started) / 1000
@@ -223,7 +274,11 @@ function M.run(argv)
       register_timeout = math.min(MAX_REGISTER_WAIT,
         opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
       connect_timeout = opts.timeout or DEFAULT_TIMEOUT,
-      on_event = on_event,
+      verbose = opts.verbose,
+      -- connecting: the outcome is printed once, at the end, by fail()
+      on_event = opts.connect and function(ev)
+        if ev.event ~= "failed" then on_event(ev) end
+      end or on_event,
       on_session = not opts.connect and greet or nil,
       on_message = function(s, data, kind)
         state.received = state.received + 1
@@ -238,13 +293,15 @@ function M.run(argv)
       return cli.FAIL
     end
     if not p then
-      out.event({ event = "failed", reason = "cannot bind " .. tostring(opts.bind) .. ": " .. tostring(err) })
+      out.finish({ event = "failed", peer = opts.connect or opts.id,
+        reason = "cannot bind " .. tostring(opts.bind) .. ": " .. tostring(err) })
       return cli.FAIL
     end
 
     local function fail(reason)
-      -- the peer may have reported this failure already
-      if not (out.last and out.last.event == "failed") then out.event({ event = "failed", reason = reason }) end
+      state.finished = true
+      out.finish({ event = "failed", peer = opts.connect or opts.id, reason = reason,
+        sent = opts.send and state.sent or nil })
       natpunch.sleep(0.01)   -- out of the current callback before closing (see below)
       p:close()
       return cli.FAIL
@@ -271,6 +328,8 @@ function M.run(argv)
       return fail("timeout after " .. opts.timeout .. " s while " .. state.stage)
     end
     if reason then return fail(reason) end
+    state.finished = true
+    out.finish({ event = "done", peer = opts.connect, sent = state.sent, received = state.received })
     -- We may be inside the callback that delivered the last echo: let the
     -- loop send its acknowledgement before the socket goes, or the other
     -- side would retransmit that touch into a closed port and report it
@@ -280,7 +339,7 @@ function M.run(argv)
     return cli.OK
   end, function(reason)
     if reason == "interrupted" and not opts.connect then return end   -- how a waiting peer stops
-    if not (out.last and out.last.event == "failed") then out.event({ event = "failed", reason = reason }) end
+    out.finish({ event = "failed", peer = opts.connect or opts.id, reason = reason })
   end)
 end
 

@@ -2,11 +2,12 @@
 local cli = require "natpunch.cli"
 
 local OPTIONS = {
-  { "listen", arg = "ADDR:PORT", type = "addr", default = "0.0.0.0:3478",
+  { "listen", arg = "ADDR:PORT", type = "addr", port_zero = true, default = "0.0.0.0:3478",
     help = "address to listen on; port 0 picks a free port" },
-  { "ttl", arg = "S", type = "number", default = 30,
-    help = "seconds a registration lives without a refresh" },
-  { "max-peers", arg = "N", type = "integer", default = 10000, help = "registrations kept at most" },
+  { "ttl", arg = "S", type = "number", positive = true, max = 86400, default = 30,
+    help = "seconds a registration lives without a refresh (at most 86400)" },
+  { "max-peers", arg = "N", type = "integer", positive = true, max = 1000000, default = 10000,
+    help = "registrations kept at most (1 to 1000000)" },
   { "alternate", arg = "IP2[:PORT2]", type = "string",
     help = "second address: also an RFC 5780 discovery server (see stun-server)" },
   { "redis", arg = "URL", type = "string",
@@ -93,6 +94,9 @@ local function human(ev)
   return ev.event
 end
 
+-- the human form of events, shared with `natpunch shell`
+M.human = human
+
 function M.run(argv)
   local opts, rest = cli.parse(argv, OPTIONS)
   if not opts then return cli.usage_error("rendezvous", rest) end
@@ -101,7 +105,6 @@ function M.run(argv)
     return cli.OK
   end
   if #rest > 0 then return cli.usage_error("rendezvous", "unexpected argument '" .. rest[1] .. "'") end
-  if opts.ttl <= 0 then return cli.usage_error("rendezvous", "--ttl must be positive") end
   if opts.stun_rate and opts.stun_rate <= 0 then
     return cli.usage_error("rendezvous", "--stun-rate must be positive")
   end
@@ -118,7 +121,7 @@ function M.run(argv)
     if not ok then return cli.usage_error("rendezvous", "--redis: " .. why) end
   end
   io.stdout:setvbuf("line")
-  local out = cli.output(opts.json, human)
+  local out = cli.output(opts.json, human, { quiet = opts.quiet, quiet_keep = { "listening" } })
   local event = out.event
   if opts.worker then
     event = function(ev) ev.worker = opts.worker; out.event(ev) end

@@ -18,24 +18,66 @@ build.methods = Topology
 local INET = plan.INET
 
 
-local function repo_root()
+local function exists(path)
+  local f = io.open(path, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- An absolute path (the lab runs commands from other directories, and an
+-- installed rock is used from anywhere).
+local function absolute(p)
+  if p:sub(1, 1) == "/" then return p end
+  local cwd = os.getenv("PWD")
+  if not cwd or cwd == "" or not exists(cwd .. "/" .. p) then cwd = proc.run({ "pwd" }):match("[^\n]+") end
+  p = p:gsub("^%./", "")
+  return cwd .. "/" .. p
+end
+
+-- The directory of the natpunch modules, absolute.
+local function modules_dir()
   local here = package.searchpath("natpunch.lab.build", package.path)
-  local root = here and here:match("^(.*)lua/natpunch/lab/build%.lua$")
-  if root == "" then root = "./" end
-  return root or "./"
+  return absolute(here and here:match("^(.*)/lab/build%.lua$") or ".")
 end
 
-function build.wire_path()
-  return os.getenv("NATPUNCH_WIRE") or (repo_root() .. "build/natpunch-wire")
+-- The checkout's root ("/path/"), or nil for an installed rock.
+local function repo_root()
+  local root = modules_dir():match("^(.*/)lua/natpunch$")
+  if root and exists(root .. "csrc/labwire/main.c") then return root end
+  return nil
 end
 
--- The exact build line of the wire program (the Makefile has the same).
-function build.wire_build_argv()
+--- Where natpunch-wire's C sources are: the checkout's csrc/labwire, or
+-- natpunch/labwire next to the installed modules (the rock installs them).
+function build.wire_src_dir()
   local root = repo_root()
-  local srcs = proc.run({ "sh", "-c", "ls " .. proc.quote(root)
-    .. "csrc/labwire/*.c" })
+  if root then return root .. "csrc/labwire" end
+  return modules_dir() .. "/labwire"
+end
+
+--- $NATPUNCH_WIRE, build/natpunch-wire in a checkout, or (installed) a
+-- per-user cache ($XDG_CACHE_HOME or ~/.cache)/natpunch/natpunch-wire.
+function build.wire_path()
+  local env = os.getenv("NATPUNCH_WIRE")
+  if env and env ~= "" then return env end
+  local root = repo_root()
+  if root then return root .. "build/natpunch-wire" end
+  local cache = os.getenv("XDG_CACHE_HOME")
+  if not cache or cache == "" then cache = (os.getenv("HOME") or "/tmp") .. "/.cache" end
+  return cache .. "/natpunch/natpunch-wire"
+end
+
+-- The exact build line of the wire program (the Makefile has the same),
+-- with absolute paths.  Raises if the sources are not there.
+function build.wire_build_argv()
+  local dir = build.wire_src_dir()
+  local srcs = proc.run({ "sh", "-c", 'for f in "$1"/*.c; do [ -f "$f" ] && printf "%s\\n" "$f"; done',
+    "sh", dir })
   local argv = { "gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2" }
-  for src in srcs:gmatch("[^\n]+") do argv[#argv + 1] = src end
+  for src in srcs:gmatch("[^\n]+") do
+    if src:sub(1, 1) == "/" and src:match("%.c$") then argv[#argv + 1] = src end
+  end
+  if #argv == 6 then error("lab: natpunch-wire sources not found in " .. dir, 0) end
   argv[#argv + 1] = "-o"
   argv[#argv + 1] = build.wire_path()
   return argv
@@ -47,7 +89,9 @@ function build.build_wire()
   local f = io.open(path, "r")
   if f then f:close(); return path end
   proc.run({ "mkdir", "-p", (path:match("^(.*)/[^/]*$") or ".") })
-  local out, code = proc.run(build.wire_build_argv())
+  local okargv, argv = pcall(build.wire_build_argv)
+  if not okargv then return nil, tostring(argv) end
+  local out, code = proc.run(argv)
   if code ~= 0 then return nil, "building natpunch-wire failed: " .. out end
   return path
 end

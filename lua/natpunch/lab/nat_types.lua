@@ -1,6 +1,6 @@
 -- natpunch.lab.nat_types: the one registry of the lab's NAT behaviours.
 --
--- Each behaviour is one entry: its names (the classic ones of seed 001 and
+-- Each behaviour is one entry: its names (the classic ones (RFC 3489) and
 -- the RFC 4787 terms), its ground truth (mapping and filtering, RFC 4787
 -- sections 4.1 and 5; what an unsolicited inbound TCP SYN gets), its
 -- nftables rules (the pieces lab/nft.lua puts into the router's ruleset:
@@ -226,7 +226,7 @@ end
 --- The Markdown table of docs/LAB.md (one row per behaviour).
 function nat_types.markdown()
   local L = {
-    "| type | seed 001 name | mapping (RFC 4787 4.1) | filtering (RFC 4787 5) | new port | unsolicited TCP SYN |",
+    "| type | classic name | mapping (RFC 4787 4.1) | filtering (RFC 4787 5) | new port | unsolicited TCP SYN |",
     "|---|---|---|---|---|---|",
   }
   for _, id in ipairs(order) do

@@ -81,7 +81,7 @@ local TCP_ANSWER = {
 -- Render the ruleset (an `nft -f` file).  n = { type, public, hairpin,
 -- port_preservation, timeout (seconds, lifetime of the dynamic entries),
 -- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
--- ... } (static port forwards: a server behind the NAT, natdemo stage 2) }.
+-- ... } (static port forwards: a server behind the NAT) }.
 function nft.ruleset(n)
   local e = assert(nat_types.get(n.type), "unknown NAT type")
   local pub = n.public

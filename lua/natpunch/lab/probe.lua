@@ -237,7 +237,7 @@ function probe.sink(_, opts)
 end
 
 -- TCP connect from a fixed local port (SO_REUSEADDR), as in TCP hole
--- punching (seed 001): both sides connect to each other's public endpoint
+-- punching: both sides connect to each other's public endpoint
 -- and a simultaneous open joins them.  Sends one line, prints the line it
 -- gets back as "TCPRECV text".
 function probe.tcpconnect(_, opts)

@@ -30,12 +30,24 @@ end
 -- The socket belongs to the peer: closing a UDP session only forgets it.
 function Link.close() end
 
+-- `natpunch peer -v`: what is being punched, and what answered
+local function trace(ctx, ev)
+  local p = ctx.peer
+  if p._trace then p:_trace(ev) end
+end
+
 function udp.run(ctx)
   local sock = ctx.peer.udp
   if #ctx.candidates == 0 then return nil, "no usable candidate" end
   -- the nonce and MAC key the two peers derived from their own keys
   -- (docs/SECURITY.md): the server does not know them
   local nonce = ctx.intro.punch_nonce or ctx.nonce
+  if ctx.peer.verbose then
+    local list = {}
+    for _, c in ipairs(ctx.candidates) do list[#list + 1] = addr.format(c[1], c[2]) .. " (" .. c[3] .. ")" end
+    trace(ctx, { event = "punching", peer = ctx.remote_id,
+      candidates = table.concat(list, ", ") })
+  end
   local fut = sched.future()
   local ok, err = sock:punch({
     nonce = nonce, key = ctx.intro.punch_key, candidates = ctx.candidates,
@@ -46,7 +58,13 @@ function udp.run(ctx)
   if not ok then return nil, err end
   ctx:on_cancel(function() if not sock:is_closed() then sock:punch_cancel(nonce) end end)
   local perr, ip, port, kind, rtt = fut:wait()
-  if perr then return nil, "punch failed: " .. tostring(perr) end
+  local who = ctx.remote_id
+  if perr then
+    trace(ctx, { event = "punch_failed", peer = who, reason = tostring(perr),
+      probes_received = sock:stats().rx_punch })
+    return nil, "punch failed: " .. tostring(perr)
+  end
+  trace(ctx, { event = "answered", peer = who, remote = addr.format(ip, port), kind = kind, rtt_ms = rtt })
   if rtt then sock:touch_seed(ip, port, math.max(1, rtt)) end   -- first RTO fits the path
   local remote = addr.format(ip, port)
   return setmetatable({
