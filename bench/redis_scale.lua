@@ -45,8 +45,14 @@ do
 end
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+-- Under `make sanitize` this process has the sanitizer runtime preloaded:
+-- system tools must not inherit it (LeakSanitizer aborts them over their
+-- own leaks); the rendezvous processes get it back explicitly.
+local PRELOAD = os.getenv("LD_PRELOAD")
+if PRELOAD == "" then PRELOAD = nil end
+local function plain(cmd) return PRELOAD and ("env -u LD_PRELOAD sh -c " .. q(cmd)) or cmd end
 local function capture(cmd)
-  local p = assert(io.popen(cmd, "r"))
+  local p = assert(io.popen(plain(cmd), "r"))
   local out = p:read("a")
   p:close()
   return out
@@ -58,7 +64,7 @@ local function read_file(path)
   f:close()
   return s
 end
-local function sleep(s) os.execute("sleep " .. s) end
+local function sleep(s) os.execute(plain("sleep " .. s)) end
 local function free_port(kind)
   local h = kind == "tcp" and core.tcp() or core.udp()
   assert(h:bind("127.0.0.1", 0))
@@ -77,7 +83,7 @@ local procs = {}      -- {pid=..., name=...}
 
 local function spawn(name, cmd)
   local log = tmp .. "/" .. name .. ".log"
-  assert(os.execute("(" .. cmd .. ") > " .. q(log) .. " 2>&1 & echo $! > " .. q(tmp .. "/" .. name .. ".pid")))
+  assert(os.execute(plain("(" .. cmd .. ") > " .. q(log) .. " 2>&1 & echo $! > " .. q(tmp .. "/" .. name .. ".pid"))))
   local p = { name = name, log = log, pid = tonumber(read_file(tmp .. "/" .. name .. ".pid"):match("%d+")) }
   procs[#procs + 1] = p
   return p
@@ -88,7 +94,7 @@ local function kill_all()
     if p.pid then os.execute("kill -KILL " .. p.pid .. " 2>/dev/null") end
     if p.real_pid then os.execute("kill -KILL " .. p.real_pid .. " 2>/dev/null") end
   end
-  os.execute("rm -rf " .. q(tmp))
+  os.execute(plain("rm -rf " .. q(tmp)))
 end
 
 local function redis_cli(port, args)
@@ -304,7 +310,7 @@ end
 --------------------------------------------------------------- main
 
 local function main()
-  if not os.execute("command -v redis-server >/dev/null 2>&1") then error("redis-server is not installed", 0) end
+  if not os.execute(plain("command -v redis-server >/dev/null 2>&1")) then error("redis-server is not installed", 0) end
   local rport = free_port("tcp")
   local redis = spawn("redis", ("exec env -u LD_PRELOAD timeout -s KILL %d redis-server --bind 127.0.0.1 "
     .. "--port %d --dir %s --save '' --appendonly no --protected-mode no --pidfile %s/redis.real.pid")
@@ -318,7 +324,8 @@ local function main()
   local servers = {}
   for s = 1, opts.servers do
     local cli = os.getenv("NATPUNCH_CLI") or ("lua5.4 " .. q(root .. "/bin/natpunch"))
-    local p = spawn("rv" .. s, ("exec timeout -s KILL %d %s rendezvous --listen 127.0.0.1:0 --redis "
+    local env = PRELOAD and ("env LD_PRELOAD=" .. q(PRELOAD) .. " ") or ""
+    local p = spawn("rv" .. s, ("exec " .. env .. "timeout -s KILL %d %s rendezvous --listen 127.0.0.1:0 --redis "
       .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --max-per-socket %d --ttl 600 --json")
       :format(opts.limit + 60, cli, rport, s, opts.registrations + 1000, opts.registrations + 1000))
     servers[s] = p
