@@ -135,6 +135,7 @@ build = {
     ["natpunch.lab.state"] = "lua/natpunch/lab/state.lua",
     ["natpunch.metrics"] = "lua/natpunch/metrics.lua",
     ["natpunch.method"] = "lua/natpunch/method/init.lua",
+    ["natpunch.method.birthday"] = "lua/natpunch/method/birthday.lua",
     ["natpunch.method.predict"] = "lua/natpunch/method/predict.lua",
     ["natpunch.method.relay"] = "lua/natpunch/method/relay.lua",
     ["natpunch.method.udp"] = "lua/natpunch/method/udp.lua",

@@ -31,13 +31,18 @@ local predict = { name = "predict", transport = "udp", budget = 8,
 
 local MAX_DELTA = 16
 
--- The peer's allocation toward its rendezvous, measured once per peer.
+-- The peer's allocation toward its rendezvous, measured once per peer
+-- (shared with the birthday method: peer.predict_alloc); true (re-register
+-- now) when it is sequential, so that delta and last reach the server.
 function predict.prepare(peer)
-  if peer.predict_alloc ~= nil or not peer.server_ip then return false end
-  local discover = require "natpunch.discover"
-  local a = discover.probe_allocation{ server = addr.format(peer.server_ip, peer.server_port) }
-  peer.predict_alloc = a or false
-  return a and a.pattern == "sequential" or false
+  if peer.predict_done or not peer.server_ip then return false end
+  peer.predict_done = true
+  if peer.predict_alloc == nil then
+    local discover = require "natpunch.discover"
+    local a = discover.probe_allocation{ server = addr.format(peer.server_ip, peer.server_port) }
+    peer.predict_alloc = a or false
+  end
+  return predict.advertise(peer) ~= nil
 end
 
 function predict.advertise(peer)
