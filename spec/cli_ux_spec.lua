@@ -211,7 +211,9 @@ natpunch.run(function()
 end)
 ]], helper.build, rv.address))
     f:close()
-    local l = spawn("timeout 20 " .. helper.lua .. " " .. q(script), dir, "lossy")
+    -- under `make sanitize` the sanitizer runtime must be preloaded again
+    local pre = helper.sanitize and ("LD_PRELOAD=" .. q(os.getenv("LD_PRELOAD") or "") .. " ") or ""
+    local l = spawn("timeout 20 env " .. pre .. helper.lua .. " " .. q(script), dir, "lossy")
     l.expect("ready")
     local out, code, err = run(within(20) .. " peer --server " .. rv.address
       .. " --id sender --connect lossy --send ping --json --timeout 8", dir)

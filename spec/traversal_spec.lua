@@ -172,7 +172,8 @@ describe("natpunch.lab.matrix (no root needed)", function()
     assert.equal("100ms", nats.nasym.link.delay)
     assert.equal("100ms", hosts.p.link.delay)
     assert.is_nil(hosts.s1.link)              -- the server's link is clean
-    assert.same({ { proto = "udp", port = 3478, to = "rv" } }, nats.nrv.forward)
+    assert.same({ { proto = "udp", port = 3478, to = "rv" }, { proto = "tcp", port = 3478, to = "rv" } },
+      nats.nrv.forward)
     -- and the lab accepts it
     local t = lab.topology(desc)
     assert.equal("203.0.113.2", t:addr("s1"))

@@ -120,6 +120,10 @@ int np_sockopt_flags(lua_State *L, int idx, int *reuseaddr, int *reuseport);
 int np_timer_open(lua_State *L);
 int np_udp_open(lua_State *L);
 int np_tcp_open(lua_State *L);
+int np_tcp_punch_open(lua_State *L);
+/* np_tcp.c: wrap a connected socket in a tcp handle (pushes it, or nil,
+ * msg, code and closes fd). */
+int np_tcp_push_fd(lua_State *L, int fd);
 int np_stdio_open(lua_State *L);
 int np_dns_open(lua_State *L);
 int np_signal_open(lua_State *L);

@@ -32,6 +32,7 @@ NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
     {np_timer_open, NULL},
     {np_udp_open, udp_engines},
     {np_tcp_open, NULL},
+    {np_tcp_punch_open, NULL},
     {np_stdio_open, NULL},
     {np_dns_open, NULL},
     {np_signal_open, NULL},

@@ -127,6 +127,25 @@ static int tcp_new(lua_State *L) {
   return tcp_push_new(L) ? 1 : 3;
 }
 
+/* A tcp handle for a connected socket fd (np_tcp_punch.c hands its winner
+ * over this way).  Pushes the handle, or nil, msg, code; the fd is closed
+ * on failure. */
+int np_tcp_push_fd(lua_State *L, int fd) {
+  np_tcp *t = tcp_push_new(L);
+  if (!t) {
+    close(fd);
+    return 3;
+  }
+  int rc = uv_tcp_open(&t->h.u.tcp, fd);
+  if (rc < 0) {
+    close(fd);
+    np_handle_close(&t->h);
+    lua_pop(L, 1);
+    return np_push_error(L, rc);
+  }
+  return 1;
+}
+
 /* ------------------------------------------------------------------ bind */
 
 /* tcp:bind(host, port [, {reuseaddr=, reuseport=, ipv6only=}]) */

@@ -35,6 +35,8 @@ end
 local lazy = {
   rendezvous = "natpunch.rendezvous",
   peer = "natpunch.peer",
+  stunt = "natpunch.stunt",
+  stream = "natpunch.stream",
   addr = "natpunch.addr",
   auth = "natpunch.auth",
   candidates = "natpunch.candidates",

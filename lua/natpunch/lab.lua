@@ -209,6 +209,8 @@ function Topology:info()
       e.port_preservation = n.port_preservation
       e.udp_timeout = n.udp_timeout
       e.udp_stream_timeout = n.udp_stream_timeout
+      e.tcp_timeout = n.tcp_timeout
+      e.tcp_unsolicited = n.tcp_unsolicited or nat_types.get(n.type).tcp.unsolicited
       for _, f in ipairs(n.forward) do
         e.forward = e.forward or {}
         e.forward[#e.forward + 1] = ("%s %s:%d -> %s:%d"):format(f.proto,

@@ -677,13 +677,14 @@ Peer.__close = Peer.close
 -- wildcard, any port), on_message(session, data, kind),
 -- on_session(session) for introductions we did not ask for,
 -- on_event(ev), methods = { "udp", ... } (natpunch.method, tried in this
--- order), the timeouts of DEFAULTS, and the security options: key_file,
+-- order) or transport = "udp" | "tcp" | "auto" | "tcp,udp" (the same as
+-- methods), the timeouts of DEFAULTS, and the security options: key_file,
 -- server_key, secret / token (token_lifetime), encrypt, allow, candidates
 -- (docs/SECURITY.md).
 -- Every key natpunch.peer{} accepts; any other raises.
 local KNOWN = { "id", "server", "servers", "bind", "on_message", "on_session", "on_event",
   "reuseaddr", "reuseport", "verbose", "refresh", "methods", "allow", "candidates", "encrypt", "key_file",
-  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget" }
+  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function peer.new(opts)
@@ -698,8 +699,9 @@ function peer.new(opts)
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
     verbose = opts.verbose and true or false, registered = false, touching = {},
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
-    methods = method.check_list(opts.methods or { "udp" }, "peer", 2),
-    default_methods = opts.methods == nil,
+    methods = method.check_list(opts.methods or require("natpunch.method.tcp").methods_for(opts.transport, 2)
+      or { "udp" }, "peer", 2),
+    default_methods = opts.methods == nil and opts.transport == nil,
     method_budget = opts.method_budget,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
       unauthenticated = 0, bad_data = 0, intros_dropped = 0 },

@@ -475,6 +475,10 @@ function Server:stats()
   local s = self.udp:stats()
   for k, v in pairs(self.counters) do s[k] = v end
   s.peers = self.registry.count
+  if self.stunt then
+    for k, v in pairs(self.stunt.counters) do s[k] = v end
+    s.tcp_peers = self.stunt.count
+  end
   if self.shared then
     for k, v in pairs(self.shared.counters) do s[k] = v end
     s.redis = self.shared.state
@@ -489,9 +493,37 @@ function Server:close()
   if self.shared then self.shared:close() end
   if self.discovery then self.discovery:close() end
   self.udp:close()
+  if self.stunt then self.stunt:close() end
 end
 Server.__close = Server.close
 Server.__gc = Server.close
+
+-- The UDP socket and, unless opts.tcp == false, the STUNT server
+-- (natpunch.stunt_server) on the same address and port.  With port 0, a
+-- port free for both is searched.
+function Server:_bind(ip, port, opts)
+  local err, code
+  for _ = 1, port == 0 and 8 or 1 do
+    self.udp = core.udp()
+    local ok
+    ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
+    if ok and opts.tcp ~= false then
+      local _, uport = self.udp:getsockname()
+      self.stunt, err, code = require("natpunch.stunt_server").new(ip, uport, {
+        max_peers = self.max_peers, on_connect = self.on_connect,
+        on_event = function(ev) self:_event(ev) end })
+      ok = self.stunt ~= nil
+    end
+    if ok then return true end
+    self.udp:close()
+  end
+  return nil, err, code
+end
+
+--- STUNT records per id (natpunch.stunt_server): a list, or the one for id.
+function Server:records(id)
+  return self.stunt and self.stunt:records(id) or {}
+end
 
 --- Create and start a rendezvous server.  opts: listen ("ip:port"), ttl
 -- (s), max_peers, max_per_socket, max_per_ip, intro_rate, intro_burst,
@@ -501,12 +533,12 @@ Server.__gc = Server.close
 -- missing), allow (address classes passed on anyway, see
 -- natpunch.candidates), on_register(info), on_connect(from, to),
 -- on_event(ev); redis ("redis://IP:PORT": share the registry with other
--- servers), server_id, redis_prefix, on_log(text).  Returns the server, or
--- nil, message, code.
+-- servers), server_id, redis_prefix, on_log(text); tcp (false: no STUNT server on
+-- the same port).  Returns the server, or nil, message, code.
 -- Every key natpunch.rendezvous{} accepts; any other raises.
 local KNOWN = { "on_register", "on_connect", "on_event", "reuseaddr", "alternate", "redis", "server_id",
   "redis_prefix", "on_log", "reuseport", "allow", "key_file", "secret", "seed", "stun_rate",
-  "turn", "turn_secret" }
+  "turn", "turn_secret", "tcp" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function rendezvous.new(opts)
@@ -562,12 +594,8 @@ function rendezvous.new(opts)
   if self.stun_rate then self.stun_limiter = auth.limiter(self.stun_rate, math.max(1, self.stun_rate), STUN_SOURCES) end
   self.kx_limiter = auth.limiter(self.kx_rate, self.kx_burst, STUN_SOURCES)
   self.kx_cache, self.kx_cached = {}, 0
-  self.udp = core.udp()
-  local ok, err, code = self.udp:bind(ip, port, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
-  if not ok then
-    self.udp:close()
-    return nil, err, code
-  end
+  local ok, err, code = self:_bind(ip, port, opts)
+  if not ok then return nil, err, code end
   self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
   if opts.redis then
     -- shared registry (natpunch.registry_redis); raises on a bad URL
@@ -583,6 +611,7 @@ function rendezvous.new(opts)
       software = self.software, reuseaddr = opts.reuseaddr }
     if not d then
       self.udp:close()
+      if self.stunt then self.stunt:close() end
       return nil, err, code
     end
     self.discovery = d

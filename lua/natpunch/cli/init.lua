@@ -12,7 +12,7 @@ local cli = {}
 cli.OK, cli.FAIL, cli.USAGE, cli.INTERRUPTED = 0, 1, 2, 130
 
 -- Subcommands in the order `natpunch --help` lists them.
-cli.commands = { "rendezvous", "peer", "shell", "lab", "stun-server", "nat-type",
+cli.commands = { "rendezvous", "peer", "records", "shell", "lab", "stun-server", "nat-type",
   "keepalive-daemon", "keepalive" }
 
 local function is_command(name)

@@ -23,6 +23,10 @@ local OPTIONS = {
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
   { "no-echo", help = "when waiting: do not echo received messages back" },
+  { "transport", arg = "T", help = "udp (default), tcp, auto (= tcp,udp: TCP first, then UDP) "
+      .. "or an order such as udp,tcp" },
+  { "stdio", help = "with --transport tcp: stdin to the peer, the peer to stdout (like nc); "
+      .. "events go to stderr" },
   { "metrics", arg = "ADDR:PORT", type = "addr",
     help = "serve Prometheus metrics (punch outcomes, setup times, touches) at http://ADDR:PORT/metrics" },
   { "discover", help = "find the NAT type first (the server needs --alternate); registration carries it" },
@@ -55,6 +59,7 @@ M.usage = table.concat({
   "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
+  "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
   "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]]",
   "                     [--methods LIST] [--turn turn://USER:PASS@HOST:PORT] [-v|-q]",
   "",
@@ -79,6 +84,15 @@ M.usage = table.concat({
   "  -v reports what the peer does while it works: servers tried, requests",
   "  retransmitted, the candidates it punches toward, which one answered.",
   "  -q prints only messages and the outcome.",
+  "",
+  "  --transport tcp punches a direct TCP connection instead (simultaneous",
+  "    open through the server's STUNT service, same address and port); auto",
+  "    tries TCP, then UDP ({\"event\":\"transport_failed\",...} in between).",
+  "    Messages over TCP are framed; \"transport\" in \"connected\" says which won.",
+  "  --stdio (TCP only): after connecting, stdin goes to the peer and what it",
+  "    sends goes to stdout, byte-exact; at the end of stdin our side is",
+  "    half-closed, and the command exits 0 once the peer's side has ended too.",
+  "    The waiting side serves one peer.  Events go to stderr.",
   "",
   cli.options_help(OPTIONS),
   "",
@@ -117,6 +131,10 @@ local function human(ev)
     return string.format("touch %s acked by %s in %d ms", tostring(ev.id), ev.peer, ev.rtt_ms)
   elseif e == "touch_failed" then
     return string.format("touch %s to %s failed: %s", tostring(ev.id), ev.peer, tostring(ev.reason))
+  elseif e == "transport_failed" then
+    return string.format("%s failed: %s (trying the next transport)", ev.transport, tostring(ev.reason))
+  elseif e == "closed" then
+    return "connection to " .. tostring(ev.peer) .. " closed"
   elseif e == "metrics" then
     return "metrics at http://" .. ev.address .. "/metrics"
   elseif e == "failed" then
@@ -152,6 +170,13 @@ local function check(opts, rest)
   if #rest > 0 then return "unexpected argument '" .. rest[1] .. "'" end
   if not opts.server then return "--server ADDR:PORT is required" end
   if not opts.id then return "--id ID is required" end
+  if opts.timeout and opts.timeout <= 0 then return "--timeout must be positive" end
+  local ok, order = pcall(require("natpunch.method.tcp").methods_for, opts.transport or "udp", 1)
+  if not ok then return "--transport: " .. tostring(order):gsub("^peer: ", "") end
+  if opts.stdio and (#order ~= 1 or order[1] ~= "tcp") then
+    return "--stdio needs --transport tcp (there is no stream over UDP yet)"
+  end
+  if opts.stdio and (opts.send or opts.touch) then return "--stdio does not go with --send or --touch" end
   if opts.connect and opts.connect == opts.id then return "--connect names this peer's own id" end
   if opts.keepalive and opts.keepalive ~= "auto" then return "--keepalive takes 'auto'" end
   return nil
@@ -227,6 +252,23 @@ function M.run(argv)
   local bad = check(opts, rest)
   if bad then return cli.usage_error("peer", bad) end
   if opts.connect and not opts.timeout then opts.timeout = DEFAULT_TIMEOUT end
+  if opts.stdio then
+    -- stdout carries the data: events go to stderr
+    io.stdout:setvbuf("full")
+    local json = require "natpunch.json"
+    local out = { last = nil }
+    function out.event(ev)
+      out.last = ev
+      local line = opts.json and json.encode(ev, cli.KEY_ORDER) or human(ev)
+      if line then io.stderr:write(line, "\n") end
+      io.stderr:flush()
+    end
+    function out.log(...)
+      io.stderr:write(...)
+      io.stderr:write("\n")
+    end
+    return require("natpunch.cli.peer_stdio").run(opts, out)
+  end
   io.stdout:setvbuf("line")
   local out = cli.output(opts.json, human, { quiet = opts.quiet })
 
@@ -264,7 +306,7 @@ function M.run(argv)
       for name in opts.methods:gmatch("[^,]+") do methods[#methods + 1] = name end
     end
     local ok_new, p, err = pcall(natpunch.peer, {
-      servers = opts.server, id = opts.id, bind = opts.bind,
+      servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
       discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,

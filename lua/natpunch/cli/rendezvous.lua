@@ -8,6 +8,7 @@ local OPTIONS = {
     help = "seconds a registration lives without a refresh (at most 86400)" },
   { "max-peers", arg = "N", type = "integer", positive = true, max = 1000000, default = 10000,
     help = "registrations kept at most (1 to 1000000)" },
+  { "no-tcp", help = "no STUNT service (TCP) on the same address and port" },
   { "alternate", arg = "IP2[:PORT2]", type = "string",
     help = "second address: also an RFC 5780 discovery server (see stun-server)" },
   { "redis", arg = "URL", type = "string",
@@ -41,15 +42,18 @@ M.usage = table.concat({
   "                           [--redis URL [--workers N]] [--metrics ADDR:PORT] [--json]",
   "                           [--max-peers N] [--max-per-ip N] [--max-per-socket N]",
   "                           [--secret SECRET] [--key FILE]",
-  "                           [--stun-rate N]",
+  "                           [--stun-rate N] [--no-tcp]",
   "",
   "Runs a rendezvous server: peers register with an id, and when one asks to",
   "connect to another, both are introduced (each gets the other's public and",
   "private endpoints and a shared nonce) so they can punch a direct path.  The",
   "server never carries their data.  It also answers STUN Binding requests on",
   "the same port (with --alternate also RFC 5780's CHANGE-REQUEST and",
-  "OTHER-ADDRESS, from three more sockets, as `natpunch stun-server` does).",
-  "It runs until interrupted (Ctrl-C) or killed.",
+  "OTHER-ADDRESS, from three more sockets, as `natpunch stun-server` does),",
+  "and accepts TCP there too (unless --no-tcp): the STUNT service, through",
+  "which peers punch direct TCP connections (natpunch peer --transport tcp)",
+  "and whose records `natpunch records` shows.  It runs until interrupted",
+  "(Ctrl-C) or killed.",
   "",
   "With --redis, several servers (on one host or many) share one registry: a",
   "peer registered on one server can connect to a peer registered on another",
@@ -66,6 +70,9 @@ M.usage = table.concat({
   '  {"event":"registered","peer":"alice","public":"IP:PORT","private":"IP:PORT,..."}',
   '  {"event":"introduced","from":"alice","to":"bob","nonce":"..."}',
   '  {"event":"expired","peer":"alice"}      (timed out or unregistered)',
+  'TCP registrations and introductions carry "transport":"tcp"; also',
+  '  {"event":"nat","peer":"alice","mapping":"preserving|sequential|random","delta":N,"predicted":"IP:PORT"}',
+  '  {"event":"tcp_result","peer":"alice","with":"bob","result":"ok|failed","reason":"..."}',
   '  {"event":"log","message":"redis down (...): serving local peers only"}',
   '  {"event":"worker","worker":2,"address":"127.0.0.1:3478"}   (with --workers)',
   '  {"event":"metrics","address":"127.0.0.1:9100"}   (with --metrics, right after listening)',
@@ -84,6 +91,10 @@ local function human(ev)
     return "introduced " .. ev.from .. " -> " .. ev.to
   elseif ev.event == "expired" then
     return "expired " .. ev.peer
+  elseif ev.event == "nat" then
+    return ("TCP NAT of %s: %s, next port predicted %s"):format(ev.peer, ev.mapping, tostring(ev.predicted))
+  elseif ev.event == "tcp_result" then
+    return ("TCP %s -> %s: %s%s"):format(ev.peer, ev.with, ev.result, ev.reason and (" (" .. ev.reason .. ")") or "")
   elseif ev.event == "log" then
     return ev.message
   elseif ev.event == "metrics" then
@@ -134,6 +145,8 @@ function M.run(argv)
       stun_rate = opts.stun_rate, turn = opts.turn, turn_secret = opts.turn_secret,
       on_event = event, redis = opts.redis, server_id = opts.server_id,
       reuseport = (opts.workers > 1 or opts.worker) and true or nil,
+      -- the STUNT registry is per process: no TCP service behind --workers
+      tcp = not opts.no_tcp and not (opts.workers > 1 or opts.worker),
     }
     if not server then
       io.stderr:write("natpunch rendezvous: cannot listen on ", opts.listen, ": ", tostring(err), "\n")

@@ -240,6 +240,7 @@ function Topology:_build()
     router_sysctls(n.ns, {
       "net.netfilter.nf_conntrack_udp_timeout=" .. n.udp_timeout,
       "net.netfilter.nf_conntrack_udp_timeout_stream=" .. n.udp_stream_timeout,
+      "net.netfilter.nf_conntrack_tcp_timeout_established=" .. n.tcp_timeout,
     })
     must_ip("-n", n.ns, "link", "add", "lan", "type", "bridge")
     must_ip("-n", n.ns, "addr", "add",
@@ -249,6 +250,7 @@ function Topology:_build()
     local rules = nft.ruleset({ type = n.type, public = n.addr,
       hairpin = n.hairpin, port_preservation = n.port_preservation,
       timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
+      tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
       forward = n.forward })
     local path = state.log_path(self.prefix, n.name .. "-nft")
     state.append(self.prefix, "log", path)

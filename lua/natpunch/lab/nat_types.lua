@@ -161,6 +161,19 @@ end
 
 for _, e in ipairs(ENTRIES) do nat_types.add(e) end
 
+-- Routers that answer an unsolicited TCP SYN (issue 10), against RFC 5382
+-- REQ-4 but common: a port-restricted cone that sends an RST, and one that
+-- sends ICMP port unreachable.  Out of the matrix's pairs (same UDP
+-- behaviour as prc); spec/tcp_traversal_spec.lua runs TCP through them
+-- (and through every cone type made to answer so, with a NAT's own
+-- tcp_unsolicited option).
+nat_types.add{ id = "prc_rst", short = "prcr", base = "prc", name = "port-restricted cone, RST for unsolicited SYNs",
+  tcp = { unsolicited = "rst" }, matrix = false,
+  summary = "prc that answers an unsolicited TCP SYN with an RST" }
+nat_types.add{ id = "prc_icmp", short = "prci", base = "prc", name = "port-restricted cone, ICMP for unsolicited SYNs",
+  tcp = { unsolicited = "icmp" }, matrix = false,
+  summary = "prc that answers an unsolicited TCP SYN with ICMP port unreachable" }
+
 --- The entry of a name (id or alias, any case), or nil.
 function nat_types.get(name)
   if name == nil then return nil end
@@ -213,7 +226,10 @@ function nat_types.expect(a, b, transport)
     local x = pair[1].expect and pair[1].expect[transport]
     if x and x[pair[2].id] then return x[pair[2].id] end
   end
-  if transport ~= "udp" then return "may-fail" end
+  -- TCP simultaneous open (natpunch.method.tcp) needs the same: each side's
+  -- SYN toward the mapping the server saw, or a port the other side's
+  -- filtering lets in
+  if transport ~= "udp" and transport ~= "tcp" then return "may-fail" end
   local dep_a = ea.mapping ~= "endpoint-independent"
   local dep_b = eb.mapping ~= "endpoint-independent"
   if not dep_a and not dep_b then return "connect" end

@@ -80,6 +80,9 @@ local TCP_ANSWER = {
 
 -- Render the ruleset (an `nft -f` file).  n = { type, public, hairpin,
 -- port_preservation, timeout (seconds, lifetime of the dynamic entries),
+-- tcp_unsolicited (this router's answer to an unsolicited SYN, instead of
+-- its type's tcp.unsolicited: "drop", "rst", "icmp"), tcp_allow (a list of
+-- addresses: outbound TCP to any other is dropped, a firewall),
 -- forward = { { proto = "udp"|"tcp", port = P, addr = LAN host, to_port = Q },
 -- ... } (static port forwards: a server behind the NAT) }.
 function nft.ruleset(n)
@@ -96,6 +99,7 @@ function nft.ruleset(n)
     dnat_mapping = ("ip daddr %s %s meta l4proto . th dport @mapping "
       .. "dnat ip to meta l4proto . th dport map @mapping"):format(pub, l4) }
   local extra = e.rules and e.rules(r) or {}
+  local tcp_answer = TCP_ANSWER[n.tcp_unsolicited or e.tcp.unsolicited]
   local function each(chain, fn)
     for _, line in ipairs(extra[chain] or {}) do fn(line) end
   end
@@ -166,6 +170,15 @@ function nft.ruleset(n)
   add("    type filter hook forward priority filter; policy drop;")
   each("forward_first", function(line) add("    %s", line) end)
   add("    ct state established,related accept")
+  if n.tcp_allow then
+    -- a firewall that lets TCP out only toward these addresses
+    if #n.tcp_allow == 0 then
+      add('    iifname "lan" oifname "wan" meta l4proto tcp drop')
+    else
+      add('    iifname "lan" oifname "wan" meta l4proto tcp ip daddr != { %s } drop',
+        table.concat(n.tcp_allow, ", "))
+    end
+  end
   add('    iifname "lan" oifname "wan" accept')
   for _, f in ipairs(n.forward or {}) do
     add('    iifname "wan" oifname "lan" ct status dnat ip daddr %s %s dport %d '
@@ -175,6 +188,9 @@ function nft.ruleset(n)
   if n.hairpin then
     add('    iifname "lan" oifname "lan" ct status dnat accept')
   end
+  -- a SYN to a mapping (DNAT) that the filtering does not let in gets the
+  -- same answer as one to the router's own address
+  if tcp_answer then add('    iifname "wan" oifname "lan" %s', tcp_answer) end
   add("  }")
 
   -- The router runs no service on its public address: what reaches it
@@ -183,8 +199,8 @@ function nft.ruleset(n)
   -- RST that would spoil a simultaneous open.
   add("  chain input {")
   add("    type filter hook input priority filter; policy accept;")
-  if TCP_ANSWER[e.tcp.unsolicited] then
-    add('    iifname "wan" ip daddr %s %s', pub, TCP_ANSWER[e.tcp.unsolicited])
+  if tcp_answer then
+    add('    iifname "wan" ip daddr %s %s', pub, tcp_answer)
   end
   add("    ip daddr %s %s drop", pub, l4)
   add("  }")

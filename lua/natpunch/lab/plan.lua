@@ -16,7 +16,11 @@ local plan = {}
 -- Defaults of a NAT router.  Linux's own UDP conntrack timeouts (30 s
 -- unreplied, 120 s once both ways have been seen) are kept unless asked:
 -- RFC 4787 REQ-5 wants at least 2 minutes for an active mapping.
-local NAT_DEFAULTS = { udp_timeout = 30, udp_stream_timeout = 120 }
+-- TCP: RFC 5382 REQ-5 asks for at least 2 h 4 min on an established
+-- connection.  What an unsolicited SYN gets is the NAT type's
+-- (nat_types: tcp.unsolicited) unless a NAT says tcp_unsolicited.
+local NAT_DEFAULTS = { udp_timeout = 30, udp_stream_timeout = 120, tcp_timeout = 7440 }
+local TCP_UNSOLICITED = { drop = true, rst = true, icmp = true }
 plan.NAT_DEFAULTS = NAT_DEFAULTS
 
 -- The internet's namespace is <prefix>-inet.
@@ -184,6 +188,21 @@ function plan.make(desc)
     n.udp_timeout = spec.udp_timeout or NAT_DEFAULTS.udp_timeout
     n.udp_stream_timeout = spec.udp_stream_timeout
       or NAT_DEFAULTS.udp_stream_timeout
+    n.tcp_timeout = spec.tcp_timeout or NAT_DEFAULTS.tcp_timeout
+    n.tcp_unsolicited = spec.tcp_unsolicited
+    if n.tcp_unsolicited ~= nil and not TCP_UNSOLICITED[n.tcp_unsolicited] then
+      error(("lab: %s: tcp_unsolicited must be drop, rst or icmp"):format(spec.name), 3)
+    end
+    if spec.tcp_allow ~= nil then
+      if type(spec.tcp_allow) ~= "table" then
+        error(("lab: %s: tcp_allow must be a list of addresses"):format(spec.name), 3)
+      end
+      n.tcp_allow = {}
+      for _, a in ipairs(spec.tcp_allow) do
+        if not ip4.parse(a) then error(("lab: %s: tcp_allow: bad address %s"):format(spec.name, tostring(a)), 3) end
+        n.tcp_allow[#n.tcp_allow + 1] = a
+      end
+    end
     -- the LAN first, so a NAT's own outer address cannot land in it
     local lan = spec.lan or ("198.18.%d.0/24"):format(i)
     n.lan_net, n.lan_len = ip4.check_lan(lan, spec.name)

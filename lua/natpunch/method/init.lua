@@ -26,6 +26,7 @@ method.BUILTIN = {
   udp = "natpunch.method.udp",
   birthday = "natpunch.method.birthday",
   predict = "natpunch.method.predict",
+  tcp = "natpunch.method.tcp",
   relay = "natpunch.method.relay",
 }
 

@@ -152,6 +152,10 @@ function matrix.describe(names, opts)
     if seen[name] then return end
     seen[name] = true
     spec.name = name
+    for k, v in pairs(opts.nat or {}) do spec[k] = v end   -- e.g. tcp_unsolicited
+    if name:match("^nb") then   -- the waiting side's NATs
+      for k, v in pairs(opts.nat_b or {}) do spec[k] = v end
+    end
     if not spec.behind then spec.link = opts.link end
     nats[#nats + 1] = spec
   end
@@ -197,7 +201,8 @@ function matrix.describe(names, opts)
     end
     if c.server == "rv" then
       nat("nrv", { type = "prc",
-        forward = { { proto = "udp", port = PORT, to = "rv" } } })
+        forward = { { proto = "udp", port = PORT, to = "rv" },
+          { proto = "tcp", port = PORT, to = "rv" } } })
       host("rv", { behind = "nrv" })
     end
   end

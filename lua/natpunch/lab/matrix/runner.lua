@@ -117,7 +117,10 @@ Runner.__close = function(r) r:down() end
 
 -- opts: cases (names, default all), link (impairment), timeout (s, the
 -- connecting peer's --timeout; default 5, or 15 on impaired links), prefix,
--- impair ("auto", "wire", "netem"), message, touch (texts exchanged).
+-- impair ("auto", "wire", "netem"), message, touch (texts exchanged),
+-- transport (natpunch peer --transport: "tcp", "auto", ...), nat (fields
+-- added to every NAT: tcp_unsolicited = "rst", tcp_allow = {...}), nat_b
+-- (the same for the waiting side's NATs only).
 function matrix.runner(opts)
   opts = opts or {}
   local names = opts.cases or cases.names("all")
@@ -144,7 +147,8 @@ end
 -- control frames (first byte 0x04, docs/PROTOCOL.md) apart from the rest;
 -- and any other UDP at all.  @th,64,8 is the first byte after the 8-byte
 -- UDP header.
-local COUNTERS = { "control_in", "other_in", "control_out", "other_out" }
+local COUNTERS = { "control_in", "other_in", "control_out", "other_out",
+  "tcp_control_in", "tcp_other_in", "tcp_control_out", "tcp_other_out" }
 
 local function counter_rules(port)
   local L = { "table ip npmatrix {" }
@@ -155,6 +159,10 @@ local function counter_rules(port)
     L[#L + 1] = ('    udp %s %d @th,64,8 0x04 counter name "control_%s" accept')
       :format(dir[3], port, dir[2])
     L[#L + 1] = ('    meta l4proto udp counter name "other_%s"'):format(dir[2])
+    -- TCP: the STUNT service's port (control only: it never relays) and
+    -- anything else
+    L[#L + 1] = ('    tcp %s %d counter name "tcp_control_%s" accept'):format(dir[3], port, dir[2])
+    L[#L + 1] = ('    meta l4proto tcp counter name "tcp_other_%s"'):format(dir[2])
     L[#L + 1] = "  }"
   end
   L[#L + 1] = "}"
@@ -171,6 +179,7 @@ function Runner:_counters(host)
   for _, item in ipairs(doc and doc.nftables or {}) do
     if type(item) == "table" and item.counter then
       c[item.counter.name] = item.counter.packets
+      c[item.counter.name .. "_bytes"] = item.counter.bytes
     end
   end
   return c
@@ -305,8 +314,10 @@ function Runner:run_case(name)
   local timeout = self.timeout
   local msg, touch = self.opts.message or "hello", self.opts.touch or "touch"
 
-  local b = self:_spawn_peer(c.acceptor, { "--server", server.addr,
-    "--id", b_id, "--json" })
+  local targs = self.opts.transport and { "--transport", self.opts.transport } or {}
+  local b_args = { "--server", server.addr, "--id", b_id, "--json" }
+  for _, w in ipairs(targs) do b_args[#b_args + 1] = w end
+  local b = self:_spawn_peer(c.acceptor, b_args)
   local a
   local ok, err = pcall(function()
     local reg = poll(function()
@@ -321,9 +332,11 @@ function Runner:run_case(name)
     end
     lap("register")
     local started = clock_ms()
-    a = self:_spawn_peer(c.connector, { "--server", server.addr, "--id", a_id,
+    local a_args = { "--server", server.addr, "--id", a_id,
       "--connect", b_id, "--send", msg, "--touch", touch,
-      "--timeout", tostring(timeout), "--json" })
+      "--timeout", tostring(timeout), "--json" }
+    for _, w in ipairs(targs) do a_args[#a_args + 1] = w end
+    a = self:_spawn_peer(c.connector, a_args)
     -- natpunch peer --connect ends by itself within --timeout
     local done = poll(function()
       return find(events(a), function(ev) return ev.event == "exit" end)
@@ -350,7 +363,9 @@ function Runner:run_case(name)
   for _, ev in ipairs(a and events(a) or {}) do
     if ev.event == "connected" then
       res.connected, res.path, res.remote = true, ev.path, ev.remote
-      res.setup_ms = ev.setup_ms
+      res.setup_ms, res.transport = ev.setup_ms, ev.transport
+    elseif ev.event == "transport_failed" then
+      res.transport_failed = (res.transport_failed or "") .. ev.transport .. ": " .. tostring(ev.reason) .. ";"
     elseif ev.event == "touch_acked" then
       res.touch_rtt_ms = ev.rtt_ms
     elseif ev.event == "message" then
@@ -380,11 +395,18 @@ function Runner:run_case(name)
   end
   res.peer_connected = res.peer_connected or false
   -- what the rendezvous said
-  res.registered = {}
+  res.registered, res.registered_tcp = {}, {}
   for _, ev in ipairs(events(server.proc, rv_from)) do
     if ev.event == "registered" and (ev.peer == a_id or ev.peer == b_id) then
-      res.registered[ev.peer == a_id and "a" or "b"] = ev.public
-      if ev.peer == b_id then res.b_private = ev.private end
+      -- per transport: the STUNT (TCP) registration has its own mapping
+      local side = ev.peer == a_id and "a" or "b"
+      if ev.transport == "tcp" then
+        res.registered_tcp[side] = ev.public
+        if side == "b" then res.b_private_tcp = ev.private end
+      else
+        res.registered[side] = ev.public
+        if side == "b" then res.b_private = ev.private end
+      end
     elseif ev.event == "introduced" and ev.from == a_id and ev.to == b_id then
       res.introduced = true
     end
@@ -394,6 +416,12 @@ function Runner:run_case(name)
     + (after.control_out or 0) - (before.control_out or 0)
   res.server_other = (after.other_in or 0) - (before.other_in or 0)
     + (after.other_out or 0) - (before.other_out or 0)
+  local function delta(k) return (after[k] or 0) - (before[k] or 0) end
+  res.server_tcp_control = delta("tcp_control_in") + delta("tcp_control_out")
+  res.server_tcp_other = delta("tcp_other_in") + delta("tcp_other_out")
+  res.server_tcp_bytes = delta("tcp_control_in_bytes") + delta("tcp_control_out_bytes")
+  res.server_control = res.server_control + res.server_tcp_control
+  res.server_other = res.server_other + res.server_tcp_other
   if res.setup_ms and res.rtt_server_ms and res.rtt_peer_ms then
     local base = res.rtt_server_ms + res.rtt_peer_ms
     if base >= 10 then res.ratio = res.setup_ms / base end
@@ -426,12 +454,14 @@ function Runner:check(res, c)
     -- the other side's endpoint: what the rendezvous recorded (a cone
     -- mapping, or a public host), its NAT's address with a new port (a
     -- symmetric NAT's mapping towards us), or its LAN address
-    local b_pub = res.registered.b
+    local tcp = res.transport == "tcp"
+    local b_pub = tcp and res.registered_tcp.b or res.registered.b
+    local b_private = tcp and res.b_private_tcp or res.b_private
     if c.path == "private" then
       local ok = false
-      for e in (res.b_private or ""):gmatch("[^,]+") do ok = ok or e == res.remote end
+      for e in (b_private or ""):gmatch("[^,]+") do ok = ok or e == res.remote end
       want(ok, ("remote %s is not one of the waiting peer's private endpoints %s")
-        :format(tostring(res.remote), tostring(res.b_private)))
+        :format(tostring(res.remote), tostring(b_private)))
     elseif nat_types.get(c.b) and nat_types.get(c.b).mapping ~= "endpoint-independent" then
       want(ip_of(res.remote) == self:reach(c.acceptor),
         ("remote %s is not behind %s"):format(tostring(res.remote), self:reach(c.acceptor)))
@@ -446,7 +476,7 @@ function Runner:check(res, c)
   -- introductions carry what the server saw: each peer's outermost public
   -- address (its NAT's, or its own)
   for side, host in pairs({ a = c.connector, b = c.acceptor }) do
-    local seen = res.registered[side]
+    local seen = res.registered[side] or res.registered_tcp[side]
     want(seen and ip_of(seen) == self:reach(host),
       ("the rendezvous saw peer %s at %s, expected address %s"):format(side,
         tostring(seen), self:reach(host)))
