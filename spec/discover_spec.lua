@@ -385,6 +385,7 @@ describe("NAT discovery in the lab: every NAT type, every tool, both servers #la
           assert.equal(truth.port_preserving, r.port_preserving, show)
         end
         if truth.allocation then assert.equal(truth.allocation, r.allocation and r.allocation.pattern, show) end
+        if truth.delta then assert.equal(truth.delta, r.allocation and r.allocation.delta, show) end
         assert.is_true(r.elapsed_ms < 5000, show)
       end)
       it(("turnutils_natdiscovery -m -f vs %s: %s"):format(which, c.name), function()

@@ -26,6 +26,20 @@ describe("natpunch.lab.nat_types", function()
     assert.equal("may-fail", nat_types.expect("sym", "prc", "tcp"))
   end)
 
+  it("has a symmetric NAT with sequential ports: a counter of the SNAT rule through a port map", function()
+    local e = nat_types.get("sequential")
+    assert.equal("symseq", e.id)
+    assert.equal("address-and-port-dependent", e.mapping)
+    assert.equal("sequential", e.port)
+    assert.is_false(e.port_preservation)
+    local rules = require("natpunch.lab.nft").ruleset{ type = "symseq", public = "203.0.113.9" }
+    local line = rules:match("[^\n]*numgen inc mod 1024 map {[^\n]*")
+    assert.truthy(line, rules)
+    assert.truthy(line:find("snat ip to 203.0.113.9 : numgen", 1, true), line)
+    assert.truthy(line:find("{ 0 : 30000, 1 : 30001,", 1, true), line)
+    assert.truthy(line:find("1023 : 31023 }", 1, true), line)
+  end)
+
   it("knows every name and alias, in any case", function()
     for name, id in pairs({ ["full-cone"] = "full", ["EIM-EIF"] = "full", ["restricted-cone"] = "restricted",
       ["port-restricted"] = "prc", ["eim-apdf"] = "prc", symmetric = "sym", SYM = "sym" }) do

@@ -147,6 +147,18 @@ local function allocation_probe(bind_ip, ip, port)
   return discover.allocation(ports, locals)
 end
 
+--- The port allocation of new mappings toward one server ("ip:port", any
+-- STUN server: a natpunch rendezvous answers Binding requests): four fresh
+-- sockets (bound to opts.bind, default the server's family's any address),
+-- one after the other.  Must run in a task.  Returns { pattern =
+-- "preserving" | "sequential" | "random", delta = (sequential), ports =
+-- the mapped ports in order } (ports empty when nothing answered).
+function discover.probe_allocation(opts)
+  if type(opts) ~= "table" then error("bad argument #1 to 'probe_allocation' (table expected)", 2) end
+  local ip, port = addr.check(opts.server, "probe_allocation: server", 2)
+  return allocation_probe(opts.bind or (addr.family(ip) == "inet6" and "::" or "0.0.0.0"), ip, port)
+end
+
 -- Our own request sent to our public mapping: does the NAT hairpin it?
 local function hairpin_probe(p, ip, port)
   local tid = core.random_bytes(12)

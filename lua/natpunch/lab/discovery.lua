@@ -47,10 +47,12 @@ function discovery.truth(case)
   local pp = case.nat.port_preservation
   if pp == nil then pp = e.port_preservation end
   local allocation
-  if e.mapping ~= discover.EI then allocation = pp and "preserving" or (e.port == "random" and "random" or nil) end
+  local PATTERN = { random = "random", sequential = "sequential" }
+  if e.mapping ~= discover.EI then allocation = pp and "preserving" or PATTERN[e.port] end
   return { nat = true, mapping = e.mapping, filtering = e.filtering,
     type = discover.classic(true, e.mapping, e.filtering), hairpin = case.nat.hairpin and true or false,
-    port_preserving = pp, allocation = allocation }
+    port_preserving = pp, allocation = allocation,
+    delta = allocation == "sequential" and 1 or nil }   -- the lab's sequential NAT steps by 1
 end
 
 --- The lab description: NAT n<i> with host h<i> per case; s1 with two

@@ -44,12 +44,26 @@ end
 -- keep clear of the well-known range (RFC 4787 REQ-3 only asks to keep a
 -- port's range, here we simply stay above 1023).
 local HASH_PORTS = "jhash ip saddr . th sport mod 40000 offset 20000"
+-- Sequential allocation: `numgen inc` is a counter of the rule, which the
+-- nat chain evaluates only for the first packet of a connection, so every
+-- new mapping gets the next port of 30000-31023 (wrapping).  The counter
+-- goes through a map of inet_service values: used as a port directly, its
+-- host byte order would make the step 256 on this (little-endian) machine.
+local SEQ_COUNT, SEQ_BASE = 1024, 30000
+local SEQ_PORTS
+do
+  local items = {}
+  for i = 0, SEQ_COUNT - 1 do items[#items + 1] = ("%d : %d"):format(i, SEQ_BASE + i) end
+  SEQ_PORTS = ("numgen inc mod %d map { %s }"):format(SEQ_COUNT, table.concat(items, ", "))
+end
 
 -- The source-NAT statement for one new outbound connection.
 local function snat(n, e)
   local to = "snat ip to " .. n.public
   if e.port == "random" then
     return to .. " fully-random"
+  elseif e.port == "sequential" then
+    return to .. " : " .. SEQ_PORTS
   elseif n.port_preservation or e.port == "preserved" then
     return to
   else

@@ -24,6 +24,8 @@ local method = {}
 --- Built-in methods: name -> module.  A new method is one file and one line here.
 method.BUILTIN = {
   udp = "natpunch.method.udp",
+  birthday = "natpunch.method.birthday",
+  predict = "natpunch.method.predict",
   tcp = "natpunch.method.tcp",
   relay = "natpunch.method.relay",
 }

@@ -1,0 +1,90 @@
+-- Port prediction in the NAT lab: a peer behind the lab's symmetric NAT
+-- with sequential ports (symseq) and one behind a port-restricted cone.
+-- Plain UDP punching cannot connect them (each new mapping of the
+-- symmetric side has a new port, which the port-restricted side never sent
+-- to); the predict method connects them, in both directions.  Everything
+-- goes through the command line in the lab's namespaces.  Tags: #lab.
+local lab = require "natpunch.lab"
+local matrix = require "natpunch.lab.matrix"
+local proc = require "natpunch.lab.proc"
+local helper = require "spec.helper"
+local predict = require "natpunch.method.predict"
+
+local RV = "203.0.113.2"
+
+local function events(text)
+  local out = {}
+  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
+  return out
+end
+
+describe("predict method: candidates", function()
+  it("adds the predicted ports after the usual candidates, one window per round", function()
+    local c = { { "198.18.1.2", 40000, "private" }, { "203.0.113.20", 30010, "public" } }
+    local r1, n1 = predict.candidates(c, 1, 30012, 1, 14)
+    assert.equal(14, n1)
+    assert.equal(16, #r1)
+    assert.same({ "203.0.113.20", 30013, "public" }, r1[3])
+    assert.same({ "203.0.113.20", 30026, "public" }, r1[16])
+    local r2 = predict.candidates(c, 2, 30012, 2, 14)
+    assert.same({ "203.0.113.20", 30012 + 15 * 2, "public" }, r2[3])
+    -- no public candidate: nothing to predict from
+    local _, n0 = predict.candidates({ c[1] }, 1, 30012, 1, 14)
+    assert.equal(0, n0)
+    -- never past port 65535
+    local _, n3 = predict.candidates(c, 1, 65530, 1, 14)
+    assert.equal(5, n3)
+  end)
+end)
+
+local why = lab.unavailable()
+
+describe("#lab port prediction: symmetric (sequential) x port-restricted", function()
+  if why then
+    it("(skipped)", function() pending("needs root: " .. why) end)
+    return
+  end
+  local t, rv, cmd
+  local function natpunch(args)
+    local argv = {}
+    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
+    for _, w in ipairs(args) do argv[#argv + 1] = w end
+    return proc.preload(argv)
+  end
+  setup(function()
+    t = lab.topology(lab.standard{ a = "symseq", b = "prc" })
+    t:up()
+    cmd = matrix.command()
+    rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json" }))
+    assert(rv:expect('"event":"listening"', 10), rv:output())
+  end)
+  teardown(function()
+    if rv then rv:stop() end
+    if t then t:down() end
+  end)
+
+  local function pair(connector, acceptor, id, methods)
+    methods = methods or "udp,predict"
+    local waiter = t:spawn(acceptor, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-w",
+      "--json", "--timeout", "30", "--methods", methods }))
+    assert(waiter:expect('"event":"registered"', 15), waiter:output())
+    local out, code = t:exec(connector, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-c",
+      "--connect", id .. "-w", "--touch", "predicted", "--timeout", "25", "--json",
+      "--methods", methods }))
+    local ev = events(out)
+    waiter:stop()
+    assert.equal(0, code, out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. rv:output())
+    assert.equal("predict", ev.connected.method, out)
+    assert.equal("public", ev.connected.path, out)
+    assert.truthy(ev.touch_acked, out)
+    assert.equal("predicted", ev.message and ev.message.data, out)
+    io.stderr:write(("\n  %s -> %s, --methods %s: setup %d ms\n")
+      :format(connector, acceptor, methods, ev.connected.setup_ms))
+  end
+
+  it("symseq connects to prc: udp fails, predict connects", function() pair("a", "b", "s2p") end)
+  it("prc connects to symseq: udp fails, predict connects", function() pair("b", "a", "p2s") end)
+  it("with predict first, symseq connects to prc in the first round", function()
+    pair("a", "b", "first", "predict,udp")
+  end)
+end)
