@@ -181,6 +181,8 @@ local function wait_probe(ctx)
   ctx:on_cancel(function() if not winner:is_closed() then winner:close() end end)
   local perr, pip, pport, rtt = fut:wait()
   if perr then winner:close() return nil, "punch failed: " .. tostring(perr) end
+  -- touch frames carry a MAC under the peers' key, as on the udp method's path
+  if ctx.intro.touch_key then winner:touch_key(pip, pport, ctx.intro.touch_key) end
   if rtt then winner:touch_seed(pip, pport, math.max(1, rtt)) end
   route.socket, route.ip, route.port = winner, pip, pport
   return setmetatable({ socket = winner, ip = pip, port = pport, remote = addr.format(pip, pport),
