@@ -1,8 +1,7 @@
 -- Seed 000's keepalive experiment by hand: open one mapping toward the
 -- daemon's probe port, signal it to probe after DELAY s, see if it arrives.
 --   lua5.4 examples/keepalive.lua [DAEMON_IP:PORT [DELAY_S]]   (no daemon: one on loopback)
-package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
-package.cpath = "build/?.so;" .. package.cpath
+dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")   -- this checkout's natpunch
 local natpunch = require "natpunch"
 natpunch.run(function()
   local server, delay, daemon = arg[1], tonumber(arg[2]) or 2, nil
