@@ -99,29 +99,38 @@ describe("amplification", function()
       p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = "0011223344556677",
         public = "127.0.0.1:9", private = "", pk = kp.pk })
       local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = "0011223344556677" })
+      local function punch_req(i)
+        local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
+        return f .. core.crypto.hash(f, keys.punch, 16)
+      end
       local cases = {
         { "control from a non-server", function() return control({ t = "introduce" }, msg.MIN_REQUEST) end },
         { "STUN Binding request", function()
           return core.stun.encode({ method = "binding", class = "request" }) end },
         { "PUNCH request, right nonce, no MAC", function(i)
           return string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak" end },
-        -- only the real peer (or a replay of its request from a spoofed
-        -- source) has the MAC: one response of the same size each, plus the
-        -- punch engine's triggered checks, at most one per candidate per
-        -- 20 ms (PROTOCOL.md, "Checks"): allowed below as `extra`
-        { "PUNCH request, right nonce and MAC", function(i)
-          local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
-          return f .. core.crypto.hash(f, keys.punch, 16) end, extra = 38 * 6 },
+        -- only the real peer has the MAC: one response of the same size
+        -- each, plus the punch engine's triggered checks, at most one per
+        -- candidate per 20 ms (PROTOCOL.md, "Checks"): allowed below as
+        -- `extra` (this is the other peer itself, not an unverified source)
+        { "PUNCH request, MAC (the other peer)", punch_req, extra = 38 * 6 },
+        -- the same MACed requests captured and replayed, from anywhere
+        -- (a spoofed source included): seen before, so no answer at all
+        { "PUNCH request, MAC, replayed", punch_req, replay = true },
+        { "PUNCH request, MAC, replayed again", punch_req, replay = true },
         { "TOUCH frame, 1-byte payload", function(i) return string.pack(">BBI4I4B", 6, 0, 1, i, 0) .. "x" end },
         { "DATA frame", function() return "\x05hello" end },
       }
       print()
       print(("%-34s %8s %8s %6s"):format("message (to a peer)", "in", "out", "ratio"))
+      local replayed0 = p:stats().punch_replayed
       for _, c in ipairs(cases) do
         local sent, got = measure(ip, port, c[2])
         print(("%-34s %8d %8d %6.2f"):format(c[1], sent, got, got / sent))
         assert.is_true(got <= sent + (c.extra or 0), c[1] .. (": %d bytes out for %d in"):format(got, sent))
+        if c.replay then assert.equal(0, got, c[1]) end
       end
+      assert.equal(2 * N, p:stats().punch_replayed - replayed0)
       p:close()
     end, 30)
   end)
