@@ -550,7 +550,15 @@ describe("security", function()
       local bad = new_peer(srv, "b", { server_key = string.rep("ab", 32), register_timeout = 0.5 })
       local ok, err = bad:register()
       assert.is_nil(ok); assert.matches("server key mismatch", err)
-      ok_p:close(); bad:close(); rv:close()
+      -- per server: "ip:port#KEY"; a server with another key is skipped
+      local other = server()
+      local c = new_peer(other:address() .. "#" .. rv:key(), "c", { servers = { other:address() .. "#" .. rv:key(),
+        srv .. "#" .. rv:key() }, register_timeout = 0.5 })
+      assert(c:register())
+      assert.equal(srv, c.server)
+      local raised, why = pcall(new_peer, srv .. "#12", "d")
+      assert.is_false(raised); assert.matches("the key after '#' in a server must be 64 hex digits", why)
+      ok_p:close(); bad:close(); c:close(); other:close(); rv:close()
     end)
   end)
 

@@ -171,8 +171,10 @@ function M.run(argv)
       server:close()
       return cli.OK
     end
-    event({ event = "listening", address = address, workers = opts.workers > 1 and opts.workers or nil })
-    out.log("natpunch rendezvous: server key ", server:key())
+    event({ event = "listening", address = address, key = server:key(),
+      workers = opts.workers > 1 and opts.workers or nil })
+    out.log("natpunch rendezvous: server key ", server:key(), " (peers pin it: natpunch peer --server ",
+      address, "#", server:key(), ")")
     if opts.metrics then
       local msrv, merr = require("natpunch.metrics").serve(opts.metrics, function()
         return require("natpunch.metrics").rendezvous(server)
