@@ -135,6 +135,79 @@ describe("amplification", function()
     end, 30)
   end)
 
+  -- The same attacks with truly forged sources: a raw socket
+  -- (build/natpunch-spoof, loopback only here) sends "from" a victim socket
+  -- at 127.0.0.77, which counts what the natpunch side sends it.
+  local spoof_why = not helper.is_root() and "needs root (raw sockets)"
+    or not io.open("build/natpunch-spoof") and "needs build/natpunch-spoof (make)" or nil
+  it("with forged sources (raw socket on loopback): the victim gets no more than the attacker sent", function()
+    if spoof_why then return pending(spoof_why) end
+    helper.run(function()
+      local rv, ip, port = server()
+      local b = assert(natpunch.peer{ server = rv:address(), id = "b", bind = "127.0.0.1:0" })
+      assert(b:register())
+      local p = assert(natpunch.peer{ server = "127.0.0.1:9", id = "p", bind = "127.0.0.1:0" })
+      local _, pip, pport = p:address()
+      local kp = auth.keypair()
+      p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = "8899aabbccddeeff",
+        public = "127.0.0.1:9", private = "", pk = kp.pk })
+      local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = "8899aabbccddeeff" })
+      local function punch_req(i)
+        local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
+        return f .. core.crypto.hash(f, keys.punch, 16)
+      end
+      -- the other peer's genuine requests reach p first (these are what an
+      -- on-path attacker can capture)
+      local genuine = core.udp(); assert(genuine:bind("127.0.0.1", 0)); genuine:recv_start(function() end)
+      for i = 1, N do genuine:send(pip, pport, punch_req(i)) end
+      natpunch.sleep(0.05)
+      local cases = {
+        { "register, no cookie (padded)", ip, port, function(i)
+          return control({ t = "register", id = "v" .. i, pk = kp.pk, tx = "1" }, msg.MIN_REQUEST) end },
+        { "register, no key", ip, port, function(i)
+          return control({ t = "register", id = "v" .. i, tx = "1" }, msg.MIN_REQUEST) end },
+        { "connect, not registered", ip, port, function(i)
+          return control({ t = "connect", id = "x" .. i, target = "b", tx = "1" }, msg.MIN_REQUEST) end },
+        { "connect as b, forged MAC", ip, port, function(i)
+          return control(auth.seal(auth.keypair().pk, "p", { t = "connect", id = "b", target = "b", tx = "t" .. i },
+            i), msg.MIN_REQUEST) end },
+        { "unregister b, no MAC", ip, port, function()
+          return control({ t = "unregister", id = "b" }, msg.MIN_REQUEST) end },
+        { "PUNCH request, MAC, replayed (to a peer)", pip, pport, punch_req },
+      }
+      print()
+      print(("%-42s %8s %8s %6s"):format("forged from the victim", "in", "out", "ratio"))
+      for _, c in ipairs(cases) do
+        local victim = core.udp(); assert(victim:bind("127.0.0.77", 0))
+        local got = 0
+        victim:recv_start(function(_, data) got = got + #data end, { raw = true })
+        local _, vport = victim:getsockname()
+        local tmp = os.tmpname()
+        local f = assert(io.popen("build/natpunch-spoof > " .. tmp, "w"))
+        local sent = 0
+        for i = 1, N do
+          local d = c[4](i)
+          sent = sent + #d
+          f:write(("127.0.0.77:%d %s:%d %s\n"):format(vport, c[2], c[3],
+            d:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end)))
+        end
+        assert(f:close())
+        local r = require("natpunch.json").decode(helper.read_file(tmp))
+        os.remove(tmp)
+        assert.equal(N, r.sent)
+        natpunch.sleep(0.1)
+        victim:close()
+        print(("%-42s %8d %8d %6.2f"):format(c[1], sent, got, got / sent))
+        assert.is_true(got <= sent, c[1] .. (": %d bytes to the victim for %d forged"):format(got, sent))
+      end
+      -- the forgeries did arrive: the server counted its cookies, p its replays
+      assert.is_true(rv:stats().cookies >= N)
+      assert.is_true(p:stats().punch_replayed >= N)
+      assert.equal(1, rv:stats().peers)
+      genuine:close(); p:close(); b:close(); rv:close()
+    end, 30)
+  end)
+
   it("introductions toward one target are bounded whatever the askers send", function()
     helper.run(function()
       local rv = server({ intro_rate = 2, intro_burst = 5 })
