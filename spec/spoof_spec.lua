@@ -15,21 +15,19 @@
 --     forbidden candidates makes the peer probe none of them.
 local lab = require "natpunch.lab"
 local proc = require "natpunch.lab.proc"
-local matrix = require "natpunch.lab.matrix"
 local json = require "natpunch.json"
 local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
 local SERVER, PEER, VICTIM, ATTACKER, OTHER = "203.0.113.2", "203.0.113.50", "203.0.113.77",
   "203.0.113.66", "203.0.113.51"
 
 local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  for _, file in ipairs({ helper.build .. "/natpunch/core.so", "build/natpunch-spoof" }) do
-    local f = io.open(file, "r")
-    if not f then return "needs " .. file .. " (make)" end
-    f:close()
-  end
+  local why = labhelper.skip_reason()
+  if why then return why end
+  local f = io.open("build/natpunch-spoof", "r")
+  if not f then return "needs build/natpunch-spoof (make)" end
+  f:close()
   return nil
 end
 
@@ -72,10 +70,9 @@ describe("spoofing in the lab #lab", function()
     it("spoofed registrations, id takeover, forged introductions", function() pending(why) end)
     return
   end
-  local t, root, cmd
+  local t, root
   setup(function()
     root = root_dir()
-    cmd = matrix.command()
     t = lab.topology{ nats = {}, hosts = {
       { name = "s1", public = SERVER }, { name = "p", public = PEER }, { name = "v", public = VICTIM },
       { name = "m", public = ATTACKER }, { name = "q", public = OTHER } } }
@@ -103,12 +100,7 @@ describe("spoofing in the lab #lab", function()
     if t then t:down() end
   end)
 
-  local function natpunch_argv(...)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs({ ... }) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
+  local function natpunch_argv(...) return labhelper.natpunch({ ... }) end
 
   local function attacker(...)
     local argv = { helper.lua, root .. "/spec/spoof/attacker.lua", root, ... }
