@@ -195,17 +195,28 @@ end
 if S.registry then
   p("## Registry")
   p("")
-  p("| peers | bytes/peer | put us (x 1k) | lookup us (x 1k) | expire us (x 1k) | worst sweep batch |")
-  p("| ---: | ---: | ---: | ---: | ---: | ---: |")
+  p("Costs per operation, each also as x its 1k figure and, in brackets, as x a plain Lua table by id filled and")
+  p("read the same way at the same size in the same run (`bench/registry.lua`; the least of 3 runs per size).")
+  p("")
+  p("| peers | bytes/peer | put us (x 1k) [x table] | lookup us (x 1k) [x table] | plain table put / lookup x 1k |"
+    .. " expire us (x 1k) | worst sweep batch |")
+  p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   local bars = {}
   for _, r in ipairs(S.registry) do
-    p(("| %d | %.0f | %.2f (%.2f) | %.3f (%.2f) | %.2f (%.2f) | %.1f ms |"):format(r.peers, r.bytes_per_peer, r.put_us,
-      r.put_ratio, r.lookup_us, r.lookup_ratio, r.expire_us, r.expire_ratio, r.worst_sweep_ms))
+    p(("| %d | %.0f | %.2f (%.2f) [%.2f] | %.3f (%.2f) [%.2f] | %.2f / %.2f | %.2f (%.2f) | %.1f ms |"):format(r.peers,
+      r.bytes_per_peer, r.put_us, r.put_ratio, r.put_vs_plain or 0, r.lookup_us, r.lookup_ratio, r.lookup_vs_plain or 0,
+      r.plain_put_ratio or 0, r.plain_lookup_ratio or 0, r.expire_us, r.expire_ratio, r.worst_sweep_ms))
     bars[#bars + 1] = { r.peers .. " peers", r.bytes_per_peer, ("%.0f B/peer"):format(r.bytes_per_peer) }
   end
   write(outdir .. "/bench/registry.svg", bar_chart("Registry memory per registered peer", "bytes (goal <= 512)", bars))
   p("")
   p("![registry bytes per peer](bench/registry.svg)")
+  p("")
+  p("A record is an array of 8 slots with named access (id, 32-byte public key, public address, candidates,")
+  p("expiry, heap index, last introduction, NAT); the registry keeps one index (by id) and the expiry heap. From")
+  p("1k to 100k peers the operations grow about as much as the plain table does: what grows is the memory")
+  p("hierarchy (1k records stay in the caches, 100k do not), not the algorithm (O(1) lookups and registrations,")
+  p("O(log n) heap steps).")
   p("")
 end
 
