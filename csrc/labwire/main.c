@@ -67,7 +67,7 @@ static void print_counters(struct wire *w) {
   snprintf(label, sizeof(label), "%s->%s", w->label[1], w->label[0]);
   wire_print_counters(stdout, label, &w->dir[1].c);
   fflush(stdout);
-  w->dir[0].c.qmax = w->dir[1].c.qmax = 0;   /* the high-water mark restarts */
+  w->dir[0].c.qmax = w->dir[1].c.qmax = 0; /* the high-water mark restarts */
 }
 
 static int run(struct wire *w, int sigfd) {
@@ -98,7 +98,7 @@ static int run(struct wire *w, int sigfd) {
     if (pfd[2].revents & POLLIN) {
       struct signalfd_siginfo si;
       if (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo == SIGUSR1) {
-        print_counters(w);   /* a snapshot; the wire goes on */
+        print_counters(w); /* a snapshot; the wire goes on */
         continue;
       }
       return 0;

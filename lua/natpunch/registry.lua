@@ -144,6 +144,7 @@ function Registry:move(rec, public, port)
   if port ~= nil and select(2, split(public)) ~= port then
     error("registry: port " .. tostring(port) .. " is not that of " .. tostring(public), 2)
   end
+  assert(self.by_id[rec[ID]] == rec, "registry: move of a record that is not registered")
   rec[PUBLIC] = public
 end
 
