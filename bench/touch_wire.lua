@@ -98,7 +98,7 @@ end
 
 --- count datagrams of size bytes from x to host, paced at rate bit/s, no
 -- acknowledgement, no retransmission: build/bench/udp_blast when built,
--- else the lab probe's blast (Lua, natpunch.core; unpaced).  Returns
+-- else the lab probe's blast (Lua, natpunch.core, paced by its timer).  Returns
 -- { received, distinct, bytes, span_s, mbit_per_s } and the wire's counters.
 function W.raw_oneway(t, host, count, size, rate)
   local c0 = snapshot(t, host)
@@ -116,7 +116,8 @@ function W.raw_oneway(t, host, count, size, rate)
     local sink = t:spawn_probe(host, { "sink", "--bind", tostring(W.PORT + 1), "--time", "30", "--count",
       tostring(count), "--idle", "1" })
     assert(sink:expect("^READY", 5))
-    t:probe("x", { "blast", "--to", target, "--count", tostring(count), "--size", tostring(size) })
+    t:probe("x", { "blast", "--to", target, "--count", tostring(count), "--size", tostring(size),
+      "--interval", ("%.6f"):format((size + 28) * 8 / rate) })
     sink:wait(35)
     local n, bytes, span = sink:output():match("SINK received (%d+) bytes (%d+) span ([%d%.]+)")
     n, bytes, span = tonumber(n), tonumber(bytes), tonumber(span)
