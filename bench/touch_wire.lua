@@ -50,17 +50,33 @@ local function last_json(text)
   return type(text) == "table" and text or nil
 end
 
---- A lab with host x on the internet and one host per link of W.LINKS
--- (names: which of them; default all), up and with pinned neighbours.
-function W.lab(names)
+--- The lab's description: host x on the internet and one host per link of
+-- W.LINKS (names: which of them; default all).
+function W.desc(names)
   local hosts = { { name = "x", public = "203.0.113.2" } }
   for _, n in ipairs(names or { "lossy", "slow" }) do
     local l = W.LINKS[n]
     hosts[#hosts + 1] = { name = l.host, public = l.addr, link = l.link }
   end
-  local t = lab.topology{ impair = "wire", hosts = hosts }
+  return { impair = "wire", hosts = hosts }
+end
+
+--- Pin the neighbour entries of x and every other host of an up lab t.
+function W.pin(t)
+  for _, n in ipairs(t:nodes()) do
+    if n.name ~= "x" and n.role == "host" then t:pin_neighbours("x", n.name) end
+  end
+end
+
+--- W.desc(names) up, with pinned neighbours.
+function W.lab(names)
+  local t = lab.topology(W.desc(names))
   t:up()
-  for i = 2, #hosts do t:pin_neighbours("x", hosts[i].name) end
+  local ok, err = pcall(W.pin, t)
+  if not ok then
+    t:down()
+    error(err, 0)
+  end
   return t
 end
 

@@ -5,20 +5,17 @@
 -- below the 256 messages the sender may have unacknowledged.  Under 5% loss
 -- each way every message is delivered exactly once too.  Outcomes only: the
 -- goodput figures are make bench's (bench/touch_wire.lua).
-local lab = require "natpunch.lab"
+local labhelper = require "spec.labhelper"
 
 local W = dofile("bench/touch_wire.lua")
 
-describe("touch over natpunch-wire", function()
-  local why = lab.unavailable()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
-
+labhelper.describe("#lab touch over natpunch-wire", function()
+  local L = labhelper.lab(W.desc())
   local t
-  setup(function() t = W.lab() end)
-  teardown(function() if t then t:down() end end)
+  setup(function()
+    t = L.t
+    W.pin(t)
+  end)
 
   it("does not flood a 2 Mbit/s link with a 30-frame queue, delivers each once, and its window adapts", function()
     local host = W.LINKS.slow.host
