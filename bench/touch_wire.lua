@@ -28,9 +28,9 @@ local W = {}
 
 W.LINKS = {
   lossy = { host = "l", addr = "203.0.113.3", link = { loss = "5%", rate = "20mbit" }, rate = 20e6,
-    title = "5% loss each way, 20 Mbit/s" },
+    title = "5% loss each way, 20 Mbit/s", short = "5% loss" },
   slow = { host = "w", addr = "203.0.113.5", link = { rate = "2mbit", limit = 30 }, rate = 2e6,
-    title = "2 Mbit/s, queue of 30 frames" },
+    title = "2 Mbit/s, queue of 30 frames", short = "2 Mbit/s" },
 }
 W.PORT = 7400
 W.UDP_BLAST = root .. "/build/bench/udp_blast"
@@ -156,7 +156,7 @@ function W.run(quick)
       local raw, rw = W.raw_oneway(t, l.host, count, 1200, l.rate * 2)
       local s, r, tw = W.touch_bulk(t, l.host, count, 1200, 256)
       local goodput = s.acked * 1200 * 8 / s.seconds / 1e6
-      rows[#rows + 1] = { link = name, title = l.title, rate_mbit = l.rate / 1e6, count = count,
+      rows[#rows + 1] = { link = name, title = l.title, short = l.short, rate_mbit = l.rate / 1e6, count = count,
         raw_mbit = raw.mbit_per_s, raw_received = raw.received, raw_qdrop_share = rw.down.qdrop / rw.down.rx,
         touch_mbit = goodput, ratio = goodput / raw.mbit_per_s, acked = s.acked, failed = s.failed,
         delivered = r.lua_deliveries, distinct = r.distinct, retransmitted = s.retransmitted,
