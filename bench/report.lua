@@ -180,7 +180,8 @@ if S.wire then
       r.wire_qmax or 0, tostring(r.cwnd_min or "-"), r.cwnd_mean or 0, tostring(r.cwnd_max or "-")))
     bars[#bars + 1] = { (r.short or r.link) .. ": raw UDP", r.raw_mbit, ("%.2f Mbit/s"):format(r.raw_mbit),
       color = "#888" }
-    bars[#bars + 1] = { (r.short or r.link) .. ": touch", r.touch_mbit, ("%.2f Mbit/s (%.2fx)"):format(r.touch_mbit, r.ratio) }
+    bars[#bars + 1] = { (r.short or r.link) .. ": touch", r.touch_mbit,
+      ("%.2f Mbit/s (%.2fx)"):format(r.touch_mbit, r.ratio) }
   end
   write(outdir .. "/bench/wire.svg", bar_chart("Touch vs raw UDP over natpunch-wire", "goodput, Mbit/s", bars))
   p("")
