@@ -208,4 +208,30 @@ function helper.start_rendezvous(procs, dir, args)
   return rv
 end
 
+
+---------------------------------------------------------------------------
+-- Lua-API specs on loopback (call inside helper.run): a rendezvous and
+-- peers that register with it (authenticated as every peer is: cookie,
+-- Ed25519 id key, MACed control messages).
+
+--- natpunch.rendezvous(opts) listening on 127.0.0.1:0 unless opts.listen
+-- says otherwise.  Returns the server, its address, ip, port (number).
+function helper.rendezvous(opts)
+  local natpunch = require "natpunch"
+  local o = { listen = "127.0.0.1:0" }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  local rv = assert(natpunch.rendezvous(o))
+  local ip, port = rv:address():match("^(.-):(%d+)$")
+  return rv, rv:address(), ip, tonumber(port)
+end
+
+--- natpunch.peer{ server = srv, id = id, bind = "127.0.0.1:0" } plus the
+-- options of extra (which win).
+function helper.peer(srv, id, extra)
+  local natpunch = require "natpunch"
+  local o = { server = srv, id = id, bind = "127.0.0.1:0" }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return assert(natpunch.peer(o))
+end
+
 return helper
