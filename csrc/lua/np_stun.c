@@ -16,6 +16,7 @@
 #include <lua.h>
 #include <uv.h>
 
+#include <stddef.h>
 #include <string.h>
 
 #include "crypto.h"
@@ -61,6 +62,46 @@ static const char *class_name(uint16_t cls) {
   case STUN_CLASS_SUCCESS: return "success";
   default: return "error";
   }
+}
+
+/* The address and byte-string attributes: one row each, read by decode and
+ * written by encode in this order (SOFTWARE goes last, before the
+ * integrity attributes: software_attr). */
+struct msg_attr {
+  const char *name; /* the field of the Lua table */
+  uint32_t has;     /* STUN_HAS_* */
+  uint16_t type;    /* STUN_ATTR_* */
+  size_t offset;    /* of its struct stun_addr / struct stun_bytes in struct stun_msg */
+};
+
+#define ATTR(name, has, type, member) {name, has, type, offsetof(struct stun_msg, member)}
+static const struct msg_attr addr_attrs[] = {
+    ATTR("xor_mapped_address", STUN_HAS_XOR_MAPPED, STUN_ATTR_XOR_MAPPED_ADDRESS, xor_mapped),
+    ATTR("mapped_address", STUN_HAS_MAPPED, STUN_ATTR_MAPPED_ADDRESS, mapped),
+    ATTR("response_origin", STUN_HAS_RESPONSE_ORIGIN, STUN_ATTR_RESPONSE_ORIGIN, response_origin),
+    ATTR("other_address", STUN_HAS_OTHER_ADDRESS, STUN_ATTR_OTHER_ADDRESS, other_address),
+    ATTR("source_address", STUN_HAS_SOURCE_ADDRESS, STUN_ATTR_SOURCE_ADDRESS, source_address),
+    ATTR("changed_address", STUN_HAS_CHANGED_ADDRESS, STUN_ATTR_CHANGED_ADDRESS, changed_address),
+    ATTR("xor_peer_address", STUN_HAS_XOR_PEER, STUN_ATTR_XOR_PEER_ADDRESS, xor_peer),
+    ATTR("xor_relayed_address", STUN_HAS_XOR_RELAYED, STUN_ATTR_XOR_RELAYED_ADDRESS, xor_relayed),
+};
+static const struct msg_attr bytes_attrs[] = {
+    ATTR("data", STUN_HAS_DATA, STUN_ATTR_DATA, data),
+    ATTR("username", STUN_HAS_USERNAME, STUN_ATTR_USERNAME, username),
+    ATTR("realm", STUN_HAS_REALM, STUN_ATTR_REALM, realm),
+    ATTR("nonce", STUN_HAS_NONCE, STUN_ATTR_NONCE, nonce),
+};
+static const struct msg_attr software_attr =
+    ATTR("software", STUN_HAS_SOFTWARE, STUN_ATTR_SOFTWARE, software);
+#undef ATTR
+#define N_ATTRS(a) (sizeof(a) / sizeof(a)[0])
+
+static const struct stun_addr *msg_addr(const struct stun_msg *m, const struct msg_attr *a) {
+  return (const struct stun_addr *)((const char *)m + a->offset);
+}
+
+static struct stun_bytes msg_bytes(const struct stun_msg *m, const struct msg_attr *a) {
+  return *(const struct stun_bytes *)((const char *)m + a->offset);
 }
 
 /* ---------------------------------------------------------------- decode */
@@ -126,26 +167,14 @@ static int stun_decode(lua_State *L) {
   if (m.classic)
     set_bool(L, "classic", 1);
 
-  if (m.has & STUN_HAS_XOR_MAPPED)
-    set_addr(L, "xor_mapped_address", &m.xor_mapped);
-  if (m.has & STUN_HAS_MAPPED)
-    set_addr(L, "mapped_address", &m.mapped);
-  if (m.has & STUN_HAS_RESPONSE_ORIGIN)
-    set_addr(L, "response_origin", &m.response_origin);
-  if (m.has & STUN_HAS_OTHER_ADDRESS)
-    set_addr(L, "other_address", &m.other_address);
-  if (m.has & STUN_HAS_SOURCE_ADDRESS)
-    set_addr(L, "source_address", &m.source_address);
-  if (m.has & STUN_HAS_CHANGED_ADDRESS)
-    set_addr(L, "changed_address", &m.changed_address);
-  if (m.has & STUN_HAS_USERNAME)
-    set_bytes(L, "username", m.username);
-  if (m.has & STUN_HAS_SOFTWARE)
-    set_bytes(L, "software", m.software);
-  if (m.has & STUN_HAS_REALM)
-    set_bytes(L, "realm", m.realm);
-  if (m.has & STUN_HAS_NONCE)
-    set_bytes(L, "nonce", m.nonce);
+  for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
+    if (m.has & addr_attrs[i].has)
+      set_addr(L, addr_attrs[i].name, msg_addr(&m, &addr_attrs[i]));
+  for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
+    if (m.has & bytes_attrs[i].has)
+      set_bytes(L, bytes_attrs[i].name, msg_bytes(&m, &bytes_attrs[i]));
+  if (m.has & software_attr.has)
+    set_bytes(L, software_attr.name, msg_bytes(&m, &software_attr));
   if (m.has & STUN_HAS_ERROR_CODE) {
     lua_createtable(L, 0, 2);
     set_int(L, "code", m.error_code);
@@ -168,12 +197,6 @@ static int stun_decode(lua_State *L) {
     set_int(L, "priority", m.priority);
   if (m.has & STUN_HAS_USE_CANDIDATE)
     set_bool(L, "use_candidate", 1);
-  if (m.has & STUN_HAS_XOR_PEER)
-    set_addr(L, "xor_peer_address", &m.xor_peer);
-  if (m.has & STUN_HAS_XOR_RELAYED)
-    set_addr(L, "xor_relayed_address", &m.xor_relayed);
-  if (m.has & STUN_HAS_DATA)
-    set_bytes(L, "data", m.data);
   if (m.has & STUN_HAS_LIFETIME)
     set_int(L, "lifetime", m.lifetime);
   if (m.has & STUN_HAS_CHANNEL_NUMBER)
@@ -337,53 +360,54 @@ static void put_change_field(lua_State *L, struct stun_writer *w) {
   lua_pop(L, 1);
 }
 
-/* The integer attributes: response_port, priority, padding, ICE. */
-static void put_int_fields(lua_State *L, struct stun_writer *w) {
-  if (field(L, 1, "response_port") != LUA_TNIL)
-    stun_put_response_port(w, (uint16_t)check_int(L, "msg.", "response_port", 0, 65535));
-  lua_pop(L, 1);
-  if (field(L, 1, "priority") != LUA_TNIL)
-    stun_put_u32(w, STUN_ATTR_PRIORITY, (uint32_t)check_int(L, "msg.", "priority", 0, 0xFFFFFFFF));
-  lua_pop(L, 1);
-  if (field(L, 1, "use_candidate") != LUA_TNIL && lua_toboolean(L, -1))
-    stun_put(w, STUN_ATTR_USE_CANDIDATE, NULL, 0);
-  lua_pop(L, 1);
-  if (field(L, 1, "ice_controlled") != LUA_TNIL)
-    stun_put_u64(w, STUN_ATTR_ICE_CONTROLLED,
-                 (uint64_t)check_int(L, "msg.", "ice_controlled", LUA_MININTEGER, LUA_MAXINTEGER));
-  lua_pop(L, 1);
-  if (field(L, 1, "ice_controlling") != LUA_TNIL)
-    stun_put_u64(w, STUN_ATTR_ICE_CONTROLLING,
-                 (uint64_t)check_int(L, "msg.", "ice_controlling", LUA_MININTEGER, LUA_MAXINTEGER));
-  lua_pop(L, 1);
-  if (field(L, 1, "padding") != LUA_TNIL)
-    stun_put_padding(w, (size_t)check_int(L, "msg.", "padding", 0, 0xFFFF));
-  lua_pop(L, 1);
-}
-
-static int flag_field(lua_State *L, const char *name);
-
-/* TURN (RFC 8656 §18): lifetime, channel_number, requested_transport,
- * dont_fragment; data and the XOR addresses go with the other kinds. */
-static void put_turn_fields(lua_State *L, struct stun_writer *w) {
-  if (field(L, 1, "requested_transport") != LUA_TNIL)
-    stun_put_requested_transport(w, (uint8_t)check_int(L, "msg.", "requested_transport", 0, 255));
-  lua_pop(L, 1);
-  if (field(L, 1, "lifetime") != LUA_TNIL)
-    stun_put_u32(w, STUN_ATTR_LIFETIME, (uint32_t)check_int(L, "msg.", "lifetime", 0, 0xFFFFFFFF));
-  lua_pop(L, 1);
-  if (field(L, 1, "channel_number") != LUA_TNIL)
-    stun_put_channel_number(w, (uint16_t)check_int(L, "msg.", "channel_number", STUN_CHANNEL_MIN,
-                                                   STUN_CHANNEL_MAX));
-  lua_pop(L, 1);
-  if (flag_field(L, "dont_fragment"))
-    stun_put(w, STUN_ATTR_DONT_FRAGMENT, NULL, 0);
-}
-
 static int flag_field(lua_State *L, const char *name) {
   int v = field(L, 1, name) != LUA_TNIL && lua_toboolean(L, -1);
   lua_pop(L, 1);
   return v;
+}
+
+/* The integer and flag attributes, written in this order: each an integer
+ * in lo..hi (a flag: present when true) put by its writer.  ICE's 64-bit
+ * tie-breakers take any Lua integer (decode wraps them to negative above
+ * 2^63).  TURN's are RFC 8656 §18. */
+enum int_put { PUT_U32, PUT_U64, PUT_FLAG, PUT_RESPONSE_PORT, PUT_PADDING, PUT_TRANSPORT, PUT_CHANNEL };
+static const struct int_attr {
+  const char *name;
+  enum int_put put;
+  uint16_t type; /* for PUT_U32, PUT_U64, PUT_FLAG */
+  lua_Integer lo, hi;
+} int_attrs[] = {
+    {"response_port", PUT_RESPONSE_PORT, 0, 0, 65535},
+    {"priority", PUT_U32, STUN_ATTR_PRIORITY, 0, 0xFFFFFFFF},
+    {"use_candidate", PUT_FLAG, STUN_ATTR_USE_CANDIDATE, 0, 0},
+    {"ice_controlled", PUT_U64, STUN_ATTR_ICE_CONTROLLED, LUA_MININTEGER, LUA_MAXINTEGER},
+    {"ice_controlling", PUT_U64, STUN_ATTR_ICE_CONTROLLING, LUA_MININTEGER, LUA_MAXINTEGER},
+    {"padding", PUT_PADDING, 0, 0, 0xFFFF},
+    {"requested_transport", PUT_TRANSPORT, 0, 0, 255},
+    {"lifetime", PUT_U32, STUN_ATTR_LIFETIME, 0, 0xFFFFFFFF},
+    {"channel_number", PUT_CHANNEL, 0, STUN_CHANNEL_MIN, STUN_CHANNEL_MAX},
+    {"dont_fragment", PUT_FLAG, STUN_ATTR_DONT_FRAGMENT, 0, 0},
+};
+
+static void put_int_field(lua_State *L, struct stun_writer *w, const struct int_attr *a) {
+  if (a->put == PUT_FLAG) {
+    if (flag_field(L, a->name))
+      stun_put(w, a->type, NULL, 0);
+    return;
+  }
+  if (field(L, 1, a->name) != LUA_TNIL) {
+    lua_Integer v = check_int(L, "msg.", a->name, a->lo, a->hi);
+    switch (a->put) {
+    case PUT_U32: stun_put_u32(w, a->type, (uint32_t)v); break;
+    case PUT_U64: stun_put_u64(w, a->type, (uint64_t)v); break;
+    case PUT_RESPONSE_PORT: stun_put_response_port(w, (uint16_t)v); break;
+    case PUT_PADDING: stun_put_padding(w, (size_t)v); break;
+    case PUT_TRANSPORT: stun_put_requested_transport(w, (uint8_t)v); break;
+    case PUT_CHANNEL: stun_put_channel_number(w, (uint16_t)v); break;
+    case PUT_FLAG: break;
+    }
+  }
+  lua_pop(L, 1);
 }
 
 struct header {
@@ -455,24 +479,16 @@ static int build(lua_State *L, const struct header *h, const char *key, size_t k
                  size_t cap) {
   struct stun_writer w;
   stun_writer_init(&w, buf, cap, h->method, h->cls, h->tid, h->tid_len);
-  put_addr_field(L, &w, "xor_mapped_address", STUN_ATTR_XOR_MAPPED_ADDRESS);
-  put_addr_field(L, &w, "mapped_address", STUN_ATTR_MAPPED_ADDRESS);
-  put_addr_field(L, &w, "response_origin", STUN_ATTR_RESPONSE_ORIGIN);
-  put_addr_field(L, &w, "other_address", STUN_ATTR_OTHER_ADDRESS);
-  put_addr_field(L, &w, "source_address", STUN_ATTR_SOURCE_ADDRESS);
-  put_addr_field(L, &w, "changed_address", STUN_ATTR_CHANGED_ADDRESS);
-  put_addr_field(L, &w, "xor_peer_address", STUN_ATTR_XOR_PEER_ADDRESS);
-  put_addr_field(L, &w, "xor_relayed_address", STUN_ATTR_XOR_RELAYED_ADDRESS);
-  put_string_field(L, &w, "data", STUN_ATTR_DATA);
-  put_string_field(L, &w, "username", STUN_ATTR_USERNAME);
-  put_string_field(L, &w, "realm", STUN_ATTR_REALM);
-  put_string_field(L, &w, "nonce", STUN_ATTR_NONCE);
+  for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
+    put_addr_field(L, &w, addr_attrs[i].name, addr_attrs[i].type);
+  for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
+    put_string_field(L, &w, bytes_attrs[i].name, bytes_attrs[i].type);
   put_error_field(L, &w);
   put_unknown_field(L, &w);
   put_change_field(L, &w);
-  put_int_fields(L, &w);
-  put_turn_fields(L, &w);
-  put_string_field(L, &w, "software", STUN_ATTR_SOFTWARE);
+  for (size_t i = 0; i < N_ATTRS(int_attrs); i++)
+    put_int_field(L, &w, &int_attrs[i]);
+  put_string_field(L, &w, software_attr.name, software_attr.type);
   /* RFC 8489 §14.5-14.7: MESSAGE-INTEGRITY, then -SHA256, then
    * FINGERPRINT, last */
   if (flag_field(L, "integrity"))
