@@ -23,8 +23,8 @@
 #include "stun.h"
 #include "turn.h"
 
-#define MSG_MAX (STUN_HEADER_SIZE + 0xFFFF) /* 16-bit length field */
-#define SMALL_MSG 1500                      /* typical MTU: try this first */
+#define MSG_MAX   (STUN_HEADER_SIZE + 0xFFFF) /* 16-bit length field */
+#define SMALL_MSG 1500                        /* typical MTU: try this first */
 
 static int push_fail(lua_State *L, int err) {
   lua_pushnil(L);
@@ -50,8 +50,7 @@ static const struct {
 
 static const char *method_name(uint16_t method) {
   for (size_t i = 0; i < N_METHODS; i++)
-    if (methods[i].method == method)
-      return methods[i].name;
+    if (methods[i].method == method) return methods[i].name;
   return NULL;
 }
 
@@ -74,7 +73,8 @@ struct msg_attr {
   size_t offset;    /* of its struct stun_addr / struct stun_bytes in struct stun_msg */
 };
 
-#define ATTR(name, has, type, member) {name, has, type, offsetof(struct stun_msg, member)}
+#define ATTR(name, has, type, member) \
+  { name, has, type, offsetof(struct stun_msg, member) }
 static const struct msg_attr addr_attrs[] = {
     ATTR("xor_mapped_address", STUN_HAS_XOR_MAPPED, STUN_ATTR_XOR_MAPPED_ADDRESS, xor_mapped),
     ATTR("mapped_address", STUN_HAS_MAPPED, STUN_ATTR_MAPPED_ADDRESS, mapped),
@@ -108,8 +108,7 @@ static struct stun_bytes msg_bytes(const struct stun_msg *m, const struct msg_at
 
 static void set_addr(lua_State *L, const char *field, const struct stun_addr *a) {
   char ip[64];
-  if (stun_addr_format(a, ip, sizeof ip) < 0)
-    return;
+  if (stun_addr_format(a, ip, sizeof ip) < 0) return;
   lua_createtable(L, 0, 3);
   lua_pushstring(L, a->family == STUN_FAMILY_IPV4 ? "inet" : "inet6");
   lua_setfield(L, -2, "family");
@@ -150,8 +149,7 @@ static int stun_decode(lua_State *L) {
   const char *key = luaL_optlstring(L, 2, NULL, &keylen);
   struct stun_msg m;
   int r = stun_read(p, len, &m);
-  if (r < 0)
-    return push_fail(L, r);
+  if (r < 0) return push_fail(L, r);
 
   lua_createtable(L, 0, 8);
   if (method_name(m.method) != NULL)
@@ -164,17 +162,14 @@ static int stun_decode(lua_State *L) {
   lua_setfield(L, -2, "class");
   lua_pushlstring(L, (const char *)m.tid, m.tid_len);
   lua_setfield(L, -2, "transaction_id");
-  if (m.classic)
-    set_bool(L, "classic", 1);
+  if (m.classic) set_bool(L, "classic", 1);
 
   for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
-    if (m.has & addr_attrs[i].has)
-      set_addr(L, addr_attrs[i].name, msg_addr(&m, &addr_attrs[i]));
+    if (m.has & addr_attrs[i].has) set_addr(L, addr_attrs[i].name, msg_addr(&m, &addr_attrs[i]));
   for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
     if (m.has & bytes_attrs[i].has)
       set_bytes(L, bytes_attrs[i].name, msg_bytes(&m, &bytes_attrs[i]));
-  if (m.has & software_attr.has)
-    set_bytes(L, software_attr.name, msg_bytes(&m, &software_attr));
+  if (m.has & software_attr.has) set_bytes(L, software_attr.name, msg_bytes(&m, &software_attr));
   if (m.has & STUN_HAS_ERROR_CODE) {
     lua_createtable(L, 0, 2);
     set_int(L, "code", m.error_code);
@@ -189,41 +184,31 @@ static int stun_decode(lua_State *L) {
     set_bool(L, "port", (m.change_request & STUN_CHANGE_PORT) != 0);
     lua_setfield(L, -2, "change_request");
   }
-  if (m.has & STUN_HAS_RESPONSE_PORT)
-    set_int(L, "response_port", m.response_port);
-  if (m.has & STUN_HAS_PADDING)
-    set_int(L, "padding", (lua_Integer)m.padding_len);
-  if (m.has & STUN_HAS_PRIORITY)
-    set_int(L, "priority", m.priority);
-  if (m.has & STUN_HAS_USE_CANDIDATE)
-    set_bool(L, "use_candidate", 1);
-  if (m.has & STUN_HAS_LIFETIME)
-    set_int(L, "lifetime", m.lifetime);
-  if (m.has & STUN_HAS_CHANNEL_NUMBER)
-    set_int(L, "channel_number", m.channel_number);
+  if (m.has & STUN_HAS_RESPONSE_PORT) set_int(L, "response_port", m.response_port);
+  if (m.has & STUN_HAS_PADDING) set_int(L, "padding", (lua_Integer)m.padding_len);
+  if (m.has & STUN_HAS_PRIORITY) set_int(L, "priority", m.priority);
+  if (m.has & STUN_HAS_USE_CANDIDATE) set_bool(L, "use_candidate", 1);
+  if (m.has & STUN_HAS_LIFETIME) set_int(L, "lifetime", m.lifetime);
+  if (m.has & STUN_HAS_CHANNEL_NUMBER) set_int(L, "channel_number", m.channel_number);
   if (m.has & STUN_HAS_REQUESTED_TRANSPORT)
     set_int(L, "requested_transport", m.requested_transport);
-  if (m.has & STUN_HAS_DONT_FRAGMENT)
-    set_bool(L, "dont_fragment", 1);
+  if (m.has & STUN_HAS_DONT_FRAGMENT) set_bool(L, "dont_fragment", 1);
   /* 64-bit tie-breakers: Lua integers are 64-bit, so they wrap to
    * negative above 2^63 and encode() maps them back */
-  if (m.has & STUN_HAS_ICE_CONTROLLED)
-    set_int(L, "ice_controlled", (lua_Integer)m.ice_controlled);
+  if (m.has & STUN_HAS_ICE_CONTROLLED) set_int(L, "ice_controlled", (lua_Integer)m.ice_controlled);
   if (m.has & STUN_HAS_ICE_CONTROLLING)
     set_int(L, "ice_controlling", (lua_Integer)m.ice_controlling);
 
   if (m.has & STUN_HAS_INTEGRITY) {
     set_bool(L, "has_integrity", 1);
-    if (key != NULL)
-      set_bool(L, "integrity", stun_check_integrity(p, &m, key, keylen) == 0);
+    if (key != NULL) set_bool(L, "integrity", stun_check_integrity(p, &m, key, keylen) == 0);
   }
   if (m.has & STUN_HAS_INTEGRITY_SHA256) {
     set_bool(L, "has_integrity_sha256", 1);
     if (key != NULL)
       set_bool(L, "integrity_sha256", stun_check_integrity_sha256(p, &m, key, keylen) == 0);
   }
-  if (m.has & STUN_HAS_FINGERPRINT)
-    set_bool(L, "fingerprint", m.fingerprint_ok);
+  if (m.has & STUN_HAS_FINGERPRINT) set_bool(L, "fingerprint", m.fingerprint_ok);
   if (m.n_unknown_required > 0) {
     size_t n = m.n_unknown_required < STUN_MAX_LISTED ? m.n_unknown_required : STUN_MAX_LISTED;
     set_list(L, "unknown_required", m.unknown_required, n);
@@ -244,10 +229,8 @@ static lua_Integer check_int(lua_State *L, const char *prefix, const char *name,
                              lua_Integer hi) {
   int isnum;
   lua_Integer v = lua_tointegerx(L, -1, &isnum);
-  if (!isnum)
-    luaL_error(L, "%s%s: integer expected, got %s", prefix, name, luaL_typename(L, -1));
-  if (v < lo || v > hi)
-    luaL_error(L, "%s%s: %I out of range %I..%I", prefix, name, v, lo, hi);
+  if (!isnum) luaL_error(L, "%s%s: integer expected, got %s", prefix, name, luaL_typename(L, -1));
+  if (v < lo || v > hi) luaL_error(L, "%s%s: %I out of range %I..%I", prefix, name, v, lo, hi);
   return v;
 }
 
@@ -349,11 +332,9 @@ static void put_change_field(lua_State *L, struct stun_writer *w) {
                  luaL_typename(L, -1));
     uint32_t flags = 0;
     lua_getfield(L, -1, "ip");
-    if (lua_toboolean(L, -1))
-      flags |= STUN_CHANGE_IP;
+    if (lua_toboolean(L, -1)) flags |= STUN_CHANGE_IP;
     lua_getfield(L, -2, "port");
-    if (lua_toboolean(L, -1))
-      flags |= STUN_CHANGE_PORT;
+    if (lua_toboolean(L, -1)) flags |= STUN_CHANGE_PORT;
     lua_pop(L, 2);
     stun_put_change_request(w, flags);
   }
@@ -370,7 +351,15 @@ static int flag_field(lua_State *L, const char *name) {
  * in lo..hi (a flag: present when true) put by its writer.  ICE's 64-bit
  * tie-breakers take any Lua integer (decode wraps them to negative above
  * 2^63).  TURN's are RFC 8656 §18. */
-enum int_put { PUT_U32, PUT_U64, PUT_FLAG, PUT_RESPONSE_PORT, PUT_PADDING, PUT_TRANSPORT, PUT_CHANNEL };
+enum int_put {
+  PUT_U32,
+  PUT_U64,
+  PUT_FLAG,
+  PUT_RESPONSE_PORT,
+  PUT_PADDING,
+  PUT_TRANSPORT,
+  PUT_CHANNEL
+};
 static const struct int_attr {
   const char *name;
   enum int_put put;
@@ -391,8 +380,7 @@ static const struct int_attr {
 
 static void put_int_field(lua_State *L, struct stun_writer *w, const struct int_attr *a) {
   if (a->put == PUT_FLAG) {
-    if (flag_field(L, a->name))
-      stun_put(w, a->type, NULL, 0);
+    if (flag_field(L, a->name)) stun_put(w, a->type, NULL, 0);
     return;
   }
   if (field(L, 1, a->name) != LUA_TNIL) {
@@ -419,15 +407,14 @@ struct header {
 static void read_header(lua_State *L, struct header *h) {
   switch (field(L, 1, "method")) {
   case LUA_TNIL: h->method = STUN_METHOD_BINDING; break;
-  case LUA_TSTRING:
-  {
+  case LUA_TSTRING: {
     size_t i = 0;
-    while (i < N_METHODS && strcmp(lua_tostring(L, -1), methods[i].name) != 0)
-      i++;
+    while (i < N_METHODS && strcmp(lua_tostring(L, -1), methods[i].name) != 0) i++;
     if (i == N_METHODS)
-      luaL_error(L, "msg.method: unknown method '%s' (use \"binding\", \"allocate\", "
-                    "\"refresh\", \"send\", \"data\", \"create_permission\", "
-                    "\"channel_bind\" or a number)",
+      luaL_error(L,
+                 "msg.method: unknown method '%s' (use \"binding\", \"allocate\", "
+                 "\"refresh\", \"send\", \"data\", \"create_permission\", "
+                 "\"channel_bind\" or a number)",
                  lua_tostring(L, -1));
     h->method = methods[i].method;
     break;
@@ -444,8 +431,7 @@ static void read_header(lua_State *L, struct header *h) {
   } else {
     const char *c = lua_tostring(L, -1);
     int i = 0;
-    while (classes[i] != NULL && (c == NULL || strcmp(c, classes[i]) != 0))
-      i++;
+    while (classes[i] != NULL && (c == NULL || strcmp(c, classes[i]) != 0)) i++;
     if (classes[i] == NULL || lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "msg.class: \"request\", \"indication\", \"success\" or \"error\" expected");
     h->cls = class_bits[i];
@@ -460,8 +446,7 @@ static void read_header(lua_State *L, struct header *h) {
     int rc = uv_random(NULL, NULL, h->tid, h->tid_len, 0, NULL);
     if (rc < 0) luaL_error(L, "stun.encode: no randomness available (%s)", uv_strerror(rc));
     /* a classic id must not start with the cookie, or it is not classic */
-    if (classic && h->tid[0] == 0x21)
-      h->tid[0] = 0x20;
+    if (classic && h->tid[0] == 0x21) h->tid[0] = 0x20;
   } else {
     size_t n;
     const char *tid = str_field(L, "transaction_id", &n);
@@ -486,17 +471,13 @@ static int build(lua_State *L, const struct header *h, const char *key, size_t k
   put_error_field(L, &w);
   put_unknown_field(L, &w);
   put_change_field(L, &w);
-  for (size_t i = 0; i < N_ATTRS(int_attrs); i++)
-    put_int_field(L, &w, &int_attrs[i]);
+  for (size_t i = 0; i < N_ATTRS(int_attrs); i++) put_int_field(L, &w, &int_attrs[i]);
   put_string_field(L, &w, software_attr.name, software_attr.type);
   /* RFC 8489 §14.5-14.7: MESSAGE-INTEGRITY, then -SHA256, then
    * FINGERPRINT, last */
-  if (flag_field(L, "integrity"))
-    stun_put_integrity(&w, key, keylen);
-  if (flag_field(L, "integrity_sha256"))
-    stun_put_integrity_sha256(&w, key, keylen);
-  if (flag_field(L, "fingerprint"))
-    stun_put_fingerprint(&w);
+  if (flag_field(L, "integrity")) stun_put_integrity(&w, key, keylen);
+  if (flag_field(L, "integrity_sha256")) stun_put_integrity_sha256(&w, key, keylen);
+  if (flag_field(L, "fingerprint")) stun_put_fingerprint(&w);
   return stun_writer_finish(&w);
 }
 
@@ -521,8 +502,7 @@ static int stun_encode(lua_State *L) {
       return 1;
     }
   }
-  if (n < 0)
-    return luaL_error(L, "stun.encode: %s (%s)", stun_strerror(n), stun_errname(n));
+  if (n < 0) return luaL_error(L, "stun.encode: %s (%s)", stun_strerror(n), stun_errname(n));
   lua_pushlstring(L, (const char *)small, (size_t)n);
   return 1;
 }
@@ -563,26 +543,22 @@ static int stun_answer(lua_State *L) {
     opt_sockaddr(L, "origin", &origin, &opts.origin);
     opt_sockaddr(L, "other", &other, &opts.other);
     lua_getfield(L, 5, "change_ok");
-    if (lua_toboolean(L, -1))
-      opts.flags |= STUN_ANSWER_CHANGE_OK;
+    if (lua_toboolean(L, -1)) opts.flags |= STUN_ANSWER_CHANGE_OK;
     lua_getfield(L, 5, "response_port_ok");
-    if (lua_toboolean(L, -1))
-      opts.flags |= STUN_ANSWER_RESPONSE_PORT_OK;
+    if (lua_toboolean(L, -1)) opts.flags |= STUN_ANSWER_RESPONSE_PORT_OK;
     /* a smaller cap drops the optional attributes that do not fit */
     lua_getfield(L, 5, "max_size");
     if (!lua_isnil(L, -1)) {
       lua_Integer m = luaL_checkinteger(L, -1);
       luaL_argcheck(L, m >= STUN_HEADER_SIZE, 5, "opts.max_size below the 20-byte header");
-      if (m < (lua_Integer)cap)
-        cap = (size_t)m;
+      if (m < (lua_Integer)cap) cap = (size_t)m;
     }
     lua_pop(L, 3);
   }
 
   uint8_t out[STUN_ANSWER_MAX];
   int n = stun_answer_binding_ex(req, len, (const struct sockaddr *)&from, &opts, out, cap);
-  if (n < 0)
-    return push_fail(L, n);
+  if (n < 0) return push_fail(L, n);
   lua_pushlstring(L, (const char *)out, (size_t)n);
   return 1;
 }
@@ -627,8 +603,8 @@ static int stun_channel_wrap(lua_State *L) {
   luaL_argcheck(L, dlen <= 0xFFFF, 2, "at most 65535 bytes");
   luaL_Buffer b;
   uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, TURN_CHANNEL_HEADER + dlen);
-  long n = turn_channel_write(out, TURN_CHANNEL_HEADER + dlen, (uint16_t)ch,
-                              (const uint8_t *)data, dlen);
+  long n = turn_channel_write(out, TURN_CHANNEL_HEADER + dlen, (uint16_t)ch, (const uint8_t *)data,
+                              dlen);
   luaL_pushresultsize(&b, (size_t)n);
   return 1;
 }
