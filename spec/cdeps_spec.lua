@@ -7,12 +7,7 @@ local helper = require "spec.helper"
 -- sh(cmd): stdout and stderr together, exit code
 local function sh(cmd) return helper.exec(cmd) end
 
-local function tmpdir()
-  local p = io.popen("mktemp -d")
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function tmpdir() return helper.tmpdir("cdeps") end
 
 describe("C file dependencies", function()
   it("have no cycle in csrc/core and csrc/lua", function()

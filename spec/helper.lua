@@ -239,4 +239,17 @@ function helper.peer(srv, id, extra)
   return assert(natpunch.peer(o))
 end
 
+
+--- A port free on 127.0.0.1 now, for kind "udp" or "tcp" (bound, read and
+-- released; a server started next is likely, not certain, to get it).
+function helper.free_port(kind)
+  local core = require "natpunch.core"
+  local h = kind == "tcp" and core.tcp() or core.udp()
+  assert(h:bind("127.0.0.1", 0))
+  local _, port = h:getsockname()
+  h:close()
+  core.run("nowait")
+  return port
+end
+
 return helper
