@@ -175,15 +175,23 @@ function sched.wait(arm, timeout)
   return table.unpack(r, 1, r.n)
 end
 
---- sched.wait with the wake-up function appended to the list waiters (a
--- queue: whoever takes it out and calls it resumes the task); it leaves the
--- list again on timeout or when the task is cancelled.
+--- sched.wait with a wake-up function appended to the list waiters (a
+-- queue: whoever takes it out, or swaps the list for a new one, and calls it
+-- resumes the task); on timeout or when the task is cancelled it leaves the
+-- list again.  A function that was called is not looked for: its caller may
+-- still be walking the list.
 function sched.wait_in(waiters, timeout)
   return sched.wait(function(wake)
-    table.insert(waiters, wake)
+    local called = false
+    local function w(...)
+      called = true
+      wake(...)
+    end
+    table.insert(waiters, w)
     return function()
-      for i, w in ipairs(waiters) do
-        if w == wake then table.remove(waiters, i) break end
+      if called then return end
+      for i, x in ipairs(waiters) do
+        if x == w then table.remove(waiters, i) break end
       end
     end
   end, timeout)
