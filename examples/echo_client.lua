@@ -7,12 +7,9 @@
 -- ID is this client's own id, TARGET the echo server's (natpunch.stunt,
 -- after XSTUNT's XInit / XConnect).
 
--- Find natpunch in this checkout (lua/ and build/ next to examples/).
-local root = (arg[0]:match("^(.*)/[^/]*$") or ".") .. "/.."
-local build = os.getenv("NATPUNCH_BUILD") or "build"
-if build:sub(1, 1) ~= "/" then build = root .. "/" .. build end
-package.path = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;" .. package.path
-package.cpath = build .. "/?.so;" .. package.cpath
+-- natpunch from this checkout (lua/ and build/ next to examples/); drop
+-- this line in a copy of the example that uses an installed natpunch
+dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
 
 local natpunch = require "natpunch"
 

@@ -11,12 +11,10 @@ local auth = require "natpunch.auth"
 
 local N = 20   -- datagrams per case
 
+-- A rendezvous on 127.0.0.1:0: the server, ip, port.
 local function server(opts)
-  opts = opts or {}
-  opts.listen = "127.0.0.1:0"
-  local rv = assert(natpunch.rendezvous(opts))
-  local ip, port = rv:address():match("^(.-):(%d+)$")
-  return rv, ip, tonumber(port)
+  local rv, _, ip, port = helper.rendezvous(opts)
+  return rv, ip, port
 end
 
 -- Send make(i) N times from a fresh socket; bytes in and out at the source.

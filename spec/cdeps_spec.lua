@@ -4,19 +4,10 @@
 -- small objects made to fail it.
 local helper = require "spec.helper"
 
-local function sh(cmd)
-  local p = io.popen(helper.sh(cmd .. " 2>&1; echo \"exit=$?\""))
-  local out = p:read("a")
-  p:close()
-  return out, tonumber(out:match("exit=(%d+)%s*$"))
-end
+-- sh(cmd): stdout and stderr together, exit code
+local function sh(cmd) return helper.exec(cmd) end
 
-local function tmpdir()
-  local p = io.popen("mktemp -d")
-  local d = p:read("l")
-  p:close()
-  return d
-end
+local function tmpdir() return helper.tmpdir("cdeps") end
 
 describe("C file dependencies", function()
   it("have no cycle in csrc/core and csrc/lua", function()

@@ -7,66 +7,17 @@ local json = require "natpunch.json"
 
 local CLI = helper.cli()
 local q, sh, read_file = helper.q, helper.sh, helper.read_file
-local function within(seconds) return "timeout " .. seconds .. " env " .. CLI end
+local within, run, events, find = helper.within, helper.exec, helper.events, helper.find_event
 
-local function run(cmd, dir)
-  local err = dir .. "/run.err"
-  local p = io.popen(sh(cmd .. " 2> " .. q(err)))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  if how == "signal" then code = 128 + code end
-  return out, code, read_file(err)
-end
-
-local function events(out)
-  local list = {}
-  for line in out:gmatch("[^\n]+") do
-    local ev = json.decode(line)
-    assert(type(ev) == "table" and ev.event, "not a JSON event line: " .. line)
-    list[#list + 1] = ev
-  end
-  return list
-end
-
-local function find(list, name)
-  for i, ev in ipairs(list) do
-    if ev.event == name then return i, ev end
-  end
-end
-
-local running = {}
-local function spawn(cmd, dir, name)
-  local bg = { out = dir .. "/" .. name .. ".out", err = dir .. "/" .. name .. ".err" }
-  local pidfile = dir .. "/" .. name .. ".pid"
-  assert(os.execute(sh(string.format("%s > %s 2> %s & echo $! > %s", cmd, q(bg.out), q(bg.err), q(pidfile)))))
-  bg.pid = read_file(pidfile):match("%d+")
-  running[#running + 1] = bg
-  function bg.expect(pattern, seconds)
-    for _ = 1, (seconds or 5) * 20 do
-      for line in read_file(bg.out):gmatch("[^\n]+") do
-        if line:find(pattern) then return line end
-      end
-      os.execute("sleep 0.05")
-    end
-    error(name .. ": no line matching '" .. pattern .. "'; stdout:\n" .. read_file(bg.out)
-      .. "\nstderr:\n" .. read_file(bg.err))
-  end
-  return bg
-end
-
-local function start_rendezvous(dir)
-  local rv = spawn(within(60) .. " rendezvous --listen 127.0.0.1:0 --json", dir, "rv")
-  rv.address = assert(json.decode(rv.expect('"event":"listening"'))).address
-  rv.port = rv.address:match(":(%d+)$")
-  return rv
-end
+local procs = helper.procs()
+local spawn = procs.spawn
+local function start_rendezvous(dir) return helper.start_rendezvous(procs, dir) end
 
 describe("natpunch CLI for users", function()
   local dir
   before_each(function() dir = helper.tmpdir("cliux") end)
   after_each(function()
-    for _, bg in ipairs(running) do os.execute(sh("kill " .. bg.pid .. " 2>/dev/null")) end
-    running = {}
+    procs.kill_all()
     os.execute(sh("rm -rf " .. q(dir)))
   end)
 

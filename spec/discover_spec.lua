@@ -286,27 +286,21 @@ describe("natpunch.discover (loopback)", function()
 end)
 
 describe("natpunch stun-server / nat-type (CLI, loopback)", function()
-  local cli = helper.cli()
+  local within, procs, dir = helper.within, helper.procs(), nil
+  before_each(function() dir = helper.tmpdir("disc") end)
+  after_each(function()
+    procs.kill_all()
+    os.execute(helper.sh("rm -rf " .. helper.q(dir)))
+  end)
+
   it("prints the listening addresses, then a result line with --json", function()
-    local dir = helper.tmpdir("disc")
-    local pidf = dir .. "/pid"
-    os.execute(helper.sh(cli .. " stun-server --listen 127.0.0.1:0 --alternate 127.0.0.2 --json > " .. dir
-      .. "/out 2>&1 & echo $! > " .. pidf))
-    local ok = false
-    for _ = 1, 100 do
-      if helper.read_file(dir .. "/out"):match('"event":"listening"') then ok = true break end
-      os.execute("sleep 0.05")
-    end
-    local pid = helper.read_file(pidf):match("%d+")
-    local ev = helper.json_lines(helper.read_file(dir .. "/out"))[1]
-    local p = io.popen(helper.sh(cli .. " nat-type --server " .. (ev and ev.address or "127.0.0.1:9")
-      .. " --bind 127.0.0.1 --json"))
-    local out = p:read("a")
-    p:close()
-    os.execute("kill " .. pid)
-    os.execute("rm -rf " .. helper.q(dir))
-    assert.is_true(ok)
+    local srv = procs.spawn(within(60) .. " stun-server --listen 127.0.0.1:0 --alternate 127.0.0.2 --json",
+      dir, "srv")
+    local ev = helper.json_lines(srv.expect('"event":"listening"'))[1]
     assert.equal(4, #ev.addresses)
+    local out, code, err = helper.exec(within(20) .. " nat-type --server " .. ev.address
+      .. " --bind 127.0.0.1 --json", dir)
+    assert.equal(0, code, out .. err)
     local res = helper.json_lines(out)
     assert.equal(1, #res)
     assert.equal("result", res[1].event)
@@ -316,10 +310,8 @@ describe("natpunch stun-server / nat-type (CLI, loopback)", function()
   it("rejects bad usage with exit code 2", function()
     for _, args in ipairs({ "nat-type", "nat-type --server nonsense", "stun-server --alternate x:y:z",
       "stun-server --listen 127.0.0.1:0 --alternate 127.0.0.1" }) do
-      local p = io.popen(helper.sh(cli .. " " .. args .. " >/dev/null 2>&1; echo $?"))
-      local code = p:read("a")
-      p:close()
-      assert.equal("2", code:match("%d+"), args)
+      local _, code = helper.exec(within(20) .. " " .. args, dir)
+      assert.equal(2, code, args)
     end
   end)
 end)

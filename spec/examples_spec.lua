@@ -2,62 +2,22 @@
 -- processes are killed in after_each, also when a test fails.
 local helper = require "spec.helper"
 
-local q = helper.q
--- "NATPUNCH_BUILD=... [LD_PRELOAD=...] lua5.4", through env(1) so that
--- timeout(1) can bound it
-local LUA = "env " .. helper.cli():gsub(" bin/natpunch$", "")
-local function within(seconds, script)
-  return "timeout " .. seconds .. " " .. LUA .. " " .. script
-end
+local q, sh, read_file = helper.q, helper.sh, helper.read_file
+-- within(seconds, script): the Lua of helper.cli() runs script, bounded by timeout(1)
+local within, run = helper.within, helper.exec
 
-local sh, read_file = helper.sh, helper.read_file
-
-local function run(cmd)
-  local p = io.popen(sh(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  if how == "signal" then code = 128 + code end
-  return out, code
-end
-
--- Background processes of the running test, killed by after_each.
-local running = {}
-
-local function spawn(cmd, dir, name)
-  local bg = { out = dir .. "/" .. name .. ".out", pidfile = dir .. "/" .. name .. ".pid" }
-  assert(os.execute(sh(string.format("%s > %s 2>&1 & echo $! > %s", cmd, q(bg.out), q(bg.pidfile)))))
-  bg.pid = read_file(bg.pidfile):match("%d+")
-  running[#running + 1] = bg
-  function bg.kill()
-    if bg.pid then os.execute(sh("kill " .. bg.pid .. " 2>/dev/null")) end
-  end
-  -- wait (bounded) for a line matching pattern; returns its captures or the line
-  function bg.expect(pattern, seconds)
-    for _ = 1, (seconds or 5) * 20 do
-      for line in read_file(bg.out):gmatch("[^\n]+") do
-        if line:find(pattern) then return line:match(pattern) end
-      end
-      os.execute(sh("sleep 0.05"))
-    end
-    error(name .. ": no line matching '" .. pattern .. "' in time; output:\n" .. read_file(bg.out))
-  end
-  -- wait (bounded) for the process to end; true if it did
-  function bg.wait(seconds)
-    for _ = 1, (seconds or 5) * 20 do
-      if not os.execute(sh("kill -0 " .. bg.pid .. " 2>/dev/null")) then return true end
-      os.execute(sh("sleep 0.05"))
-    end
-    return false
-  end
-  return bg
-end
+-- Background processes of the running test (stdout and stderr in one
+-- file), killed by after_each.
+local procs = helper.procs()
+local function spawn(cmd, dir, name) return procs.spawn(cmd, dir, name, { merge = true }) end
 
 local function tmpdir() return helper.tmpdir("examples") end
 
 -- The rendezvous of examples/rendezvous.lua on a free port.
 local function start_rendezvous(dir)
   local rv = spawn(within(60, "examples/rendezvous.lua 127.0.0.1:0 50"), dir, "rv")
-  rv.address = rv.expect("^listening on (127%.0%.0%.1:%d+)$")
+  local listening = "^listening on (127%.0%.0%.1:%d+)$"
+  rv.address = rv.expect(listening):match(listening)
   return rv
 end
 
@@ -65,8 +25,7 @@ describe("examples", function()
   local dir
   before_each(function() dir = tmpdir() end)
   after_each(function()
-    for _, bg in ipairs(running) do bg.kill() end
-    running = {}
+    procs.kill_all()
     os.execute(sh("rm -rf " .. q(dir)))
   end)
 

@@ -100,57 +100,44 @@ describe("natpunch.keepalive (loopback)", function()
   end)
 
   it("the example measures one mapping by hand", function()
-    local p = io.popen(helper.sh("timeout 20 env " .. helper.cli():gsub(" bin/natpunch$", "")
-      .. " examples/keepalive.lua 2>&1"))
-    local out = p:read("a")
-    p:close()
+    local out = helper.exec(helper.within(20, "examples/keepalive.lua"))
     assert.equal("mapping alive after 2 s idle\n", out)
   end)
 end)
 
 describe("natpunch keepalive / keepalive-daemon (CLI, loopback)", function()
-  local cli = helper.cli()
+  local within, procs, dir = helper.within, helper.procs(), nil
+  before_each(function() dir = helper.tmpdir("ka") end)
+  after_each(function()
+    procs.kill_all()
+    os.execute(helper.sh("rm -rf " .. helper.q(dir)))
+  end)
+
   it("prints a JSON result line and writes the plot", function()
-    local dir = helper.tmpdir("ka")
-    os.execute(helper.sh(cli .. " keepalive-daemon --listen 127.0.0.1:0 --json > " .. dir .. "/d 2>&1 & echo $! > "
-      .. dir .. "/pid"))
-    local ev
-    for _ = 1, 100 do
-      ev = helper.json_lines(helper.read_file(dir .. "/d"))[1]
-      if ev then break end
-      os.execute("sleep 0.05")
-    end
-    local p = io.popen(helper.sh(cli .. " keepalive --server " .. (ev and ev.address or "127.0.0.1:9")
-      .. " --max 1.5 --json --plot " .. dir .. "/k.svg"))
-    local out = p:read("a")
-    p:close()
-    local svg = helper.read_file(dir .. "/k.svg")
-    os.execute("kill " .. helper.read_file(dir .. "/pid"):match("%d+"))
-    os.execute("rm -rf " .. helper.q(dir))
-    assert.equal("listening", ev.event)
+    local daemon = procs.spawn(within(60) .. " keepalive-daemon --listen 127.0.0.1:0 --json", dir, "d")
+    local ev = helper.json_lines(daemon.expect('"event":"listening"'))[1]
+    local out, code, err = helper.exec(within(30) .. " keepalive --server " .. ev.address
+      .. " --max 1.5 --json --plot " .. dir .. "/k.svg", dir)
+    assert.equal(0, code, out .. err)
     local res = helper.json_lines(out)
     assert.equal(1, #res)
     assert.equal("result", res[1].event)
     assert.equal(2, #res[1].probes)
-    assert.matches("^<svg", svg)
+    assert.matches("^<svg", helper.read_file(dir .. "/k.svg"))
   end)
 
   it("fails with a failed event when no daemon answers, and rejects bad usage", function()
     local silent = core.udp()
     assert(silent:bind("127.0.0.1", 0))
     local _, port = silent:getsockname()
-    local p = io.popen(helper.sh(cli .. " keepalive --server 127.0.0.1:" .. port .. " --max 1 --json; echo rc=$?"))
-    local out = p:read("a")
-    p:close()
+    local out, code = helper.exec(within(30) .. " keepalive --server 127.0.0.1:" .. port .. " --max 1 --json", dir)
     silent:close()
     assert.truthy(out:find('"event":"failed"', 1, true))
-    assert.truthy(out:find("rc=1", 1, true))
+    assert.equal(1, code)
     for _, args in ipairs({ "keepalive", "keepalive --server 127.0.0.1:1 --max 0",
       "keepalive-daemon --probe-port 0" }) do
-      local q = io.popen(helper.sh(cli .. " " .. args .. " >/dev/null 2>&1; echo $?"))
-      local code = q:read("a")
-      q:close()
-      assert.equal("2", code:match("%d+"), args)
+      local _, c = helper.exec(within(20) .. " " .. args, dir)
+      assert.equal(2, c, args)
     end
   end)
 end)

@@ -175,27 +175,20 @@ lab_describe("natpunch.lab NAT types (RFC 4787 mapping and filtering)", function
     ["address-and-port-dependent"] = { same_addr = false, other_addr = false }, -- APDF
   }
   local function short(kind) return nat_types.get(kind).short:sub(1, 4) end
+  local desc = { hosts = { { name = "s1", public = S1 },
+    { name = "s2", public = S2 } }, nats = {} }
+  for i, kind in ipairs(TYPES) do
+    desc.nats[i] = { name = "n" .. short(kind), type = kind }
+    desc.hosts[#desc.hosts + 1] = { name = "h" .. short(kind),
+      behind = "n" .. short(kind) }
+  end
+  local L = labhelper.lab(desc, { nft = true })
   local t
   setup(function()
-    local desc = { hosts = { { name = "s1", public = S1 },
-      { name = "s2", public = S2 } }, nats = {} }
-    for i, kind in ipairs(TYPES) do
-      desc.nats[i] = { name = "n" .. short(kind), type = kind }
-      desc.hosts[#desc.hosts + 1] = { name = "h" .. short(kind),
-        behind = "n" .. short(kind) }
-    end
-    t = lab.topology(desc)
-    t:up()
+    t = L.t
     local s1 = t:spawn_probe("s1", { "serve", "--time", "60", "3478", "3479" })
     local s2 = t:spawn_probe("s2", { "serve", "--time", "60", "3478" })
     assert(s1:expect("^READY", 5) and s2:expect("^READY", 5), "servers")
-  end)
-  teardown(function()
-    if t then
-      local prefix = t.prefix
-      t:down()
-      assert_gone(prefix)
-    end
   end)
 
   for i, kind in ipairs(TYPES) do
@@ -259,39 +252,32 @@ lab_describe("natpunch.lab NAT types (RFC 4787 mapping and filtering)", function
 end)
 
 lab_describe("natpunch.lab options and shapes", function()
+  local L = labhelper.lab({
+    hosts = {
+      { name = "s1", public = S1 }, { name = "s2", public = S2 },
+      { name = "p", public = "203.0.113.50" },
+      { name = "h1", behind = "hp" }, { name = "h2", behind = "hp" },
+      { name = "k1", behind = "nh" }, { name = "k2", behind = "nh" },
+      { name = "q", behind = "npp" }, { name = "r", behind = "spp" },
+      { name = "c", behind = "di" }, { name = "m", behind = "tm" },
+    },
+    nats = {
+      { name = "hp", type = "prc", hairpin = true },
+      { name = "nh", type = "prc", hairpin = false },
+      { name = "npp", type = "prc", port_preservation = false },
+      { name = "spp", type = "sym", port_preservation = true },
+      { name = "dn", type = "prc" },
+      { name = "di", type = "sym", behind = "dn" },
+      { name = "tm", type = "prc", udp_timeout = 2, udp_stream_timeout = 3 },
+    },
+  }, { nft = true })
   local t
   setup(function()
-    t = lab.topology{
-      hosts = {
-        { name = "s1", public = S1 }, { name = "s2", public = S2 },
-        { name = "p", public = "203.0.113.50" },
-        { name = "h1", behind = "hp" }, { name = "h2", behind = "hp" },
-        { name = "k1", behind = "nh" }, { name = "k2", behind = "nh" },
-        { name = "q", behind = "npp" }, { name = "r", behind = "spp" },
-        { name = "c", behind = "di" }, { name = "m", behind = "tm" },
-      },
-      nats = {
-        { name = "hp", type = "prc", hairpin = true },
-        { name = "nh", type = "prc", hairpin = false },
-        { name = "npp", type = "prc", port_preservation = false },
-        { name = "spp", type = "sym", port_preservation = true },
-        { name = "dn", type = "prc" },
-        { name = "di", type = "sym", behind = "dn" },
-        { name = "tm", type = "prc", udp_timeout = 2, udp_stream_timeout = 3 },
-      },
-    }
-    t:up()
+    t = L.t
     local s1 = t:spawn_probe("s1", { "serve", "--time", "60", "--later", "1,4.5",
       "3478", "3479" })
     local s2 = t:spawn_probe("s2", { "serve", "--time", "60", "3478" })
     assert(s1:expect("^READY", 5) and s2:expect("^READY", 5), "servers")
-  end)
-  teardown(function()
-    if t then
-      local prefix = t.prefix
-      t:down()
-      assert_gone(prefix)
-    end
   end)
 
   it("hairpinning on: a host reaches its neighbour's public mapping, "

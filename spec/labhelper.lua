@@ -23,7 +23,8 @@
 --     says which package has them).  Checked once per tool per process.
 -- labhelper.lab(desc, opts)  inside a describe: setup() brings the topology
 --     desc up and teardown() takes it down and checks nothing is left
---     (assert_gone).  Returns L with L.t (the topology, set in setup).
+--     (assert_gone, with opts.nft).  Returns L with L.t (the topology, set
+--     in setup; a later setup() of the same describe runs after it).
 --     opts.rendezvous = true or a list of extra arguments: setup() also
 --     starts `natpunch rendezvous --listen L.server --json ...` on host
 --     opts.rendezvous_host (default "s1", at 203.0.113.2), as L.rv, and
@@ -42,6 +43,14 @@
 --     natpunch in this namespace).
 -- labhelper.dump(res)  a matrix case result (natpunch.lab.matrix) as text
 --     for an assertion message: its fields as JSON, then each process's log.
+-- labhelper.matrix_describe(title, opts, case)  a describe of
+--     natpunch.lab.matrix cases on one lab (matrix.runner(opts), up in
+--     setup): one it() per name of opts.cases, titled by the case and
+--     case.what(c), that runs it and calls case.check(c, res, info, runner)
+--     (info = dump(res)); teardown takes the lab down, prints the setup
+--     times (setup_table) and checks nothing is left.  Pending per case
+--     when the lab cannot run.
+-- labhelper.setup_table(title, results)  those setup times as text.
 local lab = require "natpunch.lab"
 local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
@@ -51,8 +60,8 @@ local helper = require "spec.helper"
 -- A required module does not see the spec file's environment, where busted
 -- puts describe, it, assert...; its API table has them.
 local busted = require "busted"
-local describe, pending, setup, teardown, assert =
-  busted.describe, busted.pending, busted.setup, busted.teardown, busted.assert
+local describe, it, pending, setup, teardown, assert =
+  busted.describe, busted.it, busted.pending, busted.setup, busted.teardown, busted.assert
 
 local labhelper = {}
 
@@ -131,6 +140,47 @@ function labhelper.dump(res)
   return table.concat(out, "\n")
 end
 
+function labhelper.setup_table(title, results)
+  local lines = { ("\n%s: setup_ms per case (connecting side)"):format(title) }
+  for _, r in ipairs(results) do
+    lines[#lines + 1] = ("  %-22s %-9s %-8s setup %5s ms  rtt server %s / peer %s ms%s")
+      :format(r.pair, r.connected and "connected" or "failed", r.path or "-",
+        tostring(r.setup_ms or "-"), tostring(r.rtt_server_ms or "-"),
+        tostring(r.rtt_peer_ms or "-"), r.ratio and ("  ratio %.2f"):format(r.ratio) or "")
+  end
+  return table.concat(lines, "\n")
+end
+
+function labhelper.matrix_describe(title, opts, case)
+  describe(title, function()
+    local why = labhelper.skip_reason()
+    if why then
+      for _, name in ipairs(opts.cases) do pending(matrix.case(name).title .. ": " .. why) end
+      return
+    end
+    local runner, results = nil, {}
+    setup(function()
+      runner = matrix.runner(opts)
+      runner:up()
+    end)
+    teardown(function()
+      if not runner then return end
+      local prefix = runner:topology().prefix
+      runner:down()
+      io.stderr:write(labhelper.setup_table(title, results), "\n")
+      labhelper.assert_gone(prefix)
+    end)
+    for _, name in ipairs(opts.cases) do
+      local c = matrix.case(name)
+      it(c.title .. ": " .. case.what(c), function()
+        local res = runner:run_case(name)
+        results[#results + 1] = res
+        case.check(c, res, labhelper.dump(res), runner)
+      end)
+    end
+  end)
+end
+
 local Lab = {}
 Lab.__index = Lab
 
@@ -172,7 +222,7 @@ function labhelper.lab(desc, opts)
     if L.rv then L.rv:stop() end
     if L.t then
       L.t:down()
-      labhelper.assert_gone(L.t.prefix)
+      labhelper.assert_gone(L.t.prefix, opts)
     end
   end)
   return L

@@ -2,7 +2,6 @@
 -- directory, no persistence; started and stopped by the spec itself (by
 -- pid), never left running.
 local helper = require "spec.helper"
-local core = require "natpunch.core"
 
 local M = {}
 local Server = {}
@@ -11,15 +10,6 @@ Server.__index = Server
 M.LIFETIME = 600   -- seconds: the longest a spec's redis-server can live
 
 M.available = os.execute("command -v redis-server >/dev/null 2>&1") == true
-
-local function free_tcp_port()
-  local t = core.tcp()
-  assert(t:bind("127.0.0.1", 0))
-  local _, port = t:getsockname()
-  t:close()
-  core.run("nowait")
-  return port
-end
 
 --- Start (or restart, on the same port) the server; waits until it answers.
 function Server:start()
@@ -70,7 +60,7 @@ end
 
 function M.start()
   local dir = assert(helper.tmpdir("redis"))
-  local s = setmetatable({ dir = dir, port = free_tcp_port() }, Server)
+  local s = setmetatable({ dir = dir, port = helper.free_port("tcp") }, Server)
   return s:start()
 end
 

@@ -6,18 +6,7 @@ local natpunch = require "natpunch"
 local msg = require "natpunch.msg"
 local auth = require "natpunch.auth"
 
-local function server(opts)
-  opts = opts or {}
-  opts.listen = opts.listen or "127.0.0.1:0"
-  local rv = assert(natpunch.rendezvous(opts))
-  return rv, (rv:address())
-end
-
-local function new_peer(srv, id, extra)
-  local o = { server = srv, id = id, bind = "127.0.0.1:0" }
-  for k, v in pairs(extra or {}) do o[k] = v end
-  return assert(natpunch.peer(o))
-end
+local server, new_peer = helper.rendezvous, helper.peer
 
 describe("rendezvous", function()
   it("registers peers with their public and private endpoints", function()

@@ -11,15 +11,10 @@ local ROCKSPEC = "rockspec/natpunch-scm-1.rockspec"
 local CFLAGS = "-O2 -fPIC -fvisibility=hidden -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter"
 -- No sanitizer runtime (which `make sanitize` preloads) in luarocks, gcc,
 -- coreutils and the installed rock: this spec checks packaging, not memory.
-local function sh(cmd) return "env -u LD_PRELOAD sh -c " .. q(cmd) end
+local sh = helper.sh
 
-local function run(cmd)
-  local p = io.popen(sh(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  if how == "signal" then code = 128 + code end
-  return out, code
-end
+-- run(cmd): stdout and stderr together, exit code
+local function run(cmd) return helper.exec(cmd) end
 
 local function lines(cmd)
   local out = {}

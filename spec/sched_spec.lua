@@ -43,6 +43,24 @@ describe("tasks", function()
     end)
   end)
 
+  it("wait_in queues a waiter; one that times out leaves the queue, one that is woken was taken out", function()
+    helper.run(function()
+      local sched = require "natpunch.sched"
+      local q = {}
+      local v, err = sched.wait_in(q, 0.01)
+      assert.is_nil(v); assert.equal("timeout", err)
+      assert.equal(0, #q)
+      local got
+      natpunch.spawn(function() got = sched.wait_in(q, 1) end)
+      natpunch.sleep(0)
+      assert.equal(1, #q)
+      table.remove(q, 1)("x")
+      natpunch.sleep(0)
+      assert.equal("x", got)
+      assert.equal(0, #q)
+    end)
+  end)
+
   it("raises the main task's error", function()
     assert.has_error(function()
       natpunch.run(function() error("main failed") end)

@@ -5,35 +5,10 @@ local json = require "natpunch.json"
 
 local CLI = helper.cli()
 
-local function run(cmd)
-  local p = io.popen(helper.sh(cmd .. " 2>&1; echo \"exit=$?\""))
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("exit=(%d+)%s*$"))
-  return out:gsub("exit=%d+%s*$", ""), code
-end
-
--- A background process; its stdout in a file.  kill() stops it.
-local function spawn(cmd, dir, name)
-  local out = dir .. "/" .. name .. ".out"
-  local pidf = dir .. "/" .. name .. ".pid"
-  os.execute(helper.sh(cmd .. " > " .. helper.q(out) .. " 2>/dev/null & echo $! > " .. helper.q(pidf)))
-  local bg = { out = out }
-  function bg.expect(pattern, seconds)
-    for _ = 1, (seconds or 5) * 20 do
-      for line in helper.read_file(out):gmatch("[^\n]+") do
-        if line:find(pattern) then return line end
-      end
-      os.execute(helper.sh("sleep 0.05"))
-    end
-    error(name .. ": no line matching '" .. pattern .. "'; stdout:\n" .. helper.read_file(out))
-  end
-  function bg.kill()
-    local pid = helper.read_file(pidf):match("%d+")
-    if pid then os.execute(helper.sh("kill " .. pid .. " 2>/dev/null; wait " .. pid .. " 2>/dev/null")) end
-  end
-  return bg
-end
+-- run(cmd): stdout and stderr together, exit code; spawn(cmd, dir, name):
+-- a background process (spec/helper.lua), killed by after_each (procs).
+local run = helper.exec
+local spawn = helper.procs().spawn
 
 describe("natpunch CLI security options", function()
   local dir, procs

@@ -7,87 +7,20 @@ local helper = require "spec.helper"
 local json = require "natpunch.json"
 
 local CLI = helper.cli()
-local q = helper.q
--- helper.cli() starts with VAR=value assignments: run it through env(1) so
--- that timeout(1) can bound it
-local function within(seconds) return "timeout " .. seconds .. " env " .. CLI end
-local sh, read_file = helper.sh, helper.read_file
+local q, sh, read_file = helper.q, helper.sh, helper.read_file
+local within, run, events, find = helper.within, helper.exec, helper.events, helper.find_event
 local function tmpdir() return helper.tmpdir("tcpcli") end
 
-local function now()
-  return require("natpunch.core").hrtime() / 1e9
-end
-
--- Run a command; returns stdout, exit code, stderr, elapsed seconds.
-local function run(cmd, dir)
-  local err = dir .. "/run.err"
-  local start = now()
-  local p = io.popen(sh(cmd .. " 2> " .. q(err)))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  if how == "signal" then code = 128 + code end
-  return out, code, read_file(err), now() - start
-end
-
--- Every stdout line of a --json run must be one JSON object.
-local function events(out)
-  local list = {}
-  for line in out:gmatch("[^\n]+") do
-    local ev, err = json.decode(line)
-    assert(type(ev) == "table" and ev.event, "not a JSON event line: " .. line .. " " .. tostring(err))
-    list[#list + 1] = ev
-  end
-  return list
-end
-
-local function find(list, name, from)
-  for i = from or 1, #list do
-    if list[i].event == name then return i, list[i] end
-  end
-  return nil
-end
-
 -- Background processes of the running test, killed by after_each.
-local running = {}
-
--- A background process: stdout and stderr in files, pid in a file.
-local function spawn(cmd, dir, name)
-  local bg = { out = dir .. "/" .. name .. ".out", err = dir .. "/" .. name .. ".err",
-    pidfile = dir .. "/" .. name .. ".pid" }
-  assert(os.execute(sh(string.format("%s > %s 2> %s & echo $! > %s", cmd, q(bg.out), q(bg.err), q(bg.pidfile)))))
-  bg.pid = read_file(bg.pidfile):match("%d+")
-  running[#running + 1] = bg
-  function bg.kill()
-    if bg.pid then os.execute(sh("kill " .. bg.pid .. " 2>/dev/null")) end
-  end
-  -- wait (bounded) until stdout has a line matching pattern; returns it
-  function bg.expect(pattern, seconds)
-    for _ = 1, (seconds or 5) * 20 do
-      for line in read_file(bg.out):gmatch("[^\n]+") do
-        if line:find(pattern) then return line end
-      end
-      os.execute(sh("sleep 0.05"))
-    end
-    error(name .. ": no line matching '" .. pattern .. "' in time; stdout:\n" .. read_file(bg.out)
-      .. "\nstderr:\n" .. read_file(bg.err))
-  end
-  return bg
-end
-
-local function start_rendezvous(dir)
-  local rv = spawn(within(60) .. " rendezvous --listen 127.0.0.1:0 --json", dir, "rv")
-  local line = rv.expect('"event":"listening"')
-  rv.address = assert(json.decode(line)).address
-  assert.matches("^127%.0%.0%.1:%d+$", rv.address)
-  return rv
-end
+local procs = helper.procs()
+local spawn = procs.spawn
+local function start_rendezvous(dir) return helper.start_rendezvous(procs, dir) end
 
 describe("natpunch over TCP (command line, loopback)", function()
   local dir
   before_each(function() dir = tmpdir() end)
   after_each(function()
-    for _, bg in ipairs(running) do bg.kill() end
-    running = {}
+    procs.kill_all()
     os.execute(sh("rm -rf " .. q(dir)))
   end)
 

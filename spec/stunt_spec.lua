@@ -8,11 +8,7 @@ local natpunch = require "natpunch"
 local stunt_server = require "natpunch.stunt_server"
 local proto = require "natpunch.stunt_proto"
 
-local function server(opts)
-  opts = opts or {}
-  opts.listen = opts.listen or "127.0.0.1:0"
-  return assert(natpunch.rendezvous(opts))
-end
+local server = helper.rendezvous
 
 describe("natpunch.stunt", function()
   it("init, listen and connect give a byte stream both ways, with half-close", function()

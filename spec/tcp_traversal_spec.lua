@@ -25,56 +25,30 @@ local dump = labhelper.dump
 -- restricted cones (its SYN from an unpredicted port is let in) and else
 -- ends in a clear failure within the timeout.
 local function tcp_matrix(title, opts, limits)
-  describe(title, function()
-    local why = skip_reason()
-    if why then
-      for _, name in ipairs(opts.cases) do it(matrix.case(name).title, function() pending(why) end) end
-      return
-    end
-    local runner, results = nil, {}
-    setup(function()
-      opts.transport = opts.transport or "tcp"
-      runner = matrix.runner(opts)
-      runner:up()
-    end)
-    teardown(function()
-      if not runner then return end
-      runner:down()
-      local lines = { ("\n%s: setup_ms per case (connecting side)"):format(title) }
-      for _, r in ipairs(results) do
-        lines[#lines + 1] = ("  %-22s %-9s %-8s setup %5s ms  rtt server %s / peer %s ms%s")
-          :format(r.pair, r.connected and "connected" or "failed", r.path or "-", tostring(r.setup_ms or "-"),
-            tostring(r.rtt_server_ms or "-"), tostring(r.rtt_peer_ms or "-"),
-            r.ratio and ("  ratio %.2f"):format(r.ratio) or "")
-      end
-      io.stderr:write(table.concat(lines, "\n"), "\n")
-    end)
-    for _, name in ipairs(opts.cases) do
-      local c = matrix.case(name)
-      local what = c.expect == "connect" and ("connects over TCP on the %s path"):format(c.path)
+  opts.transport = opts.transport or "tcp"
+  labhelper.matrix_describe(title, opts, {
+    what = function(c)
+      return c.expect == "connect" and ("connects over TCP on the %s path"):format(c.path)
         or "connects (prediction) or both sides fail with a reason in time"
-      it(c.title .. ": " .. what, function()
-        local res = runner:run_case(name)
-        results[#results + 1] = res
-        local info = dump(res)
-        assert.is_true(res.introduced, info)
-        assert.is_true(res.server_tcp_control > 0, info)   -- it went through the STUNT service
-        assert.equal(0, res.server_other, info)            -- and nothing else reached the server
-        if c.expect == "connect" or res.connected then
-          assert.is_true(res.connected, info)
-          assert.equal("tcp", res.transport, info)
-          assert.equal(c.path, res.path, info)
-          assert.is_true(res.setup_ms < limits.setup_ms, info)
-        else
-          assert.equal(1, res.exit, info)
-          assert.matches("no TCP connection to", res.reason, 1, true)
-          assert.is_true(res.elapsed_ms <= (runner.timeout + 2) * 1000, info)
-          assert.matches("no TCP connection", res.peer_reason or "", 1, true)
-        end
-        assert.same({}, res.problems, info)
-      end)
-    end
-  end)
+    end,
+    check = function(c, res, info, runner)
+      assert.is_true(res.introduced, info)
+      assert.is_true(res.server_tcp_control > 0, info)   -- it went through the STUNT service
+      assert.equal(0, res.server_other, info)            -- and nothing else reached the server
+      if c.expect == "connect" or res.connected then
+        assert.is_true(res.connected, info)
+        assert.equal("tcp", res.transport, info)
+        assert.equal(c.path, res.path, info)
+        assert.is_true(res.setup_ms < limits.setup_ms, info)
+      else
+        assert.equal(1, res.exit, info)
+        assert.matches("no TCP connection to", res.reason, 1, true)
+        assert.is_true(res.elapsed_ms <= (runner.timeout + 2) * 1000, info)
+        assert.matches("no TCP connection", res.peer_reason or "", 1, true)
+      end
+      assert.same({}, res.problems, info)
+    end,
+  })
 end
 
 tcp_matrix("TCP hole punching through every NAT pair (lab, no impairment) #lab",

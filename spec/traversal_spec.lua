@@ -22,76 +22,43 @@ local labhelper = require "spec.labhelper"
 
 local skip_reason = labhelper.skip_reason
 local assert_gone = labhelper.assert_gone
-local dump = labhelper.dump
 
 -- One it() per case on one lab, brought up once.  limits.setup_ms is a
 -- loose bound on the setup time (the measured times go to stderr as a
 -- table at the end; docs/TRAVERSAL.md has the ratio to the RTTs).
 local function matrix_describe(title, opts, limits)
-  describe(title, function()
-    local why = skip_reason()
-    if why then
-      for _, name in ipairs(opts.cases) do
-        it(matrix.case(name).title, function() pending(why) end)
-      end
-      return
-    end
-    local runner, results = nil, {}
-    setup(function()
-      runner = matrix.runner(opts)
-      runner:up()
-    end)
-    teardown(function()
-      if not runner then return end
-      local prefix = runner:topology().prefix
-      runner:down()
-      local lines = { ("\n%s: setup_ms per case (connecting side)"):format(title) }
-      for _, r in ipairs(results) do
-        lines[#lines + 1] = ("  %-22s %-9s %-8s setup %5s ms  rtt server %s / peer %s ms%s")
-          :format(r.pair, r.connected and "connected" or "failed", r.path or "-",
-            tostring(r.setup_ms or "-"), tostring(r.rtt_server_ms or "-"),
-            tostring(r.rtt_peer_ms or "-"), r.ratio and ("  ratio %.2f"):format(r.ratio) or "")
-      end
-      io.stderr:write(table.concat(lines, "\n"), "\n")
-      assert_gone(prefix)
-    end)
-
-    for _, name in ipairs(opts.cases) do
-      local c = matrix.case(name)
-      local what = c.expect == "connect"
-        and ("connects on the %s path"):format(c.path)
+  labhelper.matrix_describe(title, opts, {
+    what = function(c)
+      return c.expect == "connect" and ("connects on the %s path"):format(c.path)
         or "connects, or both peers fail with a reason within their timeouts"
-      it(c.title .. ": " .. what, function()
-        local res = runner:run_case(name)
-        results[#results + 1] = res
-        local info = dump(res)
-        -- the rendezvous introduced them and carried nothing else
-        assert.is_true(res.introduced, info)
-        assert.is_true(res.server_control > 0, info)
-        assert.equal(0, res.server_other, info)
-        assert.is_falsy(res.hung, info)
-        if c.expect == "connect" or res.connected then
-          assert.is_true(res.connected, info)
-          assert.equal(0, res.exit, info)
-          assert.equal(c.path, res.path, info)
-          assert.is_true(res.peer_connected, info)
-          assert.equal(c.peer_path, res.peer_path, info)
-          assert.is_number(res.touch_rtt_ms, info)
-          assert.is_true((res.echoes or 0) >= 1, info)
-          assert.is_number(res.setup_ms, info)
-          assert.is_true(res.setup_ms < limits.setup_ms, info)
-        else
-          assert.equal(1, res.exit, info)
-          assert.is_string(res.reason, info)
-          assert.is_true(res.elapsed_ms <= (runner.timeout + 2) * 1000, info)
-          assert.matches("punch failed", res.peer_reason, 1, true)
-        end
-        -- and every other check of natpunch.lab.matrix (remote endpoints,
-        -- public addresses the rendezvous saw)
-        assert.same({}, res.problems, info)
-      end)
-    end
-  end)
+    end,
+    check = function(c, res, info, runner)
+      -- the rendezvous introduced them and carried nothing else
+      assert.is_true(res.introduced, info)
+      assert.is_true(res.server_control > 0, info)
+      assert.equal(0, res.server_other, info)
+      assert.is_falsy(res.hung, info)
+      if c.expect == "connect" or res.connected then
+        assert.is_true(res.connected, info)
+        assert.equal(0, res.exit, info)
+        assert.equal(c.path, res.path, info)
+        assert.is_true(res.peer_connected, info)
+        assert.equal(c.peer_path, res.peer_path, info)
+        assert.is_number(res.touch_rtt_ms, info)
+        assert.is_true((res.echoes or 0) >= 1, info)
+        assert.is_number(res.setup_ms, info)
+        assert.is_true(res.setup_ms < limits.setup_ms, info)
+      else
+        assert.equal(1, res.exit, info)
+        assert.is_string(res.reason, info)
+        assert.is_true(res.elapsed_ms <= (runner.timeout + 2) * 1000, info)
+        assert.matches("punch failed", res.peer_reason, 1, true)
+      end
+      -- and every other check of natpunch.lab.matrix (remote endpoints,
+      -- public addresses the rendezvous saw)
+      assert.same({}, res.problems, info)
+    end,
+  })
 end
 
 describe("natpunch.lab.matrix (no root needed)", function()

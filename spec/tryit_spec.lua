@@ -6,13 +6,8 @@ local helper = require "spec.helper"
 
 local q, sh = helper.q, helper.sh
 
-local function run(cmd)
-  local p = io.popen(sh(cmd .. " 2>&1"))
-  local out = p:read("a")
-  local _, how, code = p:close()
-  if how == "signal" then code = 128 + code end
-  return out, code
-end
+-- run(cmd): stdout and stderr together, exit code
+local function run(cmd) return helper.exec(cmd) end
 
 local function words(s)
   local set = {}

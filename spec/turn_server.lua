@@ -4,7 +4,6 @@
 --   local srv = turn_server.start{ user = "alice:wonderland" }   -- long-term
 --   local srv = turn_server.start{ secret = "s3cret" }            -- REST API
 local helper = require "spec.helper"
-local core = require "natpunch.core"
 
 local M = {}
 local Server = {}
@@ -18,15 +17,6 @@ M.REALM = "natpunch.test"
 local NO_SAN = "env -u LD_PRELOAD "
 
 M.available = os.execute("command -v turnserver >/dev/null 2>&1") == true
-
-local function free_udp_port()
-  local u = core.udp()
-  assert(u:bind("127.0.0.1", 0))
-  local _, port = u:getsockname()
-  u:close()
-  core.run("nowait")
-  return port
-end
 
 function Server:stop()
   if self.dir then
@@ -45,7 +35,7 @@ end
 function M.start(opts)
   opts = opts or {}
   local dir = assert(helper.tmpdir("coturn"))
-  local port = free_udp_port()
+  local port = helper.free_port("udp")
   local lo = 20000 + math.random(0, 400) * 100
   local lines = {
     "listening-port=" .. port, "listening-ip=127.0.0.1", "relay-ip=127.0.0.1",

@@ -63,8 +63,7 @@ static bool classic_type(uint16_t type) {
   case 0x0111:
   case 0x0002: /* Shared Secret request, response, error response */
   case 0x0102:
-  case 0x0112:
-    return true;
+  case 0x0112: return true;
   }
   return false;
 }
@@ -72,34 +71,27 @@ static bool classic_type(uint16_t type) {
 /* The header checks shared by stun_read, stun_is_stun and stun_frame_size,
  * except the comparison of the length field with the buffer length. */
 static int check_header(const uint8_t *data, size_t len) {
-  if (len < STUN_HEADER_SIZE)
-    return STUN_ETRUNCATED;
+  if (len < STUN_HEADER_SIZE) return STUN_ETRUNCATED;
   /* RFC 8489 §5: the most significant 2 bits of every STUN message
    * are zeroes. */
-  if (data[0] & 0xC0)
-    return STUN_ENOTSTUN;
+  if (data[0] & 0xC0) return STUN_ENOTSTUN;
   /* RFC 8489 §5: all attributes are padded, so the length is a
    * multiple of 4. */
-  if (be16(data + 2) % 4 != 0)
-    return STUN_EBADLENGTH;
-  if (be32(data + 4) != STUN_MAGIC_COOKIE && !classic_type(be16(data)))
-    return STUN_EBADCOOKIE;
+  if (be16(data + 2) % 4 != 0) return STUN_EBADLENGTH;
+  if (be32(data + 4) != STUN_MAGIC_COOKIE && !classic_type(be16(data))) return STUN_EBADCOOKIE;
   return 0;
 }
 
 bool stun_is_stun(const uint8_t *data, size_t len) {
   /* RFC 7983 §7: a first byte in 0..3 is STUN. */
-  if (data == NULL || check_header(data, len) < 0 || data[0] > 3)
-    return false;
+  if (data == NULL || check_header(data, len) < 0 || data[0] > 3) return false;
   return (size_t)be16(data + 2) + STUN_HEADER_SIZE == len;
 }
 
 long stun_frame_size(const uint8_t *data, size_t len) {
-  if (len < STUN_HEADER_SIZE)
-    return 0;
+  if (len < STUN_HEADER_SIZE) return 0;
   int r = check_header(data, len);
-  if (r < 0)
-    return r;
+  if (r < 0) return r;
   return (long)be16(data + 2) + STUN_HEADER_SIZE;
 }
 
@@ -123,24 +115,21 @@ long stun_frame_size(const uint8_t *data, size_t len) {
  */
 static int read_addr(const uint8_t *hdr, const uint8_t *v, size_t vlen, bool xored,
                      struct stun_addr *a) {
-  if (vlen < 4)
-    return STUN_EATTRLEN;
+  if (vlen < 4) return STUN_EATTRLEN;
   size_t iplen;
   switch (v[1]) {
   case STUN_FAMILY_IPV4: iplen = 4; break;
   case STUN_FAMILY_IPV6: iplen = 16; break;
   default: return STUN_EBADFAMILY;
   }
-  if (vlen != 4 + iplen)
-    return STUN_EATTRLEN;
+  if (vlen != 4 + iplen) return STUN_EATTRLEN;
   memset(a, 0, sizeof *a);
   a->family = v[1];
   a->port = be16(v + 2);
   memcpy(a->ip, v + 4, iplen);
   if (xored) {
     a->port ^= be16(hdr + 4);
-    for (size_t i = 0; i < iplen; i++)
-      a->ip[i] ^= hdr[4 + i];
+    for (size_t i = 0; i < iplen; i++) a->ip[i] ^= hdr[4 + i];
   }
   return 0;
 }
@@ -158,13 +147,11 @@ static int read_addr(const uint8_t *hdr, const uint8_t *v, size_t vlen, bool xor
 static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_msg *m) {
   /* pjnath's CVE-2021-37706 was a reason length computed as vlen - 4
    * on a shorter attribute: check before subtracting. */
-  if (vlen < 4 || vlen - 4 > STUN_MAX_TEXT)
-    return STUN_EATTRLEN;
+  if (vlen < 4 || vlen - 4 > STUN_MAX_TEXT) return STUN_EATTRLEN;
   unsigned cls = v[2] & 0x07, num = v[3];
   /* RFC 8489 §14.8: class 3..6, number 0..99; RFC 3489 §11.2.9
    * allowed classes 1..6. */
-  if (cls < (classic ? 1u : 3u) || cls > 6 || num > 99)
-    return STUN_EBADERRCODE;
+  if (cls < (classic ? 1u : 3u) || cls > 6 || num > 99) return STUN_EBADERRCODE;
   m->error_code = (uint16_t)(cls * 100 + num);
   m->error_reason.ptr = v + 4;
   m->error_reason.len = vlen - 4;
@@ -173,10 +160,8 @@ static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_m
 
 static void note_unknown_required(struct stun_msg *m, uint16_t type) {
   for (size_t i = 0; i < m->n_unknown_required && i < STUN_MAX_LISTED; i++)
-    if (m->unknown_required[i] == type)
-      return;
-  if (m->n_unknown_required < STUN_MAX_LISTED)
-    m->unknown_required[m->n_unknown_required] = type;
+    if (m->unknown_required[i] == type) return;
+  if (m->n_unknown_required < STUN_MAX_LISTED) m->unknown_required[m->n_unknown_required] = type;
   m->n_unknown_required++;
 }
 
@@ -186,8 +171,7 @@ static int need_len(size_t vlen, size_t want) {
 
 /* A text attribute, at most max bytes (STUN_MAX_USERNAME, STUN_MAX_TEXT). */
 static int set_text(struct stun_bytes *b, const uint8_t *v, size_t vlen, size_t max) {
-  if (vlen > max)
-    return STUN_EATTRLEN;
+  if (vlen > max) return STUN_EATTRLEN;
   b->ptr = v;
   b->len = vlen;
   return 0;
@@ -212,8 +196,7 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
   case STUN_ATTR_ERROR_CODE: return read_error(v, vlen, m->classic, m);
   case STUN_ATTR_UNKNOWN_ATTRIBUTES:
     /* RFC 8489 §14.13: a list of 16-bit types. */
-    if (vlen % 2 != 0)
-      return STUN_EATTRLEN;
+    if (vlen % 2 != 0) return STUN_EATTRLEN;
     for (size_t i = 0; i < vlen / 2 && i < STUN_MAX_LISTED; i++)
       m->unknown_attributes[m->n_unknown_attributes++] = be16(v + 2 * i);
     return 0;
@@ -226,8 +209,7 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
     /* RFC 5780 §7.5: 16-bit port then 16 bits of padding; some
      * implementations send the port alone (length 2), so both are
      * accepted. */
-    if (vlen != 2 && vlen != 4)
-      return STUN_EATTRLEN;
+    if (vlen != 2 && vlen != 4) return STUN_EATTRLEN;
     m->response_port = be16(v);
     return 0;
   case STUN_ATTR_PADDING: m->padding_len = vlen; return 0;
@@ -238,22 +220,18 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
     m->data.len = vlen;
     return 0;
   case STUN_ATTR_LIFETIME:
-    if ((r = need_len(vlen, 4)) == 0)
-      m->lifetime = be32(v);
+    if ((r = need_len(vlen, 4)) == 0) m->lifetime = be32(v);
     return r;
   case STUN_ATTR_CHANNEL_NUMBER:
     /* RFC 8656 §18.1: 16-bit number, 16 reserved bits */
-    if ((r = need_len(vlen, 4)) == 0)
-      m->channel_number = be16(v);
+    if ((r = need_len(vlen, 4)) == 0) m->channel_number = be16(v);
     return r;
   case STUN_ATTR_REQUESTED_TRANSPORT:
-    if ((r = need_len(vlen, 4)) == 0)
-      m->requested_transport = v[0];
+    if ((r = need_len(vlen, 4)) == 0) m->requested_transport = v[0];
     return r;
   case STUN_ATTR_DONT_FRAGMENT: return need_len(vlen, 0);
   case STUN_ATTR_PRIORITY:
-    if ((r = need_len(vlen, 4)) == 0)
-      m->priority = be32(v);
+    if ((r = need_len(vlen, 4)) == 0) m->priority = be32(v);
     return r;
   case STUN_ATTR_USE_CANDIDATE: return need_len(vlen, 0);
   case STUN_ATTR_ICE_CONTROLLED:
@@ -267,13 +245,11 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
     }
     return r;
   case STUN_ATTR_MESSAGE_INTEGRITY:
-    if ((r = need_len(vlen, STUN_MI_SIZE)) == 0)
-      m->mi_offset = off;
+    if ((r = need_len(vlen, STUN_MI_SIZE)) == 0) m->mi_offset = off;
     return r;
   case STUN_ATTR_MESSAGE_INTEGRITY_SHA256:
     /* RFC 8489 §14.6: 16 to 32 bytes, a multiple of 4. */
-    if (vlen < STUN_MI256_MIN || vlen > STUN_MI256_SIZE || vlen % 4 != 0)
-      return STUN_EATTRLEN;
+    if (vlen < STUN_MI256_MIN || vlen > STUN_MI256_SIZE || vlen % 4 != 0) return STUN_EATTRLEN;
     m->mi256_offset = off;
     m->mi256_len = vlen;
     return 0;
@@ -330,16 +306,12 @@ static uint32_t has_bit(uint16_t type) {
  */
 int stun_read(const uint8_t *data, size_t len, struct stun_msg *m) {
   memset(m, 0, sizeof *m);
-  if (data == NULL)
-    return STUN_ETRUNCATED;
+  if (data == NULL) return STUN_ETRUNCATED;
   int r = check_header(data, len);
-  if (r < 0)
-    return r;
+  if (r < 0) return r;
   size_t end = STUN_HEADER_SIZE + (size_t)be16(data + 2);
-  if (end > len)
-    return STUN_ETRUNCATED;
-  if (end < len)
-    return STUN_ETRAILING;
+  if (end > len) return STUN_ETRUNCATED;
+  if (end < len) return STUN_ETRAILING;
 
   m->type = be16(data);
   m->method = stun_type_method(m->type);
@@ -351,22 +323,18 @@ int stun_read(const uint8_t *data, size_t len, struct stun_msg *m) {
 
   size_t pos = STUN_HEADER_SIZE;
   while (pos < end) {
-    if (end - pos < 4)
-      return STUN_EATTRTRUNC;
+    if (end - pos < 4) return STUN_EATTRTRUNC;
     uint16_t type = be16(data + pos);
     size_t vlen = be16(data + pos + 2);
     size_t padded = (vlen + 3) & ~(size_t)3;
-    if (padded > end - pos - 4)
-      return STUN_EATTRTRUNC;
+    if (padded > end - pos - 4) return STUN_EATTRTRUNC;
     const uint8_t *v = data + pos + 4;
     size_t off = pos;
     pos += 4 + padded;
 
-    if (m->has & STUN_HAS_FINGERPRINT)
-      return STUN_EFPNOTLAST; /* RFC 8489 §14.7: it is the last */
+    if (m->has & STUN_HAS_FINGERPRINT) return STUN_EFPNOTLAST; /* RFC 8489 §14.7: it is the last */
     if (type == STUN_ATTR_FINGERPRINT) {
-      if (vlen != 4)
-        return STUN_EATTRLEN;
+      if (vlen != 4) return STUN_EATTRLEN;
       uint32_t crc = np_crc32(data, off) ^ STUN_FINGERPRINT_XOR;
       m->fingerprint_ok = crc == be32(v);
       m->has |= STUN_HAS_FINGERPRINT;
@@ -376,23 +344,18 @@ int stun_read(const uint8_t *data, size_t len, struct stun_msg *m) {
      * MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count, after
      * MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; the rest is ignored
      * (an attacker could append it). */
-    if (m->has & STUN_HAS_INTEGRITY_SHA256)
-      continue;
-    if ((m->has & STUN_HAS_INTEGRITY) && type != STUN_ATTR_MESSAGE_INTEGRITY_SHA256)
-      continue;
+    if (m->has & STUN_HAS_INTEGRITY_SHA256) continue;
+    if ((m->has & STUN_HAS_INTEGRITY) && type != STUN_ATTR_MESSAGE_INTEGRITY_SHA256) continue;
 
     uint32_t bit = has_bit(type);
     if (bit == 0) {
       /* RFC 8489 §14: 0x0000-0x7FFF are comprehension-required. */
-      if (type < 0x8000)
-        note_unknown_required(m, type);
+      if (type < 0x8000) note_unknown_required(m, type);
       continue;
     }
     /* RFC 8489 §14: only the first occurrence is processed. */
-    if (m->has & bit)
-      continue;
-    if ((r = read_attr(data, type, v, vlen, off, m)) < 0)
-      return r;
+    if (m->has & bit) continue;
+    if ((r = read_attr(data, type, v, vlen, off, m)) < 0) return r;
     m->has |= bit;
   }
   return 0;
@@ -400,8 +363,7 @@ int stun_read(const uint8_t *data, size_t len, struct stun_msg *m) {
 
 static int ct_equal(const uint8_t *a, const uint8_t *b, size_t n) {
   uint8_t d = 0;
-  for (size_t i = 0; i < n; i++)
-    d |= a[i] ^ b[i];
+  for (size_t i = 0; i < n; i++) d |= a[i] ^ b[i];
   return d == 0;
 }
 
@@ -417,8 +379,7 @@ static void adjusted_header(const uint8_t *data, size_t upto, uint8_t hdr[4]) {
 
 int stun_check_integrity(const uint8_t *data, const struct stun_msg *m, const void *key,
                          size_t keylen) {
-  if (!(m->has & STUN_HAS_INTEGRITY))
-    return STUN_ENOINTEGRITY;
+  if (!(m->has & STUN_HAS_INTEGRITY)) return STUN_ENOINTEGRITY;
   size_t off = m->mi_offset;
   uint8_t mac[NP_SHA1_LEN];
   struct np_hmac_sha1 h;
@@ -442,8 +403,7 @@ int stun_check_integrity(const uint8_t *data, const struct stun_msg *m, const vo
 
 int stun_check_integrity_sha256(const uint8_t *data, const struct stun_msg *m, const void *key,
                                 size_t keylen) {
-  if (!(m->has & STUN_HAS_INTEGRITY_SHA256))
-    return STUN_ENOINTEGRITY;
+  if (!(m->has & STUN_HAS_INTEGRITY_SHA256)) return STUN_ENOINTEGRITY;
   size_t off = m->mi256_offset;
   uint8_t mac[NP_SHA256_LEN], hdr[4];
   struct np_hmac_sha256 h;

@@ -33,20 +33,20 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define STUN_HEADER_SIZE 20              /* RFC 8489 §5 */
-#define STUN_MAGIC_COOKIE 0x2112A442u    /* RFC 8489 §5 */
-#define STUN_TID_SIZE 12                 /* RFC 8489 §5: 96 bits */
-#define STUN_CLASSIC_TID_SIZE 16         /* RFC 3489 §11.1: 128 bits */
-#define STUN_FINGERPRINT_XOR 0x5354554eu /* RFC 8489 §14.7: "STUN" */
-#define STUN_ANSWER_MAX 128              /* our cap on a fast-path answer */
-#define STUN_MAX_LISTED 16               /* attribute types kept per list */
+#define STUN_HEADER_SIZE      20          /* RFC 8489 §5 */
+#define STUN_MAGIC_COOKIE     0x2112A442u /* RFC 8489 §5 */
+#define STUN_TID_SIZE         12          /* RFC 8489 §5: 96 bits */
+#define STUN_CLASSIC_TID_SIZE 16          /* RFC 3489 §11.1: 128 bits */
+#define STUN_FINGERPRINT_XOR  0x5354554eu /* RFC 8489 §14.7: "STUN" */
+#define STUN_ANSWER_MAX       128         /* our cap on a fast-path answer */
+#define STUN_MAX_LISTED       16          /* attribute types kept per list */
 /* USERNAME: "fewer than 513 bytes" (RFC 5389 §15.3; RFC 8489 §14.3 says
  * fewer than 509: the older, larger bound is kept for RFC 5389 clients).
  * REALM, NONCE, SOFTWARE and the ERROR-CODE reason: fewer than 128
  * characters, "as long as 763 bytes" (RFC 5389 §15.6-15.8, §15.10).  Longer
  * ones make the message malformed (STUN_EATTRLEN). */
 #define STUN_MAX_USERNAME 512
-#define STUN_MAX_TEXT 763
+#define STUN_MAX_TEXT     763
 
 /* RFC 8489 §5, Figure 3: the class is two bits spread over the type;
  * these are the values of those bits in place (C1 = 0x100, C0 = 0x010). */
@@ -110,11 +110,11 @@ enum stun_attr_type {
 #define STUN_FAMILY_IPV6 0x02
 
 /* RFC 5780 §7.2: CHANGE-REQUEST flag bits. */
-#define STUN_CHANGE_IP 0x04
+#define STUN_CHANGE_IP   0x04
 #define STUN_CHANGE_PORT 0x02
 
-#define STUN_MI_SIZE 20   /* RFC 8489 §14.5: HMAC-SHA1 */
-#define STUN_MI256_MIN 16 /* RFC 8489 §14.6: may be truncated to 16 */
+#define STUN_MI_SIZE    20 /* RFC 8489 §14.5: HMAC-SHA1 */
+#define STUN_MI256_MIN  16 /* RFC 8489 §14.6: may be truncated to 16 */
 #define STUN_MI256_SIZE 32
 
 /* Error codes: XX(name, value, message).  Negative, like libuv's. */
@@ -138,7 +138,7 @@ enum stun_attr_type {
   XX(EMETHOD, -17, "request for a method other than Binding")            \
   XX(ECHANGE, -18, "CHANGE-REQUEST asks for another source address")     \
   XX(ERESPPORT, -19, "RESPONSE-PORT asks for another destination port")  \
-  XX(EAFNOSUPPORT, -20, "address family not supported")                  \
+  XX(EAFNOSUPPORT, -20, "address family not supported")
 
 enum stun_errno {
 #define XX(name, value, msg) STUN_##name = value,
@@ -230,9 +230,9 @@ struct stun_msg {
    * several; natpunch sends one per request). */
   struct stun_addr xor_peer, xor_relayed;
   struct stun_bytes data;
-  uint32_t lifetime;             /* seconds */
-  uint16_t channel_number;       /* 0x4000..0x4FFF */
-  uint8_t requested_transport;   /* protocol number, 17 = UDP */
+  uint32_t lifetime;           /* seconds */
+  uint16_t channel_number;     /* 0x4000..0x4FFF */
+  uint8_t requested_transport; /* protocol number, 17 = UDP */
 
   /* Comprehension-required types this decoder does not know (RFC 8489
    * §6.3.1: a server answers 420 listing them).  The first
@@ -323,7 +323,6 @@ int stun_addr_to_sockaddr(const struct stun_addr *a, struct sockaddr_storage *ss
 int stun_addr_parse(const char *ip, uint16_t port, struct stun_addr *a);
 /* Needs cap >= 46 (INET6_ADDRSTRLEN); returns 0 or STUN_EINVAL. */
 int stun_addr_format(const struct stun_addr *a, char *buf, size_t cap);
-
 
 /* --- the server fast path (stun_write.c) --- */
 

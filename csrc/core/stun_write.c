@@ -22,8 +22,7 @@ static size_t pad4(size_t n) {
 }
 
 static void fail(struct stun_writer *w, int err) {
-  if (w->err == 0)
-    w->err = err;
+  if (w->err == 0) w->err = err;
 }
 
 void stun_writer_init(struct stun_writer *w, uint8_t *buf, size_t cap, uint16_t method,
@@ -43,8 +42,7 @@ void stun_writer_init(struct stun_writer *w, uint8_t *buf, size_t cap, uint16_t 
   }
   put_be16(buf, stun_type(method, cls));
   put_be16(buf + 2, 0);
-  if (!w->classic)
-    put_be32(buf + 4, STUN_MAGIC_COOKIE);
+  if (!w->classic) put_be32(buf + 4, STUN_MAGIC_COOKIE);
   memcpy(buf + STUN_HEADER_SIZE - tid_len, tid, tid_len);
   w->len = STUN_HEADER_SIZE;
 }
@@ -52,8 +50,7 @@ void stun_writer_init(struct stun_writer *w, uint8_t *buf, size_t cap, uint16_t 
 /* Append an attribute header and zeroed, padded room for its value;
  * returns where the value goes, or NULL with w->err set. */
 static uint8_t *reserve(struct stun_writer *w, uint16_t type, size_t vlen) {
-  if (w->err != 0)
-    return NULL;
+  if (w->err != 0) return NULL;
   if (w->sealed || vlen > STUN_MAX_VALUE) {
     fail(w, STUN_EINVAL);
     return NULL;
@@ -83,14 +80,12 @@ void stun_put(struct stun_writer *w, uint16_t type, const void *value, size_t le
     return;
   }
   uint8_t *p = reserve(w, type, len);
-  if (p != NULL && len > 0)
-    memcpy(p, value, len);
+  if (p != NULL && len > 0) memcpy(p, value, len);
 }
 
 void stun_put_u32(struct stun_writer *w, uint16_t type, uint32_t v) {
   uint8_t *p = reserve(w, type, 4);
-  if (p != NULL)
-    put_be32(p, v);
+  if (p != NULL) put_be32(p, v);
 }
 
 void stun_put_u64(struct stun_writer *w, uint16_t type, uint64_t v) {
@@ -117,16 +112,14 @@ void stun_put_addr(struct stun_writer *w, uint16_t type, const struct stun_addr 
     return;
   }
   uint8_t *p = reserve(w, type, 4 + iplen);
-  if (p == NULL)
-    return;
+  if (p == NULL) return;
   p[1] = a->family;
   put_be16(p + 2, a->port);
   memcpy(p + 4, a->ip, iplen);
   if (stun_attr_is_xor_addr(type)) {
     p[2] ^= w->buf[4];
     p[3] ^= w->buf[5];
-    for (size_t i = 0; i < iplen; i++)
-      p[4 + i] ^= w->buf[4 + i];
+    for (size_t i = 0; i < iplen; i++) p[4 + i] ^= w->buf[4 + i];
   }
 }
 
@@ -156,12 +149,10 @@ void stun_put_error(struct stun_writer *w, int code, const char *reason) {
   }
   size_t rlen = reason != NULL ? strlen(reason) : 0;
   uint8_t *p = reserve(w, STUN_ATTR_ERROR_CODE, 4 + rlen);
-  if (p == NULL)
-    return;
+  if (p == NULL) return;
   p[2] = (uint8_t)(code / 100);
   p[3] = (uint8_t)(code % 100);
-  if (rlen > 0)
-    memcpy(p + 4, reason, rlen);
+  if (rlen > 0) memcpy(p + 4, reason, rlen);
 }
 
 void stun_put_unknown(struct stun_writer *w, const uint16_t *types, size_t n) {
@@ -177,12 +168,9 @@ void stun_put_unknown(struct stun_writer *w, const uint16_t *types, size_t n) {
     return;
   }
   uint8_t *p = reserve(w, STUN_ATTR_UNKNOWN_ATTRIBUTES, 2 * count);
-  if (p == NULL)
-    return;
-  for (size_t i = 0; i < n; i++)
-    put_be16(p + 2 * i, types[i]);
-  if (count > n)
-    put_be16(p + 2 * n, types[n - 1]);
+  if (p == NULL) return;
+  for (size_t i = 0; i < n; i++) put_be16(p + 2 * i, types[i]);
+  if (count > n) put_be16(p + 2 * n, types[n - 1]);
 }
 
 void stun_put_change_request(struct stun_writer *w, uint32_t flags) {
@@ -205,8 +193,7 @@ void stun_put_integrity(struct stun_writer *w, const void *key, size_t keylen) {
   }
   size_t off = w->len;
   uint8_t *p = reserve(w, STUN_ATTR_MESSAGE_INTEGRITY, STUN_MI_SIZE);
-  if (p == NULL)
-    return;
+  if (p == NULL) return;
   /* RFC 8489 §14.5: HMAC over the message up to the attribute, with the
    * length already counting it, which reserve() has done. */
   struct np_hmac_sha1 h;
@@ -227,16 +214,14 @@ void stun_put_integrity_sha256(struct stun_writer *w, const void *key, size_t ke
   }
   size_t off = w->len;
   uint8_t *p = reserve(w, STUN_ATTR_MESSAGE_INTEGRITY_SHA256, STUN_MI256_SIZE);
-  if (p == NULL)
-    return;
+  if (p == NULL) return;
   np_hmac_sha256(key, keylen, w->buf, off, p); /* RFC 8489 §14.6 */
 }
 
 void stun_put_fingerprint(struct stun_writer *w) {
   size_t off = w->len;
   uint8_t *p = reserve(w, STUN_ATTR_FINGERPRINT, 4);
-  if (p == NULL)
-    return;
+  if (p == NULL) return;
   put_be32(p, np_crc32(w->buf, off) ^ STUN_FINGERPRINT_XOR); /* RFC 8489 §14.7 */
   w->sealed = true;
 }
@@ -250,11 +235,9 @@ int stun_writer_finish(struct stun_writer *w) {
  * should learn its IPv4 address). */
 int stun_addr_from_sockaddr(const struct sockaddr *sa, struct stun_addr *a) {
   memset(a, 0, sizeof *a);
-  if (sa == NULL)
-    return STUN_EINVAL;
+  if (sa == NULL) return STUN_EINVAL;
   addr_view v;
-  if (addr_view_of(sa, &v) < 0)
-    return STUN_EAFNOSUPPORT;
+  if (addr_view_of(sa, &v) < 0) return STUN_EAFNOSUPPORT;
   a->family = v.family == AF_INET ? STUN_FAMILY_IPV4 : STUN_FAMILY_IPV6;
   a->port = v.port;
   memcpy(a->ip, v.ip, v.ip_len);
@@ -264,16 +247,14 @@ int stun_addr_from_sockaddr(const struct sockaddr *sa, struct stun_addr *a) {
 int stun_addr_to_sockaddr(const struct stun_addr *a, struct sockaddr_storage *ss,
                           socklen_t *sslen) {
   int af = a->family == STUN_FAMILY_IPV4 ? AF_INET : a->family == STUN_FAMILY_IPV6 ? AF_INET6 : -1;
-  if (addr_make(af, a->ip, a->port, ss) < 0)
-    return STUN_EAFNOSUPPORT;
+  if (addr_make(af, a->ip, a->port, ss) < 0) return STUN_EAFNOSUPPORT;
   *sslen = addr_len((const struct sockaddr *)ss);
   return 0;
 }
 
 int stun_addr_parse(const char *ip, uint16_t port, struct stun_addr *a) {
   memset(a, 0, sizeof *a);
-  if (ip == NULL)
-    return STUN_EINVAL;
+  if (ip == NULL) return STUN_EINVAL;
   a->port = port;
   if (inet_pton(AF_INET, ip, a->ip) == 1) {
     a->family = STUN_FAMILY_IPV4;
@@ -296,26 +277,21 @@ int stun_addr_format(const struct stun_addr *a, char *buf, size_t cap) {
 /* Optional address attribute: written when given and when it fits. */
 static int put_optional_addr(struct stun_writer *w, uint16_t type, const struct sockaddr *sa) {
   struct stun_addr a;
-  if (sa == NULL)
-    return 0;
+  if (sa == NULL) return 0;
   int r = stun_addr_from_sockaddr(sa, &a);
-  if (r < 0)
-    return r;
-  if (fits(w, a.family == STUN_FAMILY_IPV4 ? 8 : 20))
-    stun_put_addr(w, type, &a);
+  if (r < 0) return r;
+  if (fits(w, a.family == STUN_FAMILY_IPV4 ? 8 : 20)) stun_put_addr(w, type, &a);
   return 0;
 }
 
 static void put_optional_software(struct stun_writer *w, const char *software) {
-  if (software == NULL)
-    return;
+  if (software == NULL) return;
   size_t len = strlen(software);
   /* RFC 3489 parsers (Vovida's, in Debian's `stun`) reject text whose
    * length is not a multiple of 4 (RFC 3489 §11.2.6), so a classic
    * answer pads it with spaces inside the value. */
   size_t vlen = w->classic ? pad4(len) : len;
-  if (!fits(w, vlen))
-    return;
+  if (!fits(w, vlen)) return;
   uint8_t *p = reserve(w, STUN_ATTR_SOFTWARE, vlen);
   if (p != NULL) {
     memcpy(p, software, len);
@@ -326,8 +302,7 @@ static void put_optional_software(struct stun_writer *w, const char *software) {
 static bool unspecified(const struct stun_addr *a) {
   size_t n = a->family == STUN_FAMILY_IPV4 ? 4 : 16;
   for (size_t i = 0; i < n; i++)
-    if (a->ip[i] != 0)
-      return false;
+    if (a->ip[i] != 0) return false;
   return true;
 }
 
@@ -339,33 +314,24 @@ int stun_answer_binding_ex(const uint8_t *req, size_t len, const struct sockaddr
   struct stun_writer w;
   int r;
 
-  if (opts == NULL)
-    opts = &no_opts;
-  if (out == NULL)
-    return STUN_EINVAL;
-  if ((r = stun_read(req, len, &m)) < 0)
-    return r;
+  if (opts == NULL) opts = &no_opts;
+  if (out == NULL) return STUN_EINVAL;
+  if ((r = stun_read(req, len, &m)) < 0) return r;
   /* Answering anything but a request could make two servers answer
    * each other for ever. */
-  if (m.cls != STUN_CLASS_REQUEST)
-    return STUN_ENOTREQUEST;
-  if (m.method != STUN_METHOD_BINDING)
-    return STUN_EMETHOD;
+  if (m.cls != STUN_CLASS_REQUEST) return STUN_ENOTREQUEST;
+  if (m.method != STUN_METHOD_BINDING) return STUN_EMETHOD;
   /* RFC 8489 §7.3: a wrong FINGERPRINT means it is not STUN at all. */
-  if ((m.has & STUN_HAS_FINGERPRINT) && !m.fingerprint_ok)
-    return STUN_EBADFINGERPRINT;
-  if ((r = stun_addr_from_sockaddr(from, &peer)) < 0)
-    return r;
+  if ((m.has & STUN_HAS_FINGERPRINT) && !m.fingerprint_ok) return STUN_EBADFINGERPRINT;
+  if ((r = stun_addr_from_sockaddr(from, &peer)) < 0) return r;
   /* No datagram really comes from 0.0.0.0, :: or port 0, and an answer
    * "to" one would go somewhere else (coturn's CVE-2020-26262 relayed to
    * such addresses). */
-  if (peer.port == 0 || unspecified(&peer))
-    return STUN_EINVAL;
+  if (peer.port == 0 || unspecified(&peer)) return STUN_EINVAL;
 
   size_t cap = outcap < STUN_ANSWER_MAX ? outcap : STUN_ANSWER_MAX;
   size_t fp = (m.has & STUN_HAS_FINGERPRINT) ? 8 : 0;
-  if (cap < STUN_HEADER_SIZE + fp)
-    return STUN_ENOSPACE;
+  if (cap < STUN_HEADER_SIZE + fp) return STUN_ENOSPACE;
 
   if (m.n_unknown_required > 0) {
     /* RFC 8489 §6.3.1: 420 listing what was not understood. */

@@ -17,9 +17,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CTLMSG_VERSION 1
-#define CTLMSG_MAX_SIZE 1200 /* msg.MAX_SIZE */
-#define CTLMSG_MAX_FIELDS 32 /* msg.MAX_FIELDS */
+#define CTLMSG_VERSION    1
+#define CTLMSG_MAX_SIZE   1200 /* msg.MAX_SIZE */
+#define CTLMSG_MAX_FIELDS 32   /* msg.MAX_FIELDS */
 
 typedef struct ctlmsg_field {
   const uint8_t *key, *value; /* into the decoded body */

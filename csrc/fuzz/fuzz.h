@@ -15,12 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define FUZZ_ASSERT(cond)                                                      \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
+#define FUZZ_ASSERT(cond)                                                          \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
       fprintf(stderr, "%s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
+      abort();                                                                     \
+    }                                                                              \
   } while (0)
 
 typedef struct fuzz_in {

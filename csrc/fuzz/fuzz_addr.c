@@ -56,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
       memcpy(&n, &m, sizeof m);
       memset((char *)&n + sizeof m, 0, sizeof n - sizeof m);
       addr_normalize(&n);
-      FUZZ_ASSERT(n.ss_family == AF_INET && addr_equal((struct sockaddr *)&n, (struct sockaddr *)&a));
+      FUZZ_ASSERT(n.ss_family == AF_INET &&
+                  addr_equal((struct sockaddr *)&n, (struct sockaddr *)&a));
     }
     struct stun_addr sa;
     FUZZ_ASSERT(stun_addr_from_sockaddr((struct sockaddr *)&a, &sa) == 0);

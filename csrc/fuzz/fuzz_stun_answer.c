@@ -76,15 +76,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
     size_t n = (size_t)r1;
     FUZZ_ASSERT(qr == 0 && qm.cls == STUN_CLASS_REQUEST && qm.method == STUN_METHOD_BINDING);
     FUZZ_ASSERT(n <= STUN_ANSWER_MAX && n <= outcap);
-    FUZZ_ASSERT(memcmp(out1, out2, n) == 0);             /* every byte written */
-    for (size_t i = n; i < outcap; i++)                   /* and none past the end */
+    FUZZ_ASSERT(memcmp(out1, out2, n) == 0); /* every byte written */
+    for (size_t i = n; i < outcap; i++)      /* and none past the end */
       FUZZ_ASSERT(out1[i] == 0x00 && out2[i] == 0xA5);
     FUZZ_ASSERT(stun_read(out1, n, &am) == 0);
     FUZZ_ASSERT(am.method == STUN_METHOD_BINDING);
     FUZZ_ASSERT(am.cls == STUN_CLASS_SUCCESS || am.cls == STUN_CLASS_ERROR);
     FUZZ_ASSERT(am.tid_len == qm.tid_len && memcmp(am.tid, qm.tid, am.tid_len) == 0);
     FUZZ_ASSERT(am.n_unknown_required == 0);
-    if (qm.has & STUN_HAS_FINGERPRINT) FUZZ_ASSERT((am.has & STUN_HAS_FINGERPRINT) && am.fingerprint_ok);
+    if (qm.has & STUN_HAS_FINGERPRINT)
+      FUZZ_ASSERT((am.has & STUN_HAS_FINGERPRINT) && am.fingerprint_ok);
     if (am.cls == STUN_CLASS_ERROR) {
       FUZZ_ASSERT(qm.n_unknown_required > 0 && am.error_code == 420);
     } else {

@@ -40,8 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
     FUZZ_ASSERT(m.realm.len <= STUN_MAX_TEXT && m.nonce.len <= STUN_MAX_TEXT);
     FUZZ_ASSERT(m.software.len <= STUN_MAX_TEXT && m.error_reason.len <= STUN_MAX_TEXT);
     FUZZ_ASSERT(m.n_unknown_attributes <= STUN_MAX_LISTED);
-    if (m.has & STUN_HAS_ERROR_CODE)
-      FUZZ_ASSERT(m.error_code >= 100 && m.error_code <= 699);
+    if (m.has & STUN_HAS_ERROR_CODE) FUZZ_ASSERT(m.error_code >= 100 && m.error_code <= 699);
     if (m.has & STUN_HAS_INTEGRITY)
       FUZZ_ASSERT(m.mi_offset >= STUN_HEADER_SIZE && m.mi_offset + 4 + STUN_MI_SIZE <= len);
     if (m.has & STUN_HAS_INTEGRITY_SHA256)

@@ -38,7 +38,8 @@ static void put(const char *target, const char *name, const void *p, size_t n) {
 
 /* A message: header for `type` with the cookie, then attrs. */
 static size_t craft(uint8_t *buf, uint16_t type, const uint8_t *attrs, size_t alen) {
-  static const uint8_t hdr[20] = {0, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  static const uint8_t hdr[20] = {0, 0, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1,  2,
+                                  3, 4, 5, 6, 7,    8,    9,    10,   11, 12};
   memcpy(buf, hdr, 20);
   buf[0] = (uint8_t)(type >> 8);
   buf[1] = (uint8_t)type;
@@ -53,8 +54,10 @@ static const struct {
   const uint8_t *p;
   size_t len;
 } vecs[] = {
-    {"rfc5769-2.1", req21, sizeof req21}, {"rfc5769-2.2", resp22, sizeof resp22},
-    {"rfc5769-2.3", resp23, sizeof resp23}, {"rfc5769-2.4", req24, sizeof req24},
+    {"rfc5769-2.1", req21, sizeof req21},
+    {"rfc5769-2.2", resp22, sizeof resp22},
+    {"rfc5769-2.3", resp23, sizeof resp23},
+    {"rfc5769-2.4", req24, sizeof req24},
     {"rfc3489-request", classic_req, sizeof classic_req},
 };
 #define N_VECS (sizeof vecs / sizeof vecs[0])
@@ -91,16 +94,23 @@ static void stun_seeds(void) {
   put("stun_integrity", "rfc5769-2.4", in, 20 + sizeof req24);
 
   /* answer: [flags][outcap][ip 16][port u16][swlen][software][request] */
-  static const uint8_t v4[] = {0x8f, 200, 203, 0, 113, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0d, 0x96, 8};
-  static const uint8_t v6[] = {0x0b, 128, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xc3, 0x50, 8};
+  static const uint8_t v4[] = {0x8f, 200, 203, 0, 113, 7, 0, 0,    0,    0, 0,
+                               0,    0,   0,   0, 0,   0, 0, 0x0d, 0x96, 8};
+  static const uint8_t v6[] = {0x0b, 128, 0x20, 0x01, 0x0d, 0xb8, 0, 0,    0,    0, 0,
+                               0,    0,   0,    0,    0,    0,    1, 0xc3, 0x50, 8};
   struct stun_writer w;
   static const uint8_t tid[12] = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2};
   stun_writer_init(&w, buf, sizeof buf, STUN_METHOD_BINDING, STUN_CLASS_REQUEST, tid, 12);
   stun_put_fingerprint(&w);
   int fl = stun_writer_finish(&w);
-  const struct { const char *name; const uint8_t *p; size_t len; } reqs[] = {
-      {"rfc5769-2.1", req21, sizeof req21}, {"rfc5769-2.4", req24, sizeof req24},
-      {"rfc3489", classic_req, sizeof classic_req}, {"binding-fp", buf, (size_t)fl}};
+  const struct {
+    const char *name;
+    const uint8_t *p;
+    size_t len;
+  } reqs[] = {{"rfc5769-2.1", req21, sizeof req21},
+              {"rfc5769-2.4", req24, sizeof req24},
+              {"rfc3489", classic_req, sizeof classic_req},
+              {"binding-fp", buf, (size_t)fl}};
   for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
     char name[64];
     for (int fam = 0; fam < 2; fam++) {
@@ -121,7 +131,10 @@ static void frame_seeds(void) {
   static const uint8_t t2[] = {0, 1, 0, 2, 12, 5, 0, 2, 6, 0, 1, 1, 244, 3, 3, 1, 15, 160, 2, 3};
   put("touch", "dup-drop", t2, sizeof t2);
   uint8_t t3[4 + TOUCH_HEADER_LEN + 4] = {15, 0, 0x1f, TOUCH_HEADER_LEN + 4};
-  memcpy(t3 + 4, "\x06\x00\x00\x00\x00\x09\x00\x00\x00\x01\x01" "abcd", TOUCH_HEADER_LEN + 4);
+  memcpy(t3 + 4,
+         "\x06\x00\x00\x00\x00\x09\x00\x00\x00\x01\x01"
+         "abcd",
+         TOUCH_HEADER_LEN + 4);
   put("touch", "raw-data", t3, sizeof t3);
 
   /* punch: a frame, and a script: two sessions, candidates, start, frames */
@@ -130,27 +143,41 @@ static void frame_seeds(void) {
   uint8_t fr[PUNCH_FRAME_LEN];
   punch_build(fr, &f);
   put("punch", "request", fr, sizeof fr);
-  static const uint8_t p1[] = {0, 0, 1, 2, 3, 4, 1, 4, 0, 0, 0, 0, 1, 20, 0, 0, 0, 1, 2, 0,
-                               5, 4, 0, 0, 0, 1, 0, 0, 0, 9, 13, 4, 0, 0, 0, 1, 0, 0, 0, 9,
-                               3, 0, 0, 50, 3, 0, 19, 136};
+  static const uint8_t p1[] = {0, 0, 1, 2, 3, 4, 1, 4, 0, 0, 0, 0,  1, 20, 0,  0,
+                               0, 1, 2, 0, 5, 4, 0, 0, 0, 1, 0, 0,  0, 9,  13, 4,
+                               0, 0, 0, 1, 0, 0, 0, 9, 3, 0, 0, 50, 3, 0,  19, 136};
   put("punch", "script", p1, sizeof p1);
 }
 
 static void text_seeds(void) {
-  static const char *addrs[] = {"203.0.113.7:3478", "[2001:db8::1]:3478", "1.2.3.4.5:80",
-                                "[::ffff:198.51.100.1]:0", "0.0.0.0:0", "[::1]:65535",
-                                "198.18.0.7:40312", "[fe80::1%eth0]:1"};
+  static const char *addrs[] = {"203.0.113.7:3478",        "[2001:db8::1]:3478", "1.2.3.4.5:80",
+                                "[::ffff:198.51.100.1]:0", "0.0.0.0:0",          "[::1]:65535",
+                                "198.18.0.7:40312",        "[fe80::1%eth0]:1"};
   for (size_t i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
     char name[16];
     snprintf(name, sizeof name, "a%zu", i);
     put("addr", name, addrs[i], strlen(addrs[i]));
   }
   /* control messages as msg.encode writes them (keys sorted) */
-  static const uint8_t reg[] = "\x01" "\x02id\x00\x03" "bob" "\x07private\x00\x1f" "198.18.0.7:40312,127.0.0.1:4031"
-                               "\x01t\x00\x08" "register" "\x02tx\x00\x01" "1";
+  static const uint8_t reg[] = "\x01"
+                               "\x02id\x00\x03"
+                               "bob"
+                               "\x07private\x00\x1f"
+                               "198.18.0.7:40312,127.0.0.1:4031"
+                               "\x01t\x00\x08"
+                               "register"
+                               "\x02tx\x00\x01"
+                               "1";
   put("ctlmsg", "register", reg, sizeof reg - 1);
-  static const uint8_t con[] = "\x01" "\x01t\x00\x07" "connect" "\x06target\x00\x03" "bob" "\x02tx\x00\x01" "2"
-                               "\x01_\x00\x04" "\0\0\0\0";
+  static const uint8_t con[] = "\x01"
+                               "\x01t\x00\x07"
+                               "connect"
+                               "\x06target\x00\x03"
+                               "bob"
+                               "\x02tx\x00\x01"
+                               "2"
+                               "\x01_\x00\x04"
+                               "\0\0\0\0";
   put("ctlmsg", "connect", con, sizeof con - 1);
 }
 

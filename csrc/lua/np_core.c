@@ -36,13 +36,14 @@ void np_push_cb_error(lua_State *L, const char *code, const char *msg) {
 }
 
 void np_push_cb_status(lua_State *L, int uverr) {
-  if (uverr < 0) np_push_cb_error(L, uv_err_name(uverr), uv_strerror(uverr));
-  else lua_pushnil(L);
+  if (uverr < 0)
+    np_push_cb_error(L, uv_err_name(uverr), uv_strerror(uverr));
+  else
+    lua_pushnil(L);
 }
 
 void np_unref(lua_State *L, int *ref) {
-  if (*ref != LUA_NOREF && *ref != LUA_REFNIL && L)
-    luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  if (*ref != LUA_NOREF && *ref != LUA_REFNIL && L) luaL_unref(L, LUA_REGISTRYINDEX, *ref);
   *ref = LUA_NOREF;
 }
 
@@ -92,14 +93,15 @@ static void report_error(np_ctx *ctx, lua_State *L) {
     if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
   }
   const char *msg = lua_tostring(L, -1);
-  fprintf(stderr, "natpunch: error in callback: %s\n", msg ? msg : "(error object is not a string)");
+  fprintf(stderr, "natpunch: error in callback: %s\n",
+          msg ? msg : "(error object is not a string)");
   lua_pop(L, 1);
 }
 
 /* Message handler of callbacks: add a traceback to string errors. */
 static int np_msgh(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
-  if (msg == NULL && !lua_isnoneornil(L, 1)) return 1;   /* keep error objects */
+  if (msg == NULL && !lua_isnoneornil(L, 1)) return 1; /* keep error objects */
   luaL_traceback(L, L, msg, 1);
   return 1;
 }
@@ -107,7 +109,7 @@ static int np_msgh(lua_State *L) {
 /* Stack: fn, arg1..argn.  Runs under a protected call with a traceback. */
 void np_call(np_ctx *ctx, int nargs) {
   lua_State *L = ctx->L;
-  int base = lua_gettop(L) - nargs;   /* index of fn */
+  int base = lua_gettop(L) - nargs; /* index of fn */
   lua_rawgeti(L, LUA_REGISTRYINDEX, ctx->traceback_ref);
   lua_insert(L, base);
   if (lua_pcall(L, nargs, 0, base) != LUA_OK) report_error(ctx, L);
@@ -139,7 +141,7 @@ np_handle *np_handle_new(lua_State *L, size_t size, const char *mt) {
   np_handle *h = calloc(1, size);
   if (!h) luaL_error(L, "out of memory");
   *ud = h;
-  h->u.handle.data = h;   /* marks a natpunch handle for walk_close (set again after init) */
+  h->u.handle.data = h; /* marks a natpunch handle for walk_close (set again after init) */
   h->ctx = np_ctx_get(L);
   h->ud = ud;
   h->self_ref = LUA_NOREF;
@@ -181,8 +183,10 @@ static int np_tostring(lua_State *L) {
   void **ud = lua_touserdata(L, 1);
   luaL_getmetafield(L, 1, "__name");
   const char *name = lua_tostring(L, -1);
-  if (ud && *ud) lua_pushfstring(L, "%s: %p", name ? name : "natpunch", *ud);
-  else lua_pushfstring(L, "%s: closed", name ? name : "natpunch");
+  if (ud && *ud)
+    lua_pushfstring(L, "%s: %p", name ? name : "natpunch", *ud);
+  else
+    lua_pushfstring(L, "%s: closed", name ? name : "natpunch");
   return 1;
 }
 
@@ -364,19 +368,17 @@ static int np_ctx_gc(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg core_funcs[] = {
-  {"run", np_run},
-  {"stop", np_stop},
-  {"now", np_now},
-  {"update_time", np_update_time},
-  {"hrtime", np_hrtime},
-  {"alive", np_alive},
-  {"on_error", np_on_error},
-  {"callback_errors", np_callback_errors},
-  {"random_bytes", np_random_bytes},
-  {"interface_addresses", np_interface_addresses},
-  {NULL, NULL}
-};
+static const luaL_Reg core_funcs[] = {{"run", np_run},
+                                      {"stop", np_stop},
+                                      {"now", np_now},
+                                      {"update_time", np_update_time},
+                                      {"hrtime", np_hrtime},
+                                      {"alive", np_alive},
+                                      {"on_error", np_on_error},
+                                      {"callback_errors", np_callback_errors},
+                                      {"random_bytes", np_random_bytes},
+                                      {"interface_addresses", np_interface_addresses},
+                                      {NULL, NULL}};
 
 /* The ctx and the module table with the loop's functions, left on the
  * stack (ctx below the table) for the registration (np_module.c). */

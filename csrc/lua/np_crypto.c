@@ -21,7 +21,8 @@
 #include "natpunch.h"
 #include "np_crypto.h"
 
-void np_mac16(const uint8_t key[NP_MAC_KEY], const void *data, size_t len, uint8_t tag[NP_MAC_TAG]) {
+void np_mac16(const uint8_t key[NP_MAC_KEY], const void *data, size_t len,
+              uint8_t tag[NP_MAC_TAG]) {
   crypto_generichash(tag, NP_MAC_TAG, data, len, key, NP_MAC_KEY);
 }
 
@@ -80,7 +81,7 @@ static int c_kx(lua_State *L) {
   int rc = -1;
   if (pn == crypto_sign_PUBLICKEYBYTES && crypto_sign_ed25519_pk_to_curve25519(xp, pk) == 0) {
     crypto_sign_ed25519_sk_to_curve25519(xs, sk);
-    rc = crypto_scalarmult(out, xs, xp);   /* -1 for a low-order point */
+    rc = crypto_scalarmult(out, xs, xp); /* -1 for a low-order point */
     sodium_memzero(xs, sizeof xs);
   }
   if (rc != 0) return np_push_fail(L, "EKEY", "invalid public key");
@@ -176,9 +177,9 @@ static int c_random(lua_State *L) {
 int np_crypto_open(lua_State *L) {
   if (sodium_init() < 0) return luaL_error(L, "libsodium: sodium_init failed");
   static const luaL_Reg funcs[] = {
-      {"keypair", c_keypair}, {"sign", c_sign},   {"verify", c_verify},
-      {"kx", c_kx},           {"hash", c_hash},   {"hmac_sha256", c_hmac_sha256},
-      {"equal", c_equal},     {"seal", c_seal},   {"open", c_open},
+      {"keypair", c_keypair}, {"sign", c_sign}, {"verify", c_verify},
+      {"kx", c_kx},           {"hash", c_hash}, {"hmac_sha256", c_hmac_sha256},
+      {"equal", c_equal},     {"seal", c_seal}, {"open", c_open},
       {"random", c_random},   {NULL, NULL},
   };
   luaL_newlib(L, funcs);

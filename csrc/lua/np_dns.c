@@ -40,7 +40,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
           uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
         else
           continue;
-        int dup = 0;   /* getaddrinfo lists an address once per socket type */
+        int dup = 0; /* getaddrinfo lists an address once per socket type */
         for (int i = 1; i <= n && !dup; i++) {
           lua_rawgeti(L, -1, i);
           dup = strcmp(lua_tostring(L, -1), ip) == 0;
@@ -63,9 +63,11 @@ static int dns_getaddrinfo(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   static const char *const families[] = {"inet", "inet6", NULL};
   int fam = AF_UNSPEC;
-  if (!lua_isnoneornil(L, 2)) fam = luaL_checkoption(L, 2, NULL, families) == 0 ? AF_INET : AF_INET6;
+  if (!lua_isnoneornil(L, 2))
+    fam = luaL_checkoption(L, 2, NULL, families) == 0 ? AF_INET : AF_INET6;
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  luaL_argcheck(L, strlen(host) > 0 && strlen(host) <= 253, 1, "host name of 1 to 253 characters expected");
+  luaL_argcheck(L, strlen(host) > 0 && strlen(host) <= 253, 1,
+                "host name of 1 to 253 characters expected");
   np_dns_req *r = calloc(1, sizeof *r);
   if (!r) return luaL_error(L, "out of memory");
   r->ctx = ctx;

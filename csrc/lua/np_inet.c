@@ -18,7 +18,8 @@ static int c_pton(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &n);
   uint8_t out[16];
   char buf[INET6_ADDRSTRLEN];
-  if (n == 0 || n >= sizeof buf || memchr(s, '\0', n)) return np_push_fail(L, "EINVAL", "not an IP address");
+  if (n == 0 || n >= sizeof buf || memchr(s, '\0', n))
+    return np_push_fail(L, "EINVAL", "not an IP address");
   memcpy(buf, s, n);
   buf[n] = '\0';
   if (inet_pton(AF_INET, buf, out) == 1) {
@@ -39,7 +40,8 @@ static int c_ntop(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &n);
   luaL_argcheck(L, n == 4 || n == 16, 1, "4 or 16 bytes expected");
   char buf[INET6_ADDRSTRLEN];
-  if (!inet_ntop(n == 4 ? AF_INET : AF_INET6, s, buf, sizeof buf)) return np_push_fail(L, "EINVAL", "bad address");
+  if (!inet_ntop(n == 4 ? AF_INET : AF_INET6, s, buf, sizeof buf))
+    return np_push_fail(L, "EINVAL", "bad address");
   lua_pushstring(L, buf);
   return 1;
 }

@@ -47,7 +47,7 @@ static int drain(np_sigint *s) {
 
 static void restore(np_sigint *s) {
   if (s->fd >= 0) {
-    drain(s);      /* a Ctrl-C still queued must not fire once unblocked */
+    drain(s); /* a Ctrl-C still queued must not fire once unblocked */
     close(s->fd);
     s->fd = -1;
     if (!s->was_blocked) {
@@ -121,7 +121,7 @@ static int sigint_pending(lua_State *L) {
 static int sigint_close(lua_State *L) {
   np_handle *h = np_handle_test(L, 1, NP_SIGINT_MT);
   if (h) {
-    uv_poll_stop(&h->u.poll);    /* before its fd goes */
+    uv_poll_stop(&h->u.poll); /* before its fd goes */
     restore((np_sigint *)h);
     np_handle_close(h);
   }
@@ -129,11 +129,7 @@ static int sigint_close(lua_State *L) {
 }
 
 static const luaL_Reg sigint_methods[] = {
-  {"start", sigint_start},
-  {"pending", sigint_pending},
-  {"close", sigint_close},
-  {NULL, NULL}
-};
+    {"start", sigint_start}, {"pending", sigint_pending}, {"close", sigint_close}, {NULL, NULL}};
 
 int np_signal_open(lua_State *L) {
   np_class(L, NP_SIGINT_MT, sigint_methods);

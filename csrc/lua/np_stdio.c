@@ -108,12 +108,10 @@ static int stdin_close(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg stdin_methods[] = {
-  {"read_start", stdin_read_start},
-  {"read_stop", stdin_read_stop},
-  {"close", stdin_close},
-  {NULL, NULL}
-};
+static const luaL_Reg stdin_methods[] = {{"read_start", stdin_read_start},
+                                         {"read_stop", stdin_read_stop},
+                                         {"close", stdin_close},
+                                         {NULL, NULL}};
 
 /* ------------------------------------------------------------ stdin_poll */
 
@@ -131,7 +129,7 @@ static void poll_free(np_handle *h) {
 static void on_poll(uv_poll_t *p, int status, int events) {
   (void)events;
   np_stdin_poll *s = (np_stdin_poll *)p;
-  if (status < 0) uv_poll_stop(p);   /* reported as readable once more: the read sees the error */
+  if (status < 0) uv_poll_stop(p); /* reported as readable once more: the read sees the error */
   lua_State *L = np_cb_push(s->h.ctx, s->cb_ref);
   if (L) np_call(s->h.ctx, 0);
 }
@@ -179,11 +177,7 @@ static int poll_close(lua_State *L) {
 }
 
 static const luaL_Reg poll_methods[] = {
-  {"start", poll_start},
-  {"stop", poll_stop},
-  {"close", poll_close},
-  {NULL, NULL}
-};
+    {"start", poll_start}, {"stop", poll_stop}, {"close", poll_close}, {NULL, NULL}};
 
 int np_stdio_open(lua_State *L) {
   np_class(L, NP_STDIN_POLL_MT, poll_methods);

@@ -16,14 +16,15 @@
 #include <lua.h>
 #include <uv.h>
 
+#include <stddef.h>
 #include <string.h>
 
 #include "crypto.h"
 #include "stun.h"
 #include "turn.h"
 
-#define MSG_MAX (STUN_HEADER_SIZE + 0xFFFF) /* 16-bit length field */
-#define SMALL_MSG 1500                      /* typical MTU: try this first */
+#define MSG_MAX   (STUN_HEADER_SIZE + 0xFFFF) /* 16-bit length field */
+#define SMALL_MSG 1500                        /* typical MTU: try this first */
 
 static int push_fail(lua_State *L, int err) {
   lua_pushnil(L);
@@ -49,8 +50,7 @@ static const struct {
 
 static const char *method_name(uint16_t method) {
   for (size_t i = 0; i < N_METHODS; i++)
-    if (methods[i].method == method)
-      return methods[i].name;
+    if (methods[i].method == method) return methods[i].name;
   return NULL;
 }
 
@@ -63,12 +63,52 @@ static const char *class_name(uint16_t cls) {
   }
 }
 
+/* The address and byte-string attributes: one row each, read by decode and
+ * written by encode in this order (SOFTWARE goes last, before the
+ * integrity attributes: software_attr). */
+struct msg_attr {
+  const char *name; /* the field of the Lua table */
+  uint32_t has;     /* STUN_HAS_* */
+  uint16_t type;    /* STUN_ATTR_* */
+  size_t offset;    /* of its struct stun_addr / struct stun_bytes in struct stun_msg */
+};
+
+#define ATTR(name, has, type, member) \
+  { name, has, type, offsetof(struct stun_msg, member) }
+static const struct msg_attr addr_attrs[] = {
+    ATTR("xor_mapped_address", STUN_HAS_XOR_MAPPED, STUN_ATTR_XOR_MAPPED_ADDRESS, xor_mapped),
+    ATTR("mapped_address", STUN_HAS_MAPPED, STUN_ATTR_MAPPED_ADDRESS, mapped),
+    ATTR("response_origin", STUN_HAS_RESPONSE_ORIGIN, STUN_ATTR_RESPONSE_ORIGIN, response_origin),
+    ATTR("other_address", STUN_HAS_OTHER_ADDRESS, STUN_ATTR_OTHER_ADDRESS, other_address),
+    ATTR("source_address", STUN_HAS_SOURCE_ADDRESS, STUN_ATTR_SOURCE_ADDRESS, source_address),
+    ATTR("changed_address", STUN_HAS_CHANGED_ADDRESS, STUN_ATTR_CHANGED_ADDRESS, changed_address),
+    ATTR("xor_peer_address", STUN_HAS_XOR_PEER, STUN_ATTR_XOR_PEER_ADDRESS, xor_peer),
+    ATTR("xor_relayed_address", STUN_HAS_XOR_RELAYED, STUN_ATTR_XOR_RELAYED_ADDRESS, xor_relayed),
+};
+static const struct msg_attr bytes_attrs[] = {
+    ATTR("data", STUN_HAS_DATA, STUN_ATTR_DATA, data),
+    ATTR("username", STUN_HAS_USERNAME, STUN_ATTR_USERNAME, username),
+    ATTR("realm", STUN_HAS_REALM, STUN_ATTR_REALM, realm),
+    ATTR("nonce", STUN_HAS_NONCE, STUN_ATTR_NONCE, nonce),
+};
+static const struct msg_attr software_attr =
+    ATTR("software", STUN_HAS_SOFTWARE, STUN_ATTR_SOFTWARE, software);
+#undef ATTR
+#define N_ATTRS(a) (sizeof(a) / sizeof(a)[0])
+
+static const struct stun_addr *msg_addr(const struct stun_msg *m, const struct msg_attr *a) {
+  return (const struct stun_addr *)((const char *)m + a->offset);
+}
+
+static struct stun_bytes msg_bytes(const struct stun_msg *m, const struct msg_attr *a) {
+  return *(const struct stun_bytes *)((const char *)m + a->offset);
+}
+
 /* ---------------------------------------------------------------- decode */
 
 static void set_addr(lua_State *L, const char *field, const struct stun_addr *a) {
   char ip[64];
-  if (stun_addr_format(a, ip, sizeof ip) < 0)
-    return;
+  if (stun_addr_format(a, ip, sizeof ip) < 0) return;
   lua_createtable(L, 0, 3);
   lua_pushstring(L, a->family == STUN_FAMILY_IPV4 ? "inet" : "inet6");
   lua_setfield(L, -2, "family");
@@ -109,8 +149,7 @@ static int stun_decode(lua_State *L) {
   const char *key = luaL_optlstring(L, 2, NULL, &keylen);
   struct stun_msg m;
   int r = stun_read(p, len, &m);
-  if (r < 0)
-    return push_fail(L, r);
+  if (r < 0) return push_fail(L, r);
 
   lua_createtable(L, 0, 8);
   if (method_name(m.method) != NULL)
@@ -123,29 +162,14 @@ static int stun_decode(lua_State *L) {
   lua_setfield(L, -2, "class");
   lua_pushlstring(L, (const char *)m.tid, m.tid_len);
   lua_setfield(L, -2, "transaction_id");
-  if (m.classic)
-    set_bool(L, "classic", 1);
+  if (m.classic) set_bool(L, "classic", 1);
 
-  if (m.has & STUN_HAS_XOR_MAPPED)
-    set_addr(L, "xor_mapped_address", &m.xor_mapped);
-  if (m.has & STUN_HAS_MAPPED)
-    set_addr(L, "mapped_address", &m.mapped);
-  if (m.has & STUN_HAS_RESPONSE_ORIGIN)
-    set_addr(L, "response_origin", &m.response_origin);
-  if (m.has & STUN_HAS_OTHER_ADDRESS)
-    set_addr(L, "other_address", &m.other_address);
-  if (m.has & STUN_HAS_SOURCE_ADDRESS)
-    set_addr(L, "source_address", &m.source_address);
-  if (m.has & STUN_HAS_CHANGED_ADDRESS)
-    set_addr(L, "changed_address", &m.changed_address);
-  if (m.has & STUN_HAS_USERNAME)
-    set_bytes(L, "username", m.username);
-  if (m.has & STUN_HAS_SOFTWARE)
-    set_bytes(L, "software", m.software);
-  if (m.has & STUN_HAS_REALM)
-    set_bytes(L, "realm", m.realm);
-  if (m.has & STUN_HAS_NONCE)
-    set_bytes(L, "nonce", m.nonce);
+  for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
+    if (m.has & addr_attrs[i].has) set_addr(L, addr_attrs[i].name, msg_addr(&m, &addr_attrs[i]));
+  for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
+    if (m.has & bytes_attrs[i].has)
+      set_bytes(L, bytes_attrs[i].name, msg_bytes(&m, &bytes_attrs[i]));
+  if (m.has & software_attr.has) set_bytes(L, software_attr.name, msg_bytes(&m, &software_attr));
   if (m.has & STUN_HAS_ERROR_CODE) {
     lua_createtable(L, 0, 2);
     set_int(L, "code", m.error_code);
@@ -160,47 +184,31 @@ static int stun_decode(lua_State *L) {
     set_bool(L, "port", (m.change_request & STUN_CHANGE_PORT) != 0);
     lua_setfield(L, -2, "change_request");
   }
-  if (m.has & STUN_HAS_RESPONSE_PORT)
-    set_int(L, "response_port", m.response_port);
-  if (m.has & STUN_HAS_PADDING)
-    set_int(L, "padding", (lua_Integer)m.padding_len);
-  if (m.has & STUN_HAS_PRIORITY)
-    set_int(L, "priority", m.priority);
-  if (m.has & STUN_HAS_USE_CANDIDATE)
-    set_bool(L, "use_candidate", 1);
-  if (m.has & STUN_HAS_XOR_PEER)
-    set_addr(L, "xor_peer_address", &m.xor_peer);
-  if (m.has & STUN_HAS_XOR_RELAYED)
-    set_addr(L, "xor_relayed_address", &m.xor_relayed);
-  if (m.has & STUN_HAS_DATA)
-    set_bytes(L, "data", m.data);
-  if (m.has & STUN_HAS_LIFETIME)
-    set_int(L, "lifetime", m.lifetime);
-  if (m.has & STUN_HAS_CHANNEL_NUMBER)
-    set_int(L, "channel_number", m.channel_number);
+  if (m.has & STUN_HAS_RESPONSE_PORT) set_int(L, "response_port", m.response_port);
+  if (m.has & STUN_HAS_PADDING) set_int(L, "padding", (lua_Integer)m.padding_len);
+  if (m.has & STUN_HAS_PRIORITY) set_int(L, "priority", m.priority);
+  if (m.has & STUN_HAS_USE_CANDIDATE) set_bool(L, "use_candidate", 1);
+  if (m.has & STUN_HAS_LIFETIME) set_int(L, "lifetime", m.lifetime);
+  if (m.has & STUN_HAS_CHANNEL_NUMBER) set_int(L, "channel_number", m.channel_number);
   if (m.has & STUN_HAS_REQUESTED_TRANSPORT)
     set_int(L, "requested_transport", m.requested_transport);
-  if (m.has & STUN_HAS_DONT_FRAGMENT)
-    set_bool(L, "dont_fragment", 1);
+  if (m.has & STUN_HAS_DONT_FRAGMENT) set_bool(L, "dont_fragment", 1);
   /* 64-bit tie-breakers: Lua integers are 64-bit, so they wrap to
    * negative above 2^63 and encode() maps them back */
-  if (m.has & STUN_HAS_ICE_CONTROLLED)
-    set_int(L, "ice_controlled", (lua_Integer)m.ice_controlled);
+  if (m.has & STUN_HAS_ICE_CONTROLLED) set_int(L, "ice_controlled", (lua_Integer)m.ice_controlled);
   if (m.has & STUN_HAS_ICE_CONTROLLING)
     set_int(L, "ice_controlling", (lua_Integer)m.ice_controlling);
 
   if (m.has & STUN_HAS_INTEGRITY) {
     set_bool(L, "has_integrity", 1);
-    if (key != NULL)
-      set_bool(L, "integrity", stun_check_integrity(p, &m, key, keylen) == 0);
+    if (key != NULL) set_bool(L, "integrity", stun_check_integrity(p, &m, key, keylen) == 0);
   }
   if (m.has & STUN_HAS_INTEGRITY_SHA256) {
     set_bool(L, "has_integrity_sha256", 1);
     if (key != NULL)
       set_bool(L, "integrity_sha256", stun_check_integrity_sha256(p, &m, key, keylen) == 0);
   }
-  if (m.has & STUN_HAS_FINGERPRINT)
-    set_bool(L, "fingerprint", m.fingerprint_ok);
+  if (m.has & STUN_HAS_FINGERPRINT) set_bool(L, "fingerprint", m.fingerprint_ok);
   if (m.n_unknown_required > 0) {
     size_t n = m.n_unknown_required < STUN_MAX_LISTED ? m.n_unknown_required : STUN_MAX_LISTED;
     set_list(L, "unknown_required", m.unknown_required, n);
@@ -221,10 +229,8 @@ static lua_Integer check_int(lua_State *L, const char *prefix, const char *name,
                              lua_Integer hi) {
   int isnum;
   lua_Integer v = lua_tointegerx(L, -1, &isnum);
-  if (!isnum)
-    luaL_error(L, "%s%s: integer expected, got %s", prefix, name, luaL_typename(L, -1));
-  if (v < lo || v > hi)
-    luaL_error(L, "%s%s: %I out of range %I..%I", prefix, name, v, lo, hi);
+  if (!isnum) luaL_error(L, "%s%s: integer expected, got %s", prefix, name, luaL_typename(L, -1));
+  if (v < lo || v > hi) luaL_error(L, "%s%s: %I out of range %I..%I", prefix, name, v, lo, hi);
   return v;
 }
 
@@ -326,64 +332,70 @@ static void put_change_field(lua_State *L, struct stun_writer *w) {
                  luaL_typename(L, -1));
     uint32_t flags = 0;
     lua_getfield(L, -1, "ip");
-    if (lua_toboolean(L, -1))
-      flags |= STUN_CHANGE_IP;
+    if (lua_toboolean(L, -1)) flags |= STUN_CHANGE_IP;
     lua_getfield(L, -2, "port");
-    if (lua_toboolean(L, -1))
-      flags |= STUN_CHANGE_PORT;
+    if (lua_toboolean(L, -1)) flags |= STUN_CHANGE_PORT;
     lua_pop(L, 2);
     stun_put_change_request(w, flags);
   }
   lua_pop(L, 1);
 }
 
-/* The integer attributes: response_port, priority, padding, ICE. */
-static void put_int_fields(lua_State *L, struct stun_writer *w) {
-  if (field(L, 1, "response_port") != LUA_TNIL)
-    stun_put_response_port(w, (uint16_t)check_int(L, "msg.", "response_port", 0, 65535));
-  lua_pop(L, 1);
-  if (field(L, 1, "priority") != LUA_TNIL)
-    stun_put_u32(w, STUN_ATTR_PRIORITY, (uint32_t)check_int(L, "msg.", "priority", 0, 0xFFFFFFFF));
-  lua_pop(L, 1);
-  if (field(L, 1, "use_candidate") != LUA_TNIL && lua_toboolean(L, -1))
-    stun_put(w, STUN_ATTR_USE_CANDIDATE, NULL, 0);
-  lua_pop(L, 1);
-  if (field(L, 1, "ice_controlled") != LUA_TNIL)
-    stun_put_u64(w, STUN_ATTR_ICE_CONTROLLED,
-                 (uint64_t)check_int(L, "msg.", "ice_controlled", LUA_MININTEGER, LUA_MAXINTEGER));
-  lua_pop(L, 1);
-  if (field(L, 1, "ice_controlling") != LUA_TNIL)
-    stun_put_u64(w, STUN_ATTR_ICE_CONTROLLING,
-                 (uint64_t)check_int(L, "msg.", "ice_controlling", LUA_MININTEGER, LUA_MAXINTEGER));
-  lua_pop(L, 1);
-  if (field(L, 1, "padding") != LUA_TNIL)
-    stun_put_padding(w, (size_t)check_int(L, "msg.", "padding", 0, 0xFFFF));
-  lua_pop(L, 1);
-}
-
-static int flag_field(lua_State *L, const char *name);
-
-/* TURN (RFC 8656 §18): lifetime, channel_number, requested_transport,
- * dont_fragment; data and the XOR addresses go with the other kinds. */
-static void put_turn_fields(lua_State *L, struct stun_writer *w) {
-  if (field(L, 1, "requested_transport") != LUA_TNIL)
-    stun_put_requested_transport(w, (uint8_t)check_int(L, "msg.", "requested_transport", 0, 255));
-  lua_pop(L, 1);
-  if (field(L, 1, "lifetime") != LUA_TNIL)
-    stun_put_u32(w, STUN_ATTR_LIFETIME, (uint32_t)check_int(L, "msg.", "lifetime", 0, 0xFFFFFFFF));
-  lua_pop(L, 1);
-  if (field(L, 1, "channel_number") != LUA_TNIL)
-    stun_put_channel_number(w, (uint16_t)check_int(L, "msg.", "channel_number", STUN_CHANNEL_MIN,
-                                                   STUN_CHANNEL_MAX));
-  lua_pop(L, 1);
-  if (flag_field(L, "dont_fragment"))
-    stun_put(w, STUN_ATTR_DONT_FRAGMENT, NULL, 0);
-}
-
 static int flag_field(lua_State *L, const char *name) {
   int v = field(L, 1, name) != LUA_TNIL && lua_toboolean(L, -1);
   lua_pop(L, 1);
   return v;
+}
+
+/* The integer and flag attributes, written in this order: each an integer
+ * in lo..hi (a flag: present when true) put by its writer.  ICE's 64-bit
+ * tie-breakers take any Lua integer (decode wraps them to negative above
+ * 2^63).  TURN's are RFC 8656 §18. */
+enum int_put {
+  PUT_U32,
+  PUT_U64,
+  PUT_FLAG,
+  PUT_RESPONSE_PORT,
+  PUT_PADDING,
+  PUT_TRANSPORT,
+  PUT_CHANNEL
+};
+static const struct int_attr {
+  const char *name;
+  enum int_put put;
+  uint16_t type; /* for PUT_U32, PUT_U64, PUT_FLAG */
+  lua_Integer lo, hi;
+} int_attrs[] = {
+    {"response_port", PUT_RESPONSE_PORT, 0, 0, 65535},
+    {"priority", PUT_U32, STUN_ATTR_PRIORITY, 0, 0xFFFFFFFF},
+    {"use_candidate", PUT_FLAG, STUN_ATTR_USE_CANDIDATE, 0, 0},
+    {"ice_controlled", PUT_U64, STUN_ATTR_ICE_CONTROLLED, LUA_MININTEGER, LUA_MAXINTEGER},
+    {"ice_controlling", PUT_U64, STUN_ATTR_ICE_CONTROLLING, LUA_MININTEGER, LUA_MAXINTEGER},
+    {"padding", PUT_PADDING, 0, 0, 0xFFFF},
+    {"requested_transport", PUT_TRANSPORT, 0, 0, 255},
+    {"lifetime", PUT_U32, STUN_ATTR_LIFETIME, 0, 0xFFFFFFFF},
+    {"channel_number", PUT_CHANNEL, 0, STUN_CHANNEL_MIN, STUN_CHANNEL_MAX},
+    {"dont_fragment", PUT_FLAG, STUN_ATTR_DONT_FRAGMENT, 0, 0},
+};
+
+static void put_int_field(lua_State *L, struct stun_writer *w, const struct int_attr *a) {
+  if (a->put == PUT_FLAG) {
+    if (flag_field(L, a->name)) stun_put(w, a->type, NULL, 0);
+    return;
+  }
+  if (field(L, 1, a->name) != LUA_TNIL) {
+    lua_Integer v = check_int(L, "msg.", a->name, a->lo, a->hi);
+    switch (a->put) {
+    case PUT_U32: stun_put_u32(w, a->type, (uint32_t)v); break;
+    case PUT_U64: stun_put_u64(w, a->type, (uint64_t)v); break;
+    case PUT_RESPONSE_PORT: stun_put_response_port(w, (uint16_t)v); break;
+    case PUT_PADDING: stun_put_padding(w, (size_t)v); break;
+    case PUT_TRANSPORT: stun_put_requested_transport(w, (uint8_t)v); break;
+    case PUT_CHANNEL: stun_put_channel_number(w, (uint16_t)v); break;
+    case PUT_FLAG: break;
+    }
+  }
+  lua_pop(L, 1);
 }
 
 struct header {
@@ -395,15 +407,14 @@ struct header {
 static void read_header(lua_State *L, struct header *h) {
   switch (field(L, 1, "method")) {
   case LUA_TNIL: h->method = STUN_METHOD_BINDING; break;
-  case LUA_TSTRING:
-  {
+  case LUA_TSTRING: {
     size_t i = 0;
-    while (i < N_METHODS && strcmp(lua_tostring(L, -1), methods[i].name) != 0)
-      i++;
+    while (i < N_METHODS && strcmp(lua_tostring(L, -1), methods[i].name) != 0) i++;
     if (i == N_METHODS)
-      luaL_error(L, "msg.method: unknown method '%s' (use \"binding\", \"allocate\", "
-                    "\"refresh\", \"send\", \"data\", \"create_permission\", "
-                    "\"channel_bind\" or a number)",
+      luaL_error(L,
+                 "msg.method: unknown method '%s' (use \"binding\", \"allocate\", "
+                 "\"refresh\", \"send\", \"data\", \"create_permission\", "
+                 "\"channel_bind\" or a number)",
                  lua_tostring(L, -1));
     h->method = methods[i].method;
     break;
@@ -420,8 +431,7 @@ static void read_header(lua_State *L, struct header *h) {
   } else {
     const char *c = lua_tostring(L, -1);
     int i = 0;
-    while (classes[i] != NULL && (c == NULL || strcmp(c, classes[i]) != 0))
-      i++;
+    while (classes[i] != NULL && (c == NULL || strcmp(c, classes[i]) != 0)) i++;
     if (classes[i] == NULL || lua_type(L, -1) != LUA_TSTRING)
       luaL_error(L, "msg.class: \"request\", \"indication\", \"success\" or \"error\" expected");
     h->cls = class_bits[i];
@@ -436,8 +446,7 @@ static void read_header(lua_State *L, struct header *h) {
     int rc = uv_random(NULL, NULL, h->tid, h->tid_len, 0, NULL);
     if (rc < 0) luaL_error(L, "stun.encode: no randomness available (%s)", uv_strerror(rc));
     /* a classic id must not start with the cookie, or it is not classic */
-    if (classic && h->tid[0] == 0x21)
-      h->tid[0] = 0x20;
+    if (classic && h->tid[0] == 0x21) h->tid[0] = 0x20;
   } else {
     size_t n;
     const char *tid = str_field(L, "transaction_id", &n);
@@ -455,32 +464,20 @@ static int build(lua_State *L, const struct header *h, const char *key, size_t k
                  size_t cap) {
   struct stun_writer w;
   stun_writer_init(&w, buf, cap, h->method, h->cls, h->tid, h->tid_len);
-  put_addr_field(L, &w, "xor_mapped_address", STUN_ATTR_XOR_MAPPED_ADDRESS);
-  put_addr_field(L, &w, "mapped_address", STUN_ATTR_MAPPED_ADDRESS);
-  put_addr_field(L, &w, "response_origin", STUN_ATTR_RESPONSE_ORIGIN);
-  put_addr_field(L, &w, "other_address", STUN_ATTR_OTHER_ADDRESS);
-  put_addr_field(L, &w, "source_address", STUN_ATTR_SOURCE_ADDRESS);
-  put_addr_field(L, &w, "changed_address", STUN_ATTR_CHANGED_ADDRESS);
-  put_addr_field(L, &w, "xor_peer_address", STUN_ATTR_XOR_PEER_ADDRESS);
-  put_addr_field(L, &w, "xor_relayed_address", STUN_ATTR_XOR_RELAYED_ADDRESS);
-  put_string_field(L, &w, "data", STUN_ATTR_DATA);
-  put_string_field(L, &w, "username", STUN_ATTR_USERNAME);
-  put_string_field(L, &w, "realm", STUN_ATTR_REALM);
-  put_string_field(L, &w, "nonce", STUN_ATTR_NONCE);
+  for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
+    put_addr_field(L, &w, addr_attrs[i].name, addr_attrs[i].type);
+  for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
+    put_string_field(L, &w, bytes_attrs[i].name, bytes_attrs[i].type);
   put_error_field(L, &w);
   put_unknown_field(L, &w);
   put_change_field(L, &w);
-  put_int_fields(L, &w);
-  put_turn_fields(L, &w);
-  put_string_field(L, &w, "software", STUN_ATTR_SOFTWARE);
+  for (size_t i = 0; i < N_ATTRS(int_attrs); i++) put_int_field(L, &w, &int_attrs[i]);
+  put_string_field(L, &w, software_attr.name, software_attr.type);
   /* RFC 8489 §14.5-14.7: MESSAGE-INTEGRITY, then -SHA256, then
    * FINGERPRINT, last */
-  if (flag_field(L, "integrity"))
-    stun_put_integrity(&w, key, keylen);
-  if (flag_field(L, "integrity_sha256"))
-    stun_put_integrity_sha256(&w, key, keylen);
-  if (flag_field(L, "fingerprint"))
-    stun_put_fingerprint(&w);
+  if (flag_field(L, "integrity")) stun_put_integrity(&w, key, keylen);
+  if (flag_field(L, "integrity_sha256")) stun_put_integrity_sha256(&w, key, keylen);
+  if (flag_field(L, "fingerprint")) stun_put_fingerprint(&w);
   return stun_writer_finish(&w);
 }
 
@@ -505,8 +502,7 @@ static int stun_encode(lua_State *L) {
       return 1;
     }
   }
-  if (n < 0)
-    return luaL_error(L, "stun.encode: %s (%s)", stun_strerror(n), stun_errname(n));
+  if (n < 0) return luaL_error(L, "stun.encode: %s (%s)", stun_strerror(n), stun_errname(n));
   lua_pushlstring(L, (const char *)small, (size_t)n);
   return 1;
 }
@@ -547,26 +543,22 @@ static int stun_answer(lua_State *L) {
     opt_sockaddr(L, "origin", &origin, &opts.origin);
     opt_sockaddr(L, "other", &other, &opts.other);
     lua_getfield(L, 5, "change_ok");
-    if (lua_toboolean(L, -1))
-      opts.flags |= STUN_ANSWER_CHANGE_OK;
+    if (lua_toboolean(L, -1)) opts.flags |= STUN_ANSWER_CHANGE_OK;
     lua_getfield(L, 5, "response_port_ok");
-    if (lua_toboolean(L, -1))
-      opts.flags |= STUN_ANSWER_RESPONSE_PORT_OK;
+    if (lua_toboolean(L, -1)) opts.flags |= STUN_ANSWER_RESPONSE_PORT_OK;
     /* a smaller cap drops the optional attributes that do not fit */
     lua_getfield(L, 5, "max_size");
     if (!lua_isnil(L, -1)) {
       lua_Integer m = luaL_checkinteger(L, -1);
       luaL_argcheck(L, m >= STUN_HEADER_SIZE, 5, "opts.max_size below the 20-byte header");
-      if (m < (lua_Integer)cap)
-        cap = (size_t)m;
+      if (m < (lua_Integer)cap) cap = (size_t)m;
     }
     lua_pop(L, 3);
   }
 
   uint8_t out[STUN_ANSWER_MAX];
   int n = stun_answer_binding_ex(req, len, (const struct sockaddr *)&from, &opts, out, cap);
-  if (n < 0)
-    return push_fail(L, n);
+  if (n < 0) return push_fail(L, n);
   lua_pushlstring(L, (const char *)out, (size_t)n);
   return 1;
 }
@@ -611,8 +603,8 @@ static int stun_channel_wrap(lua_State *L) {
   luaL_argcheck(L, dlen <= 0xFFFF, 2, "at most 65535 bytes");
   luaL_Buffer b;
   uint8_t *out = (uint8_t *)luaL_buffinitsize(L, &b, TURN_CHANNEL_HEADER + dlen);
-  long n = turn_channel_write(out, TURN_CHANNEL_HEADER + dlen, (uint16_t)ch,
-                              (const uint8_t *)data, dlen);
+  long n = turn_channel_write(out, TURN_CHANNEL_HEADER + dlen, (uint16_t)ch, (const uint8_t *)data,
+                              dlen);
   luaL_pushresultsize(&b, (size_t)n);
   return 1;
 }

@@ -45,7 +45,7 @@ typedef struct np_tcp {
   int read_cb_ref;
   int listen_cb_ref;
   int drain_cb_ref;
-  unsigned writes_pending;   /* write requests queued in libuv */
+  unsigned writes_pending; /* write requests queued in libuv */
   unsigned char connecting, reading, listening, shutting;
 } np_tcp;
 
@@ -119,7 +119,7 @@ static np_tcp *tcp_push_new(lua_State *L) {
     np_push_error(L, rc);
     return NULL;
   }
-  t->h.u.handle.data = &t->h;   /* the natpunch-handle mark (np_handle_new) */
+  t->h.u.handle.data = &t->h; /* the natpunch-handle mark (np_handle_new) */
   return t;
 }
 
@@ -201,7 +201,7 @@ static void on_connection(uv_stream_t *server, int status) {
 /* tcp:listen([backlog,] cb) */
 static int tcp_listen(lua_State *L) {
   np_tcp *t = check_tcp(L);
-  if (lua_isfunction(L, 2) && lua_isnone(L, 3)) {   /* listen(cb) */
+  if (lua_isfunction(L, 2) && lua_isnone(L, 3)) { /* listen(cb) */
     lua_pushnil(L);
     lua_insert(L, 2);
   }
@@ -284,7 +284,7 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   np_tcp *t = (np_tcp *)st;
   np_ctx *ctx = t->h.ctx;
-  if (nread == 0) return;   /* EAGAIN */
+  if (nread == 0) return; /* EAGAIN */
   lua_State *L = np_cb_push(ctx, t->read_cb_ref);
   if (nread < 0) {
     /* end of stream or error: nothing more will be read (libuv has
@@ -539,26 +539,24 @@ static int tcp_is_closed(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg tcp_methods[] = {
-  {"bind", tcp_bind},
-  {"listen", tcp_listen},
-  {"accept", tcp_accept},
-  {"connect", tcp_connect},
-  {"read_start", tcp_read_start},
-  {"read_stop", tcp_read_stop},
-  {"write", tcp_write},
-  {"write_queue_size", tcp_write_queue_size},
-  {"on_drain", tcp_on_drain},
-  {"shutdown", tcp_shutdown},
-  {"getsockname", tcp_getsockname},
-  {"getpeername", tcp_getpeername},
-  {"nodelay", tcp_nodelay},
-  {"keepalive", tcp_keepalive},
-  {"fileno", tcp_fileno},
-  {"close", tcp_close},
-  {"is_closed", tcp_is_closed},
-  {NULL, NULL}
-};
+static const luaL_Reg tcp_methods[] = {{"bind", tcp_bind},
+                                       {"listen", tcp_listen},
+                                       {"accept", tcp_accept},
+                                       {"connect", tcp_connect},
+                                       {"read_start", tcp_read_start},
+                                       {"read_stop", tcp_read_stop},
+                                       {"write", tcp_write},
+                                       {"write_queue_size", tcp_write_queue_size},
+                                       {"on_drain", tcp_on_drain},
+                                       {"shutdown", tcp_shutdown},
+                                       {"getsockname", tcp_getsockname},
+                                       {"getpeername", tcp_getpeername},
+                                       {"nodelay", tcp_nodelay},
+                                       {"keepalive", tcp_keepalive},
+                                       {"fileno", tcp_fileno},
+                                       {"close", tcp_close},
+                                       {"is_closed", tcp_is_closed},
+                                       {NULL, NULL}};
 
 int np_tcp_open(lua_State *L) {
   /* libuv writes with writev(), so a write to a connection the peer has

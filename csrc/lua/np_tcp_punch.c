@@ -38,7 +38,7 @@
  * unanswered is replaced after opts.attempt ms, and the deadline ends it
  * all.  No Lua runs while racing; one timer drives every deadline.
  */
-#define _GNU_SOURCE   /* accept4 */
+#define _GNU_SOURCE /* accept4 */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,13 +47,13 @@
 #include <sys/socket.h>
 #include "natpunch.h"
 
-#define NP_PUNCH_MT "natpunch.tcp_punch"
-#define NP_PUNCH_MAX 8           /* remote endpoints per punch */
-#define NP_PUNCH_TIMEOUT 10000   /* ms */
-#define NP_PUNCH_RETRY 50        /* ms, first back-off */
+#define NP_PUNCH_MT        "natpunch.tcp_punch"
+#define NP_PUNCH_MAX       8     /* remote endpoints per punch */
+#define NP_PUNCH_TIMEOUT   10000 /* ms */
+#define NP_PUNCH_RETRY     50    /* ms, first back-off */
 #define NP_PUNCH_RETRY_MAX 1000  /* ms */
-#define NP_PUNCH_ATTEMPT 1000    /* ms, the kernel's first SYN RTO (RFC 6298) */
-#define NP_PUNCH_BACKLOG 8
+#define NP_PUNCH_ATTEMPT   1000  /* ms, the kernel's first SYN RTO (RFC 6298) */
+#define NP_PUNCH_BACKLOG   8
 
 struct tcp_punch;
 
@@ -70,14 +70,14 @@ typedef struct attempt {
 
 typedef struct slot {
   struct sockaddr_storage addr;
-  attempt *a;              /* connecting now, or NULL */
-  unsigned tries;          /* attempts started toward it */
-  uint64_t next_at;        /* when idle: next attempt */
+  attempt *a;       /* connecting now, or NULL */
+  unsigned tries;   /* attempts started toward it */
+  uint64_t next_at; /* when idle: next attempt */
   unsigned backoff;
 } slot;
 
 typedef struct tcp_punch {
-  np_handle h;             /* the timer */
+  np_handle h; /* the timer */
   int cb_ref;
   struct sockaddr_storage local;
   int nslots;
@@ -85,9 +85,9 @@ typedef struct tcp_punch {
   attempt *listener;
   uint64_t deadline;
   unsigned retry, retry_max, attempt_ms;
-  int ttl, ttl_every;      /* low-TTL SYNs: every ttl_every-th attempt, 0 = never */
+  int ttl, ttl_every; /* low-TTL SYNs: every ttl_every-th attempt, 0 = never */
   int first, done, delivered;
-  int last_err;            /* last attempt's error (uv code) */
+  int last_err; /* last attempt's error (uv code) */
   unsigned attempts, refused, unreachable, syn_timeouts, other_errors, connected, accepted;
   unsigned low_ttl_syns;
 } tcp_punch;
@@ -173,7 +173,7 @@ static void deliver(tcp_punch *p, int fd, const char *how) {
   struct sockaddr_storage peer;
   socklen_t len = sizeof peer;
   if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0) {
-    close(fd);   /* reset before we got to it */
+    close(fd); /* reset before we got to it */
     p->other_errors++;
     return;
   }
@@ -184,7 +184,7 @@ static void deliver(tcp_punch *p, int fd, const char *how) {
     return;
   }
   lua_pushnil(L);
-  if (np_tcp_push_fd(L, fd) != 1) {   /* pushed nil, msg, code; fd closed */
+  if (np_tcp_push_fd(L, fd) != 1) { /* pushed nil, msg, code; fd closed */
     lua_pop(L, 5);
     p->delivered--;
     p->other_errors++;
@@ -198,9 +198,12 @@ static void deliver(tcp_punch *p, int fd, const char *how) {
 static void attempt_failed(tcp_punch *p, int i, int err) {
   slot *s = &p->slots[i];
   p->last_err = err;
-  if (err == UV_ECONNREFUSED || err == UV_ECONNRESET) p->refused++;
-  else if (err == UV_EHOSTUNREACH || err == UV_ENETUNREACH) p->unreachable++;
-  else p->other_errors++;
+  if (err == UV_ECONNREFUSED || err == UV_ECONNRESET)
+    p->refused++;
+  else if (err == UV_EHOSTUNREACH || err == UV_ENETUNREACH)
+    p->unreachable++;
+  else
+    p->other_errors++;
   s->next_at = uv_now(&p->h.ctx->loop) + s->backoff;
   s->backoff = s->backoff * 2 > p->retry_max ? p->retry_max : s->backoff * 2;
 }
@@ -213,9 +216,12 @@ static void on_connect_ready(uv_poll_t *poll, int status, int events) {
   int err = 0;
   socklen_t len = sizeof err;
   /* libuv reports POLLERR as UV_EBADF: the socket's own error says why */
-  if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = uv_translate_sys_error(errno);
-  else if (err) err = uv_translate_sys_error(err);
-  else if (status < 0) err = status;
+  if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = uv_translate_sys_error(errno);
+  else if (err)
+    err = uv_translate_sys_error(err);
+  else if (status < 0)
+    err = status;
   if (err == 0 && !(events & UV_WRITABLE)) return;
   p->slots[i].a = NULL;
   if (err) {
@@ -229,7 +235,8 @@ static void on_connect_ready(uv_poll_t *poll, int status, int events) {
   p->connected++;
   deliver(p, fd, "connect");
   if (closing(p)) return;
-  if (p->first && p->delivered) finish(p, 0);
+  if (p->first && p->delivered)
+    finish(p, 0);
   else {
     /* this endpoint is done; a second connection to it would collide */
     p->slots[i].next_at = UINT64_MAX;
@@ -246,7 +253,7 @@ static int start_poll(tcp_punch *p, attempt *a, int events, uv_poll_cb cb) {
   rc = uv_poll_start(&a->poll, events, cb);
   if (rc < 0) {
     uv_close((uv_handle_t *)&a->poll, on_attempt_closed);
-    return 1;   /* a is gone */
+    return 1; /* a is gone */
   }
   return 0;
 }
@@ -315,7 +322,7 @@ static void on_listen_ready(uv_poll_t *poll, int status, int events) {
   if (closing(p) || status < 0) return;
   for (;;) {
     int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;   /* EAGAIN, or an aborted connection */
+    if (fd < 0) return; /* EAGAIN, or an aborted connection */
     p->accepted++;
     deliver(p, fd, "accept");
     if (closing(p)) return;
@@ -395,7 +402,8 @@ static unsigned opt_ms(lua_State *L, const char *key, unsigned def, unsigned lo)
   lua_getfield(L, 1, key);
   lua_Integer v = luaL_optinteger(L, -1, def);
   lua_pop(L, 1);
-  if (v < (lua_Integer)lo || v > 3600000) luaL_error(L, "tcp_punch: %s must be %d..3600000 ms", key, (int)lo);
+  if (v < (lua_Integer)lo || v > 3600000)
+    luaL_error(L, "tcp_punch: %s must be %d..3600000 ms", key, (int)lo);
   return (unsigned)v;
 }
 
@@ -440,7 +448,8 @@ static int punch_new(lua_State *L) {
     lua_rawgeti(L, -1, 1);
     lua_rawgeti(L, -2, 2);
     np_parse_addr(L, -2, -1, &remotes[i]);
-    luaL_argcheck(L, remotes[i].ss_family == local.ss_family, 1, "remote and local address families differ");
+    luaL_argcheck(L, remotes[i].ss_family == local.ss_family, 1,
+                  "remote and local address families differ");
     lua_pop(L, 3);
   }
   lua_pop(L, 1);
@@ -482,8 +491,15 @@ static int punch_stats(lua_State *L) {
   tcp_punch *p = check_punch(L);
   lua_createtable(L, 0, 9);
 #define F(name) lua_pushinteger(L, p->name), lua_setfield(L, -2, #name)
-  F(attempts); F(refused); F(unreachable); F(syn_timeouts); F(other_errors);
-  F(connected); F(accepted); F(delivered); F(low_ttl_syns);
+  F(attempts);
+  F(refused);
+  F(unreachable);
+  F(syn_timeouts);
+  F(other_errors);
+  F(connected);
+  F(accepted);
+  F(delivered);
+  F(low_ttl_syns);
 #undef F
   lua_pushboolean(L, p->done);
   lua_setfield(L, -2, "done");
@@ -511,11 +527,7 @@ static int punch_is_closed(lua_State *L) {
 }
 
 static const luaL_Reg punch_methods[] = {
-  {"stats", punch_stats},
-  {"close", punch_close},
-  {"is_closed", punch_is_closed},
-  {NULL, NULL}
-};
+    {"stats", punch_stats}, {"close", punch_close}, {"is_closed", punch_is_closed}, {NULL, NULL}};
 
 int np_tcp_punch_open(lua_State *L) {
   np_class(L, NP_PUNCH_MT, punch_methods);

@@ -14,7 +14,7 @@
 #include "natpunch.h"
 
 #define NP_TIMER_MT "natpunch.timer"
-#define NP_IDLE_MT "natpunch.idle"
+#define NP_IDLE_MT  "natpunch.idle"
 
 typedef struct np_timer {
   np_handle h;
@@ -38,7 +38,7 @@ static void on_timer(uv_timer_t *t) {
   if (last && L) {
     int ref = tm->h.self_ref;
     tm->h.self_ref = LUA_NOREF;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);    /* keep it on the stack while calling */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref); /* keep it on the stack while calling */
     lua_insert(L, -2);
     np_call(ctx, 0);
     lua_pop(L, 1);
@@ -115,16 +115,10 @@ static int timer_is_closed(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg timer_methods[] = {
-  {"start", timer_start},
-  {"stop", timer_stop},
-  {"again", timer_again},
-  {"active", timer_active},
-  {"due_in", timer_due_in},
-  {"close", timer_close},
-  {"is_closed", timer_is_closed},
-  {NULL, NULL}
-};
+static const luaL_Reg timer_methods[] = {{"start", timer_start},         {"stop", timer_stop},
+                                         {"again", timer_again},         {"active", timer_active},
+                                         {"due_in", timer_due_in},       {"close", timer_close},
+                                         {"is_closed", timer_is_closed}, {NULL, NULL}};
 
 /* ---- idle ---- */
 
@@ -178,14 +172,9 @@ static int idle_is_closed(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg idle_methods[] = {
-  {"start", idle_start},
-  {"stop", idle_stop},
-  {"active", idle_active},
-  {"close", idle_close},
-  {"is_closed", idle_is_closed},
-  {NULL, NULL}
-};
+static const luaL_Reg idle_methods[] = {{"start", idle_start},         {"stop", idle_stop},
+                                        {"active", idle_active},       {"close", idle_close},
+                                        {"is_closed", idle_is_closed}, {NULL, NULL}};
 
 int np_timer_open(lua_State *L) {
   np_class(L, NP_TIMER_MT, timer_methods);

@@ -34,8 +34,8 @@
  * rl_callback_read_char, which read_char is running. */
 static struct {
   int installed;
-  int done;        /* the handler ran */
-  char *line;      /* NULL at end of input */
+  int done;   /* the handler ran */
+  char *line; /* NULL at end of input */
 } rl_state;
 
 static void on_line(char *line) {
@@ -151,22 +151,20 @@ static int l_write_history(lua_State *L) {
   return push_errno(L, rc);
 }
 
-static const luaL_Reg funcs[] = {
-  {"install", l_install},
-  {"read_char", l_read_char},
-  {"remove", l_remove},
-  {"print_above", l_print_above},
-  {"cancel", l_cancel},
-  {"set_prompt", l_set_prompt},
-  {"add_history", l_add_history},
-  {"read_history", l_read_history},
-  {"write_history", l_write_history},
-  {NULL, NULL}
-};
+static const luaL_Reg funcs[] = {{"install", l_install},
+                                 {"read_char", l_read_char},
+                                 {"remove", l_remove},
+                                 {"print_above", l_print_above},
+                                 {"cancel", l_cancel},
+                                 {"set_prompt", l_set_prompt},
+                                 {"add_history", l_add_history},
+                                 {"read_history", l_read_history},
+                                 {"write_history", l_write_history},
+                                 {NULL, NULL}};
 
 /* exported even when built with -fvisibility=hidden (as the rock is) */
 __attribute__((visibility("default"))) int luaopen_natpunch_readline(lua_State *L) {
-  rl_readline_name = "natpunch";     /* $if natpunch in ~/.inputrc */
+  rl_readline_name = "natpunch"; /* $if natpunch in ~/.inputrc */
   rl_catch_signals = 0;
   rl_catch_sigwinch = 0;
   using_history();

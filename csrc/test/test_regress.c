@@ -27,7 +27,8 @@
 
 static suite su;
 
-static const uint8_t tid[12] = {0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34, 0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae};
+static const uint8_t tid[12] = {0xb7, 0xe7, 0xa7, 0x01, 0xbc, 0x34,
+                                0xd6, 0x86, 0xfa, 0x87, 0xdf, 0xae};
 
 /* Header (type, cookie, tid) followed by attrs; returns the length. */
 static size_t craft(uint8_t *buf, uint16_t type, const uint8_t *attrs, size_t alen) {
@@ -243,7 +244,7 @@ static int two_patterns(const uint8_t *req, size_t len, const char *ip,
 static void test_initialised_answers(void) {
   struct sockaddr_storage o4 = sa("203.0.113.9", 3479), o6 = sa("2001:db8::9", 3479);
   struct stun_answer_opts none = {0}, soft = {.software = "natpunch 0.1.0"},
-                          odd = {.software = "abcde"},  /* padding after 5 bytes */
+                          odd = {.software = "abcde"}, /* padding after 5 bytes */
       full = {.software = "x", .origin = (struct sockaddr *)&o4, .other = (struct sockaddr *)&o6};
   const struct stun_answer_opts *opts[] = {&none, &soft, &odd, &full};
   const struct {
@@ -257,7 +258,8 @@ static void test_initialised_answers(void) {
     }
   /* a 420 answer (unknown comprehension-required attributes), odd count */
   uint8_t buf[64];
-  static const uint8_t unk[] = {0x00, 0x42, 0x00, 0x00, 0x00, 0x43, 0x00, 0x00, 0x00, 0x44, 0x00, 0x00};
+  static const uint8_t unk[] = {0x00, 0x42, 0x00, 0x00, 0x00, 0x43,
+                                0x00, 0x00, 0x00, 0x44, 0x00, 0x00};
   size_t n = craft(buf, 0x0001, unk, sizeof unk);
   CHECK(&su, two_patterns(buf, n, "198.51.100.7", &soft));
   /* the writer's padding bytes are zeros whatever the buffer held */

@@ -31,7 +31,7 @@ static void check(struct tally *t, int ok, const char *what, int line) {
   }
 }
 
-#define CHECK(cond) check(t, (cond) ? 1 : 0, #cond, __LINE__)
+#define CHECK(cond)    check(t, (cond) ? 1 : 0, #cond, __LINE__)
 #define CHECK_EQ(a, b) check(t, (long long)(a) == (long long)(b), #a " == " #b, __LINE__)
 
 static void run_group(struct tally *t, const char *name, void (*fn)(struct tally *)) {
@@ -63,8 +63,7 @@ static int hex_eq(const uint8_t *got, const char *hex) {
   size_t n = strlen(hex) / 2;
   for (size_t i = 0; i < n; i++) {
     unsigned v;
-    if (sscanf(hex + 2 * i, "%2x", &v) != 1 || got[i] != v)
-      return 0;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1 || got[i] != v) return 0;
   }
   return 1;
 }
@@ -80,8 +79,7 @@ static uint8_t *dup_exact(const uint8_t *p, size_t len) {
     perror("malloc");
     exit(2);
   }
-  if (len)
-    memcpy(c, p, len);
+  if (len) memcpy(c, p, len);
   return c;
 }
 
@@ -295,8 +293,7 @@ static size_t craft(uint8_t *buf, uint16_t type, const uint8_t *attrs, size_t al
   buf[2] = (uint8_t)(alen >> 8);
   buf[3] = (uint8_t)alen;
   buf[4] = 0x21, buf[5] = 0x12, buf[6] = 0xa4, buf[7] = 0x42;
-  for (int i = 8; i < 20; i++)
-    buf[i] = (uint8_t)i;
+  for (int i = 8; i < 20; i++) buf[i] = (uint8_t)i;
   memcpy(buf + 20, attrs, alen);
   return 20 + alen;
 }
@@ -429,8 +426,7 @@ static void test_type_bits(struct tally *t) {
     for (uint16_t c = 0; c < 4; c++) {
       uint16_t cls = (uint16_t)((c & 1) << 4 | (c & 2) << 7);
       uint16_t ty = stun_type(m, cls);
-      if (stun_type_method(ty) != m || stun_type_class(ty) != cls || ty > 0x3fff)
-        ok = 0;
+      if (stun_type_method(ty) != m || stun_type_class(ty) != cls || ty > 0x3fff) ok = 0;
     }
   CHECK(ok);
 }
@@ -505,7 +501,8 @@ static void test_integrity_rules(struct tally *t) {
 
 /* Encode every attribute, decode, compare. */
 static void test_round_trip(struct tally *t) {
-  uint8_t buf[1024], tid[12] = {0x9a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60, 0x71, 0x82, 0x93, 0xa4, 0xb5};
+  uint8_t buf[1024],
+      tid[12] = {0x9a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60, 0x71, 0x82, 0x93, 0xa4, 0xb5};
   struct stun_writer w;
   struct stun_msg m;
   struct stun_addr a4, a6, b4, b6;
@@ -632,8 +629,7 @@ static void test_round_trip(struct tally *t) {
       full = (size_t)r == cap;
       break;
     }
-    if (r != STUN_ENOSPACE)
-      all_nospace = 0;
+    if (r != STUN_ENOSPACE) all_nospace = 0;
   }
   CHECK(full);
   CHECK(all_nospace);
@@ -645,11 +641,9 @@ static void test_random_round_trips(struct tally *t) {
   int bad = 0;
   for (int iter = 0; iter < 5000; iter++) {
     uint8_t buf[600], tid[16];
-    for (int i = 0; i < 16; i++)
-      tid[i] = (uint8_t)prng_next(&rng);
+    for (int i = 0; i < 16; i++) tid[i] = (uint8_t)prng_next(&rng);
     size_t tlen = prng_below(&rng, 4) == 0 ? 16 : 12;
-    if (tlen == 16 && tid[0] == 0x21)
-      tid[0] = 0x20; /* keep it cookie-less */
+    if (tlen == 16 && tid[0] == 0x21) tid[0] = 0x20; /* keep it cookie-less */
     uint16_t method = tlen == 16 ? 1 : (uint16_t)prng_below(&rng, 0x1000);
     uint16_t cls = tlen == 16 ? STUN_CLASS_SUCCESS
                               : (uint16_t)((prng_below(&rng, 2) << 4) | (prng_below(&rng, 2) << 8));
@@ -663,8 +657,7 @@ static void test_random_round_trips(struct tally *t) {
       a.ip[i] = (uint8_t)prng_next(&rng);
     char text[80];
     size_t tl = prng_below(&rng, 60);
-    for (size_t i = 0; i < tl; i++)
-      text[i] = (char)('a' + prng_below(&rng, 26));
+    for (size_t i = 0; i < tl; i++) text[i] = (char)('a' + prng_below(&rng, 26));
     text[tl] = 0;
     uint32_t prio = (uint32_t)prng_next(&rng);
     stun_put_addr(&w, STUN_ATTR_XOR_MAPPED_ADDRESS, &a);
@@ -672,10 +665,8 @@ static void test_random_round_trips(struct tally *t) {
     stun_put_u32(&w, STUN_ATTR_PRIORITY, prio);
     stun_put_error(&w, 300 + (int)prng_below(&rng, 400), text);
     int with_mi = (int)prng_below(&rng, 2), with_fp = (int)prng_below(&rng, 2);
-    if (with_mi)
-      stun_put_integrity(&w, text, tl);
-    if (with_fp)
-      stun_put_fingerprint(&w);
+    if (with_mi) stun_put_integrity(&w, text, tl);
+    if (with_fp) stun_put_fingerprint(&w);
     int n = stun_writer_finish(&w);
     if (n <= 0) {
       bad++;
@@ -927,8 +918,7 @@ static void test_truncations(struct tally *t) {
         c[2] = (uint8_t)(body >> 8);
         c[3] = (uint8_t)body;
         r = stun_read(c, 20 + body, &m);
-        if (r == 0 && (m.has & STUN_HAS_INTEGRITY))
-          (void)stun_check_integrity(c, &m, "k", 1);
+        if (r == 0 && (m.has & STUN_HAS_INTEGRITY)) (void)stun_check_integrity(c, &m, "k", 1);
         uint8_t out[STUN_ANSWER_MAX];
         struct sockaddr_in from = sin4("127.0.0.1", 1);
         (void)stun_answer_binding(c, 20 + body, (struct sockaddr *)&from, "x", out, sizeof out);
@@ -956,12 +946,10 @@ static void test_mutations(struct tally *t) {
     for (int e = 0; e < edits; e++) {
       switch (prng_below(&rng, 6)) {
       case 0: /* flip a bit */
-        if (len)
-          work[prng_below(&rng, (uint32_t)len)] ^= (uint8_t)(1u << prng_below(&rng, 8));
+        if (len) work[prng_below(&rng, (uint32_t)len)] ^= (uint8_t)(1u << prng_below(&rng, 8));
         break;
       case 1: /* random byte */
-        if (len)
-          work[prng_below(&rng, (uint32_t)len)] = (uint8_t)prng_next(&rng);
+        if (len) work[prng_below(&rng, (uint32_t)len)] = (uint8_t)prng_next(&rng);
         break;
       case 2: /* attack a length field: header or some attribute's */
         if (len >= 24) {
@@ -976,8 +964,7 @@ static void test_mutations(struct tally *t) {
       case 4: /* grow with random bytes */
         if (len < sizeof work - 16) {
           size_t add = 1 + prng_below(&rng, 16);
-          for (size_t i = 0; i < add; i++)
-            work[len + i] = (uint8_t)prng_next(&rng);
+          for (size_t i = 0; i < add; i++) work[len + i] = (uint8_t)prng_next(&rng);
           len += add;
         }
         break;
@@ -1001,10 +988,8 @@ static void test_mutations(struct tally *t) {
       for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
         if (runs[i]->len && (runs[i]->ptr < c || runs[i]->ptr + runs[i]->len > end))
           failed_sanity++;
-      if (m.size != len || m.n_unknown_attributes > STUN_MAX_LISTED)
-        failed_sanity++;
-      if (m.has & STUN_HAS_INTEGRITY)
-        (void)stun_check_integrity(c, &m, pass21, strlen(pass21));
+      if (m.size != len || m.n_unknown_attributes > STUN_MAX_LISTED) failed_sanity++;
+      if (m.has & STUN_HAS_INTEGRITY) (void)stun_check_integrity(c, &m, pass21, strlen(pass21));
       if (m.has & STUN_HAS_INTEGRITY_SHA256)
         (void)stun_check_integrity_sha256(c, &m, pass21, strlen(pass21));
     }

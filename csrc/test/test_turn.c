@@ -68,7 +68,8 @@ static void test_turn_attributes(suite *su) {
   CHECK(su, (m.has & STUN_HAS_LIFETIME) && m.lifetime == 600);
   CHECK(su, (m.has & STUN_HAS_CHANNEL_NUMBER) && m.channel_number == 0x4123);
   CHECK(su, (m.has & STUN_HAS_XOR_PEER) && memcmp(&m.xor_peer, &peer, sizeof peer) == 0);
-  CHECK(su, (m.has & STUN_HAS_XOR_RELAYED) && memcmp(&m.xor_relayed, &relayed, sizeof relayed) == 0);
+  CHECK(su,
+        (m.has & STUN_HAS_XOR_RELAYED) && memcmp(&m.xor_relayed, &relayed, sizeof relayed) == 0);
   CHECK(su, (m.has & STUN_HAS_DATA) && m.data.len == 5 && memcmp(m.data.ptr, "hello", 5) == 0);
   CHECK(su, (m.has & STUN_HAS_DONT_FRAGMENT) != 0);
   CHECK(su, m.n_unknown_required == 0);

@@ -104,6 +104,19 @@ function Daemon:_schedule(p, due_ms, what)
   end)
 end
 
+-- The session sid (s, or a new one when there is room: else nil), seen
+-- now from ip:port.
+local function daemon_session(self, sid, s, ip, port)
+  if not s then
+    if self.n_sessions >= MAX_PENDING then return nil end
+    s = { pending = 0 }
+    self.sessions[sid] = s
+    self.n_sessions = self.n_sessions + 1
+  end
+  s.ip, s.port, s.last = ip, port, core.now()
+  return s
+end
+
 function Daemon:_on_signal(data, ip, port)
   local w = words(data)
   if not w or not valid_token(w[3]) then return self:_count("dropped") end
@@ -111,13 +124,8 @@ function Daemon:_on_signal(data, ip, port)
   local s = self.sessions[sid]
   if s and s.ip ~= ip then return self:_count("dropped") end
   if w[2] == "ping" then
-    if not s then
-      if self.n_sessions >= MAX_PENDING then return self:_count("refused") end
-      s = { pending = 0 }
-      self.sessions[sid] = s
-      self.n_sessions = self.n_sessions + 1
-    end
-    s.ip, s.port, s.last = ip, port, core.now()
+    s = daemon_session(self, sid, s, ip, port)
+    if not s then return self:_count("refused") end
     self.signal:send(ip, port, MAGIC .. " pong " .. sid)
     return
   end
@@ -133,13 +141,8 @@ function Daemon:_on_signal(data, ip, port)
     self.signal:send(ip, port, MAGIC .. " unknown " .. key)
     return
   end
-  if not s then
-    if self.n_sessions >= MAX_PENDING then return self:_count("refused") end
-    s = { pending = 0 }
-    self.sessions[sid] = s
-    self.n_sessions = self.n_sessions + 1
-  end
-  s.ip, s.port, s.last = ip, port, core.now()
+  s = daemon_session(self, sid, s, ip, port)
+  if not s then return self:_count("refused") end
   if t.armed then
     self.signal:send(ip, port, MAGIC .. " armed " .. key)
     return

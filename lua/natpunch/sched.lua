@@ -175,6 +175,28 @@ function sched.wait(arm, timeout)
   return table.unpack(r, 1, r.n)
 end
 
+--- sched.wait with a wake-up function appended to the list waiters (a
+-- queue: whoever takes it out, or swaps the list for a new one, and calls it
+-- resumes the task); on timeout or when the task is cancelled it leaves the
+-- list again.  A function that was called is not looked for: its caller may
+-- still be walking the list.
+function sched.wait_in(waiters, timeout)
+  return sched.wait(function(wake)
+    local called = false
+    local function w(...)
+      called = true
+      wake(...)
+    end
+    table.insert(waiters, w)
+    return function()
+      if called then return end
+      for i, x in ipairs(waiters) do
+        if x == w then table.remove(waiters, i) break end
+      end
+    end
+  end, timeout)
+end
+
 --- Sleep the current task for s seconds (whole milliseconds, rounded up);
 -- sleep(0) lets every other ready callback and task run once, I/O included.
 function sched.sleep(s)
@@ -235,14 +257,7 @@ end
 
 function Future:wait(timeout)
   if self.values then return table.unpack(self.values, 1, self.values.n) end
-  return sched.wait(function(wake)
-    table.insert(self.waiters, wake)
-    return function()
-      for i, w in ipairs(self.waiters) do
-        if w == wake then table.remove(self.waiters, i) break end
-      end
-    end
-  end, timeout)
+  return sched.wait_in(self.waiters, timeout)
 end
 
 --- Run fn as the main task and drive the loop until it returns.  Returns its

@@ -393,14 +393,7 @@ end
 --- XListen: the next stream a peer connected to us with, or nil, "timeout".
 function Client:listen(timeout)
   if #self.queue > 0 then return table.remove(self.queue, 1) end
-  return sched.wait(function(wake)
-    table.insert(self.waiters, wake)
-    return function()
-      for i, w in ipairs(self.waiters) do
-        if w == wake then table.remove(self.waiters, i) break end
-      end
-    end
-  end, timeout)
+  return sched.wait_in(self.waiters, timeout)
 end
 
 --- The STUNT records the server keeps (all, or the one for id).
