@@ -252,7 +252,15 @@ end
 
 -- Register with server entry e (natpunch.servers).
 function Peer:_register_at(e, timeout)
-  if self.discover and not self.nat then self:_discover(e) end
+  if self.discover and not self.nat then
+    -- once, against the first server asked; the others wait for it
+    if self.discovering then self.discovering:wait()
+    else
+      self.discovering = sched.future()
+      self:_discover(e)
+      self.discovering:set()
+    end
+  end
   local fields = self:_register_fields(e)
   self:_trace({ event = "trying", server = e.addr, private = fields.private })
   local reply, err = self:_request(fields, timeout, nil, { e })

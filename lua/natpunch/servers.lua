@@ -207,6 +207,8 @@ function Set:register()
 end
 
 function Set:close()
+  -- a register() still waiting returns
+  if self.attempt then self.attempt.result:set(nil, "closed") end
   for _, e in ipairs(self.list) do
     if e.task then e.task:cancel() e.task = nil end
   end
