@@ -9,9 +9,9 @@
 -- list, and bob reports s1 down.  NATPUNCH_FAILOVER_RUNS runs (default 5);
 -- the kill-to-connection times are printed (median, max).  Tags: #lab.
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
 local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
 local RV1, RV2 = "203.0.113.2:3478", "198.51.100.2:3478"
 local RUNS = tonumber(os.getenv("NATPUNCH_FAILOVER_RUNS") or "") or 5
@@ -23,6 +23,7 @@ local function root_dir()
   return d
 end
 
+-- every event of each name, in order
 local function by_event(lines)
   local out = {}
   for _, ev in ipairs(lines) do
@@ -36,35 +37,20 @@ local function count(text, pattern)
   return select(2, text:gsub(pattern, ""))
 end
 
-local why = lab.unavailable()
-
-describe("#lab failover between two rendezvous servers", function()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
-  local t, cmd, root
+labhelper.describe("#lab failover between two rendezvous servers", function()
+  local L = labhelper.lab(lab.standard{ a = "prc", b = "prc" })
+  local root = root_dir()
   local procs = {}
-  local function natpunch(args)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs(args) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
+  local function natpunch(args) return L:natpunch(args) end
   local function spawn(host, argv)
-    local h = t:spawn(host, argv)
+    local h = L.t:spawn(host, argv)
     procs[#procs + 1] = h
     return h
   end
-  setup(function()
-    t = lab.topology(lab.standard{ a = "prc", b = "prc" })
-    t:up()
-    cmd = matrix.command()
-    root = root_dir()
-  end)
-  teardown(function()
+  -- (after each test, so before the lab's teardown takes the namespaces down)
+  after_each(function()
     for _, h in ipairs(procs) do h:stop() end
-    if t then t:down() end
+    procs = {}
   end)
 
   it("new connections go through the other server within 2 s of a kill; sessions go on", function()
@@ -84,7 +70,7 @@ describe("#lab failover between two rendezvous servers", function()
       end
       assert.equal(2, count(bob:output(), '"event":"registered"'), bob:output())
 
-      local out, code = t:exec("a", proc.preload({ helper.lua, root .. "/spec/failover/alice.lua", root,
+      local out, code = L.t:exec("a", proc.preload({ helper.lua, root .. "/spec/failover/alice.lua", root,
         RV1, RV2, alice_id, bob_id, tostring(rv1.pid) }))
       local lines = helper.json_lines(out)
       local res = lines[#lines] or {}
@@ -107,7 +93,7 @@ describe("#lab failover between two rendezvous servers", function()
 
       -- the CLI with the dead server first in its list: registers with the
       -- live one at once and is introduced by it
-      local cout, ccode = t:exec("a2", natpunch({ "peer", "--server", RV1, "--server", RV2, "--id", carol_id,
+      local cout, ccode = L.t:exec("a2", natpunch({ "peer", "--server", RV1, "--server", RV2, "--id", carol_id,
         "--connect", bob_id, "--touch", "after the kill", "--json", "--timeout", "10" }))
       local cev = by_event(helper.json_lines(cout))
       assert.equal(0, ccode, cout .. "\n--- bob\n" .. bob:output())
