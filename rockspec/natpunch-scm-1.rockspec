@@ -150,6 +150,7 @@ build = {
     ["natpunch.registry_redis"] = "lua/natpunch/registry_redis.lua",
     ["natpunch.rendezvous"] = "lua/natpunch/rendezvous.lua",
     ["natpunch.sched"] = "lua/natpunch/sched.lua",
+    ["natpunch.servers"] = "lua/natpunch/servers.lua",
     ["natpunch.stream"] = "lua/natpunch/stream.lua",
     ["natpunch.stunt"] = "lua/natpunch/stunt.lua",
     ["natpunch.stunt_proto"] = "lua/natpunch/stunt_proto.lua",

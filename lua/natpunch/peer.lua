@@ -21,6 +21,7 @@ local candidates = require "natpunch.candidates"
 local method = require "natpunch.method"
 local options = require "natpunch.options"
 local auth = require "natpunch.auth"
+local server_set = require "natpunch.servers"
 
 local peer = {}
 
@@ -31,7 +32,8 @@ local Session = {}
 Session.__index = Session
 
 local DEFAULTS = {
-  register_timeout = 5,    -- seconds per server before failing over
+  register_timeout = 5,    -- seconds a registration (or refresh) waits for its server
+  server_timeout = 0.5,    -- seconds a connect waits for a server before trying the next too (0: all at once)
   connect_timeout = 10,    -- seconds for introduction + punching
   touch_timeout = 10,
   rto = 0.2,               -- first control retransmission (s), doubled each time
@@ -65,14 +67,15 @@ end
 -- The fields of a register request: our private candidates, and what our
 -- methods (and p:advertise) tell peers introduced to us, as opaque
 -- "m.NAMESPACE.KEY" fields the rendezvous passes through (PROTOCOL.md).
-function Peer:_register_fields()
+function Peer:_register_fields(e)
+  e = e or self:_server_entry()
   local token = self.token
   if not token and self.secret then
     token = auth.mint_token(self.secret, self.id, os.time() + self.token_lifetime)
   end
   -- our key (docs/SECURITY.md), then extra candidates first, then gathered ones
   local private = { table.unpack(self.extra_candidates) }
-  for _, c in ipairs(candidates.gather(self.udp, self.server_ip)) do
+  for _, c in ipairs(candidates.gather(self.udp, e.ip)) do
     if #private >= candidates.MAX_PRIVATE then break end
     private[#private + 1] = c
   end
@@ -107,75 +110,101 @@ end
 
 --------------------------------------------------------------- requests
 
--- The bytes of one transmission of a request: a registration carries the
--- server's last cookie; once the server's key is known, every message is
--- MACed with a fresh sequence number (so a retransmission is not a replay).
-function Peer:_encode_request(fields, pad)
+-- The bytes of one transmission of a request to server entry e
+-- (natpunch.servers): a registration carries that server's last cookie;
+-- once its key is known, every message is MACed with a fresh sequence
+-- number (so a retransmission is not a replay).
+function Peer:_encode_request(fields, pad, e)
+  e = e or self:_server_entry()
   local f = {}
   for k, v in pairs(fields) do f[k] = v end
-  if f.t == "register" then f.cookie = self.cookie end
-  if self.ctl_key then auth.seal(self.ctl_key, "p", f, self.seq()) end
+  if f.t == "register" then f.cookie = e.cookie end
+  if e.ctl_key then auth.seal(e.ctl_key, "p", f, self.seq()) end
   return msg.encode(f, pad or msg.MIN_REQUEST)
 end
 
--- A cookie reply: the server's key and a cookie for our address.  With
--- server_key pinned, another key is refused.
-function Peer:_take_cookie(reply)
+-- A cookie reply from server entry e: its key and a cookie for our
+-- address.  With server_key pinned, another key is refused.
+function Peer:_take_cookie(reply, e)
   local pk = reply.key
   if type(pk) ~= "string" or #pk ~= auth.KEY_LEN or type(reply.cookie) ~= "string" then
     return nil, "bad cookie reply"
   end
-  local pin = self.pins[self.server_index] or self.server_key
+  local pin = self.pins[e.index] or self.server_key
   if pin and not core.crypto.equal(pin, pk) then
     return nil, "server key mismatch (pinned " .. auth.hex(pin):sub(1, 16) .. "..., the server sent "
       .. auth.hex(pk):sub(1, 16) .. "...)"
   end
-  if pk ~= self.server_pk then
+  if pk ~= e.pk then
     local k, err = auth.shared(self.keys, pk, "natpunch-control")
     if not k then return nil, err end
-    self.server_pk, self.ctl_key, self.srv_window = pk, k, auth.window()
+    e.pk, e.ctl_key, e.window = pk, k, auth.window()
   end
-  self.cookie = reply.cookie
+  e.cookie = reply.cookie
   return true
 end
 
--- Forget what we know about the current server (failover).
-function Peer:_reset_server()
-  self.server_pk, self.ctl_key, self.srv_window, self.cookie = nil, nil, nil, nil
+-- The server a request goes to by default: the primary (the first one up),
+-- else the first of the list.
+function Peer:_server_entry()
+  return self.srvset:primary() or self.srvset.list[1]
 end
 
--- Send a control request to the current server, retransmitting with
--- back-off until the reply with the same tx arrives or the deadline passes.
--- tx is random, so an off-path host cannot answer for the server.
-function Peer:_request(fields, timeout, pad)
+-- Send a control request, retransmitting with back-off until the reply
+-- with the same tx arrives or the deadline passes; tx is random, so an
+-- off-path host cannot answer for a server.  targets: server entries in
+-- order (default: the primary).  The request goes to the first; each
+-- server_timeout without an answer, the silent ones are marked down and
+-- the next target is asked too (server_timeout 0: all at once); an error
+-- answer moves on to the next at once.  The first reply wins.  Returns
+-- reply, entry or nil, reason.
+function Peer:_request(fields, timeout, pad, targets)
+  targets = targets or { self:_server_entry() }
   local tx = auth.hex(core.crypto.random(6))
   fields.tx = tx
-  local deadline = now() + timeout * 1000
+  local t0 = now()
+  local deadline = t0 + timeout * 1000
+  local hedge_ms = self.server_timeout * 1000
   local rto = self.rto
-  local reply, err
+  local reply, from, err
   local attempt = 0
   local cookies = 0
+  local active, errors, nerr, first_error = 0, {}, 0, nil
+  local next_hedge = math.huge
+  local function widen()
+    active = active + 1
+    if active < #targets then next_hedge = now() + hedge_ms else next_hedge = math.huge end
+  end
+  widen()
+  while active < #targets and hedge_ms <= 0 do widen() end
   while true do
     local fut = sched.future()
     self.pending[tx] = fut
-    local ok, serr = self.udp:send(self.server_ip, self.server_port, self:_encode_request(fields, pad), "control")
-    if not ok then err = serr break end
+    for i = 1, active do
+      local e = targets[i]
+      if not errors[e] then
+        local ok, serr = self.udp:send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
+        if not ok then err = serr end
+      end
+    end
+    if err and #targets == 1 then break end
+    err = nil
     attempt = attempt + 1
     if attempt > 1 then
-      self:_trace({ event = "retransmit", server = addr.format(self.server_ip, self.server_port),
-        request = fields.t, attempt = attempt })
+      self:_trace({ event = "retransmit", server = targets[1].addr, request = fields.t, attempt = attempt,
+        servers = active > 1 and active or nil })
     end
     local left = (deadline - now()) / 1000
     if left <= 0 then err = "timeout" break end
-    local wait_until = now() + math.min(rto, left) * 1000
+    local wait_until = math.min(now() + math.min(rto, left) * 1000, next_hedge)
     local resend = false
     while true do
-      local r = fut:wait(math.max(0.001, (wait_until - now()) / 1000))
+      local r, e = fut:wait(math.max(0.001, (wait_until - now()) / 1000))
       if r and r.t == "cookie" and fields.t == "register" then
         -- a new cookie (or server key): send again at once with it; the
         -- same one again answers an earlier transmission: keep waiting
-        local fresh = r.cookie ~= self.cookie or r.key ~= self.server_pk
-        local cok, cerr = self:_take_cookie(r)
+        local fresh = r.cookie ~= e.cookie or r.key ~= e.pk
+        local cok, cerr = self:_take_cookie(r, e)
         if not cok then err = cerr break end
         if fresh then
           cookies = cookies + 1
@@ -183,12 +212,37 @@ function Peer:_request(fields, timeout, pad)
           resend = true
           break
         end
-        fut = sched.future()
-        self.pending[tx] = fut
-      else
-        reply = r
+      elseif r and r.t == "error" and #targets > 1 then
+        -- this server cannot help (the target registered elsewhere, say):
+        -- the next one is asked at once; the first error is the answer
+        -- once every server has given one
+        if not errors[e] then
+          errors[e] = true
+          nerr = nerr + 1
+          first_error = first_error or r
+        end
+        if nerr >= #targets then reply = first_error break end
+        if nerr >= active then
+          widen()
+          resend = true
+          break
+        end
+      elseif r then
+        reply, from = r, e
         break
+      elseif now() >= next_hedge then
+        -- no answer from the servers asked so far within server_timeout
+        for i = 1, active do
+          if not errors[targets[i]] then self.srvset:down(targets[i], "no answer within server_timeout") end
+        end
+        widen()
+        resend = true
+        break
+      else
+        break   -- time to retransmit
       end
+      fut = sched.future()
+      self.pending[tx] = fut
     end
     if reply or err then break end
     if not resend then rto = math.min(rto * 2, 2) end
@@ -196,60 +250,55 @@ function Peer:_request(fields, timeout, pad)
   self.pending[tx] = nil
   if not reply then return nil, err or "timeout" end
   if reply.t == "error" then return nil, reply.reason or "error" end
+  return reply, from
+end
+
+-- Register with server entry e (natpunch.servers).
+function Peer:_register_at(e, timeout)
+  if self.discover and not self.nat then
+    -- once, against the first server asked; the others wait for it
+    if self.discovering then self.discovering:wait()
+    else
+      self.discovering = sched.future()
+      self:_discover(e)
+      self.discovering:set()
+    end
+  end
+  local fields = self:_register_fields(e)
+  self:_trace({ event = "trying", server = e.addr, private = fields.private })
+  local reply, err = self:_request(fields, timeout, nil, { e })
+  if not reply then return nil, err end
+  if type(reply.cookie) == "string" then e.cookie = reply.cookie end
   return reply
 end
 
---- Register with the first server that answers (failover in order).
--- Returns the public endpoint seen by the server, or nil, reason.
+--- Register with every server at once (natpunch.servers); returns the
+-- public endpoint seen by the first one that answers, or nil, reason once
+-- none has.  Each registration is then refreshed every ttl/3; a server
+-- that stops answering is reported down and registered with again.
 function Peer:register()
-  local last
-  for i = 1, #self.servers do
-    local idx = ((self.server_index - 1 + i - 1) % #self.servers) + 1
-    self.server_index = idx
-    local sip, sport = addr.parse(self.servers[idx])
-    if sip ~= self.server_ip or sport ~= self.server_port then self:_reset_server() end
-    self.server_ip, self.server_port = sip, sport
-    if self.discover and not self.nat then self:_discover() end
-    local fields = self:_register_fields()
-    self:_trace({ event = "trying", server = self.servers[idx], private = fields.private })
-    local reply, err = self:_request(fields, self.register_timeout)
-    if reply then
-      if type(reply.cookie) == "string" then self.cookie = reply.cookie end
-      self.public = reply.public
-      self.server = self.servers[idx]
-      self.ttl = tonumber(reply.ttl) or 30
-      local ip, port = self.udp:getsockname()
-      if not self.registered then
-        self:_emit({ event = "registered", public = self.public, ["local"] = addr.format(ip, port),
-          server = self.server })
-      end
-      self.registered = true
-      -- methods that need the server's answer before they can advertise
-      -- (a TURN allocation with the credentials it handed out): once
-      if self:_prepare_methods(reply) then
-        local again = self:_request(self:_register_fields(), self.register_timeout)
-        if again and type(again.cookie) == "string" then self.cookie = again.cookie end
-      end
-      self:_start_refresh()
-      if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive() end
-      return self.public
-    end
-    last = err
-    -- an answer (e.g. "id taken") is final; a server with another key
-    -- than the pinned one is not that server: try the next
-    local final = err ~= "timeout" and not tostring(err):match("^server key mismatch")
-    local nxt = (not final and i < #self.servers) and self.servers[idx % #self.servers + 1] or nil
-    self:_emit({ event = "server_failed", server = self.servers[idx], reason = err, next = nxt })
-    if final then break end
-  end
-  return nil, "register failed: " .. tostring(last)
+  local e, err = self.srvset:register()
+  if not e then return nil, "register failed: " .. tostring(err) end
+  return self.public
 end
 
--- NAT discovery against the current server (it needs an alternate
--- address: natpunch rendezvous --alternate).  self.nat is the report.
-function Peer:_discover()
+-- The first registration of this peer's life (from natpunch.servers):
+-- methods that need the server's answer before they can advertise (a
+-- TURN allocation with the credentials it handed out) prepare, once.
+function Peer:_first_registration(e, reply)
+  if self:_prepare_methods(reply) then
+    for _, x in ipairs(self.srvset.list) do
+      if x.state == "up" then self:_register_at(x, self.register_timeout) end
+    end
+  end
+  if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive(e) end
+end
+
+-- NAT discovery against server entry e (it needs an alternate address:
+-- natpunch rendezvous --alternate).  self.nat is the report.
+function Peer:_discover(e)
   local discover = require "natpunch.discover"
-  local r = discover{ server = addr.format(self.server_ip, self.server_port), allocation = false }
+  local r = discover{ server = e.addr, allocation = false }
   self.nat = r or { limited = "discovery failed" }
   self.nat_code = discover.code(r)
   self:_emit({ event = "nat", type = r and r.type, mapping = r and r.mapping, filtering = r and r.filtering,
@@ -258,10 +307,10 @@ end
 
 -- keepalive = "auto": measure the mapping lifetime in the background, then
 -- refresh the registration (and so the mapping) a bit faster than that.
-function Peer:_measure_keepalive()
+function Peer:_measure_keepalive(e)
   self.keepalive_task = sched.spawn(function()
     local ka = require "natpunch.keepalive"
-    local server = self.keepalive_server or addr.format(self.server_ip, 3490)
+    local server = self.keepalive_server or addr.format(e.ip, 3490)
     local r, err = ka{ server = server, max = self.keepalive_max }
     if self.closed then return end
     if not r then
@@ -270,26 +319,6 @@ function Peer:_measure_keepalive()
     if r.mapping_lifetime_s then self.refresh = ka.refresh_interval(r.mapping_lifetime_s, self.ttl) end
     self.keepalive_result = r
     self:_emit({ event = "keepalive", mapping_lifetime_s = r.mapping_lifetime_s, refresh_s = self.refresh })
-  end)
-end
-
--- Refresh the registration (and the NAT mapping toward the server) every
--- ttl/3; on failure, fail over to the next server.
-function Peer:_start_refresh()
-  if self.refresher and not self.refresher.done then return end
-  self.refresher = sched.spawn(function()
-    while not self.closed do
-      sched.sleep(self.refresh or math.max(0.05, self.ttl / 3))
-      if self.closed then break end
-      local reply = self:_request(self:_register_fields(), self.register_timeout)
-      if reply and type(reply.cookie) == "string" then self.cookie = reply.cookie end
-      if not reply and not self.closed then
-        self.server_index = self.server_index % #self.servers + 1
-        self.registered = false
-        local ok, err = self:register()
-        if not ok then self:_emit({ event = "failed", peer = self.id, reason = err }) end
-      end
-    end
   end)
 end
 
@@ -388,10 +417,51 @@ function Peer:_prune_intros()
     if t - rec.started > INTRO_KEEP_MS and rec.done:is_set() then self.intros[nonce] = nil
     else n = n + 1 end
   end
+  for key, g in pairs(self.cids) do
+    if t - g.at > INTRO_KEEP_MS then self.cids[key] = nil end
+  end
   return n
 end
 
-function Peer:_on_introduce(m)
+-- One connect asked of several servers (Peer:connect) carries one cid,
+-- which every server passes on: introductions from different servers for
+-- the same (peer, cid) are one connection.  All of them are tried (we
+-- cannot know which one the other side took: the first it got), the
+-- first to connect wins and the others stop at once, without a "failed";
+-- one that arrives after a winner is dropped.  Returns false to drop m.
+function Peer:_dedupe(m, rec)
+  local cid = m.cid
+  if m.role ~= "accept" or type(cid) ~= "string" or not cid:match("^%x+$") or #cid ~= 16 then return true end
+  local key = m.peer .. "\0" .. cid
+  local g = self.cids[key]
+  if not g then
+    self.cids[key] = { at = now(), recs = { rec } }
+    rec.group = self.cids[key]
+    return true
+  end
+  self.counters.intros_duplicate = self.counters.intros_duplicate + 1
+  if g.won then return false end
+  g.recs[#g.recs + 1] = rec
+  rec.group = g
+  return true
+end
+
+-- rec connected: the other introductions of its connection stop.
+local function won(rec)
+  local g = rec.group
+  if not g then return end
+  g.won = true
+  for _, other in ipairs(g.recs) do
+    if other ~= rec and not other.done:is_set() then
+      other.superseded = true
+      method.cancel(other.attempt)
+      other.done:set(nil, "duplicate introduction")
+    end
+  end
+end
+
+-- An introduction (m) from server entry e.
+function Peer:_on_introduce(m, e)
   if type(m.nonce) ~= "string" or not m.nonce:match("^%x+$") or #m.nonce ~= 16 then return end
   if self.intros[m.nonce] then return end      -- a retransmitted introduction
   if type(m.peer) ~= "string" or #m.peer > 64 then return end
@@ -401,7 +471,8 @@ function Peer:_on_introduce(m)
   end
   local started = now()
   local intro = decode_intro(m)
-  local rec = { msg = m, started = started, done = sched.future(), attempt = {} }
+  local rec = { msg = m, started = started, done = sched.future(), attempt = {}, server = e and e.addr }
+  if not self:_dedupe(m, rec) then return end
   self.intros[m.nonce] = rec
   local keys, kerr = self:_intro_keys(m)
   if not keys then
@@ -413,6 +484,7 @@ function Peer:_on_introduce(m)
   local order = method.order(self.methods, intro.methods, intro.role)
   sched.spawn(function()
     local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
+    if rec.superseded then return end      -- another server's introduction connected
     if not link then
       rec.done:set(nil, ctx)
       if m.role == "accept" then
@@ -427,15 +499,20 @@ function Peer:_on_introduce(m)
     s.peer_nat = m.nat and require("natpunch.discover").parse_code(m.nat) or nil
     ctx:_attach(s)
     if link.route then self:_replay_early(s) end
-    rec.done:set(s)
+    won(rec)
+    s.server = rec.server       -- the server that introduced us
+    s.setup_ms = now() - rec.started
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
-      transport = s.transport, method = s.method, setup_ms = s.setup_ms })
+      transport = s.transport, method = s.method, setup_ms = s.setup_ms, server = rec.server })
+    rec.done:set(s)
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
 end
 
---- Connect to the peer registered under id: ask the server for an
--- introduction, punch, and return the session (or nil, reason).
+--- Connect to the peer registered under id: ask a server for an
+-- introduction (the live ones in order, the next one after
+-- server_timeout without an answer), punch, and return the session (or
+-- nil, reason).
 function Peer:connect(id, timeout)
   if type(id) ~= "string" then error("bad argument #1 to 'connect' (peer id expected)", 2) end
   if not self.registered then
@@ -446,26 +523,29 @@ function Peer:connect(id, timeout)
   local started = now()
   -- padded so that the introduction (a reply, never larger than the
   -- request) has room for the other peer's opaque method fields
-  local reply, err = self:_request({ t = "connect", target = id, id = self.id }, timeout, msg.CONNECT_PAD)
+  -- (cid: the same connection for every server asked, see _dedupe)
+  local cid = auth.hex(core.crypto.random(8))
+  local reply, via = self:_request({ t = "connect", target = id, id = self.id, cid = cid }, timeout,
+    msg.CONNECT_PAD, self.srvset:targets())
   if not reply then
-    self:_emit({ event = "failed", peer = id, reason = err })
-    return nil, err
+    self:_emit({ event = "failed", peer = id, reason = via })
+    return nil, via
   end
   if reply.t ~= "introduce" then return nil, "unexpected reply " .. tostring(reply.t) end
-  self:_on_introduce(reply)
+  self:_on_introduce(reply, via)
   local rec = self.intros[reply.nonce]
   if not rec then return nil, "bad introduction" end
   rec.started = started
   -- The other peer's introduction may have been lost: repeat the same
   -- request (same tx) while punching; the server then sends the same
   -- introduction, same nonce, to both of us again.
-  local again = { t = "connect", target = id, tx = reply.tx, id = self.id }
+  local again = { t = "connect", target = id, tx = reply.tx, id = self.id, cid = cid }
   local repeater = sched.spawn(function()
     local gap = REPEAT_FIRST
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      self.udp:send(self.server_ip, self.server_port, self:_encode_request(again, msg.CONNECT_PAD), "control")
+      self.udp:send(via.ip, via.port, self:_encode_request(again, msg.CONNECT_PAD, via), "control")
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -507,8 +587,9 @@ function Peer:_on_packet(err, data, ip, port, kind)
     return
   end
   if kind == "control" then
-    if ip ~= self.server_ip or port ~= self.server_port then
-      -- control traffic is only accepted from the current server
+    local e = self.srvset:find(ip, port)
+    if not e then
+      -- control traffic is only accepted from our servers
       self.counters.foreign_control = self.counters.foreign_control + 1
       return
     end
@@ -522,8 +603,8 @@ function Peer:_on_packet(err, data, ip, port, kind)
     -- the server's MAC with a new sequence number.
     local authed = false
     if m.mac ~= nil then
-      local seq = self.ctl_key and auth.check(self.ctl_key, "s", m)
-      if not seq or not self.srv_window:accept(seq) then
+      local seq = e.ctl_key and auth.check(e.ctl_key, "s", m)
+      if not seq or not e.window:accept(seq) then
         self.counters.bad_mac = self.counters.bad_mac + 1
         return
       end
@@ -533,8 +614,8 @@ function Peer:_on_packet(err, data, ip, port, kind)
       return
     end
     local fut = m.tx and self.pending[m.tx]
-    if fut then fut:set(m) end
-    if authed and m.t == "introduce" and m.role == "accept" then self:_on_introduce(m) end
+    if fut then fut:set(m, e) end
+    if authed and m.t == "introduce" and m.role == "accept" then self:_on_introduce(m, e) end
     return
   end
   if kind == "data" or kind == "touch" then
@@ -681,7 +762,7 @@ end
 function Peer:close()
   if self.closed then return end
   self.closed = true
-  if self.refresher then self.refresher:cancel() end
+  self.srvset:close()
   local pending = {}
   for e in pairs(self.touching) do pending[#pending + 1] = e end
   table.sort(pending, function(x, y) return x.id < y.id end)
@@ -695,16 +776,18 @@ function Peer:close()
     local m = method.get(name)
     if m.close then m.close(self) end   -- what a method keeps per peer
   end
-  if self.registered and self.server_ip then
-    self.udp:send(self.server_ip, self.server_port,
-      self:_encode_request({ t = "unregister", id = self.id }), "control")
+  for _, e in ipairs(self.srvset.list) do
+    if e.state == "up" then
+      self.udp:send(e.ip, e.port, self:_encode_request({ t = "unregister", id = self.id }, nil, e), "control")
+    end
   end
   self.udp:close()
 end
 Peer.__close = Peer.close
 
 --- Create a peer.  opts: id (required), server = "ip:port" or servers =
--- {"ip:port", ...} (failover in order), bind = "ip:port" (default
+-- {"ip:port", ...} (registered with all at once; connects go to the live
+-- ones, see server_timeout), bind = "ip:port" (default
 -- wildcard, any port), on_message(session, data, kind),
 -- on_session(session) for introductions we did not ask for,
 -- on_event(ev), methods = { "udp", ... } (natpunch.method, tried in this
@@ -741,16 +824,21 @@ function peer.new(opts)
     id = opts.id, servers = servers, server_index = 1, pins = pins,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
     verbose = opts.verbose and true or false, registered = false, touching = {},
-    pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},
+    pending = {}, sessions = {}, by_peer = {}, intros = {}, cids = {}, early = {}, tx_seq = 0, advertised = {},
     methods = method.check_list(opts.methods or require("natpunch.method.tcp").methods_for(opts.transport, 2)
       or { "udp" }, "peer", 2),
     default_methods = opts.methods == nil and opts.transport == nil,
     method_budget = opts.method_budget,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
-      unauthenticated = 0, bad_data = 0, intros_dropped = 0 },
+      unauthenticated = 0, bad_data = 0, intros_dropped = 0, intros_duplicate = 0 },
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
+  end
+  -- (refresh defaults to nil, so the loop above never sees it)
+  if opts.refresh ~= nil then
+    if type(opts.refresh) ~= "number" or opts.refresh <= 0 then error("peer: refresh must be a positive number", 2) end
+    self.refresh = opts.refresh
   end
   -- keys and policies (docs/SECURITY.md)
   if opts.key_file then
@@ -804,6 +892,7 @@ function peer.new(opts)
   end
   local sip, sport = addr.parse(servers[1])
   self.server_ip, self.server_port = sip, sport
+  self.srvset = server_set.new(self, servers)
   local bind = opts.bind or (addr.family(sip) == "inet6" and "[::]:0" or "0.0.0.0:0")
   local bip, bport = addr.check(bind, "peer: bind", 2)
   self.family = addr.family(bip)

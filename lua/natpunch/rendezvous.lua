@@ -284,7 +284,13 @@ function Server:_sender(m, ip, port)
   return rec
 end
 
-function Server:_introduce(a, b, tx_for_a, nonce)
+-- cid: the connecting peer's id for this connection (it may ask several
+-- servers at once, and dedupes their introductions by it), passed on.
+local function valid_cid(cid)
+  return type(cid) == "string" and #cid == 16 and cid:match("^%x+$") and cid or nil
+end
+
+function Server:_introduce(a, b, tx_for_a, nonce, cid)
   local again = nonce ~= nil
   nonce = nonce or auth.hex(core.random_bytes(8))
   local function intro(other, tx, role)
@@ -301,6 +307,7 @@ function Server:_introduce(a, b, tx_for_a, nonce)
   -- (Opaque fields are those of peers registered here: a peer on another
   -- server is introduced without its own.)
   local to_b = intro(a, nil, "accept")
+  to_b.cid = valid_cid(cid)
   if b.srv then
     to_b.to = b.id
     self.shared:send(b.srv, to_b)
@@ -312,7 +319,7 @@ function Server:_introduce(a, b, tx_for_a, nonce)
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
   end
-  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now(),
+  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now(), cid = valid_cid(cid),
     pair = rendezvous.nat_pair(a.nat, b.nat) }   -- for the asker's report (_on_report)
   self.counters.introductions = self.counters.introductions + 1
   self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, server = b.srv })
@@ -334,7 +341,7 @@ function Server:_on_shared(m)
   if not sec.target:take(now) then return count(self, "rate_limited") end
   local f = msg.opaque(m)    -- the connecting peer's opaque fields, passed through
   f.t, f.peer, f.public, f.private, f.nonce, f.role = "introduce", m.peer, m.public, m.private, m.nonce, "accept"
-  f.pk, f.plain = m.pk, m.plain
+  f.pk, f.plain, f.cid = m.pk, m.plain, valid_cid(m.cid)
   self:_send_to(b, f)
   self.counters.remote_introductions = self.counters.remote_introductions + 1
   self:_event({ event = "introduced", from = m.peer, to = b.id, nonce = m.nonce, via = "redis" })
@@ -387,13 +394,13 @@ function Server:_connect_to(from, to, m)
   -- nonce, so the two peers never punch with different nonces.
   local last = from.last_intro
   if last and last.tx == m.tx and last.target == to.id and core.now() - last.at < REPEAT_MS then
-    return self:_introduce(from, to, last.tx, last.nonce)
+    return self:_introduce(from, to, last.tx, last.nonce, last.cid)
   end
   if self.on_connect then
     local ok, reason = self.on_connect(view(from), to.srv and to or view(to))
     if ok == false then return self:_auth_error(from, m, reason or "denied") end
   end
-  self:_introduce(from, to, m.tx)
+  self:_introduce(from, to, m.tx, nil, m.cid)
 end
 
 --------------------------------------------------------------- reports

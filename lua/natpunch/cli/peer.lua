@@ -4,15 +4,16 @@
 local cli = require "natpunch.cli"
 
 local DEFAULT_TIMEOUT = 10      -- seconds, connecting side
-local MAX_REGISTER_WAIT = 5     -- seconds per server before failing over
+local MAX_REGISTER_WAIT = 5     -- seconds a registration waits for its server
 local EXTRA_REPLY_WAIT = 0.5    -- seconds to collect further replies after the first
 
 local SEND_FIRST, SEND_MAX = 0.2, 1   -- seconds between repeated --send datagrams (like ping)
 
 local OPTIONS = {
   { "server", arg = "ADDR:PORT", type = "addr", multi = true, pin = true,
-    help = "rendezvous server (IP or host name); several are tried in order (failover); "
-      .. "ADDR:PORT#KEY pins that server's public key (64 hex digits, printed by natpunch rendezvous)" },
+    help = "rendezvous server (IP or host name); with several, registers with all at once and "
+      .. "connects through any live one; ADDR:PORT#KEY pins that server's public key (64 hex digits, "
+      .. "printed by natpunch rendezvous)" },
   { "id", arg = "ID", type = "id", help = "this peer's id (" .. cli.check.ID_RULE .. ")" },
   { "connect", arg = "ID", type = "id", help = "connect to the peer registered as ID, then exit" },
   { "send", arg = "TEXT", type = "text",
@@ -64,7 +65,9 @@ M.usage = table.concat({
   "                     [--discover] [--keepalive auto [--keepalive-server IP:PORT]]",
   "                     [--methods LIST] [--turn turn://USER:PASS@HOST:PORT] [-v|-q]",
   "",
-  "Registers with the rendezvous server(s) under ID, then:",
+  "Registers with the rendezvous server(s) under ID (with several: with all of",
+  "them at once, each registration refreshed; a connect goes to the first live",
+  "one and, after 0.5 s without an answer, to the next too), then:",
   "",
   "  without --connect: waits to be connected to, and prints what arrives.",
   "    Every message received is echoed back on the same session (a touch as",
@@ -105,8 +108,11 @@ M.usage = table.concat({
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"done","peer":"ID","sent":N,"received":N}      (last line on success)',
   '  {"event":"failed","peer":"ID","reason":"...","sent":N}  (last line on failure)',
-  "Also: server_failed (a server did not answer; \"next\" names the server",
-  "tried next, if any), touch_failed, and with -v: trying, retransmit,",
+  "\"registered\" comes once per server; \"connected\" has \"server\": the server that",
+  "introduced the peers.  Also: server_failed (a server did not answer the first",
+  "registration; the others go on), server_down / server_up (a server stopped",
+  "answering / answers again; \"up\" counts the servers up), touch_failed, and with",
+  "-v: trying, retransmit,",
   "punching, answered, punch_failed.  Every event ends with \"time\":",
   "milliseconds since the command started.  Bytes that are not UTF-8 are escaped as",
   "\\u00XX in \"data\".  Without --json, control characters and escape",
@@ -121,11 +127,15 @@ local function human(ev)
   if e == "registered" then
     return string.format("registered via %s: public %s, local %s", ev.server or "?", ev.public, ev["local"])
   elseif e == "server_failed" then
-    return string.format("server %s failed: %s%s", ev.server, tostring(ev.reason),
-      ev.next and (" (trying the next one, " .. ev.next .. ")") or " (no other server to try)")
+    return string.format("server %s failed: %s (%s)", ev.server, tostring(ev.reason),
+      (ev.up or 0) > 0 and (ev.up .. " other server(s) up") or "no other server up")
+  elseif e == "server_down" then
+    return string.format("server %s is down: %s (%d server(s) up)", ev.server, tostring(ev.reason), ev.up or 0)
+  elseif e == "server_up" then
+    return string.format("server %s is up again (%d server(s) up)", ev.server, ev.up or 0)
   elseif e == "connected" then
-    return string.format("connected to %s at %s (%s path, %s, %d ms)", ev.peer, ev.remote, ev.path,
-      ev.transport, ev.setup_ms)
+    return string.format("connected to %s at %s (%s path, %s, %d ms%s)", ev.peer, ev.remote, ev.path,
+      ev.transport, ev.setup_ms, ev.server and (", introduced by " .. ev.server) or "")
   elseif e == "message" then
     return string.format("message from %s (%s): %s", ev.peer, ev.kind or "data", ev.data)
   elseif e == "touch_acked" then
@@ -313,9 +323,8 @@ function M.run(argv)
       secret = opts.secret, token = opts.token, allow = opts.allow,
       encrypt = not opts.no_encrypt,
       methods = methods, turn = opts.turn,
-      -- with --timeout, registering (over every server) may use half of it
-      register_timeout = math.min(MAX_REGISTER_WAIT,
-        opts.timeout and opts.timeout / (2 * #opts.server) or MAX_REGISTER_WAIT),
+      -- with --timeout, registering (with every server at once) may use half of it
+      register_timeout = math.min(MAX_REGISTER_WAIT, opts.timeout and opts.timeout / 2 or MAX_REGISTER_WAIT),
       connect_timeout = opts.timeout or DEFAULT_TIMEOUT,
       verbose = opts.verbose,
       -- connecting: the outcome is printed once, at the end, by fail()
