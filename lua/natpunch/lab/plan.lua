@@ -347,4 +347,36 @@ function plan.standard(opts)
   }
 end
 
+-- The lab of spec/iface_lab_spec.lua (docs/LAB.md "Dual-homed hosts and
+-- IPv6"):
+--   s1 203.0.113.2 + 2001:db8::11    rendezvous (IPv4 and IPv6)
+--   s2 198.51.100.2                  TURN (coturn), IPv4 only
+--   na sym 203.0.113.11, LAN 198.18.1.0/24     h's eth0 (default route)
+--   nb prc 203.0.113.12, LAN 198.18.2.0/24     h's eth1, host b
+--   f1 sym 203.0.113.13, LAN 198.18.3.0/24 + 2001:db8:3::/64: x (IPv6 only), d1 (both)
+--   f2 sym 203.0.113.14, LAN 198.18.4.0/24 + 2001:db8:4::/64: y (IPv6 only), d2 (both)
+-- f1 and f2 route IPv6 behind a stateful firewall (nft.firewall6).
+function plan.iface(opts)
+  opts = opts or {}
+  return {
+    prefix = opts.prefix,
+    nats = {
+      { name = "na", type = "sym", public = "203.0.113.11", lan = "198.18.1.0/24" },
+      { name = "nb", type = "prc", public = "203.0.113.12", lan = "198.18.2.0/24" },
+      { name = "f1", type = "sym", public = "203.0.113.13", lan = "198.18.3.0/24", ipv6 = true },
+      { name = "f2", type = "sym", public = "203.0.113.14", lan = "198.18.4.0/24", ipv6 = true },
+    },
+    hosts = {
+      { name = "s1", public = "203.0.113.2", ipv6 = true },
+      { name = "s2", public = "198.51.100.2" },
+      { name = "h", behind = "na", also_behind = { "nb" } },
+      { name = "b", behind = "nb" },
+      { name = "x", behind = "f1", ipv6 = "only" },
+      { name = "y", behind = "f2", ipv6 = "only" },
+      { name = "d1", behind = "f1", ipv6 = true },
+      { name = "d2", behind = "f2", ipv6 = true },
+    },
+  }
+end
+
 return plan
