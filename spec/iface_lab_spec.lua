@@ -59,10 +59,11 @@ local function events(text)
   return out
 end
 
-local function median(list)
+-- "median X ms (min-max Y-Z)" of a list of setup times
+local function summary(list)
   local t = { table.unpack(list) }
   table.sort(t)
-  return t[(#t + 1) // 2]
+  return ("median %d ms (%d-%d)"):format(t[(#t + 1) // 2], t[1], t[#t])
 end
 
 local function coturn_conf(prefix)
@@ -160,8 +161,7 @@ describe("#lab several interfaces and IPv6", function()
       assert.equal("over x", ev.message and ev.message.data, out)
       times[#times + 1] = ev.connected.setup_ms
     end
-    figures[#figures + 1] = ("IPv6-only pair: %d/%d connected, setup median %d ms (max %d)")
-      :format(#times, RUNS, median(times), math.max(table.unpack(times)))
+    figures[#figures + 1] = ("IPv6-only pair: %d/%d connected, setup %s"):format(#times, RUNS, summary(times))
   end)
 
   it("a dual-homed host gathers candidates on both LANs and connects over the one that works", function()
@@ -184,8 +184,8 @@ describe("#lab several interfaces and IPv6", function()
     local ev, out, code = connect("b", "h", RV4, nil, { "--bind", h_eth0 .. ":0", "--methods", "udp" }, 4)
     assert.equal(1, code, out)
     assert.is_nil(ev.connected, out)
-    figures[#figures + 1] = ("dual-homed host: %d/%d connected over eth1's LAN, setup median %d ms (max %d); "
-      .. "bound to eth0 only: failed"):format(#times, RUNS, median(times), math.max(table.unpack(times)))
+    figures[#figures + 1] = ("dual-homed host: %d/%d connected over eth1's LAN, setup %s; "
+      .. "bound to eth0 only: failed"):format(#times, RUNS, summary(times))
   end)
 
   local relay_it = have_coturn() and it or pending
@@ -220,8 +220,8 @@ describe("#lab several interfaces and IPv6", function()
       assert.truthy(ev.touch_acked, out)
       relay[#relay + 1] = ev.connected.setup_ms
     end
-    figures[#figures + 1] = ("dual-stack sym/sym: IPv6 direct %d/%d, setup median %d ms; "
-      .. "IPv4 only: relay %d/%d, setup median %d ms"):format(#six, RUNS, median(six), #relay, RUNS, median(relay))
+    figures[#figures + 1] = ("dual-stack sym/sym: IPv6 direct %d/%d, setup %s; "
+      .. "IPv4 only: relay %d/%d, setup %s"):format(#six, RUNS, summary(six), #relay, RUNS, summary(relay))
     rvt:stop()
     turnd:stop()
   end)
