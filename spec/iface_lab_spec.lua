@@ -14,50 +14,16 @@
 -- NATPUNCH_IFACE_RUNS=N repeats each connection N times (default 3); the
 -- setup times go to stderr (docs/TRAVERSAL.md).  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
 local state = require "natpunch.lab.state"
-local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
-local RV4, RV6 = "203.0.113.2:3478", "[2001:db8::11]:3478"
+local RV4, RV6 = labhelper.RV .. ":" .. labhelper.PORT, "[2001:db8::11]:3478"
 local RV_TURN = "203.0.113.2:3479"          -- the same host, handing out TURN credentials
 local TURN_IP, SECRET = "198.51.100.2", "lab-iface-secret"
 local RUNS = math.max(1, math.min(50, tonumber(os.getenv("NATPUNCH_IFACE_RUNS") or "") or 3))
 
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  local f = io.open(helper.build .. "/natpunch/core.so", "r")
-  if not f then return "needs the C module (make)" end
-  f:close()
-  return nil
-end
-
-local function have_coturn()
-  return os.execute("command -v turnserver >/dev/null 2>&1") and true or false
-end
-
-local function assert_gone(prefix)
-  local netns = proc.run({ "ip", "netns", "list" })
-  for name in netns:gmatch("(%S+)[^\n]*") do
-    assert.is_nil(name:find(prefix .. "-", 1, true), "namespace left: " .. name)
-  end
-  assert.is_nil(io.open(state.path(prefix), "r"), "state file left")
-end
-
-local function np(args)
-  local argv = {}
-  for _, w in ipairs(matrix.command()) do argv[#argv + 1] = w end
-  for _, w in ipairs(args) do argv[#argv + 1] = w end
-  return proc.preload(argv)
-end
-
--- The first event of each kind a peer printed.
-local function events(text)
-  local out = {}
-  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
-  return out
-end
+local np, events = labhelper.natpunch, labhelper.events
 
 -- "median X ms (min-max Y-Z)" of a list of setup times
 local function summary(list)
@@ -80,32 +46,21 @@ local function coturn_conf(prefix)
   return base .. ".conf"
 end
 
-local reason = skip_reason()
-
-describe("#lab several interfaces and IPv6", function()
-  if reason then
-    it("runs in the lab", function() pending(reason) end)
-    return
-  end
-
-  local t, rv4, rv6, rvt, turnd
+labhelper.describe("#lab several interfaces and IPv6", function()
+  -- the lab, with the IPv4 rendezvous on s1 (labhelper: up in setup, down
+  -- and checked gone in teardown, also after a failure)
+  local L = labhelper.lab(lab.iface(), { rendezvous = true })
+  local t, rv6
   local figures = {}
   local seq = 0
 
   setup(function()
-    t = lab.topology(lab.iface())
-    t:up()
-    rv4 = t:spawn("s1", np({ "rendezvous", "--listen", RV4, "--json" }))
+    t = L.t
     rv6 = t:spawn("s1", np({ "rendezvous", "--listen", RV6, "--json" }))
-    assert(rv4:expect('"event":"listening"', 10), rv4:output())
     assert(rv6:expect('"event":"listening"', 10), rv6:output())
   end)
 
   teardown(function()
-    if not t then return end
-    local prefix = t.prefix
-    t:down()
-    assert_gone(prefix)
     if #figures > 0 then io.stderr:write("\n  " .. table.concat(figures, "\n  ") .. "\n") end
   end)
 
@@ -134,7 +89,7 @@ describe("#lab several interfaces and IPv6", function()
     -- x and y have no IPv4 address but loopback
     local v4 = t:exec("x", { "ip", "-4", "-o", "addr", "show" })
     assert.is_nil(v4:find("198.18", 1, true), v4)
-    -- unsolicited IPv6 from y toward x: nothing arrives, f1 counts drops
+    -- unsolicited IPv6 from x toward y: nothing arrives, f2 counts drops
     local y6 = t:node("y").addr6
     local sink = t:spawn_probe("y", { "sink", "--six", "1", "--bind", "7000", "--time", "2" })
     assert(sink:expect("READY", 5), sink:output())
@@ -188,10 +143,10 @@ describe("#lab several interfaces and IPv6", function()
       .. "bound to eth0 only: failed"):format(#times, RUNS, summary(times))
   end)
 
-  local relay_it = have_coturn() and it or pending
+  local relay_it = labhelper.skip_reason{ tools = { "turnserver" } } and pending or it
   relay_it("dual-stack peers connect directly over IPv6 rather than through the IPv4 relay", function()
-    turnd = t:spawn("s2", { "turnserver", "-c", coturn_conf(t.prefix) })
-    rvt = t:spawn("s1", np({ "rendezvous", "--listen", RV_TURN, "--json",
+    local turnd = t:spawn("s2", { "turnserver", "-c", coturn_conf(t.prefix) })
+    local rvt = t:spawn("s1", np({ "rendezvous", "--listen", RV_TURN, "--json",
       "--turn", TURN_IP .. ":3478", "--turn-secret", SECRET }))
     assert(rvt:expect('"event":"listening"', 10), rvt:output())
     local ready = false
