@@ -70,6 +70,34 @@ describe("candidates", function()
     assert.equal(3, #out)
   end)
 
+  it("gathers from every interface, both families for a dual-stack socket, never link-local", function()
+    local core = require "natpunch.core"
+    local u = core.udp()
+    if not u:bind("::", 0) then pending("no IPv6 here") return end
+    local _, port = u:getsockname()
+    local both = cand.gather(u, "203.0.113.2", "both")
+    local six = cand.gather(u, "203.0.113.2")
+    local want4, want6 = 0, 0
+    for _, itf in ipairs(core.interface_addresses()) do
+      if not itf.internal and cand.class(itf.ip) ~= "link-local" then
+        if itf.family == "inet" then want4 = want4 + 1 else want6 = want6 + 1 end
+      end
+    end
+    local n4, n6, seen4 = 0, 0, false
+    for _, c in ipairs(both) do
+      local ip, p, fam, class = cand.parse(c)
+      assert.equal(port, p)
+      assert.is_nil(class, c)                       -- no loopback, no fe80::
+      assert.truthy(ip)
+      if fam == "inet" then n4, seen4 = n4 + 1, true
+      else n6 = n6 + 1; assert.is_false(seen4, "IPv6 first") end
+    end
+    assert.equal(math.min(want6, cand.MAX_PRIVATE), n6)
+    assert.equal(math.min(want4, cand.MAX_PRIVATE - n6), n4)
+    assert.equal(n6, #six)                          -- one family by default
+    u:close()
+  end)
+
   it("refuses an unknown class name in a policy", function()
     assert.has_error(function() cand.policy{ allow = { "everything" } } end)
   end)

@@ -44,6 +44,46 @@ describe("natpunch.lab.plan", function()
     end)
   end)
 
+  it("plans dual-homed hosts and an IPv6 segment inside 2001:db8::/32 (lab.iface)", function()
+    local p = plan.make(plan.iface{ prefix = "npt" })
+    local n = p.by_name
+    -- h: eth0 on na's LAN (default route), eth1 on nb's
+    assert.equal("198.18.1.2", n.h.addr)
+    assert.equal("198.18.1.1", n.h.gateway)
+    assert.same({ { behind = "nb", ifname = "eth1", addr = "198.18.2.2", prefixlen = 24 } }, n.h.also)
+    assert.equal("198.18.2.3", n.b.addr)          -- the LAN's next address after h's
+    -- IPv6: routers' WAN on the internet's 2001:db8::/64, LANs 2001:db8:<i>::/64
+    assert.equal("2001:db8::11", n.s1.addr6)
+    assert.equal("2001:db8::1:3", n.f1.addr6)
+    assert.equal("2001:db8:3::/64", n.f1.lan6)
+    assert.equal("2001:db8:3::2", n.x.addr6)
+    assert.equal("2001:db8:3::1", n.x.gateway6)
+    assert.equal("2001:db8:3::3", n.d1.addr6)
+    assert.equal("198.18.3.2", n.d1.addr)          -- d1 has both families
+    assert.equal("2001:db8:3::2", n.x.addr)        -- x is IPv6 only
+    assert.is_nil(n.x.gateway)
+    for _, list in ipairs({ p.nats, p.hosts }) do
+      for _, node in ipairs(list) do
+        if node.addr6 then assert.matches("^2001:db8:", node.addr6) end
+      end
+    end
+    assert.has_error(function()
+      plan.make{ prefix = "npt", nats = { { name = "na" } }, hosts = { { name = "h", behind = "na", ipv6 = true } } }
+    end)
+    assert.has_error(function()
+      plan.make{ prefix = "npt", nats = { { name = "na" } }, hosts = { { name = "h", behind = "na",
+        also_behind = { "na" } } } }
+    end)
+    assert.has_error(function()
+      plan.make{ prefix = "npt", hosts = { { name = "h", ipv6 = "yes" } } }
+    end)
+    -- the firewall of an IPv6 router: answers in, the LAN out, the rest dropped and counted
+    local fw = require("natpunch.lab.nft").firewall6()
+    assert.matches("table ip6 natpunch6", fw)
+    assert.matches("policy drop;", fw)
+    assert.matches("ct state established,related accept", fw)
+  end)
+
   it("draws random prefixes np + 4 hex digits", function()
     local seen = {}
     for _ = 1, 20 do

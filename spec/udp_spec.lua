@@ -69,6 +69,33 @@ describe("udp", function()
     end)
   end)
 
+  it("a dual-stack socket ([::], not ipv6only) sends to and hears IPv4 peers as IPv4", function()
+    helper.run(function()
+      local a = core.udp()
+      local ok, _, code = a:bind("::", 0)
+      if not ok then pending("no IPv6 here: " .. tostring(code)) return end
+      local b, b_port = socket("127.0.0.1")
+      local _, a_port = a:getsockname()
+      local at_b, at_a = natpunch.future(), natpunch.future()
+      b:recv_start(function(_, data, ip, port)
+        at_b:set(data, ip, port)
+        b:send(ip, port, "back", "data")
+      end)
+      a:recv_start(function(_, data, ip, port) at_a:set(data, ip, port) end)
+      assert(a:send("127.0.0.1", b_port, "four", "data"))   -- mapped to ::ffff:127.0.0.1 in C
+      local data, ip, port = at_b:wait(2)
+      assert.same({ "four", "127.0.0.1", a_port }, { data, ip, port })
+      data, ip, port = at_a:wait(2)
+      -- the source is the IPv4 address, not "::ffff:127.0.0.1"
+      assert.same({ "back", "127.0.0.1", b_port }, { data, ip, port })
+      -- ipv6only sockets still refuse IPv4 destinations
+      local c = core.udp()
+      assert(c:bind("::", 0, { ipv6only = true }))
+      assert.is_nil(c:send("127.0.0.1", b_port, "x", "data"))
+      a:close(); b:close(); c:close()
+    end)
+  end)
+
   it("binds two sockets to one port only with reuse options", function()
     local a, port = socket()
     local b = core.udp()

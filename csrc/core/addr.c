@@ -113,6 +113,17 @@ void addr_normalize(struct sockaddr_storage *ss) {
   }
 }
 
+int addr_to_mapped(const struct sockaddr *sa, struct sockaddr_storage *out) {
+  addr_view v = view_of(sa);
+  if (v.family == AF_INET) {
+    uint8_t ip[16];
+    memcpy(ip, v4mapped_prefix, sizeof v4mapped_prefix);
+    memcpy(ip + 12, v.ip, 4);
+    return addr_make(AF_INET6, ip, v.port, out);
+  }
+  return addr_copy(out, sa);
+}
+
 int addr_equal(const struct sockaddr *a, const struct sockaddr *b) {
   addr_view va = view_of(a), vb = view_of(b);
   return va.family != 0 && va.family == vb.family && va.port == vb.port &&

@@ -55,6 +55,11 @@ int addr_copy(struct sockaddr_storage *dst, const struct sockaddr *src);
  * other addresses are left as they are. */
 void addr_normalize(struct sockaddr_storage *ss);
 
+/* The other way, for a dual-stack (AF_INET6, not IPV6_V6ONLY) socket: an
+ * AF_INET address as the IPv4-mapped AF_INET6 one; another address is
+ * copied as it is.  Returns 0, or -1 (out zeroed) for an unknown family. */
+int addr_to_mapped(const struct sockaddr *sa, struct sockaddr_storage *out);
+
 /* 1 if family, ip and port are equal (after the IPv4-mapped rule above). */
 int addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <net/if.h>
 #include <sys/socket.h>
+#include "addr.h"
 #include "np_udp.h"
 #include "stun.h"
 #include "wire.h"
@@ -112,6 +113,9 @@ static int udp_bind(lua_State *L) {
   rc = uv_udp_bind(&u->h.u.udp, (struct sockaddr *)&ss, ipv6only ? UV_UDP_IPV6ONLY : 0);
   if (rc < 0) return np_push_error(L, rc);
   u->bound = 1;
+  /* dual-stack: IPv4 peers arrive as ::ffff:a.b.c.d (turned back into
+   * IPv4 on receipt) and IPv4 destinations are mapped when sent */
+  u->dual = ss.ss_family == AF_INET6 && !ipv6only;
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -139,8 +143,16 @@ static void on_sent(uv_udp_send_t *req, int status) {
   free(sr);
 }
 
+const struct sockaddr *np_udp_dest(const np_udp *u, const struct sockaddr *to,
+                                   struct sockaddr_storage *tmp) {
+  if (!u->dual || to->sa_family != AF_INET || addr_to_mapped(to, tmp) < 0) return to;
+  return (const struct sockaddr *)tmp;
+}
+
 int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
                       size_t len) {
+  struct sockaddr_storage mapped;
+  to = np_udp_dest(u, to, &mapped);
   size_t total = len + (prefix >= 0);
   send_req *sr = malloc(sizeof *sr + total);
   if (!sr) {
@@ -193,7 +205,8 @@ int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void
   if (prefix >= 0) bufs[n++] = uv_buf_init((char *)&pfx, 1);
   bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
   size_t total = len + (prefix >= 0);
-  int rc = uv_udp_try_send(&u->h.u.udp, bufs, n, to);
+  struct sockaddr_storage mapped;
+  int rc = uv_udp_try_send(&u->h.u.udp, bufs, n, np_udp_dest(u, to, &mapped));
   if (rc >= 0) {
     u->st.tx_packets++;
     u->st.tx_bytes += total;
@@ -328,6 +341,11 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   u->st.rx_bytes += (uint64_t)nread;
   /* only a recvmmsg chunk is sure to be followed by an end-of-batch call */
   if (flags & UV_UDP_MMSG_CHUNK) u->in_batch = 1;
+  struct sockaddr_storage from;
+  if (u->dual && addr->sa_family == AF_INET6 && addr_copy(&from, addr) == 0) {
+    addr_normalize(&from);   /* an IPv4 peer of a dual-stack socket */
+    addr = (const struct sockaddr *)&from;
+  }
   np_udp_input(u, (const uint8_t *)buf->base, (size_t)nread, addr);
 }
 

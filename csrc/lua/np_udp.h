@@ -75,6 +75,7 @@ struct np_udp {
   int stun_server;   /* answer STUN Binding requests in C */
   char software[64]; /* SOFTWARE attribute of answers, "" for none */
   int bound;
+  int dual;          /* AF_INET6 without IPV6_V6ONLY: IPv4 as ::ffff:a.b.c.d */
   int in_batch;      /* inside one recvmmsg batch: engines may hold sends */
   np_udp_stats st;
   uv_timer_t *timer; /* the engines' deadline timer, lazily */
@@ -90,6 +91,10 @@ np_udp_slot *np_udp_slot_of(np_udp *u, const np_udp_engine *e);
  * receive batch.  prefix is a frame type byte, or -1 for none.  Returns 0
  * or a negative uv error. */
 int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
+/* The address to hand the kernel for `to`: on a dual-stack socket an IPv4
+ * destination as its IPv4-mapped form (in *tmp), else `to` itself. */
+const struct sockaddr *np_udp_dest(const np_udp *u, const struct sockaddr *to,
+                                   struct sockaddr_storage *tmp);
 /* Send one datagram now: what engines hold goes first. */
 int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
 /* Hand a copy of one datagram to libuv's send queue (sent in order, later). */

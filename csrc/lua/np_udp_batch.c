@@ -70,6 +70,8 @@ static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const voi
     return 0;
   }
   if (q->n == NP_TXQ_SLOTS) batch_flush(u);
+  struct sockaddr_storage mapped;
+  to = np_udp_dest(u, to, &mapped);
   unsigned i = q->n++;
   uint8_t *p = q->data[i];
   if (prefix >= 0) *p++ = (uint8_t)prefix;

@@ -155,18 +155,23 @@ end
 
 --- The private candidates of a bound UDP socket, "ip:port" strings: its own
 -- address when bound to one, else one per interface address of the socket's
--- family (loopback only when the server is on loopback; never link-local).
-function candidates.gather(udp, server_ip)
+-- family -- of both families with families = "both" (a dual-stack socket
+-- bound to [::]), IPv6 first -- on every interface (a host with several
+-- LANs offers all of them).  Loopback only when the server is on loopback;
+-- never link-local (fe80::/10, 169.254/16: meaningless off the link).
+function candidates.gather(udp, server_ip, families)
   local ip, port = udp:getsockname()
   if ip ~= "0.0.0.0" and ip ~= "::" then return { addr.format(ip, port) } end
-  local fam = addr.family(ip)
+  local order = { addr.family(ip) }
+  if families == "both" then order = { "inet6", "inet" } end
   local server_loopback = server_ip and (server_ip:match("^127%.") or server_ip == "::1")
   local out = {}
-  for _, itf in ipairs(core.interface_addresses() or {}) do
-    if itf.family == fam and (not itf.internal or server_loopback)
-       and not itf.ip:lower():match("^fe80") then
-      out[#out + 1] = addr.format(itf.ip, port)
-      if #out >= candidates.MAX_PRIVATE then break end
+  for _, fam in ipairs(order) do
+    for _, itf in ipairs(core.interface_addresses() or {}) do
+      if itf.family == fam and (not itf.internal or server_loopback)
+         and candidates.class(itf.ip) ~= "link-local" and #out < candidates.MAX_PRIVATE then
+        out[#out + 1] = addr.format(itf.ip, port)
+      end
     end
   end
   return out

@@ -78,6 +78,7 @@ end
 
 -- The description of `natpunch lab up` (lab/plan.lua).
 lab.standard = plan.standard
+lab.iface = plan.iface
 
 ---------------------------------------------------------------------------
 -- the topology object (building: lab/build.lua)

@@ -75,7 +75,7 @@ function Peer:_register_fields(e)
   end
   -- our key (docs/SECURITY.md), then extra candidates first, then gathered ones
   local private = { table.unpack(self.extra_candidates) }
-  for _, c in ipairs(candidates.gather(self.udp, e.ip)) do
+  for _, c in ipairs(candidates.gather(self.udp, e.ip, self.family == nil and "both" or nil)) do
     if #private >= candidates.MAX_PRIVATE then break end
     private[#private + 1] = c
   end
@@ -346,6 +346,7 @@ local function new_session(self, intro, link, started)
     owner = self, peer = intro.peer, link = link,
     ip = link.ip, port = link.port, remote = link.remote,
     path = link.path, transport = link.transport, method = link.method,
+    family = link.ip and addr.family(link.ip) or nil,
     setup_ms = now() - started,
     inbox = {}, waiting = {},
     key = intro.peer_key, encrypted = intro.tx_key ~= nil,
@@ -503,7 +504,7 @@ function Peer:_on_introduce(m, e)
     s.server = rec.server       -- the server that introduced us
     s.setup_ms = now() - rec.started
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
-      transport = s.transport, method = s.method, setup_ms = s.setup_ms, server = rec.server })
+      transport = s.transport, method = s.method, family = s.family, setup_ms = s.setup_ms, server = rec.server })
     rec.done:set(s)
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
@@ -798,7 +799,7 @@ Peer.__close = Peer.close
 -- Every key natpunch.peer{} accepts; any other raises.
 local KNOWN = { "id", "server", "servers", "bind", "on_message", "on_session", "on_event",
   "reuseaddr", "reuseport", "verbose", "refresh", "methods", "allow", "candidates", "encrypt", "key_file",
-  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport" }
+  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport", "dual_stack" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function peer.new(opts)
@@ -893,9 +894,15 @@ function peer.new(opts)
   local sip, sport = addr.parse(servers[1])
   self.server_ip, self.server_port = sip, sport
   self.srvset = server_set.new(self, servers)
-  local bind = opts.bind or (addr.family(sip) == "inet6" and "[::]:0" or "0.0.0.0:0")
+  -- dual_stack: one socket for both families ([::] without IPV6_V6ONLY;
+  -- the C socket maps IPv4 destinations to ::ffff:a.b.c.d and back), so
+  -- every method, the touch state and the registration share one port;
+  -- candidates come from the interfaces of both families (docs/API.md)
+  local dual = opts.dual_stack and true or false
+  local bind = opts.bind or ((dual or addr.family(sip) == "inet6") and "[::]:0" or "0.0.0.0:0")
   local bip, bport = addr.check(bind, "peer: bind", 2)
-  self.family = addr.family(bip)
+  if dual and bip ~= "::" then error("peer: dual_stack needs bind = \"[::]:PORT\"", 2) end
+  self.family = (not dual) and addr.family(bip) or nil   -- nil: both
   self.udp = core.udp()
   local ok, err, code = self.udp:bind(bip, bport, { reuseaddr = opts.reuseaddr, reuseport = opts.reuseport })
   if not ok then

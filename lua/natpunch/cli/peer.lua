@@ -21,6 +21,8 @@ local OPTIONS = {
   { "touch", arg = "TEXT", type = "text",
     help = "send TEXT reliably (acknowledged; at most " .. cli.check.TEXT_MAX .. " bytes)" },
   { "bind", arg = "ADDR:PORT", type = "addr", port_zero = true, help = "local address (default 0.0.0.0:0)" },
+  { "dual-stack", help = "one socket for IPv4 and IPv6 ([::]:0 unless --bind [::]:PORT): "
+      .. "candidates of both families" },
   { "timeout", arg = "S", type = "number", positive = true, max = 86400,
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
@@ -58,7 +60,7 @@ M.summary = "register as a peer; wait for peers, or connect to one by id"
 M.usage = table.concat({
   "Usage: natpunch peer --server ADDR:PORT [--server ADDR:PORT ...] --id ID",
   "                     [--connect ID] [--send TEXT] [--touch TEXT]",
-  "                     [--bind ADDR:PORT] [--timeout S] [--no-echo] [--json]",
+  "                     [--bind ADDR:PORT] [--dual-stack] [--timeout S] [--no-echo] [--json]",
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
   "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
@@ -318,6 +320,7 @@ function M.run(argv)
     end
     local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
+      dual_stack = opts.dual_stack,
       discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,

@@ -122,6 +122,24 @@ function Topology:_record_ns(ns)
   must_ip("-n", ns, "link", "set", "lo", "up")
 end
 
+-- IPv6 back on in a namespace of the lab's IPv6 segment (before its links
+-- exist, so they inherit it): static addresses only (no router
+-- advertisements taken, no solicitations sent), no duplicate address
+-- detection (a tentative address cannot be bound for a second or so).
+local function enable_ipv6(ns, router)
+  local argv = { "ip", "netns", "exec", ns, "sysctl", "-q", "-e", "-w",
+    "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0",
+    "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv6.conf.all.accept_ra=0", "net.ipv6.conf.default.accept_ra=0",
+    "net.ipv6.conf.all.router_solicitations=0", "net.ipv6.conf.default.router_solicitations=0",
+    "net.ipv6.conf.all.forwarding=" .. (router and 1 or 0) }
+  proc.must(argv)
+end
+
+local function addr6(ns, a, dev)
+  must_ip("-n", ns, "-6", "addr", "add", a, "dev", dev, "nodad")
+end
+
 -- A router namespace: forwards, sends no redirects (a hairpinned packet
 -- leaves by the interface it came in, which would otherwise draw an ICMP
 -- redirect), and its bridges are not fed to netfilter (br_netfilter may be
@@ -132,6 +150,7 @@ local function router_sysctls(ns, extra)
     "net.ipv4.conf.all.send_redirects=0",
     "net.ipv4.conf.default.send_redirects=0",
     "net.bridge.bridge-nf-call-iptables=0",
+    "net.bridge.bridge-nf-call-ip6tables=0",
     "net.bridge.bridge-nf-call-arptables=0" }
   for _, kv in ipairs(extra or {}) do argv[#argv + 1] = kv end
   proc.must(argv)
@@ -202,13 +221,34 @@ function Topology:_uplink(n, ifname)
     up_ns, bridge, port = self:ns(INET), "br0", "p-" .. n.name
   end
   self:_link(n.ns, ifname, up_ns, port, bridge, n.link, n.name)
-  must_ip("-n", n.ns, "addr", "add", n.addr .. "/" .. n.prefixlen, "dev",
-    ifname)
-  for _, x in ipairs(n.extra_addrs or {}) do
-    must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
+  if n.ipv6 ~= "only" then
+    must_ip("-n", n.ns, "addr", "add", n.addr .. "/" .. n.prefixlen, "dev",
       ifname)
+    for _, x in ipairs(n.extra_addrs or {}) do
+      must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
+        ifname)
+    end
+    must_ip("-n", n.ns, "route", "add", "default", "via", n.gateway)
   end
-  must_ip("-n", n.ns, "route", "add", "default", "via", n.gateway)
+  if n.addr6 then
+    addr6(n.ns, n.addr6 .. "/64", ifname)
+    must_ip("-n", n.ns, "-6", "route", "add", "default", "via", n.gateway6)
+  end
+  -- a dual-homed host's other LANs: an address and the connected route
+  for _, x in ipairs(n.also or {}) do
+    self:_link(n.ns, x.ifname, self:ns(x.behind), "h-" .. n.name, "lan", nil,
+      n.name .. "-" .. x.ifname)
+    must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
+      x.ifname)
+  end
+end
+
+-- Does any node of the plan have IPv6?
+local function any_ipv6(p)
+  for _, list in ipairs({ p.nats, p.hosts }) do
+    for _, n in ipairs(list) do if n.ipv6 then return true end end
+  end
+  return false
 end
 
 function Topology:_record_node(n)
@@ -229,14 +269,18 @@ function Topology:_build()
   local inet = self:ns(INET)
   self:_record_ns(inet)
   router_sysctls(inet)
+  local six = any_ipv6(p)
+  if six then enable_ipv6(inet, true) end
   must_ip("-n", inet, "link", "add", "br0", "type", "bridge")
   for _, s in ipairs(ip4.PUBLIC) do
     must_ip("-n", inet, "addr", "add", s.router .. "/" .. s.len, "dev", "br0")
   end
+  if six then addr6(inet, plan.INET6_ROUTER .. "/64", "br0") end
   must_ip("-n", inet, "link", "set", "br0", "up")
 
   for _, n in ipairs(p.nats) do
     self:_record_ns(n.ns)
+    if n.ipv6 then enable_ipv6(n.ns, true) end
     router_sysctls(n.ns, {
       "net.netfilter.nf_conntrack_udp_timeout=" .. n.udp_timeout,
       "net.netfilter.nf_conntrack_udp_timeout_stream=" .. n.udp_stream_timeout,
@@ -245,13 +289,19 @@ function Topology:_build()
     must_ip("-n", n.ns, "link", "add", "lan", "type", "bridge")
     must_ip("-n", n.ns, "addr", "add",
       ("%s/%d"):format(ip4.format(n.lan_net + 1), n.lan_len), "dev", "lan")
+    if n.ipv6 then addr6(n.ns, n.lan6_router .. "/64", "lan") end
     must_ip("-n", n.ns, "link", "set", "lan", "up")
     self:_uplink(n, "wan")
+    if n.ipv6 then
+      -- the internet routes this NAT's IPv6 LAN to it
+      must_ip("-n", inet, "-6", "route", "add", n.lan6, "via", n.addr6)
+    end
     local rules = nft.ruleset({ type = n.type, public = n.addr,
       hairpin = n.hairpin, port_preservation = n.port_preservation,
       timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
       tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
       forward = n.forward })
+    if n.ipv6 then rules = rules .. nft.firewall6() end
     local path = state.log_path(self.prefix, n.name .. "-nft")
     state.append(self.prefix, "log", path)
     local f = assert(io.open(path, "w"))
@@ -262,6 +312,7 @@ function Topology:_build()
   end
   for _, n in ipairs(p.hosts) do
     self:_record_ns(n.ns)
+    if n.ipv6 then enable_ipv6(n.ns, false) end
     self:_uplink(n, "eth0")
     self:_record_node(n)
   end

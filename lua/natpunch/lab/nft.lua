@@ -208,4 +208,26 @@ function nft.ruleset(n)
   return table.concat(L, "\n") .. "\n"
 end
 
+--- The IPv6 side of a router with ipv6 = true: no NAT (2001:db8 is
+-- routed), a stateful firewall like a home router's: whatever the LAN
+-- sends out, and what conntrack sees as its answer (established or
+-- related: ICMPv6 errors) comes back in; anything else from the internet
+-- is dropped and counted (`nft list table ip6 natpunch6`).  So a peer
+-- behind it is reachable only through a hole it punched itself.
+-- Neighbour discovery is the router's own traffic (input/output), not
+-- forwarded, so it is not filtered.
+function nft.firewall6()
+  return table.concat({
+    "table ip6 natpunch6 {",
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy drop;",
+    "    ct state established,related accept",
+    '    iifname "lan" oifname "wan" accept',
+    '    iifname "wan" counter drop comment "unsolicited"',
+    "  }",
+    "}",
+    "",
+  }, "\n")
+end
+
 return nft

@@ -7,6 +7,14 @@
 --                        hosts = { { name = "a", behind = "na" }, { name = "s1", public = "203.0.113.2" } } }
 --   p.by_name.a.addr          --> "198.18.1.2"
 --   plan.standard{ a = "prc", b = "sym" }   -- the description of `natpunch lab up`
+--
+-- Several interfaces and IPv6 (docs/LAB.md "Dual-homed hosts and IPv6"):
+--   { name = "h", behind = "na", also_behind = { "nb" } }   -- eth0 on na's LAN
+--        (default route), eth1 on nb's LAN (its connected route only)
+--   { name = "n6", type = "sym", ipv6 = true }   -- a NAT for IPv4 that also
+--        routes the IPv6 LAN 2001:db8:<i>::/64, behind a stateful firewall
+--   { name = "x", behind = "n6", ipv6 = "only" } -- IPv6 only (ipv6 = true:
+--        both families); public hosts with ipv6 get 2001:db8::<k>/64
 local ip4 = require "natpunch.lab.ip4"
 local nat_types = require "natpunch.lab.nat_types"
 local impair = require "natpunch.lab.impair"
@@ -26,6 +34,15 @@ plan.NAT_DEFAULTS = NAT_DEFAULTS
 -- The internet's namespace is <prefix>-inet.
 local INET = "inet"
 plan.INET = INET
+
+-- IPv6 (2001:db8::/32 only): the internet's segment 2001:db8::/64 with the
+-- router at ::1, public hosts from ::11, NAT routers' WAN side at ::1:<i>;
+-- NAT i's LAN is 2001:db8:<i>::/64 (router ::1, hosts from ::2).  No NAT
+-- for IPv6: the routers route and filter (nft.firewall6).
+plan.INET6_ROUTER = "2001:db8::1"
+local function inet6_host(k) return ("2001:db8::%x"):format(0x10 + k) end
+local function nat6_wan(i) return ("2001:db8::1:%x"):format(i) end
+local function lan6(i) return ("2001:db8:%x::"):format(i) end
 
 -- From the kernel, not math.random: a spec that seeds math.random (the
 -- JSON spec does) would give every concurrent test run the same prefix.
@@ -116,35 +133,75 @@ function plan.make(desc)
     p.by_name[spec.name] = n
     return n
   end
+  local function nat_named(n, name, what)
+    local outer = p.by_name[name]
+    if not outer or outer.role ~= "nat" then
+      error(("lab: %s: %s=%q is not a NAT listed before it")
+        :format(n.name, what, tostring(name)), 5)
+    end
+    return outer
+  end
+  -- an address on outer's LAN: asked (spec_addr) or the next free one
+  local function lan_addr(n, outer, spec_addr)
+    if spec_addr then
+      local a = ip4.parse(spec_addr)
+      if not a or not ip4.contains(outer.lan_net, outer.lan_len, a)
+        or a == outer.lan_net + 1 then
+        error(("lab: %s: address %s is not a host of %s's LAN %s")
+          :format(n.name, tostring(spec_addr), outer.name, outer.lan), 5)
+      end
+      return take(a, n.name)
+    end
+    -- hosts count up from .2, routers behind a NAT down from the top
+    local first = outer.lan_net + 2
+    local last = outer.lan_net + (1 << (32 - outer.lan_len)) - 2
+    local a, step, stop = first, 1, last
+    if n.role == "nat" then a, step, stop = last, -1, first end
+    while used[a] and a ~= stop do a = a + step end
+    if used[a] then error("lab: LAN of " .. outer.name .. " is full", 5) end
+    return take(a, n.name)
+  end
+  local public6 = 0
+  -- IPv6 of a node (spec.ipv6 true or "only"): on the internet's segment
+  -- or on its NAT's IPv6 LAN
+  local function attach6(n, spec)
+    local v6 = spec.ipv6
+    if v6 == nil or v6 == false then return end
+    if v6 ~= true and v6 ~= "only" then
+      error(("lab: %s: ipv6 must be true or \"only\""):format(n.name), 4)
+    end
+    if v6 == "only" and n.role == "nat" then
+      error(("lab: %s: a NAT router keeps its IPv4 side (ipv6 = true)"):format(n.name), 4)
+    end
+    n.ipv6 = v6
+    if n.role == "nat" then
+      if spec.behind then error(("lab: %s: IPv6 only for NATs on the internet"):format(n.name), 4) end
+      n.addr6, n.gateway6 = nat6_wan(n.index), plan.INET6_ROUTER
+      n.lan6 = lan6(n.index) .. "/64"
+      n.lan6_router = lan6(n.index) .. "1"
+      n.lan6_next = 2
+    elseif spec.behind then
+      local outer = p.by_name[spec.behind]
+      if not outer.ipv6 then
+        error(("lab: %s: ipv6 behind %s, which has no IPv6 (ipv6 = true)"):format(n.name, outer.name), 4)
+      end
+      n.addr6 = ("%s%x"):format(lan6(outer.index), outer.lan6_next)
+      outer.lan6_next = outer.lan6_next + 1
+      n.gateway6 = outer.lan6_router
+    else
+      public6 = public6 + 1
+      if public6 > 0xef then error("lab: out of public IPv6 addresses", 4) end
+      n.addr6, n.gateway6 = inet6_host(public6), plan.INET6_ROUTER
+    end
+  end
   -- where a node attaches: the internet (public address) or a NAT's LAN
   local function attach(n, spec)
     if spec.behind then
-      local outer = p.by_name[spec.behind]
-      if not outer or outer.role ~= "nat" then
-        error(("lab: %s: behind=%q is not a NAT listed before it")
-          :format(n.name, tostring(spec.behind)), 4)
-      end
+      local outer = nat_named(n, spec.behind, "behind")
       n.behind = outer.name
-      if spec.addr then
-        local a = ip4.parse(spec.addr)
-        if not a or not ip4.contains(outer.lan_net, outer.lan_len, a)
-          or a == outer.lan_net + 1 then
-          error(("lab: %s: address %s is not a host of %s's LAN %s")
-            :format(n.name, tostring(spec.addr), outer.name, outer.lan), 4)
-        end
-        n.addr = take(a, n.name)
-      else
-        -- hosts count up from .2, routers behind a NAT down from the top
-        local first = outer.lan_net + 2
-        local last = outer.lan_net + (1 << (32 - outer.lan_len)) - 2
-        local a, step, stop = first, 1, last
-        if n.role == "nat" then a, step, stop = last, -1, first end
-        while used[a] and a ~= stop do a = a + step end
-        if used[a] then error("lab: LAN of " .. outer.name .. " is full", 4) end
-        n.addr = take(a, n.name)
-      end
-      n.prefixlen = outer.lan_len
       n.gateway = ip4.format(outer.lan_net + 1)
+      n.prefixlen = outer.lan_len
+      if spec.ipv6 ~= "only" then n.addr = lan_addr(n, outer, spec.addr) end
     else
       if spec.public then
         local _, a = ip4.check_public(spec.public, n.name)
@@ -155,6 +212,25 @@ function plan.make(desc)
       local subnet = ip4.public_subnet(n.addr)
       n.prefixlen = subnet.len
       n.gateway = subnet.router
+    end
+    attach6(n, spec)
+    if n.ipv6 == "only" then n.addr, n.gateway, n.prefixlen = n.addr6, nil, nil end
+    -- more LANs (a dual-homed host): eth1, eth2, ... each on another NAT's
+    -- LAN with only its connected route; the default route stays on eth0
+    n.also = {}
+    for i, name in ipairs(spec.also_behind or {}) do
+      if n.role ~= "host" or not spec.behind or spec.ipv6 == "only" then
+        error(("lab: %s: also_behind only for an IPv4 host behind a NAT"):format(n.name), 4)
+      end
+      local outer = nat_named(n, name, "also_behind")
+      if outer.name == n.behind then
+        error(("lab: %s: also_behind=%q is its own NAT"):format(n.name, name), 4)
+      end
+      for _, x in ipairs(n.also) do
+        if x.behind == outer.name then error(("lab: %s: %s listed twice"):format(n.name, name), 4) end
+      end
+      n.also[i] = { behind = outer.name, ifname = "eth" .. i, addr = lan_addr(n, outer),
+        prefixlen = outer.lan_len }
     end
     -- more public addresses on the same interface (an RFC 5780 server
     -- needs two): on the internet only, each in a public subnet
@@ -173,6 +249,7 @@ function plan.make(desc)
 
   for i, spec in ipairs(desc.nats or {}) do
     local n = node(spec, "nat")
+    n.index = i
     n.type = nat_types.canonical(spec.type or "prc")
     if not n.type then
       error(("lab: %s: unknown NAT type %q"):format(spec.name,
@@ -266,6 +343,38 @@ function plan.standard(opts)
       { name = "a2", behind = "na" },
       { name = "b", behind = "nb" },
       { name = "c", behind = "nc" },
+    },
+  }
+end
+
+-- The lab of spec/iface_lab_spec.lua (docs/LAB.md "Dual-homed hosts and
+-- IPv6"):
+--   s1 203.0.113.2 + 2001:db8::11    rendezvous (IPv4 and IPv6)
+--   s2 198.51.100.2                  TURN (coturn), IPv4 only
+--   na sym 203.0.113.11, LAN 198.18.1.0/24     h's eth0 (default route)
+--   nb prc 203.0.113.12, LAN 198.18.2.0/24     h's eth1, host b
+--   f1 sym 203.0.113.13, LAN 198.18.3.0/24 + 2001:db8:3::/64: x (IPv6 only), d1 (both)
+--   f2 sym 203.0.113.14, LAN 198.18.4.0/24 + 2001:db8:4::/64: y (IPv6 only), d2 (both)
+-- f1 and f2 route IPv6 behind a stateful firewall (nft.firewall6).
+function plan.iface(opts)
+  opts = opts or {}
+  return {
+    prefix = opts.prefix,
+    nats = {
+      { name = "na", type = "sym", public = "203.0.113.11", lan = "198.18.1.0/24" },
+      { name = "nb", type = "prc", public = "203.0.113.12", lan = "198.18.2.0/24" },
+      { name = "f1", type = "sym", public = "203.0.113.13", lan = "198.18.3.0/24", ipv6 = true },
+      { name = "f2", type = "sym", public = "203.0.113.14", lan = "198.18.4.0/24", ipv6 = true },
+    },
+    hosts = {
+      { name = "s1", public = "203.0.113.2", ipv6 = true },
+      { name = "s2", public = "198.51.100.2" },
+      { name = "h", behind = "na", also_behind = { "nb" } },
+      { name = "b", behind = "nb" },
+      { name = "x", behind = "f1", ipv6 = "only" },
+      { name = "y", behind = "f2", ipv6 = "only" },
+      { name = "d1", behind = "f1", ipv6 = true },
+      { name = "d2", behind = "f2", ipv6 = true },
     },
   }
 end

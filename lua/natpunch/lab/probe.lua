@@ -7,7 +7,9 @@
 -- are natpunch.core's (raw UDP receive, TCP with SO_REUSEADDR), driven by
 -- core.run("once") until each command's deadline.
 --
--- Commands (every one stops by itself: bounded in time and count):
+-- Commands (every one stops by itself: bounded in time and count; with
+-- "--six 1" sockets bind the dual-stack [::], and targets may be
+-- "[ipv6]:port"):
 --   serve  --time T [--later S,S..] PORT...
 --                                    reflect: answer each datagram with
 --                                    "MAPPED ip port" (its source, as seen),
@@ -61,16 +63,22 @@ local function pump(seconds, cond)
   timer:stop()
 end
 
+-- "ip:port" or "[ipv6]:port"
 local function parse_target(text)
   local ip, port = tostring(text):match("^([%d%.]+):(%d+)$")
+  if not ip then ip, port = tostring(text):match("^%[([%x:%.]+)%]:(%d+)$") end
   if not ip then error("probe: bad target " .. tostring(text), 0) end
   return ip, tonumber(port)
 end
 
+-- The address sockets bind to: 0.0.0.0, or with --six 1 the dual-stack
+-- [::] (IPv6 hosts of the lab).
+local any = "0.0.0.0"
+
 -- A UDP socket on port (0: any) receiving raw datagrams into on_recv(data, ip, port).
 local function bind(port, on_recv)
   local u = core.udp()
-  assert(u:bind("0.0.0.0", port or 0))
+  assert(u:bind(any, port or 0))
   assert(u:recv_start(function(err, data, ip, p)
     if not err and on_recv then on_recv(data, ip, p) end
   end, { raw = true }))
@@ -283,6 +291,7 @@ function probe.main(argv)
     return 2
   end
   local pos, opts = parse(table.move(argv, 2, #argv, 1, {}))
+  any = opts.six == "1" and "::" or "0.0.0.0"
   f(pos, opts)
   return 0
 end

@@ -1,0 +1,183 @@
+-- Several interfaces and IPv6 in the NAT lab (issue 12, docs/LAB.md
+-- "Dual-homed hosts and IPv6", lab.plan.iface):
+--   * an IPv6-only pair behind stateful firewalls (no NAT: 2001:db8 routed)
+--     connects through a rendezvous reachable over IPv6;
+--   * a dual-homed host (eth0 behind a symmetric NAT, eth1 on the LAN of a
+--     port-restricted NAT) gathers candidates from both LANs and connects
+--     over the one that works; bound to eth0 alone it cannot;
+--   * dual-stack peers (--dual-stack) behind symmetric NATs for IPv4 and
+--     firewalls for IPv6 connect directly over IPv6 rather than through the
+--     IPv4 TURN relay they fall back to without IPv6.
+-- Everything goes through the command line inside the lab's namespaces; the
+-- lab's prefix is random (concurrent runs do not collide) and the lab is
+-- removed in teardown, also after a failure, and checked to be gone.
+-- NATPUNCH_IFACE_RUNS=N repeats each connection N times (default 3); the
+-- setup times go to stderr (docs/TRAVERSAL.md).  Tags: #lab (needs root).
+local lab = require "natpunch.lab"
+local proc = require "natpunch.lab.proc"
+local state = require "natpunch.lab.state"
+local labhelper = require "spec.labhelper"
+
+local RV4, RV6 = labhelper.RV .. ":" .. labhelper.PORT, "[2001:db8::11]:3478"
+local RV_TURN = "203.0.113.2:3479"          -- the same host, handing out TURN credentials
+local TURN_IP, SECRET = "198.51.100.2", "lab-iface-secret"
+local RUNS = math.max(1, math.min(50, tonumber(os.getenv("NATPUNCH_IFACE_RUNS") or "") or 3))
+
+local np, events = labhelper.natpunch, labhelper.events
+
+-- "median X ms (min-max Y-Z)" of a list of setup times
+local function summary(list)
+  local t = { table.unpack(list) }
+  table.sort(t)
+  return ("median %d ms (%d-%d)"):format(t[(#t + 1) // 2], t[1], t[#t])
+end
+
+local function coturn_conf(prefix)
+  local base = state.log_path(prefix, "coturn-iface")
+  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(prefix, "log", base .. suffix) end
+  local f = assert(io.open(base .. ".conf", "w"))
+  f:write(table.concat({
+    "listening-port=3478", "listening-ip=" .. TURN_IP, "relay-ip=" .. TURN_IP,
+    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. SECRET,
+    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
+    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
+  }, "\n"))
+  f:close()
+  return base .. ".conf"
+end
+
+labhelper.describe("#lab several interfaces and IPv6", function()
+  -- the lab, with the IPv4 rendezvous on s1 (labhelper: up in setup, down
+  -- and checked gone in teardown, also after a failure)
+  local L = labhelper.lab(lab.iface(), { rendezvous = true })
+  local t, rv6
+  local figures = {}
+  local seq = 0
+
+  setup(function()
+    t = L.t
+    rv6 = t:spawn("s1", np({ "rendezvous", "--listen", RV6, "--json" }))
+    assert(rv6:expect('"event":"listening"', 10), rv6:output())
+  end)
+
+  teardown(function()
+    if #figures > 0 then io.stderr:write("\n  " .. table.concat(figures, "\n  ") .. "\n") end
+  end)
+
+  -- A waiting peer in host `who` (a fresh id each time), then a connecting
+  -- one in host `from`; returns the connector's events and output.
+  local function connect(who, from, server, extra_wait, extra_connect, timeout)
+    seq = seq + 1
+    local id = ("%s%d"):format(who, seq)
+    local args = { "peer", "--server", server, "--id", id, "--json", "--timeout", "60" }
+    for _, w in ipairs(extra_wait or {}) do args[#args + 1] = w end
+    local waiter = t:spawn(who, np(args))
+    assert(waiter:expect('"event":"registered"', 15), waiter:output())
+    if server == RV_TURN then assert(waiter:expect('"event":"relay_allocated"', 15), waiter:output()) end
+    local cargs = { "peer", "--server", server, "--id", from .. seq, "--connect", id,
+      "--touch", "over " .. from, "--timeout", tostring(timeout or 10), "--json", "-v" }
+    for _, w in ipairs(extra_connect or {}) do cargs[#cargs + 1] = w end
+    local out, code = t:exec(from, np(cargs))
+    waiter:stop()
+    return events(out), out .. "\n--- waiting peer\n" .. waiter:output(), code
+  end
+
+  it("uses only 2001:db8::/32 for IPv6, and the firewalls drop what nobody inside asked for", function()
+    for _, n in ipairs(t:nodes()) do
+      if n.addr6 then assert.matches("^2001:db8:", n.addr6) end
+    end
+    -- x and y have no IPv4 address but loopback
+    local v4 = t:exec("x", { "ip", "-4", "-o", "addr", "show" })
+    assert.is_nil(v4:find("198.18", 1, true), v4)
+    -- unsolicited IPv6 from x toward y: nothing arrives, f2 counts drops
+    local y6 = t:node("y").addr6
+    local sink = t:spawn_probe("y", { "sink", "--six", "1", "--bind", "7000", "--time", "2" })
+    assert(sink:expect("READY", 5), sink:output())
+    local out = t:probe("x", { "send", "--six", "1", "--bind", "7001", "--to", "[" .. y6 .. "]:7000",
+      "--count", "5" })
+    assert.matches("SENT", out)
+    sink:wait(5)
+    assert.matches("SINK received 0 ", sink:output())
+    local rules = t:exec("f2", { "nft", "list", "table", "ip6", "natpunch6" })
+    local dropped = tonumber(rules:match("packets (%d+) bytes %d+ drop"))
+    assert.is_true(dropped and dropped >= 5, rules)
+  end)
+
+  it("an IPv6-only pair connects through a rendezvous reachable over IPv6", function()
+    local times = {}
+    for _ = 1, RUNS do
+      local ev, out, code = connect("y", "x", RV6)
+      assert.equal(0, code, out)
+      assert.equal("inet6", ev.connected.family, out)
+      assert.equal("udp", ev.connected.method, out)
+      assert.matches("^%[2001:db8:4::", ev.connected.remote, out)
+      assert.matches("^%[2001:db8:3::", ev.registered.public, out)   -- no NAT for IPv6
+      assert.truthy(ev.touch_acked, out)
+      assert.equal("over x", ev.message and ev.message.data, out)
+      times[#times + 1] = ev.connected.setup_ms
+    end
+    figures[#figures + 1] = ("IPv6-only pair: %d/%d connected, setup %s"):format(#times, RUNS, summary(times))
+  end)
+
+  it("a dual-homed host gathers candidates on both LANs and connects over the one that works", function()
+    local h_eth0, h_eth1 = t:addr("h"), t:node("h").also[1].addr
+    local times = {}
+    for _ = 1, RUNS do
+      local ev, out, code = connect("b", "h", RV4)
+      assert.equal(0, code, out)
+      -- both interfaces' addresses were offered
+      assert.truthy(ev.trying.private:find(h_eth0 .. ":", 1, true), out)
+      assert.truthy(ev.trying.private:find(h_eth1 .. ":", 1, true), out)
+      -- registered through eth0's symmetric NAT, connected over eth1's LAN
+      assert.truthy(ev.registered.public:find(t:public("na") .. ":", 1, true), out)
+      assert.equal("private", ev.connected.path, out)
+      assert.truthy(ev.connected.remote:find(t:addr("b") .. ":", 1, true), out)
+      assert.equal("over h", ev.message and ev.message.data, out)
+      times[#times + 1] = ev.connected.setup_ms
+    end
+    -- the same host bound to eth0 only: symmetric x port-restricted, no path
+    local ev, out, code = connect("b", "h", RV4, nil, { "--bind", h_eth0 .. ":0", "--methods", "udp" }, 4)
+    assert.equal(1, code, out)
+    assert.is_nil(ev.connected, out)
+    figures[#figures + 1] = ("dual-homed host: %d/%d connected over eth1's LAN, setup %s; "
+      .. "bound to eth0 only: failed"):format(#times, RUNS, summary(times))
+  end)
+
+  local relay_it = labhelper.skip_reason{ tools = { "turnserver" } } and pending or it
+  relay_it("dual-stack peers connect directly over IPv6 rather than through the IPv4 relay", function()
+    local turnd = t:spawn("s2", { "turnserver", "-c", coturn_conf(t.prefix) })
+    local rvt = t:spawn("s1", np({ "rendezvous", "--listen", RV_TURN, "--json",
+      "--turn", TURN_IP .. ":3478", "--turn-secret", SECRET }))
+    assert(rvt:expect('"event":"listening"', 10), rvt:output())
+    local ready = false
+    for _ = 1, 50 do
+      local out = t:exec("s1", { "timeout", "2", "turnutils_stunclient", "-p", "3478", TURN_IP })
+      if out:match("reflexive addr") then ready = true break end
+      proc.sleep(0.1)
+    end
+    assert(ready, "coturn did not start: " .. turnd:output())
+    local six, relay = {}, {}
+    for _ = 1, RUNS do
+      -- both families: the IPv6 candidates win over the relay
+      local ev, out, code = connect("d2", "d1", RV_TURN, { "--dual-stack" }, { "--dual-stack" }, 25)
+      assert.equal(0, code, out)
+      assert.truthy(ev.relay_allocated, out)      -- the relay was there to fall back to
+      assert.equal("udp", ev.connected.method, out)
+      assert.equal("inet6", ev.connected.family, out)
+      assert.matches("^%[2001:db8:4::", ev.connected.remote, out)
+      assert.truthy(ev.touch_acked, out)
+      six[#six + 1] = ev.connected.setup_ms
+      -- IPv4 only (symmetric x symmetric): the relay
+      ev, out, code = connect("d2", "d1", RV_TURN, nil, nil, 25)
+      assert.equal(0, code, out)
+      assert.equal("relay", ev.connected.path, out)
+      assert.equal("inet", ev.connected.family, out)
+      assert.truthy(ev.touch_acked, out)
+      relay[#relay + 1] = ev.connected.setup_ms
+    end
+    figures[#figures + 1] = ("dual-stack sym/sym: IPv6 direct %d/%d, setup %s; "
+      .. "IPv4 only: relay %d/%d, setup %s"):format(#six, RUNS, summary(six), #relay, RUNS, summary(relay))
+    rvt:stop()
+    turnd:stop()
+  end)
+end)
