@@ -53,17 +53,26 @@ describe("#lab birthday punching: symmetric (random) x port-restricted", functio
   end)
 
   -- one connection; returns the connected event, the birthday event, all output
+  -- methods: a --methods list, or false for the default (chosen from the
+  -- introduction); also returns the waiter's events
   local function pair(connector, acceptor, id, methods)
-    local waiter = t:spawn(acceptor, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-w",
-      "--json", "--timeout", "40", "--methods", methods }))
+    local wargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-w", "--json", "--timeout", "40" }
+    local cargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-c", "--connect", id .. "-w",
+      "--touch", "birthday", "--timeout", "30", "--json" }
+    if methods then
+      for _, args in ipairs({ wargs, cargs }) do
+        args[#args + 1] = "--methods"
+        args[#args + 1] = methods
+      end
+    end
+    local waiter = t:spawn(acceptor, natpunch(wargs))
     assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    local out, code = t:exec(connector, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-c",
-      "--connect", id .. "-w", "--touch", "birthday", "--timeout", "30", "--json",
-      "--methods", methods }))
+    local out, code = t:exec(connector, natpunch(cargs))
+    if code == 0 then waiter:expect('"event":"connected"', 5) end
     waiter:stop()
     local all = out .. "\n--- waiter\n" .. waiter:output()
     local ev, wev = events(out), events(waiter:output())
-    return code == 0 and ev or nil, ev.birthday or wev.birthday, all
+    return code == 0 and ev or nil, ev.birthday or wev.birthday, all, wev
   end
 
   it(("connects in %d runs (alternating directions), --methods birthday"):format(RUNS), function()
@@ -87,6 +96,23 @@ describe("#lab birthday punching: symmetric (random) x port-restricted", functio
       tostring(math.max(0, table.unpack(probes)))))
     assert.is_true(ok >= math.ceil(RUNS * 0.98), table.concat(fails, "\n====\n"))
     assert.equal(ok, #probes, "every run reports its probes")
+  end)
+
+  -- no --methods: both peers measure their allocation, the introduction
+  -- carries both, and both choose udp then birthday (sym is random, prc not
+  -- symmetric; predict is left out: nothing sequential)
+  it("default methods: sym -> prc is chosen as udp, birthday and connects via birthday", function()
+    for i, dir in ipairs({ { "a", "b" }, { "b", "a" } }) do
+      local ev, bd, all, wev = pair(dir[1], dir[2], "d" .. i, false)
+      assert.truthy(ev, all)
+      assert.equal("birthday", ev.connected.method, all)
+      assert.equal("udp,birthday", ev.connected.methods, all)
+      assert.equal("birthday", wev.connected and wev.connected.method, all)
+      assert.equal("udp,birthday", wev.connected.methods, all)
+      assert.truthy(bd and bd.probes > 0, all)
+      io.stderr:write(("\n  %s -> %s, default methods: %s, setup %d ms, %d probes\n")
+        :format(dir[1], dir[2], ev.connected.methods, ev.connected.setup_ms, bd.probes))
+    end
   end)
 
   it("after udp fails: --methods udp,birthday connects with birthday", function()

@@ -63,28 +63,57 @@ describe("#lab port prediction: symmetric (sequential) x port-restricted", funct
     if t then t:down() end
   end)
 
-  local function pair(connector, acceptor, id, methods)
-    methods = methods or "udp,predict"
-    local waiter = t:spawn(acceptor, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-w",
-      "--json", "--timeout", "30", "--methods", methods }))
+  -- methods: a --methods list, or false for the default (chosen from the
+  -- introduction); returns the connecting side's events and the waiter's
+  local function pair(connector, acceptor, id, methods, want)
+    if methods == nil then methods = "udp,predict" end
+    local margs = methods and { "--methods", methods } or {}
+    local wargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-w", "--json", "--timeout", "30" }
+    local cargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-c", "--connect", id .. "-w",
+      "--touch", "predicted", "--timeout", "25", "--json" }
+    for _, w in ipairs(margs) do wargs[#wargs + 1] = w; cargs[#cargs + 1] = w end
+    local waiter = t:spawn(acceptor, natpunch(wargs))
     assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    local out, code = t:exec(connector, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-c",
-      "--connect", id .. "-w", "--touch", "predicted", "--timeout", "25", "--json",
-      "--methods", methods }))
-    local ev = events(out)
+    local out, code = t:exec(connector, natpunch(cargs))
+    -- the waiter's side of it: its connected event comes a moment later
+    waiter:expect('"event":"connected"', 5)
+    local ev, wev = events(out), events(waiter:output())
     waiter:stop()
-    assert.equal(0, code, out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. rv:output())
-    assert.equal("predict", ev.connected.method, out)
-    assert.equal("public", ev.connected.path, out)
-    assert.truthy(ev.touch_acked, out)
-    assert.equal("predicted", ev.message and ev.message.data, out)
-    io.stderr:write(("\n  %s -> %s, --methods %s: setup %d ms\n")
-      :format(connector, acceptor, methods, ev.connected.setup_ms))
+    local all = out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. rv:output()
+    assert.equal(0, code, all)
+    assert.equal(want or "predict", ev.connected.method, all)
+    assert.equal(want or "predict", wev.connected and wev.connected.method, all)
+    assert.equal("public", ev.connected.path, all)
+    assert.truthy(ev.touch_acked, all)
+    assert.equal("predicted", ev.message and ev.message.data, all)
+    io.stderr:write(("\n  %s -> %s, --methods %s: %s after %s, setup %d ms\n")
+      :format(connector, acceptor, methods or "(default)", ev.connected.method, ev.connected.methods,
+        ev.connected.setup_ms))
+    return ev, wev
   end
 
   it("symseq connects to prc: udp fails, predict connects", function() pair("a", "b", "s2p") end)
   it("prc connects to symseq: udp fails, predict connects", function() pair("b", "a", "p2s") end)
   it("with predict first, symseq connects to prc in the first round", function()
     pair("a", "b", "first", "predict,udp")
+  end)
+  -- no --methods: both peers measure their allocation, the rendezvous puts
+  -- both values into the introduction, and both choose udp then predict
+  -- (not birthday: no side is random)
+  it("default methods: symseq -> prc is chosen as udp, predict and connects via predict", function()
+    local ev, wev = pair("a", "b", "d2p", false)
+    assert.equal("udp,predict", ev.connected.methods)
+    assert.equal("udp,predict", wev.connected.methods)
+  end)
+  it("default methods: prc -> symseq connects via predict", function()
+    local ev = pair("b", "a", "d2s", false)
+    assert.equal("udp,predict", ev.connected.methods)
+  end)
+  -- a pair without a symmetric side: udp alone (the public host p has no
+  -- NAT: its allocation is "preserving" without a probe; b's prc preserves)
+  it("default methods: public host -> prc tries udp alone and connects via udp", function()
+    local ev, wev = pair("p", "b", "d2u", false, "udp")
+    assert.equal("udp", ev.connected.methods)
+    assert.equal("udp", wev.connected.methods)
   end)
 end)

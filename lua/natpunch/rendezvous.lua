@@ -18,6 +18,7 @@ local candidates = require "natpunch.candidates"
 local turn = require "natpunch.turn"
 local registry = require "natpunch.registry"
 local registry_redis = require "natpunch.registry_redis"
+local choose = require "natpunch.method.choose"
 
 local rendezvous = {}
 
@@ -57,7 +58,7 @@ rendezvous.valid_id = valid_id
 -- and the peer's public key as hex.
 local function view(rec)
   return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
-    port = rec.port, expires = rec.expires, key = auth.hex(rec.key), nat = rec.nat }
+    port = rec.port, expires = rec.expires, key = auth.hex(rec.key), nat = rec.nat, alloc = rec.alloc }
 end
 
 local function count(self, what)
@@ -213,6 +214,8 @@ function Server:_on_register(m, ip, port, size)
   local text = table.concat(private, ",")
   -- the NAT behaviour the peer discovered ("EI/APD"), passed on in introductions
   local nat = type(m.nat) == "string" and #m.nat <= 12 and m.nat:match("^%a+/%a+$") or nil
+  -- and the port allocation its NAT gives new mappings (natpunch.method.choose)
+  local alloc = choose.parse_alloc(m.alloc) and m.alloc or nil
   if not rec then
     self.counters.registrations = self.counters.registrations + 1
     rec = self.registry:put(registry.record(id, pk, public, port, text, expires))
@@ -220,9 +223,14 @@ function Server:_on_register(m, ip, port, size)
     sec.window:accept(seq)
     self.sec[id] = sec
     if nat then rec.nat = nat end     -- a field more only for peers that discovered theirs
-    self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat })
+    if alloc then rec.alloc = alloc end
+    self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat, alloc = alloc })
   else
     rec.nat = nat or rec.nat
+    if alloc and alloc ~= rec.alloc then
+      rec.alloc = alloc
+      self:_event({ event = "allocation", peer = id, alloc = alloc })
+    end
     if moved then
       self:_release(rec.public, registry.ip(rec))
       self.registry:move(rec, public, port)
@@ -270,27 +278,30 @@ end
 function Server:_introduce(a, b, tx_for_a, nonce)
   local again = nonce ~= nil
   nonce = nonce or auth.hex(core.random_bytes(8))
-  local function intro(other, tx, role)
+  local function intro(other, tx, role, to)
     local f = {}
     for k, v in pairs(self.opaque[other.id] or {}) do f[k] = v end
     local sec = self.sec[other.id]
     f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
     f.private, f.pk, f.plain = other.private, other.key, (sec and sec.plain) and "1" or nil
     f.nat = other.nat     -- the NAT behaviour it registered with ("EI/APD"), if any
+    -- its port allocation, and the receiver's own values as recorded here:
+    -- both sides choose their methods from the same pair (natpunch.method.choose)
+    f.alloc, f.your_alloc, f.your_nat = other.alloc, to.alloc, to.nat
     return f
   end
   -- b first: its introduction is what a lost reply to a repeats.  A peer
   -- on another server (b.srv, from Redis) gets it from its own server.
   -- (Opaque fields are those of peers registered here: a peer on another
   -- server is introduced without its own.)
-  local to_b = intro(a, nil, "accept")
+  local to_b = intro(a, nil, "accept", b)
   if b.srv then
     to_b.to = b.id
     self.shared:send(b.srv, to_b)
   else
     self:_send_to(b, to_b)
   end
-  self:_send_to(a, intro(b, tx_for_a, "connect"))
+  self:_send_to(a, intro(b, tx_for_a, "connect", a))
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return

@@ -43,7 +43,8 @@ local OPTIONS = {
     help = "also probe candidates of this address class (loopback, link-local, ...)" },
   { "no-encrypt", help = "send data and touches unencrypted (both sides see it in the introduction)" },
   { "methods", arg = "LIST",
-    help = "traversal methods to try, in order (comma-separated: udp, relay; default: udp, "
+    help = "traversal methods to try, in order (comma-separated: udp, predict, birthday, relay, tcp; "
+      .. "default: udp, then predict or birthday when the introduction says a side is symmetric, "
       .. "then relay when a TURN server is known)" },
   { "turn", arg = "URL", help = "TURN server for the relay method: turn://USER:PASS@HOST:PORT" },
   { "json", help = "print events as JSON, one object per line" },
