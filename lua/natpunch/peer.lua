@@ -218,16 +218,19 @@ function Peer:register()
       self.server = self.servers[idx]
       self.ttl = tonumber(reply.ttl) or 30
       local ip, port = self.udp:getsockname()
-      if not self.registered then
-        self:_emit({ event = "registered", public = self.public, ["local"] = addr.format(ip, port),
-          server = self.server })
-      end
+      local first = not self.registered
       self.registered = true
       -- methods that need the server's answer before they can advertise
-      -- (a TURN allocation with the credentials it handed out): once
+      -- (a TURN allocation with the credentials it handed out, the port
+      -- allocation the methods are chosen from): once
       if self:_prepare_methods(reply) then
         local again = self:_request(self:_register_fields(), self.register_timeout)
         if again and type(again.cookie) == "string" then self.cookie = again.cookie end
+      end
+      -- after that, so that a peer introduced to us from now on gets all of it
+      if first then
+        self:_emit({ event = "registered", public = self.public, ["local"] = addr.format(ip, port),
+          server = self.server })
       end
       self:_start_refresh()
       if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive() end
