@@ -12,7 +12,12 @@
 -- sides therefore decide from the same two values and try the same list:
 --
 --   udp        always first (cone pairs, and a symmetric NAT against a
---              cone that lets the new port in);
+--              cone that lets the new port in), except right before
+--              predict: predict's first round punches udp's candidates too
+--              (plus the predicted ports), and two methods that punch the
+--              same candidates one after the other would meet across the
+--              switch (one side still in udp, the other already
+--              predicting) and name different winners;
 --   predict    when a side is symmetric with sequential ports and neither
 --              is random;
 --   birthday   when exactly one side is symmetric with random ports and
@@ -33,7 +38,7 @@ choose.DEFAULT = { "udp", "predict", "birthday" }
 
 local MAX_DELTA = 16
 
---- udp's budget (s) when predict or birthday follow it: long enough for a
+--- udp's budget (s) when birthday follows it: long enough for a
 -- symmetric NAT against a cone that lets the new port in (a few RTTs; the
 -- punch engine checks every 200 ms at most), short enough that the hard
 -- method gets its time.  Otherwise udp keeps its own budget (5 s, before
@@ -88,10 +93,14 @@ function choose.filter(order, intro)
     elseif name == "birthday" then keep = not known or (rnd == 1 and easy) end
     if keep then out[#out + 1] = name end
   end
+  -- udp right before predict: predict does it too (above)
+  for i = #out - 1, 1, -1 do
+    if out[i] == "udp" and out[i + 1] == "predict" then table.remove(out, i) end
+  end
   local budgets = {}
   for i, name in ipairs(out) do
     local nxt = out[i + 1]
-    if name == "udp" and (nxt == "predict" or nxt == "birthday") then budgets.udp = choose.UDP_BEFORE_HARD_S end
+    if name == "udp" and nxt == "birthday" then budgets.udp = choose.UDP_BEFORE_HARD_S end
   end
   return out, budgets
 end
