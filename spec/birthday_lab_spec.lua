@@ -5,18 +5,10 @@
 -- namespaces.  NATPUNCH_BIRTHDAY_RUNS=50 runs the issue's 50 (by hand:
 -- docs/TRAVERSAL.md); CI runs 6.  Tags: #lab.
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
-local proc = require "natpunch.lab.proc"
-local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
-local RV = "203.0.113.2"
 local RUNS = tonumber(os.getenv("NATPUNCH_BIRTHDAY_RUNS")) or 6
-
-local function events(text)
-  local out = {}
-  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
-  return out
-end
+local events = labhelper.events
 
 local function median(list)
   if #list == 0 then return nil end
@@ -26,52 +18,27 @@ local function median(list)
   return t[(#t + 1) // 2]
 end
 
-local why = lab.unavailable()
+labhelper.describe("#lab birthday punching: symmetric (random) x port-restricted", function()
+  local L = labhelper.lab(lab.standard{ a = "sym", b = "prc" }, { rendezvous = true })
 
-describe("#lab birthday punching: symmetric (random) x port-restricted", function()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
-  local t, rv, cmd
-  local function natpunch(args)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs(args) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
-  setup(function()
-    t = lab.topology(lab.standard{ a = "sym", b = "prc" })
-    t:up()
-    cmd = matrix.command()
-    rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json" }))
-    assert(rv:expect('"event":"listening"', 10), rv:output())
-  end)
-  teardown(function()
-    if rv then rv:stop() end
-    if t then t:down() end
-  end)
-
-  -- one connection; returns the connected event, the birthday event, all output
-  -- methods: a --methods list, or false for the default (chosen from the
-  -- introduction); also returns the waiter's events
+  -- one connection; returns the connected event, the birthday event, all
+  -- output and the waiter's events.  methods: a --methods list, or false
+  -- for the default (chosen from the introduction)
   local function pair(connector, acceptor, id, methods)
-    local wargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-w", "--json", "--timeout", "40" }
-    local cargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-c", "--connect", id .. "-w",
-      "--touch", "birthday", "--timeout", "30", "--json" }
+    local wargs = { "--id", id .. "-w", "--timeout", "40" }
+    local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", "birthday", "--timeout", "30" }
     if methods then
       for _, args in ipairs({ wargs, cargs }) do
         args[#args + 1] = "--methods"
         args[#args + 1] = methods
       end
     end
-    local waiter = t:spawn(acceptor, natpunch(wargs))
-    assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    local out, code = t:exec(connector, natpunch(cargs))
+    local waiter = L:spawn_peer(acceptor, wargs)
+    local out, code, ev = L:run_peer(connector, cargs)
     if code == 0 then waiter:expect('"event":"connected"', 5) end
     waiter:stop()
     local all = out .. "\n--- waiter\n" .. waiter:output()
-    local ev, wev = events(out), events(waiter:output())
+    local wev = events(waiter:output())
     return code == 0 and ev or nil, ev.birthday or wev.birthday, all, wev
   end
 
@@ -101,7 +68,7 @@ describe("#lab birthday punching: symmetric (random) x port-restricted", functio
   -- no --methods: both peers measure their allocation, the introduction
   -- carries both, and both choose udp then birthday (sym is random, prc not
   -- symmetric; predict is left out: nothing sequential)
-  it("default methods: sym -> prc is chosen as udp, birthday and connects via birthday", function()
+  it("default methods: sym <-> prc is chosen as udp, birthday and connects via birthday", function()
     for i, dir in ipairs({ { "a", "b" }, { "b", "a" } }) do
       local ev, bd, all, wev = pair(dir[1], dir[2], "d" .. i, false)
       assert.truthy(ev, all)

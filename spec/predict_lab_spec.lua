@@ -5,18 +5,8 @@
 -- to); the predict method connects them, in both directions.  Everything
 -- goes through the command line in the lab's namespaces.  Tags: #lab.
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
-local proc = require "natpunch.lab.proc"
-local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 local predict = require "natpunch.method.predict"
-
-local RV = "203.0.113.2"
-
-local function events(text)
-  local out = {}
-  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
-  return out
-end
 
 describe("predict method: candidates", function()
   it("adds the predicted ports after the usual candidates, one window per round", function()
@@ -37,56 +27,36 @@ describe("predict method: candidates", function()
   end)
 end)
 
-local why = lab.unavailable()
-
-describe("#lab port prediction: symmetric (sequential) x port-restricted", function()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
-  local t, rv, cmd
-  local function natpunch(args)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs(args) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
-  setup(function()
-    t = lab.topology(lab.standard{ a = "symseq", b = "prc" })
-    t:up()
-    cmd = matrix.command()
-    rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json" }))
-    assert(rv:expect('"event":"listening"', 10), rv:output())
-  end)
-  teardown(function()
-    if rv then rv:stop() end
-    if t then t:down() end
-  end)
+labhelper.describe("#lab port prediction: symmetric (sequential) x port-restricted", function()
+  local L = labhelper.lab(lab.standard{ a = "symseq", b = "prc" }, { rendezvous = true })
 
   -- methods: a --methods list, or false for the default (chosen from the
-  -- introduction); returns the connecting side's events and the waiter's
+  -- introduction); want: the method that must win (default predict).
+  -- Returns the connecting side's events and the waiter's.
   local function pair(connector, acceptor, id, methods, want)
     if methods == nil then methods = "udp,predict" end
-    local margs = methods and { "--methods", methods } or {}
-    local wargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-w", "--json", "--timeout", "30" }
-    local cargs = { "peer", "--server", RV .. ":3478", "--id", id .. "-c", "--connect", id .. "-w",
-      "--touch", "predicted", "--timeout", "25", "--json" }
-    for _, w in ipairs(margs) do wargs[#wargs + 1] = w; cargs[#cargs + 1] = w end
-    local waiter = t:spawn(acceptor, natpunch(wargs))
-    assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    local out, code = t:exec(connector, natpunch(cargs))
+    local wargs = { "--id", id .. "-w", "--timeout", "30" }
+    local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", "predicted", "--timeout", "25" }
+    if methods then
+      for _, args in ipairs({ wargs, cargs }) do
+        args[#args + 1] = "--methods"
+        args[#args + 1] = methods
+      end
+    end
+    local waiter = L:spawn_peer(acceptor, wargs)
+    local out, code, ev = L:run_peer(connector, cargs)
     -- the waiter's side of it: its connected event comes a moment later
-    waiter:expect('"event":"connected"', 5)
-    local ev, wev = events(out), events(waiter:output())
+    if code == 0 then waiter:expect('"event":"connected"', 5) end
+    local wev = labhelper.events(waiter:output())
     waiter:stop()
-    local all = out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. rv:output()
+    local all = out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. L.rv:output()
     assert.equal(0, code, all)
     assert.equal(want or "predict", ev.connected.method, all)
     assert.equal(want or "predict", wev.connected and wev.connected.method, all)
     assert.equal("public", ev.connected.path, all)
     assert.truthy(ev.touch_acked, all)
     assert.equal("predicted", ev.message and ev.message.data, all)
-    io.stderr:write(("\n  %s -> %s, --methods %s: %s after %s, setup %d ms\n")
+    io.stderr:write(("\n  %s -> %s, --methods %s: %s (tried %s), setup %d ms\n")
       :format(connector, acceptor, methods or "(default)", ev.connected.method, ev.connected.methods,
         ev.connected.setup_ms))
     return ev, wev
