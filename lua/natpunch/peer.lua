@@ -230,7 +230,7 @@ function Peer:register()
       -- after that, so that a peer introduced to us from now on gets all of it
       if first then
         self:_emit({ event = "registered", public = self.public, ["local"] = addr.format(ip, port),
-          server = self.server })
+          server = self.server, alloc = self.alloc_code })
       end
       self:_start_refresh()
       if self.keepalive == "auto" and not self.keepalive_task then self:_measure_keepalive() end

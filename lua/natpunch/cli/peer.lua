@@ -99,8 +99,9 @@ M.usage = table.concat({
   "",
   "With --json, stdout carries one JSON object per line, and nothing else:",
   '  {"event":"registered","public":"IP:PORT","local":"IP:PORT","server":"IP:PORT"}',
-  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private",'
-    .. '"transport":"udp","method":"udp","setup_ms":N}',
+  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private|relay",'
+    .. '"transport":"udp","method":"udp","setup_ms":N,"methods":"udp,birthday"}',
+  "    (method: the one that won; methods: those tried, chosen from the introduction)",
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"done","peer":"ID","sent":N,"received":N}      (last line on success)',
@@ -124,8 +125,8 @@ local function human(ev)
     return string.format("server %s failed: %s%s", ev.server, tostring(ev.reason),
       ev.next and (" (trying the next one, " .. ev.next .. ")") or " (no other server to try)")
   elseif e == "connected" then
-    return string.format("connected to %s at %s (%s path, %s, %d ms)", ev.peer, ev.remote, ev.path,
-      ev.transport, ev.setup_ms)
+    return string.format("connected to %s at %s (%s path, %s, %s, %d ms)", ev.peer, ev.remote, ev.path,
+      ev.transport, tostring(ev.method), ev.setup_ms)
   elseif e == "message" then
     return string.format("message from %s (%s): %s", ev.peer, ev.kind or "data", ev.data)
   elseif e == "touch_acked" then
