@@ -126,8 +126,10 @@ function Peer:_take_cookie(reply)
   if type(pk) ~= "string" or #pk ~= auth.KEY_LEN or type(reply.cookie) ~= "string" then
     return nil, "bad cookie reply"
   end
-  if self.server_key and not core.crypto.equal(self.server_key, pk) then
-    return nil, "server key mismatch"
+  local pin = self.pins[self.server_index] or self.server_key
+  if pin and not core.crypto.equal(pin, pk) then
+    return nil, "server key mismatch (pinned " .. auth.hex(pin):sub(1, 16) .. "..., the server sent "
+      .. auth.hex(pk):sub(1, 16) .. "...)"
   end
   if pk ~= self.server_pk then
     local k, err = auth.shared(self.keys, pk, "natpunch-control")
@@ -237,7 +239,9 @@ function Peer:register()
       return self.public
     end
     last = err
-    local final = err ~= "timeout"       -- an answer (e.g. "id taken") is final
+    -- an answer (e.g. "id taken") is final; a server with another key
+    -- than the pinned one is not that server: try the next
+    local final = err ~= "timeout" and not tostring(err):match("^server key mismatch")
     local nxt = (not final and i < #self.servers) and self.servers[idx % #self.servers + 1] or nil
     self:_emit({ event = "server_failed", server = self.servers[idx], reason = err, next = nxt })
     if final then break end
@@ -749,9 +753,21 @@ function peer.new(opts)
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
   local servers = opts.servers or { opts.server }
   if type(servers) ~= "table" or #servers == 0 then error("peer: server or servers is required", 2) end
-  for _, s in ipairs(servers) do addr.check(s, "peer: server", 2) end
+  -- "ip:port#HEX" pins that server's public key
+  local pins, plain = {}, {}
+  for i, s in ipairs(servers) do
+    local a, hex = tostring(s):match("^(.-)#(.*)$")
+    if a then
+      local pk = auth.unhex(hex)
+      if not pk or #pk ~= auth.KEY_LEN then error("peer: the key after '#' in a server must be 64 hex digits", 2) end
+      pins[i], s = pk, a
+    end
+    addr.check(s, "peer: server", 2)
+    plain[i] = s
+  end
+  servers = plain
   local self = setmetatable({
-    id = opts.id, servers = servers, server_index = 1,
+    id = opts.id, servers = servers, server_index = 1, pins = pins,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
     verbose = opts.verbose and true or false, registered = false, touching = {},
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},

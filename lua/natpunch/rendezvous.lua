@@ -145,7 +145,7 @@ end
 -- With it, the request must carry the peer's public key and a MAC under
 -- the key the peer and this server share; the id is bound to that key
 -- until the registration expires (trust on first use).
-function Server:_on_register(m, ip, port, size)
+function Server:_on_register(m, ip, port, size, claimed)
   local id = m.id
   if not valid_id(id) then return self:_error(ip, port, m, "invalid id", size) end
   local pk = m.pk
@@ -212,6 +212,22 @@ function Server:_on_register(m, ip, port, size)
   end
   local expires = core.now() + self.ttl * 1000
   local text = table.concat(private, ",")
+  if not rec and not claimed and self.shared and self.shared:up() then
+    -- shared registry: the id may be held by another server's peer; Redis
+    -- binds it to one key across all servers (registry_redis.claim), and
+    -- the registration goes on once Redis has answered
+    if self.claiming[id] then return count(self, "claims_pending") end
+    self.claiming[id] = true
+    return self.shared:claim(id, pk, public, text, self.ttl * 1000, function(ok)
+      self.claiming[id] = nil
+      if self.closed then return end
+      if ok == false then
+        count(self, "id_taken")
+        return self:_auth_error(tmp, m, "id taken")
+      end
+      self:_on_register(m, ip, port, size, true)
+    end)
+  end
   -- the NAT behaviour the peer discovered ("EI/APD"), passed on in introductions
   local nat = type(m.nat) == "string" and #m.nat <= 12 and m.nat:match("^%a+/%a+$") or nil
   -- and the port allocation its NAT gives new mappings (natpunch.method.choose)
@@ -605,6 +621,7 @@ function rendezvous.new(opts)
   if self.stun_rate then self.stun_limiter = auth.limiter(self.stun_rate, math.max(1, self.stun_rate), STUN_SOURCES) end
   self.kx_limiter = auth.limiter(self.kx_rate, self.kx_burst, STUN_SOURCES)
   self.kx_cache, self.kx_cached = {}, 0
+  self.claiming = {}   -- ids whose registration waits for Redis's claim
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
   self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone
