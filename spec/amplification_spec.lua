@@ -69,6 +69,9 @@ describe("amplification", function()
         { "connect, 1170-char target", function()
           return control({ t = "connect", target = string.rep("x", 1170), tx = "1" }) end },
         { "unregister b, no MAC", function() return control({ t = "unregister", id = "b" }, msg.MIN_REQUEST) end },
+        { "report as b, no MAC", function(i)
+          return control({ t = "report", id = "b", nonce = ("%016x"):format(i), method = "udp", outcome = "connected",
+            setup_ms = 1 }, msg.MIN_REQUEST) end },
         { "unknown type", function() return control({ t = "introduce", peer = "b" }, msg.MIN_REQUEST) end },
         { "malformed control", function(i) return "\x04" .. string.rep("\xff", i) end },
         { "DATA frame", function() return "\x05hello" end },

@@ -41,6 +41,7 @@ local DEFAULTS = {
   keepalive = false,       -- "auto": refresh period from a measured mapping lifetime (natpunch.keepalive)
   keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
   keepalive_max = 120,     -- longest mapping lifetime tried (s)
+  report = true,           -- tell the server how each connect ended (its punch metrics)
 }
 
 local function now() return core.now() end
@@ -515,11 +516,23 @@ function Peer:connect(id, timeout)
   repeater:cancel()
   if not s then
     local reason = perr or "timeout"
+    self:_report(reply.nonce, rec.attempt.last or "none", "failed")
     self:_emit({ event = "failed", peer = id, reason = reason })
     return nil, reason
   end
   s.setup_ms = now() - started
+  self:_report(reply.nonce, s.method or "udp", "connected", s.setup_ms)
   return s
+end
+
+-- How the connect of an introduction ended, to the server that made it
+-- (a `report`, MACed like every request; no reply).  Only the asking side
+-- reports, once: the server counts it by method and by the two peers' NAT
+-- classes (docs/PROTOCOL.md).
+function Peer:_report(nonce, name, outcome, setup_ms)
+  if not self.report or self.closed or not self.ctl_key or not self.server_ip then return end
+  self.udp:send(self.server_ip, self.server_port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
+    method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }), "control")
 end
 
 function Peer:session(id)

@@ -17,6 +17,7 @@ local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
 local turn = require "natpunch.turn"
 local registry = require "natpunch.registry"
+local metrics = require "natpunch.metrics"
 local registry_redis = require "natpunch.registry_redis"
 local choose = require "natpunch.method.choose"
 
@@ -58,7 +59,7 @@ rendezvous.valid_id = valid_id
 -- and the peer's public key as hex.
 local function view(rec)
   return { id = rec.id, public = rec.public, private = msg.split_list(rec.private), ip = registry.ip(rec),
-    port = rec.port, expires = rec.expires, key = auth.hex(rec.key), nat = rec.nat, alloc = rec.alloc }
+    port = rec.port, expires = rec.expires, key = auth.hex(rec.key), nat = rec.nat }
 end
 
 local function count(self, what)
@@ -136,6 +137,7 @@ function Server:_forget(rec)
   self:_release(rec.public, registry.ip(rec))
   self.sec[rec.id] = nil
   self.opaque[rec.id] = nil
+  self.alloc[rec.id] = nil
   if self.shared then self.shared:forget_peer(rec) end
   self:_event({ event = "expired", peer = rec.id })
 end
@@ -238,13 +240,14 @@ function Server:_on_register(m, ip, port, size, claimed)
     sec = { mac_key = key, window = auth.window() }
     sec.window:accept(seq)
     self.sec[id] = sec
-    if nat then rec.nat = nat end     -- a field more only for peers that discovered theirs
-    if alloc then rec.alloc = alloc end
+    if nat then rec.nat = nat end     -- a slot of every record (registry.record)
+    -- (alloc is kept beside the record, like the opaque fields: records stay at 8 slots)
+    self.alloc[id] = alloc
     self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat, alloc = alloc })
   else
     rec.nat = nat or rec.nat
-    if alloc and alloc ~= rec.alloc then
-      rec.alloc = alloc
+    if alloc and alloc ~= self.alloc[id] then
+      self.alloc[id] = alloc
       self:_event({ event = "allocation", peer = id, alloc = alloc })
     end
     if moved then
@@ -303,7 +306,7 @@ function Server:_introduce(a, b, tx_for_a, nonce)
     f.nat = other.nat     -- the NAT behaviour it registered with ("EI/APD"), if any
     -- its port allocation, and the receiver's own values as recorded here:
     -- both sides choose their methods from the same pair (natpunch.method.choose)
-    f.alloc, f.your_alloc, f.your_nat = other.alloc, to.alloc, to.nat
+    f.alloc, f.your_alloc, f.your_nat = self.alloc[other.id], self.alloc[to.id], to.nat
     return f
   end
   -- b first: its introduction is what a lost reply to a repeats.  A peer
@@ -322,7 +325,8 @@ function Server:_introduce(a, b, tx_for_a, nonce)
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
   end
-  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now() }
+  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now(),
+    pair = rendezvous.nat_pair(a.nat, b.nat) }   -- for the asker's report (_on_report)
   self.counters.introductions = self.counters.introductions + 1
   self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, server = b.srv })
 end
@@ -405,6 +409,66 @@ function Server:_connect_to(from, to, m)
   self:_introduce(from, to, m.tx)
 end
 
+--------------------------------------------------------------- reports
+
+-- Label values of the punch reports, from a fixed set each, so that what
+-- peers send cannot grow the metrics: at most 7 NAT classes (28 pairs),
+-- 7 method names and 2 outcomes.
+local NAT_CLASSES = { open = true, firewall = true, ["full-cone"] = true, ["restricted-cone"] = true,
+  ["port-restricted-cone"] = true, symmetric = true }
+
+--- A NAT code as registered ("EI/APD") -> its classic name, or "unknown".
+function rendezvous.nat_class(code)
+  local d = code and require("natpunch.discover").parse_code(code)
+  return d and NAT_CLASSES[d.type] and d.type or "unknown"
+end
+
+--- The unordered pair of two peers' NAT classes: "full-cone+symmetric".
+function rendezvous.nat_pair(a, b)
+  local x, y = rendezvous.nat_class(a), rendezvous.nat_class(b)
+  if x > y then x, y = y, x end
+  return x .. "+" .. y
+end
+
+--- A reported method name -> a built-in method's name, "none" or "other".
+function rendezvous.method_label(name)
+  if name == "none" then return name end
+  return type(name) == "string" and require("natpunch.method").BUILTIN[name] and name or "other"
+end
+
+local MAX_SETUP_MS = 3600 * 1000
+
+-- How an introduction ended, from the peer that asked for it (only it,
+-- only once per introduction, MACed from its registered address): counted
+-- by method, outcome and the two peers' NAT classes, setup time observed
+-- by method.  No reply, so no amplification.
+function Server:_on_report(m, ip, port)
+  local rec = self:_sender(m, ip, port)
+  if not rec then return end
+  local last = rec.last_intro
+  local outcome = m.outcome
+  local setup = tonumber(m.setup_ms)
+  if not last or last.nonce ~= m.nonce or last.reported or (outcome ~= "connected" and outcome ~= "failed")
+    or (m.setup_ms ~= nil and not (setup and setup >= 0 and setup <= MAX_SETUP_MS)) then
+    return count(self, "reports_refused")
+  end
+  last.reported = true
+  local name = rendezvous.method_label(m.method)
+  self.reports:inc("natpunch_punch_total", { method = name, outcome = outcome, nat_pair = last.pair })
+  if outcome == "connected" and setup then
+    self.reports:observe("natpunch_setup_ms", setup, { method = name })
+  end
+  count(self, "reports")
+  self:_event({ event = "report", peer = rec.id, target = last.target, method = name, outcome = outcome,
+    nat_pair = last.pair, setup_ms = setup })
+end
+
+--- The punch reports as a metrics set (natpunch.metrics): natpunch_punch_total
+-- {method, outcome, nat_pair} and the natpunch_setup_ms histogram {method}.
+function Server:report_metrics()
+  return self.reports
+end
+
 -- Only the key an id is bound to can unregister it, from its address.
 function Server:_on_unregister(m, ip, port)
   local rec = self:_sender(m, ip, port)
@@ -436,6 +500,7 @@ local handlers = {
   register = Server._on_register,
   connect = Server._on_connect,
   unregister = Server._on_unregister,
+  report = Server._on_report,
 }
 
 function Server:_on_packet(err, data, ip, port, kind)
@@ -484,7 +549,10 @@ end
 -- key}; a copy) or nil.
 function Server:lookup(id)
   local rec = self.registry:get(id)
-  return rec and view(rec)
+  if not rec then return nil end
+  local v = view(rec)
+  v.alloc = self.alloc[rec.id]
+  return v
 end
 
 --- The server's public key, as hex (peers may pin it: server_key).
@@ -596,11 +664,18 @@ function rendezvous.new(opts)
   end
   self.registry = registry.new()
   self.opaque = {}    -- id -> the peer's opaque m.* fields (msg.opaque), passed through into introductions
+  self.alloc = {}     -- id -> the port allocation it registered with (natpunch.method.choose)
   self.sec, self.per_socket, self.per_ip = {}, {}, {}
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
     id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
-    stun_limited = 0, kx_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
+    stun_limited = 0, kx_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0,
+    reports = 0, reports_refused = 0 }
+  self.reports = metrics.new()
+  self.reports:counter("natpunch_punch_total", "Punch outcomes reported by the peers that asked for an introduction,"
+    .. " by method, outcome and the two peers' NAT classes")
+  self.reports:histogram("natpunch_setup_ms", "Setup time reported by the peers that connected (ms), by method",
+    metrics.SETUP_BUCKETS)
   -- security (docs/SECURITY.md): the server's key pair, the cookie secret
   -- (never leaves the process), an optional deployment secret for tokens
   if opts.key_file then
