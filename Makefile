@@ -30,7 +30,7 @@ WIRE_SRC := $(wildcard csrc/labwire/*.c)
 
 BUSTED   := $(LUA) /usr/bin/busted --ignore-lua
 
-.PHONY: all deps test ctest sanitize fuzz demo bench bench-docs lint clean install-rock help
+.PHONY: all deps test ctest sanitize fuzz demo bench bench-docs traversal-docs lint clean install-rock help
 
 # The shell's line editing (GNU readline's callback interface); a separate
 # module so that core.so does not depend on readline.
@@ -50,6 +50,7 @@ help:
 	@echo "make lint     luacheck, no cycles between C files, C layout (tools/cycles.lua, tools/cstyle.lua), docs/API.md covers every exported function (tools/docscov.lua), generated docs up to date"
 	@echo "make bench    every bench row as a ratio to a baseline of the same run (bench/README.md)"
 	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
+	@echo "make traversal-docs  run the lab's hard cases TRAVERSAL_RUNS times (as root) into docs/TRAVERSAL.md"
 
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
@@ -174,6 +175,15 @@ bench-docs: deps all $(BENCH)
 	$(LUA) bench/run.lua --record build/bench/run.json $(BENCH_ARGS)
 	$(LUA) bench/report.lua build/bench/run.json docs
 
+# docs/TRAVERSAL.md's table of the hard cases (symmetric NATs: predict,
+# birthday, relay through coturn) from `natpunch lab matrix --hard`, as
+# root.  The table is written even when a case failed (then make fails).
+TRAVERSAL_RUNS ?= 50
+traversal-docs: deps-test all
+	@mkdir -p build
+	$(LUA) bin/natpunch lab matrix --hard --repeat $(TRAVERSAL_RUNS) --markdown > build/traversal-hard.md; \
+	rc=$$?; $(LUA) tools/splice_doc.lua docs/TRAVERSAL.md hard_matrix < build/traversal-hard.md && exit $$rc
+
 build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) $(NETTLE_LIBS) -lm
@@ -187,7 +197,7 @@ build/lint/%.o: csrc/%.c $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -c -o $@ $<
 
 lint: $(LINT_OBJ)
-	luacheck lua bin/natpunch examples spec bench tools/docscov.lua tools/gen_docs.lua
+	luacheck lua bin/natpunch examples spec bench tools/docscov.lua tools/gen_docs.lua tools/splice_doc.lua
 	$(LUA) tools/cycles.lua $(LINT_OBJ)
 	$(LUA) tools/cstyle.lua
 	$(LUA) tools/docscov.lua

@@ -140,6 +140,7 @@ build = {
     ["natpunch.method"] = "lua/natpunch/method/init.lua",
     ["natpunch.method.birthday"] = "lua/natpunch/method/birthday.lua",
     ["natpunch.method.predict"] = "lua/natpunch/method/predict.lua",
+    ["natpunch.method.choose"] = "lua/natpunch/method/choose.lua",
     ["natpunch.method.relay"] = "lua/natpunch/method/relay.lua",
     ["natpunch.method.tcp"] = "lua/natpunch/method/tcp.lua",
     ["natpunch.method.udp"] = "lua/natpunch/method/udp.lua",

@@ -21,15 +21,25 @@ end
 labhelper.describe("#lab birthday punching: symmetric (random) x port-restricted", function()
   local L = labhelper.lab(lab.standard{ a = "sym", b = "prc" }, { rendezvous = true })
 
-  -- one connection; returns the connected event, the birthday event, all output
+  -- one connection; returns the connected event, the birthday event, all
+  -- output and the waiter's events.  methods: a --methods list, or false
+  -- for the default (chosen from the introduction)
   local function pair(connector, acceptor, id, methods)
-    local waiter = L:spawn_peer(acceptor, { "--id", id .. "-w", "--timeout", "40", "--methods", methods })
-    local out, code, ev = L:run_peer(connector, { "--id", id .. "-c", "--connect", id .. "-w",
-      "--touch", "birthday", "--timeout", "30", "--methods", methods })
+    local wargs = { "--id", id .. "-w", "--timeout", "40" }
+    local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", "birthday", "--timeout", "30" }
+    if methods then
+      for _, args in ipairs({ wargs, cargs }) do
+        args[#args + 1] = "--methods"
+        args[#args + 1] = methods
+      end
+    end
+    local waiter = L:spawn_peer(acceptor, wargs)
+    local out, code, ev = L:run_peer(connector, cargs)
+    if code == 0 then waiter:expect('"event":"connected"', 5) end
     waiter:stop()
     local all = out .. "\n--- waiter\n" .. waiter:output()
     local wev = events(waiter:output())
-    return code == 0 and ev or nil, ev.birthday or wev.birthday, all
+    return code == 0 and ev or nil, ev.birthday or wev.birthday, all, wev
   end
 
   it(("connects in %d runs (alternating directions), --methods birthday"):format(RUNS), function()
@@ -53,6 +63,23 @@ labhelper.describe("#lab birthday punching: symmetric (random) x port-restricted
       tostring(math.max(0, table.unpack(probes)))))
     assert.is_true(ok >= math.ceil(RUNS * 0.98), table.concat(fails, "\n====\n"))
     assert.equal(ok, #probes, "every run reports its probes")
+  end)
+
+  -- no --methods: both peers measure their allocation, the introduction
+  -- carries both, and both choose udp then birthday (sym is random, prc not
+  -- symmetric; predict is left out: nothing sequential)
+  it("default methods: sym <-> prc is chosen as udp, birthday and connects via birthday", function()
+    for i, dir in ipairs({ { "a", "b" }, { "b", "a" } }) do
+      local ev, bd, all, wev = pair(dir[1], dir[2], "d" .. i, false)
+      assert.truthy(ev, all)
+      assert.equal("birthday", ev.connected.method, all)
+      assert.equal("udp,birthday", ev.connected.methods, all)
+      assert.equal("birthday", wev.connected and wev.connected.method, all)
+      assert.equal("udp,birthday", wev.connected.methods, all)
+      assert.truthy(bd and bd.probes > 0, all)
+      io.stderr:write(("\n  %s -> %s, default methods: %s, setup %d ms, %d probes\n")
+        :format(dir[1], dir[2], ev.connected.methods, ev.connected.setup_ms, bd.probes))
+    end
   end)
 
   it("after udp fails: --methods udp,birthday connects with birthday", function()

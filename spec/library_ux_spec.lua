@@ -92,9 +92,10 @@ describe("library surfaces", function()
       local keys = {}
       for k in pairs(rec) do keys[#keys + 1] = k end
       table.sort(keys)
-      -- every field is documented (nat only when the peer registered one)
+      -- every field is documented (nat only when the peer registered one;
+      -- alloc: its port allocation, "preserving" on loopback)
       for _, k in ipairs(keys) do assert.matches("`" .. k, api:match("`server:lookup%(id%)`[^\n]*"), 1, true) end
-      assert.same({ "expires", "id", "ip", "key", "port", "private", "public" }, keys)
+      assert.same({ "alloc", "expires", "id", "ip", "key", "port", "private", "public" }, keys)
       assert.equal(public, rec.public)
       assert.equal("number", type(rec.expires))
       assert.matches("`server:lookup(id)` | a copy of the record of `id` (`id`, `public`, `private = {...}`, `ip`, "

@@ -30,24 +30,65 @@ end)
 labhelper.describe("#lab port prediction: symmetric (sequential) x port-restricted", function()
   local L = labhelper.lab(lab.standard{ a = "symseq", b = "prc" }, { rendezvous = true })
 
-  local function pair(connector, acceptor, id, methods)
-    methods = methods or "udp,predict"
-    local waiter = L:spawn_peer(acceptor, { "--id", id .. "-w", "--timeout", "30", "--methods", methods })
-    local out, code, ev = L:run_peer(connector, { "--id", id .. "-c", "--connect", id .. "-w",
-      "--touch", "predicted", "--timeout", "25", "--methods", methods })
+  -- methods: a --methods list, or false for the default (chosen from the
+  -- introduction); want: the method that must win (default predict).
+  -- Returns the connecting side's events and the waiter's.
+  local function pair(connector, acceptor, id, methods, want)
+    if methods == nil then methods = "udp,predict" end
+    local wargs = { "--id", id .. "-w", "--timeout", "30" }
+    local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", "predicted", "--timeout", "25" }
+    if methods then
+      for _, args in ipairs({ wargs, cargs }) do
+        args[#args + 1] = "--methods"
+        args[#args + 1] = methods
+      end
+    end
+    local waiter = L:spawn_peer(acceptor, wargs)
+    local out, code, ev = L:run_peer(connector, cargs)
+    -- the waiter's side of it: its connected event comes a moment later
+    if code == 0 then waiter:expect('"event":"connected"', 5) end
+    local wev = labhelper.events(waiter:output())
     waiter:stop()
-    assert.equal(0, code, out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. L.rv:output())
-    assert.equal("predict", ev.connected.method, out)
-    assert.equal("public", ev.connected.path, out)
-    assert.truthy(ev.touch_acked, out)
-    assert.equal("predicted", ev.message and ev.message.data, out)
-    io.stderr:write(("\n  %s -> %s, --methods %s: setup %d ms\n")
-      :format(connector, acceptor, methods, ev.connected.setup_ms))
+    local all = out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. L.rv:output()
+    assert.equal(0, code, all)
+    assert.equal(want or "predict", ev.connected.method, all)
+    assert.equal(want or "predict", wev.connected and wev.connected.method, all)
+    assert.equal("public", ev.connected.path, all)
+    assert.truthy(ev.touch_acked, all)
+    assert.equal("predicted", ev.message and ev.message.data, all)
+    io.stderr:write(("\n  %s -> %s, --methods %s: %s (tried %s), setup %d ms\n")
+      :format(connector, acceptor, methods or "(default)", ev.connected.method, ev.connected.methods,
+        ev.connected.setup_ms))
+    return ev, wev
   end
 
-  it("symseq connects to prc: udp fails, predict connects", function() pair("a", "b", "s2p") end)
-  it("prc connects to symseq: udp fails, predict connects", function() pair("b", "a", "p2s") end)
+  -- --methods udp,predict: predict's first round punches udp's candidates
+  -- too, so udp right before it is left out (natpunch.method.choose)
+  it("symseq connects to prc with --methods udp,predict: via predict, udp left out", function()
+    local ev = pair("a", "b", "s2p")
+    assert.equal("predict", ev.connected.methods)
+  end)
+  it("prc connects to symseq with --methods udp,predict: via predict", function() pair("b", "a", "p2s") end)
   it("with predict first, symseq connects to prc in the first round", function()
     pair("a", "b", "first", "predict,udp")
+  end)
+  -- no --methods: both peers measure their allocation, the rendezvous puts
+  -- both values into the introduction, and both choose predict (in udp's
+  -- place; not birthday: no side is random)
+  it("default methods: symseq -> prc is chosen as predict and connects via predict", function()
+    local ev, wev = pair("a", "b", "d2p", false)
+    assert.equal("predict", ev.connected.methods)
+    assert.equal("predict", wev.connected.methods)
+  end)
+  it("default methods: prc -> symseq connects via predict", function()
+    local ev = pair("b", "a", "d2s", false)
+    assert.equal("predict", ev.connected.methods)
+  end)
+  -- a pair without a symmetric side: udp alone (the public host p has no
+  -- NAT: its allocation is "preserving" without a probe; b's prc preserves)
+  it("default methods: public host -> prc tries udp alone and connects via udp", function()
+    local ev, wev = pair("p", "b", "d2u", false, "udp")
+    assert.equal("udp", ev.connected.methods)
+    assert.equal("udp", wev.connected.methods)
   end)
 end)

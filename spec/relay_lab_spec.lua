@@ -83,6 +83,8 @@ describe("#lab relay fallback through coturn", function()
     assert.truthy(ev.relay_allocated, out)
     assert.equal("relay", ev.connected.path)
     assert.equal("relay", ev.connected.method)
+    -- both symmetric with random ports: predict and birthday are left out
+    assert.equal("udp,relay", ev.connected.methods, out)
     assert.truthy(ev.touch_acked, out)
     assert.equal("over the relay", ev.message and ev.message.data, out)
     io.stderr:write(("\n  sym/sym via relay: setup %d ms (udp gave up after its 5 s budget), touch rtt %s ms\n")

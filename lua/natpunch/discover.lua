@@ -141,6 +141,8 @@ local function allocation_probe(bind_ip, ip, port)
       if mport then
         ports[#ports + 1] = mport
         locals[#locals + 1] = lport
+      elseif #ports == 0 then
+        break   -- the first fresh socket got no answer: the others would not either
       end
     end
   end

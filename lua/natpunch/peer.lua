@@ -19,6 +19,7 @@ local msg = require "natpunch.msg"
 local addr = require "natpunch.addr"
 local candidates = require "natpunch.candidates"
 local method = require "natpunch.method"
+local choose = require "natpunch.method.choose"
 local options = require "natpunch.options"
 local auth = require "natpunch.auth"
 local server_set = require "natpunch.servers"
@@ -80,7 +81,8 @@ function Peer:_register_fields(e)
     private[#private + 1] = c
   end
   local f = { t = "register", id = self.id, pk = self.keys.pk, token = token,
-    plain = self.encrypt == false and "1" or nil, private = table.concat(private, ","), nat = self.nat_code }
+    plain = self.encrypt == false and "1" or nil, private = table.concat(private, ","), nat = self.nat_code,
+    alloc = self.alloc_code }
   -- the methods, unless just the default (a peer that says nothing has "udp"),
   -- so that a plain peer costs the rendezvous nothing more
   local list = table.concat(self.methods, ",")
@@ -322,15 +324,49 @@ function Peer:_measure_keepalive(e)
   end)
 end
 
+-- The port allocation of our NAT (natpunch.method.choose), once, when a
+-- method of ours needs it: none behind no NAT (the server saw our own
+-- address), else the predict method's probe toward the server.  Sets
+-- self.predict_alloc (read by predict and birthday) and self.alloc_code
+-- (sent as `alloc`); true when alloc_code is new.
+function Peer:_measure_alloc(reply)
+  if self.predict_alloc ~= nil or not reply then return false end
+  local wanted = false
+  for _, name in ipairs(self.methods) do wanted = wanted or name == "predict" or name == "birthday" end
+  if not wanted then return false end
+  local pip, pport = addr.parse(tostring(reply.public))
+  local _, lport = self.udp:getsockname()
+  local own = false
+  if pip and pport == lport then
+    for _, a in ipairs(core.interface_addresses() or {}) do own = own or a.ip == pip end
+  end
+  local code
+  if own then
+    self.predict_alloc = false
+    code = "preserving"
+  else
+    local a = require("natpunch.discover").probe_allocation{
+      server = addr.format(self.server_ip, self.server_port) }
+    self.predict_alloc = a or false
+    code = choose.alloc_code(a)
+  end
+  self:_trace({ event = "allocation", alloc = code or "unknown" })
+  if code == self.alloc_code then return false end
+  self.alloc_code = code
+  return true
+end
+
 -- Runs the methods' prepare(peer, reply) hooks (docs/EXTENDING.md); true
 -- if one has something new to advertise.
 function Peer:_prepare_methods(reply)
-  local changed = false
   -- a TURN server known (our own, or the rendezvous hands one out): with
-  -- the default methods, relay comes after udp
-  if self.default_methods and #self.methods == 1 and (self.turn_conf or (reply and reply.turn)) then
-    self.methods = { "udp", "relay" }
+  -- the default methods, relay comes last
+  if self.default_methods and (self.turn_conf or (reply and reply.turn)) then
+    local has = false
+    for _, n in ipairs(self.methods) do has = has or n == "relay" end
+    if not has then self.methods[#self.methods + 1] = "relay" end
   end
+  local changed = self:_measure_alloc(reply)
   for _, name in ipairs(self.methods) do
     local m = method.get(name)
     if m.prepare and m.prepare(self, reply) then changed = true end
@@ -389,6 +425,8 @@ local function decode_intro(m)
     end
   end
   if m["m.methods"] then intro.methods = msg.split_list(m["m.methods"]) end
+  -- both sides' NAT behaviour as the server recorded it (natpunch.method.choose)
+  intro.alloc, intro.nat, intro.your_alloc, intro.your_nat = m.alloc, m.nat, m.your_alloc, m.your_nat
   return intro
 end
 
@@ -482,7 +520,8 @@ function Peer:_on_introduce(m, e)
   end
   intro.punch_nonce, intro.punch_key, intro.touch_key = keys.nonce, keys.punch, keys.touch
   intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
-  local order = method.order(self.methods, intro.methods, intro.role)
+  local order, budgets = choose.filter(method.order(self.methods, intro.methods, intro.role), intro)
+  rec.attempt.budget = budgets
   sched.spawn(function()
     local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
     if rec.superseded then return end      -- another server's introduction connected
@@ -504,7 +543,8 @@ function Peer:_on_introduce(m, e)
     s.server = rec.server       -- the server that introduced us
     s.setup_ms = now() - rec.started
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
-      transport = s.transport, method = s.method, family = s.family, setup_ms = s.setup_ms, server = rec.server })
+      transport = s.transport, method = s.method, methods = table.concat(order, ","), family = s.family,
+      setup_ms = s.setup_ms, server = rec.server })
     rec.done:set(s)
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
@@ -827,7 +867,7 @@ function peer.new(opts)
     verbose = opts.verbose and true or false, registered = false, touching = {},
     pending = {}, sessions = {}, by_peer = {}, intros = {}, cids = {}, early = {}, tx_seq = 0, advertised = {},
     methods = method.check_list(opts.methods or require("natpunch.method.tcp").methods_for(opts.transport, 2)
-      or { "udp" }, "peer", 2),
+      or { table.unpack(choose.DEFAULT) }, "peer", 2),
     default_methods = opts.methods == nil and opts.transport == nil,
     method_budget = opts.method_budget,
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,

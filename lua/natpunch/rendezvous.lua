@@ -19,6 +19,7 @@ local turn = require "natpunch.turn"
 local registry = require "natpunch.registry"
 local metrics = require "natpunch.metrics"
 local registry_redis = require "natpunch.registry_redis"
+local choose = require "natpunch.method.choose"
 
 local rendezvous = {}
 
@@ -136,6 +137,7 @@ function Server:_forget(rec)
   self:_release(rec.public, registry.ip(rec))
   self.sec[rec.id] = nil
   self.opaque[rec.id] = nil
+  self.alloc[rec.id] = nil
   if self.shared then self.shared:forget_peer(rec) end
   self:_event({ event = "expired", peer = rec.id })
 end
@@ -230,6 +232,8 @@ function Server:_on_register(m, ip, port, size, claimed)
   end
   -- the NAT behaviour the peer discovered ("EI/APD"), passed on in introductions
   local nat = type(m.nat) == "string" and #m.nat <= 12 and m.nat:match("^%a+/%a+$") or nil
+  -- and the port allocation its NAT gives new mappings (natpunch.method.choose)
+  local alloc = choose.parse_alloc(m.alloc) and m.alloc or nil
   if not rec then
     self.counters.registrations = self.counters.registrations + 1
     rec = self.registry:put(registry.record(id, pk, public, port, text, expires))
@@ -237,9 +241,15 @@ function Server:_on_register(m, ip, port, size, claimed)
     sec.window:accept(seq)
     self.sec[id] = sec
     if nat then rec.nat = nat end     -- a slot of every record (registry.record)
-    self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat })
+    -- (alloc is kept beside the record, like the opaque fields: records stay at 8 slots)
+    self.alloc[id] = alloc
+    self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat, alloc = alloc })
   else
     rec.nat = nat or rec.nat
+    if alloc and alloc ~= self.alloc[id] then
+      self.alloc[id] = alloc
+      self:_event({ event = "allocation", peer = id, alloc = alloc })
+    end
     if moved then
       self:_release(rec.public, registry.ip(rec))
       self.registry:move(rec, public, port)
@@ -293,20 +303,23 @@ end
 function Server:_introduce(a, b, tx_for_a, nonce, cid)
   local again = nonce ~= nil
   nonce = nonce or auth.hex(core.random_bytes(8))
-  local function intro(other, tx, role)
+  local function intro(other, tx, role, to)
     local f = {}
     for k, v in pairs(self.opaque[other.id] or {}) do f[k] = v end
     local sec = self.sec[other.id]
     f.t, f.tx, f.peer, f.public, f.nonce, f.role = "introduce", tx, other.id, other.public, nonce, role
     f.private, f.pk, f.plain = other.private, other.key, (sec and sec.plain) and "1" or nil
     f.nat = other.nat     -- the NAT behaviour it registered with ("EI/APD"), if any
+    -- its port allocation, and the receiver's own values as recorded here:
+    -- both sides choose their methods from the same pair (natpunch.method.choose)
+    f.alloc, f.your_alloc, f.your_nat = self.alloc[other.id], self.alloc[to.id], to.nat
     return f
   end
   -- b first: its introduction is what a lost reply to a repeats.  A peer
   -- on another server (b.srv, from Redis) gets it from its own server.
   -- (Opaque fields are those of peers registered here: a peer on another
   -- server is introduced without its own.)
-  local to_b = intro(a, nil, "accept")
+  local to_b = intro(a, nil, "accept", b)
   to_b.cid = valid_cid(cid)
   if b.srv then
     to_b.to = b.id
@@ -314,7 +327,7 @@ function Server:_introduce(a, b, tx_for_a, nonce, cid)
   else
     self:_send_to(b, to_b)
   end
-  self:_send_to(a, intro(b, tx_for_a, "connect"))
+  self:_send_to(a, intro(b, tx_for_a, "connect", a))
   if again then
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
@@ -543,7 +556,10 @@ end
 -- key}; a copy) or nil.
 function Server:lookup(id)
   local rec = self.registry:get(id)
-  return rec and view(rec)
+  if not rec then return nil end
+  local v = view(rec)
+  v.alloc = self.alloc[rec.id]
+  return v
 end
 
 --- The server's public key, as hex (peers may pin it: server_key).
@@ -655,6 +671,7 @@ function rendezvous.new(opts)
   end
   self.registry = registry.new()
   self.opaque = {}    -- id -> the peer's opaque m.* fields (msg.opaque), passed through into introductions
+  self.alloc = {}     -- id -> the port allocation it registered with (natpunch.method.choose)
   self.sec, self.per_socket, self.per_ip = {}, {}, {}
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,

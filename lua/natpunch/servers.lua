@@ -90,14 +90,17 @@ function Set:_up(e, reply)
   local first = not p.ever_registered
   p.ever_registered = true
   self:_follow()
+  -- methods may register again first (the NAT's port allocation, a TURN
+  -- allocation), so that a peer introduced to us from now on gets it all
+  if first then p:_first_registration(e, reply) end
   if not e.registered_once then
     e.registered_once = true
     local ip, port = p.udp:getsockname()
-    p:_emit({ event = "registered", public = e.public, ["local"] = addr.format(ip, port), server = e.addr })
-  elseif was ~= "up" then
+    p:_emit({ event = "registered", public = e.public, ["local"] = addr.format(ip, port), server = e.addr,
+      alloc = p.alloc_code })
+  elseif was == "down" then
     p:_emit({ event = "server_up", server = e.addr, public = e.public, up = self:count("up") })
   end
-  if first then p:_first_registration(e, reply) end
   if self.attempt then self.attempt.result:set(e) end
 end
 

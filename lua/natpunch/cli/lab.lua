@@ -37,7 +37,11 @@ local UP_OPTIONS = {
 
 local MATRIX_OPTIONS = {
   { "only", arg = "CASES", default = "all",
-    help = "all, pairs, cone, lean (cone pairs + sym->full) or case names, a,b (--list)" },
+    help = "all, pairs, cone, lean (cone pairs + sym->full), hard or case names, a,b (--list)" },
+  { "hard", help = "the hard cases (symmetric NATs: predict, birthday, relay through coturn), "
+    .. "default methods, 30 s each; the same as --only hard" },
+  { "markdown", help = "at the end, print the summary as a Markdown table (with the command and date) "
+    .. "on stdout; the progress goes to stderr" },
   { "list", help = "list the cases and what each must show, then exit" },
   { "delay", arg = "D", help = "one-way delay on every link into the internet but the server's (50ms)" },
   { "jitter", arg = "D", help = "delay varies by +-D" },
@@ -60,7 +64,8 @@ local function usage() return table.concat({
   "       natpunch lab exec [--prefix P] HOST -- COMMAND [ARG...]",
   "       natpunch lab status [--json]",
   "       natpunch lab down [--prefix P] [--json]",
-  "       natpunch lab matrix [--only CASES] [--delay D] [--loss P] [--json]",
+  "       natpunch lab matrix [--only CASES | --hard] [--delay D] [--loss P] [--repeat N]",
+  "                               [--json | --markdown]",
   "",
   "Builds a NAT lab from Linux network namespaces (needs root, iproute2 and",
   "nftables) and leaves it up until `down`:",
@@ -95,6 +100,7 @@ local function usage() return table.concat({
   "  natpunch lab exec --prefix np1 s1 -- natpunch rendezvous --listen 0.0.0.0:3478",
   "  natpunch lab exec --prefix np1 a -- natpunch peer --server 203.0.113.2:3478 --id a",
   "  natpunch lab down --prefix np1",
+  "  natpunch lab matrix --hard --repeat 50 --markdown   # docs/TRAVERSAL.md's hard cases",
   "  natpunch lab matrix --only lean --delay 50ms --loss 5% --json",
   "",
   "Exit codes: 0 success, 1 failure (not root, a command failed), 2 usage error;",
@@ -293,6 +299,8 @@ local function case_text(r)
     :format(r.pair, r.expect, r.connected and "connected" or "FAILED", r.path or "-",
       r.setup_ms and (r.setup_ms .. " ms") or "-", ms(r.rtt_server_ms), ms(r.rtt_peer_ms),
       r.ratio and ("%.2f"):format(r.ratio) or "-", tostring(r.server_other))
+  if r.method then line = line .. ("  via %s (of %s)"):format(r.method, tostring(r.methods)) end
+  if r.probes then line = line .. ("  %d probes"):format(r.probes) end
   if r.reason then line = line .. "  reason: " .. r.reason end
   if not r.pass then line = line .. "\n    NOT AS EXPECTED: " .. table.concat(r.problems, "; ") end
   return line
@@ -301,7 +309,7 @@ end
 local CASE_KEYS = { "case", "pair", "a", "b", "expect", "connected", "path", "setup_ms", "reason",
   "peer_connected", "peer_path", "peer_setup_ms", "peer_reason", "remote", "touch_rtt_ms",
   "rtt_server_ms", "rtt_peer_ms", "ratio", "server_control", "server_other", "elapsed_ms",
-  "pass", "problems", "phase_ms" }
+  "pass", "problems", "phase_ms", "method", "methods", "peer_method", "probes", "server_stun" }
 
 local function matrix_cmd(lab, argv)
   local opts, rest = cli.parse(argv, MATRIX_OPTIONS)
@@ -310,13 +318,17 @@ local function matrix_cmd(lab, argv)
   if #rest > 0 then return cli.usage_error("lab matrix", "unexpected '" .. rest[1] .. "'") end
   local matrix = require "natpunch.lab.matrix"
   local json = require "natpunch.json"
-  local names, err = matrix.names(opts.only)
+  local names, err = matrix.names(opts.hard and "hard" or opts.only)
   if not names then return cli.usage_error("lab matrix", err) end
   if opts["repeat"] < 1 then return cli.usage_error("lab matrix", "--repeat must be at least 1") end
   if opts.timeout and opts.timeout <= 0 then
     return cli.usage_error("lab matrix", "--timeout must be positive")
   end
   local out = out_for(opts.json)
+  if opts.markdown then
+    -- progress on stderr, the table alone on stdout
+    out = { event = function(ev) if ev.text then io.stderr:write(ev.text, "\n") end end }
+  end
   if opts.list then
     for _, name in ipairs(names) do
       local c = matrix.case(name)
@@ -346,8 +358,9 @@ local function matrix_cmd(lab, argv)
       require("natpunch.lab.impair").parse(link, "matrix")) or "none"
     out.event({ event = "lab", prefix = r:topology().prefix, link = desc, cases = #names,
       timeout = r.timeout,
-      text = ("lab %s up: %d cases, link impairment: %s, peer --timeout %g s")
-        :format(r:topology().prefix, #names, desc, r.timeout) })
+      text = ("lab %s up: %d cases, link impairment: %s, peer --timeout %g s%s")
+        :format(r:topology().prefix, #names, desc, r.timeout,
+          opts.hard and not opts.timeout and " (hard cases: 30 s)" or "") })
     r:run(function(res)
       results[#results + 1] = res
       local ev = { event = "case", text = case_text(res) }
@@ -375,6 +388,22 @@ local function matrix_cmd(lab, argv)
       for k, v in pairs(s) do ev[k] = v end
       out.event(ev)
     end
+  end
+  if opts.markdown then
+    local args = { "natpunch lab matrix" }
+    if opts.hard then
+      args[#args + 1] = "--hard"
+    elseif opts.only ~= "all" then
+      args[#args + 1] = "--only " .. opts.only
+    end
+    for _, k in ipairs({ "delay", "jitter", "loss", "timeout" }) do
+      if opts[k] then args[#args + 1] = "--" .. k .. " " .. tostring(opts[k]) end
+    end
+    if opts["repeat"] > 1 then args[#args + 1] = "--repeat " .. opts["repeat"] end
+    args[#args + 1] = "--markdown"
+    io.stdout:write(("`%s` (as root), %s, %d s:\n\n"):format(table.concat(args, " "),
+      os.date("!%Y-%m-%d %H:%M UTC", started), os.time() - started))
+    io.stdout:write(matrix.markdown(matrix.summarize(results)))
   end
   local med = matrix.median(ratios)
   out.event({ event = "done", cases = #results, passed = passed, seconds = os.time() - started,

@@ -47,7 +47,8 @@ local OPTIONS = {
     help = "also probe candidates of this address class (loopback, link-local, ...)" },
   { "no-encrypt", help = "send data and touches unencrypted (both sides see it in the introduction)" },
   { "methods", arg = "LIST",
-    help = "traversal methods to try, in order (comma-separated: udp, relay; default: udp, "
+    help = "traversal methods to try, in order (comma-separated: udp, predict, birthday, relay, tcp; "
+      .. "default: udp, then predict or birthday when the introduction says a side is symmetric, "
       .. "then relay when a TURN server is known)" },
   { "turn", arg = "URL", help = "TURN server for the relay method: turn://USER:PASS@HOST:PORT" },
   { "json", help = "print events as JSON, one object per line" },
@@ -104,8 +105,9 @@ M.usage = table.concat({
   "",
   "With --json, stdout carries one JSON object per line, and nothing else:",
   '  {"event":"registered","public":"IP:PORT","local":"IP:PORT","server":"IP:PORT"}',
-  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private",'
-    .. '"transport":"udp","method":"udp","setup_ms":N}',
+  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private|relay",'
+    .. '"transport":"udp","method":"udp","setup_ms":N,"methods":"udp,birthday"}',
+  "    (method: the one that won; methods: those tried, chosen from the introduction)",
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"done","peer":"ID","sent":N,"received":N}      (last line on success)',
@@ -136,8 +138,8 @@ local function human(ev)
   elseif e == "server_up" then
     return string.format("server %s is up again (%d server(s) up)", ev.server, ev.up or 0)
   elseif e == "connected" then
-    return string.format("connected to %s at %s (%s path, %s, %d ms%s)", ev.peer, ev.remote, ev.path,
-      ev.transport, ev.setup_ms, ev.server and (", introduced by " .. ev.server) or "")
+    return string.format("connected to %s at %s (%s path, %s, %s, %d ms%s)", ev.peer, ev.remote, ev.path,
+      ev.transport, tostring(ev.method), ev.setup_ms, ev.server and (", introduced by " .. ev.server) or "")
   elseif e == "message" then
     return string.format("message from %s (%s): %s", ev.peer, ev.kind or "data", ev.data)
   elseif e == "touch_acked" then

@@ -44,5 +44,6 @@ matrix.command = runner.command
 matrix.runner = runner.runner
 matrix.summarize = report.summarize
 matrix.median = report.median
+matrix.markdown = report.markdown
 
 return matrix

@@ -182,9 +182,11 @@ function method.try(order, peer, intro, deadline, attempt)
     end
     local m = assert(method.get(name))
     -- a method followed by others may have a budget (seconds), so that
-    -- the later ones get time too: peer.method_budget[name], else m.budget
+    -- the later ones get time too: peer.method_budget[name], else the
+    -- attempt's (natpunch.method.choose), else m.budget
     local mdl = deadline
-    local budget = (peer.method_budget and peer.method_budget[name]) or m.budget
+    local budget = (peer.method_budget and peer.method_budget[name])
+      or (attempt.budget and attempt.budget[name]) or m.budget
     if budget and i < #order then mdl = math.min(deadline, core.now() + budget * 1000) end
     local ctx = method.context(name, peer, intro, mdl)
     attempt.ctx, attempt.last = ctx, name   -- last: the method tried last (a failed connect's report)

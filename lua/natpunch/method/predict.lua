@@ -8,7 +8,8 @@
 --     rendezvous (natpunch.discover.probe_allocation: 4 fresh sockets, one
 --     RTT) and, when it is sequential, advertises `delta` and `last` (the
 --     last mapped port it saw).  Nothing is advertised otherwise, and with
---     no sequential side the method gives up at once.
+--     nothing to predict both sides punch their usual candidates, exactly
+--     as udp does (so the chosen methods can put predict in udp's place).
 --   * At connect time the hard side punches toward the easy side's
 --     candidates from its registered socket, as the udp method does: its
 --     mapping toward the easy side's public endpoint is one of the next
@@ -90,12 +91,11 @@ local function punch(ctx)
 end
 
 function predict.run(ctx)
-  local peer = ctx.peer
   local d, last = theirs(ctx.info)
-  local mine = peer.predict_alloc and peer.predict_alloc.pattern == "sequential"
-  if not d and not mine then return nil, "no sequential NAT to predict" end
   if not d then
-    -- we are the hard side: punch toward their usual candidates
+    -- we are the hard side (or nothing is known to predict): punch toward
+    -- their usual candidates, as udp does.  predict stands in for udp when
+    -- the methods are chosen from the introduction (natpunch.method.choose)
     return punch(ctx)
   end
   local reason = "no predicted port answered"
@@ -103,7 +103,10 @@ function predict.run(ctx)
   for round = 1, predict.rounds do
     if ctx:remaining() <= 0 then break end
     local cands, n = predict.candidates(ctx.candidates, d, last, round, predict.window)
-    if n == 0 then break end
+    if n == 0 then
+      if round == 1 then return punch(ctx) end   -- no port to predict: udp's candidates
+      break
+    end
     probed = probed + n
     local last_round = round == predict.rounds
     local sub = setmetatable({ candidates = cands,

@@ -18,6 +18,10 @@ for _, id in ipairs(matrix.TYPES) do
 end
 local PORT = 3478                 -- STUN's default port (RFC 8489); the rendezvous answers STUN too
 local S1 = "203.0.113.2"
+-- the hard cases' relay: a rendezvous that hands out TURN credentials (st)
+-- for coturn on s2, apart from s1 so that no other case gets a relay
+local ST, S2 = "203.0.113.3", "198.51.100.2"
+local TURN_SECRET = "lab-matrix-turn-secret"
 local P_ADDR = "203.0.113.50"
 
 ---------------------------------------------------------------------------
@@ -78,6 +82,24 @@ add{ name = "rendezvous-nat", kind = "server-nat", a = "restricted", b = "prc",
   pair = "restricted/prc, rv NAT",
   connector = "arest", acceptor = "bprc", server = "rv",
   title = "rendezvous behind a prc NAT (port forward), restricted -> prc" }
+-- The hard cases (issue 12): NAT pairs plain UDP punching cannot connect,
+-- run with the peers' default methods (chosen from the introduction,
+-- natpunch.method.choose), each with the method that must win.  Not part
+-- of "all": `natpunch lab matrix --hard` (or --only hard).  The waiting
+-- peer gets --timeout too, and both 30 s by default (birthday's probes).
+local function hard(c)
+  c.kind, c.hard, c.timeout = "hard", true, c.timeout or 30
+  c.connector = c.connector or ("a" .. nat_types.get(c.a).short)
+  c.acceptor = c.acceptor or ("b" .. nat_types.get(c.b).short)
+  c.title = c.title or ("%s -> %s via %s"):format(c.a, c.b, c.method)
+  add(c)
+end
+hard{ name = "hard-symseq-prc", a = "symseq", b = "prc", method = "predict" }
+hard{ name = "hard-prc-symseq", a = "prc", b = "symseq", method = "predict" }
+hard{ name = "hard-sym-prc", a = "sym", b = "prc", method = "birthday" }
+hard{ name = "hard-prc-sym", a = "prc", b = "sym", method = "birthday" }
+hard{ name = "hard-sym-sym", a = "sym", b = "sym", method = "relay", path = "relay", server = "st",
+  turn = true, title = "sym -> sym via relay (coturn on s2)" }
 end
 
 -- The cases of the registry as it is now (rebuilt when it changed).
@@ -89,7 +111,8 @@ local function cases()
 end
 
 -- Names of a set: "all", "pairs" (the 16 NAT pairs), "cone" (the 9 cone
--- pairs), "lean" (cone pairs + sym -> full: the impaired matrix), or a list
+-- pairs), "lean" (cone pairs + sym -> full: the impaired matrix), "hard"
+-- (the hard cases, which "all" leaves out), or a list
 -- / comma-separated text of case names.  nil, message for an unknown name.
 function matrix.names(which)
   which = which or "all"
@@ -104,7 +127,9 @@ function matrix.names(which)
     return c.kind == "pair" and is_cone(c.a) and is_cone(c.b)
   end
   if which == "all" then
-    pick(function() return true end)
+    pick(function(c) return not c.hard end)
+  elseif which == "hard" then
+    pick(function(c) return c.hard end)
   elseif which == "pairs" then
     pick(function(c) return c.kind == "pair" end)
   elseif which == "cone" then
@@ -199,6 +224,8 @@ function matrix.describe(names, opts)
         end
       end
     end
+    if c.turn then host("s2", { public = S2 }) end
+    if c.server == "st" then host("st", { public = ST }) end
     if c.server == "rv" then
       nat("nrv", { type = "prc",
         forward = { { proto = "udp", port = PORT, to = "rv" },
@@ -215,6 +242,6 @@ function matrix.by_name()
   return select(2, cases())
 end
 
-matrix.PORT, matrix.S1 = PORT, S1
+matrix.PORT, matrix.S1, matrix.S2, matrix.TURN_SECRET = PORT, S1, S2, TURN_SECRET
 
 return matrix

@@ -145,9 +145,11 @@ end
 
 -- Counting rules in a server host: UDP to and from the rendezvous port,
 -- control frames (first byte 0x04, docs/PROTOCOL.md) apart from the rest;
--- and any other UDP at all.  @th,64,8 is the first byte after the 8-byte
--- UDP header.
-local COUNTERS = { "control_in", "other_in", "control_out", "other_out",
+-- STUN (the peers' allocation probe: Binding requests and answers, with
+-- the magic cookie 0x2112A442 at payload bytes 4-7) apart too; and any
+-- other UDP at all.  @th,64,8 is the first byte after the 8-byte UDP
+-- header, @th,96,32 payload bytes 4-7.
+local COUNTERS = { "control_in", "other_in", "control_out", "other_out", "stun_in", "stun_out",
   "tcp_control_in", "tcp_other_in", "tcp_control_out", "tcp_other_out" }
 
 local function counter_rules(port)
@@ -157,6 +159,8 @@ local function counter_rules(port)
     L[#L + 1] = ("  chain %s {"):format(dir[1])
     L[#L + 1] = ("    type filter hook %s priority filter; policy accept;"):format(dir[1])
     L[#L + 1] = ('    udp %s %d @th,64,8 0x04 counter name "control_%s" accept')
+      :format(dir[3], port, dir[2])
+    L[#L + 1] = ('    udp %s %d @th,96,32 0x2112a442 counter name "stun_%s" accept')
       :format(dir[3], port, dir[2])
     L[#L + 1] = ('    meta l4proto udp counter name "other_%s"'):format(dir[2])
     -- TCP: the STUNT service's port (control only: it never relays) and
@@ -185,6 +189,31 @@ function Runner:_counters(host)
   return c
 end
 
+-- coturn on s2 for the hard relay case, with the REST-API secret the
+-- rendezvous on st hands credentials out for (as spec/relay_lab_spec.lua).
+function Runner:_start_turn()
+  if self.turnd then return end
+  local state = require "natpunch.lab.state"
+  local t = self.t
+  local base = state.log_path(t.prefix, "coturn-matrix")
+  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(t.prefix, "log", base .. suffix) end
+  local f = assert(io.open(base .. ".conf", "w"))
+  f:write(table.concat({
+    "listening-port=3478", "listening-ip=" .. cases.S2, "relay-ip=" .. cases.S2,
+    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. cases.TURN_SECRET,
+    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
+    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
+  }, "\n"))
+  f:close()
+  self.turnd = t:spawn("s2", { "turnserver", "-c", base .. ".conf" })
+  -- ready when it answers a Binding request from the internet side
+  local ready = poll(function()
+    local out = t:exec("st", { "timeout", "2", "turnutils_stunclient", "-p", "3478", cases.S2 })
+    return out:match("reflexive addr") ~= nil
+  end, 10)
+  if not ready then error("matrix: coturn did not start: " .. self.turnd:output(), 0) end
+end
+
 function Runner:_start_server(host)
   if self.servers[host] then return self.servers[host] end
   local t = self.t
@@ -195,9 +224,14 @@ function Runner:_start_server(host)
   local listen = t:addr(host) .. ":" .. PORT
   local argv = {}
   for _, w in ipairs(self.cmd) do argv[#argv + 1] = w end
-  for _, w in ipairs({ "rendezvous", "--listen", listen, "--json" }) do
-    argv[#argv + 1] = w
+  local args = { "rendezvous", "--listen", listen, "--json" }
+  if host == "st" then
+    self:_start_turn()
+    for _, w in ipairs({ "--turn", cases.S2 .. ":3478", "--turn-secret", cases.TURN_SECRET }) do
+      args[#args + 1] = w
+    end
   end
+  for _, w in ipairs(args) do argv[#argv + 1] = w end
   local h = t:spawn(host, proc.preload(argv))
   if not h:expect('"event":"listening"', 10) then
     error("matrix: the rendezvous in " .. host .. " did not start: "
@@ -226,6 +260,8 @@ end
 
 function Runner:down()
   self.servers = {}
+  if self.turnd then self.turnd:stop() end
+  self.turnd = nil
   self.t:down()
 end
 
@@ -275,7 +311,8 @@ end
 --     endpoints it recorded), b_private (what b said its own endpoints are);
 --   rtt_server_ms, rtt_peer_ms (ping from the connecting host), ratio
 --   (setup_ms / (rtt_server_ms + rtt_peer_ms), when that is >= 10 ms);
---   server_control, server_other (UDP packets at the rendezvous host);
+--   server_control, server_other, server_stun (UDP packets at the rendezvous
+--     host: control frames, anything else, STUN Binding apart);
 --   phase_ms (where the case's time went); problems (list of text), pass
 --   (no problems), and logs (what each process printed) when not pass.
 function Runner:run_case(name)
@@ -311,11 +348,16 @@ function Runner:run_case(name)
   lap("ping")
   local before = self:_counters(server.host) or {}
   local rv_from = #server.proc:output()
-  local timeout = self.timeout
+  local timeout = c.timeout and (self.opts.timeout or c.timeout) or self.timeout
   local msg, touch = self.opts.message or "hello", self.opts.touch or "touch"
 
   local targs = self.opts.transport and { "--transport", self.opts.transport } or {}
   local b_args = { "--server", server.addr, "--id", b_id, "--json" }
+  -- the hard cases' waiting peer gets the same budget (its default is 10 s)
+  if c.hard then
+    b_args[#b_args + 1] = "--timeout"
+    b_args[#b_args + 1] = tostring(timeout + 10)
+  end
   for _, w in ipairs(targs) do b_args[#b_args + 1] = w end
   local b = self:_spawn_peer(c.acceptor, b_args)
   local a
@@ -346,7 +388,7 @@ function Runner:run_case(name)
     if not done then res.hung = true end
     -- the waiting side: connected, or its punch gave up
     local limit = (find(events(a), function(ev) return ev.event == "connected" end)
-      and timeout or PEER_PUNCH_TIMEOUT + 3)
+      and timeout or (c.hard and timeout or PEER_PUNCH_TIMEOUT) + 3)
     poll(function()
       return find(events(b), function(ev)
         return (ev.event == "connected" and ev.peer == a_id)
@@ -364,6 +406,9 @@ function Runner:run_case(name)
     if ev.event == "connected" then
       res.connected, res.path, res.remote = true, ev.path, ev.remote
       res.setup_ms, res.transport = ev.setup_ms, ev.transport
+      res.method, res.methods = ev.method, ev.methods
+    elseif ev.event == "birthday" then
+      res.probes = ev.probes
     elseif ev.event == "transport_failed" then
       res.transport_failed = (res.transport_failed or "") .. ev.transport .. ": " .. tostring(ev.reason) .. ";"
     elseif ev.event == "touch_acked" then
@@ -387,6 +432,9 @@ function Runner:run_case(name)
     if ev.event == "connected" and ev.peer == a_id then
       res.peer_connected, res.peer_path = true, ev.path
       res.peer_setup_ms, res.peer_remote = ev.setup_ms, ev.remote
+      res.peer_method = ev.method
+    elseif ev.event == "birthday" and ev.peer == a_id then
+      res.probes = res.probes or ev.probes
     elseif ev.event == "failed" and ev.peer == a_id then
       res.peer_reason = ev.reason
     elseif ev.event == "message" and ev.peer == a_id then
@@ -416,6 +464,8 @@ function Runner:run_case(name)
     + (after.control_out or 0) - (before.control_out or 0)
   res.server_other = (after.other_in or 0) - (before.other_in or 0)
     + (after.other_out or 0) - (before.other_out or 0)
+  res.server_stun = (after.stun_in or 0) - (before.stun_in or 0)
+    + (after.stun_out or 0) - (before.stun_out or 0)
   local function delta(k) return (after[k] or 0) - (before[k] or 0) end
   res.server_tcp_control = delta("tcp_control_in") + delta("tcp_control_out")
   res.server_tcp_other = delta("tcp_other_in") + delta("tcp_other_out")
@@ -457,7 +507,10 @@ function Runner:check(res, c)
     local tcp = res.transport == "tcp"
     local b_pub = tcp and res.registered_tcp.b or res.registered.b
     local b_private = tcp and res.b_private_tcp or res.b_private
-    if c.path == "private" then
+    if c.path == "relay" then
+      want(ip_of(res.remote) == cases.S2, ("remote %s is not a relayed address of coturn at %s")
+        :format(tostring(res.remote), cases.S2))
+    elseif c.path == "private" then
       local ok = false
       for e in (b_private or ""):gmatch("[^,]+") do ok = ok or e == res.remote end
       want(ok, ("remote %s is not one of the waiting peer's private endpoints %s")
@@ -472,6 +525,20 @@ function Runner:check(res, c)
     end
   end
   want(not res.hung, "natpunch peer --connect did not exit within its --timeout")
+  -- the method that won, on both sides: the hard cases' own; a cone pair
+  -- (UDP, default methods) needs nothing but udp and tries nothing else
+  local want_method = c.method
+  if not want_method and c.kind == "pair" and not self.opts.transport and res.connected
+     and nat_types.get(c.a).mapping == "endpoint-independent"
+     and nat_types.get(c.b).mapping == "endpoint-independent" then
+    want_method = "udp"
+    want(res.methods == "udp", ("cone pair tried %s, expected udp alone"):format(tostring(res.methods)))
+  end
+  if want_method then
+    want(res.method == want_method, ("connected via %s, expected %s"):format(tostring(res.method), want_method))
+    want(not res.peer_connected or res.peer_method == want_method,
+      ("the waiting peer connected via %s, expected %s"):format(tostring(res.peer_method), want_method))
+  end
   want(res.introduced, "the rendezvous did not introduce the peers")
   -- introductions carry what the server saw: each peer's outermost public
   -- address (its NAT's, or its own)

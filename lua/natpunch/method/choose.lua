@@ -1,0 +1,108 @@
+--- natpunch.method.choose: which traversal methods two introduced peers
+-- try, from the NAT behaviour the introduction carries for both of them.
+--
+-- A peer with the default methods (no `methods` option) measures the port
+-- allocation of its NAT once, after its first registration (the predict
+-- method's probe, natpunch.discover.probe_allocation: four fresh sockets
+-- toward the rendezvous, one after the other) and registers again with it
+-- as `alloc` ("preserving", "sequential:D" or "random").  The rendezvous
+-- records it (and `nat`, the mapping/filtering of peer{ discover = true })
+-- and puts both peers' values into each introduction: the other's as
+-- `alloc`/`nat`, the receiver's own as `your_alloc`/`your_nat`.  Both
+-- sides therefore decide from the same two values and try the same list:
+--
+--   udp        always first (cone pairs, and a symmetric NAT against a
+--              cone that lets the new port in), except right before
+--              predict: predict's first round punches udp's candidates too
+--              (plus the predicted ports), and two methods that punch the
+--              same candidates one after the other would meet across the
+--              switch (one side still in udp, the other already
+--              predicting) and name different winners;
+--   predict    when a side is symmetric with sequential ports and neither
+--              is random;
+--   birthday   when exactly one side is symmetric with random ports and
+--              the other is not symmetric;
+--   relay      when a TURN server is known (peer.lua appends it).
+--
+-- A side counts as symmetric only when its allocation is sequential or
+-- random and discovery (when it ran) did not find endpoint-independent
+-- mapping.  When a side's values are unknown (an older peer or server, an
+-- introduction from another server over Redis, a probe nobody answered),
+-- predict and birthday stay in the list and decide for themselves.  An
+-- explicit methods list goes through the same filter: it only drops
+-- methods that would give up at once anyway.
+local choose = {}
+
+--- The default methods of a peer (relay is added when a TURN server is known).
+choose.DEFAULT = { "udp", "predict", "birthday" }
+
+local MAX_DELTA = 16
+
+--- udp's budget (s) when birthday follows it: long enough for a
+-- symmetric NAT against a cone that lets the new port in (a few RTTs; the
+-- punch engine checks every 200 ms at most), short enough that the hard
+-- method gets its time.  Otherwise udp keeps its own budget (5 s, before
+-- relay) or the whole timeout.
+choose.UDP_BEFORE_HARD_S = 1.5
+
+--- The `alloc` code of a natpunch.discover allocation result, or nil
+-- when fewer than two probes were answered.
+function choose.alloc_code(a)
+  if type(a) ~= "table" or type(a.ports) ~= "table" or #a.ports < 2 then return nil end
+  if a.pattern == "sequential" then return "sequential:" .. math.tointeger(a.delta) end
+  if a.pattern == "preserving" or a.pattern == "random" then return a.pattern end
+  return nil
+end
+
+--- { pattern =, delta = } from an `alloc` code, or nil when it is not one.
+function choose.parse_alloc(code)
+  if type(code) ~= "string" or #code > 16 then return nil end
+  if code == "preserving" or code == "random" then return { pattern = code } end
+  local d = code:match("^sequential:(%-?%d%d?)$")
+  d = tonumber(d)
+  if d and d ~= 0 and math.abs(d) <= MAX_DELTA then return { pattern = "sequential", delta = d } end
+  return nil
+end
+
+--- One side's class: "easy" (not symmetric), "sequential", "random", or
+-- nil (unknown), from its alloc and nat codes.
+function choose.side(alloc, nat)
+  local m = type(nat) == "string" and nat:match("^(%a+)/%a+$")
+  if m == "EI" or m == "none" then return "easy" end
+  local a = choose.parse_alloc(alloc)
+  if not a then return nil end
+  if a.pattern == "preserving" then return "easy" end
+  return a.pattern
+end
+
+--- The methods of `order` that apply to this introduction (a new list,
+-- order kept), and budgets { [name] = seconds } for natpunch.method.try.
+-- intro: alloc, nat (the other side), your_alloc, your_nat (this side),
+-- as the rendezvous sent them.
+function choose.filter(order, intro)
+  local mine = choose.side(intro.your_alloc, intro.your_nat)
+  local theirs = choose.side(intro.alloc, intro.nat)
+  local known = mine ~= nil and theirs ~= nil
+  local seq = mine == "sequential" or theirs == "sequential"
+  local rnd = (mine == "random" and 1 or 0) + (theirs == "random" and 1 or 0)
+  local easy = mine == "easy" or theirs == "easy"
+  local out = {}
+  for _, name in ipairs(order) do
+    local keep = true
+    if name == "predict" then keep = not known or (seq and rnd == 0)
+    elseif name == "birthday" then keep = not known or (rnd == 1 and easy) end
+    if keep then out[#out + 1] = name end
+  end
+  -- udp right before predict: predict does it too (above)
+  for i = #out - 1, 1, -1 do
+    if out[i] == "udp" and out[i + 1] == "predict" then table.remove(out, i) end
+  end
+  local budgets = {}
+  for i, name in ipairs(out) do
+    local nxt = out[i + 1]
+    if name == "udp" and nxt == "birthday" then budgets.udp = choose.UDP_BEFORE_HARD_S end
+  end
+  return out, budgets
+end
+
+return choose

@@ -1,0 +1,122 @@
+-- Choosing the traversal methods from the NAT behaviour the introduction
+-- carries (natpunch.method.choose, docs/PROTOCOL.md "Choosing the
+-- methods"): the rule itself, and, over real sockets on loopback, that the
+-- rendezvous records each peer's `alloc` and puts both peers' values into
+-- both introductions, so that both sides try the same list.  The lab specs
+-- (predict_lab_spec, birthday_lab_spec, relay_lab_spec) show it through
+-- real NATs.
+local helper = require "spec.helper"
+local natpunch = require "natpunch"
+local choose = require "natpunch.method.choose"
+
+local ALL = { "udp", "predict", "birthday", "relay" }
+
+local function pick(mine, theirs, my_nat, their_nat)
+  local out, budgets = choose.filter(ALL, { your_alloc = mine, alloc = theirs, your_nat = my_nat, nat = their_nat })
+  return table.concat(out, ","), budgets
+end
+
+describe("choose: the methods a pair tries", function()
+  it("codes an allocation, and reads only good codes back", function()
+    assert.equal("sequential:1", choose.alloc_code{ pattern = "sequential", delta = 1, ports = { 5, 6, 7, 8 } })
+    assert.equal("sequential:-2", choose.alloc_code{ pattern = "sequential", delta = -2, ports = { 9, 7 } })
+    assert.equal("random", choose.alloc_code{ pattern = "random", ports = { 9, 70, 3 } })
+    assert.equal("preserving", choose.alloc_code{ pattern = "preserving", ports = { 9, 70 } })
+    -- fewer than two answers: nothing known
+    assert.is_nil(choose.alloc_code{ pattern = "random", ports = { 9 } })
+    assert.is_nil(choose.alloc_code(false))
+    assert.same({ pattern = "sequential", delta = -2 }, choose.parse_alloc("sequential:-2"))
+    for _, bad in ipairs({ "sequential:0", "sequential:17", "sequential:", "seq:1", "Random", "", 5 }) do
+      assert.is_nil(choose.parse_alloc(bad), tostring(bad))
+    end
+  end)
+
+  it("keeps predict and birthday only where they can work", function()
+    assert.equal("udp,relay", (pick("preserving", "preserving")))
+    -- predict's first round punches udp's candidates too: no udp before it
+    assert.equal("predict,relay", (pick("sequential:1", "preserving")))
+    assert.equal("predict,relay", (pick("preserving", "sequential:1")))
+    assert.equal("predict,relay", (pick("sequential:1", "sequential:2")))
+    assert.equal("predict,udp", table.concat(choose.filter({ "predict", "udp" },
+      { alloc = "sequential:1", your_alloc = "preserving" }), ","))
+    assert.equal("udp,birthday,relay", (pick("random", "preserving")))
+    assert.equal("udp,birthday,relay", (pick("preserving", "random")))
+    assert.equal("udp,relay", (pick("random", "random")))
+    assert.equal("udp,relay", (pick("random", "sequential:1")))
+    -- discovery's endpoint-independent mapping: never symmetric, whatever the ports
+    assert.equal("udp,relay", (pick("random", "preserving", "EI/APD")))
+    assert.equal("udp,birthday,relay", (pick("random", "preserving", "APD/APD", "EI/APD")))
+    -- a side unknown: both stay (they decide for themselves)
+    assert.equal("predict,birthday,relay", (pick(nil, "preserving")))
+    assert.equal("predict,birthday,relay", (pick("random", nil)))
+  end)
+
+  it("is the same list on both sides (the introduction carries both values)", function()
+    local codes = { "preserving", "sequential:1", "random", false }
+    for _, x in ipairs(codes) do
+      for _, y in ipairs(codes) do
+        local a = pick(x or nil, y or nil)
+        local b = pick(y or nil, x or nil)
+        assert.equal(a, b, tostring(x) .. " / " .. tostring(y))
+      end
+    end
+  end)
+
+  it("gives udp a short budget when a hard method follows it", function()
+    local _, b = pick("random", "preserving")
+    assert.equal(choose.UDP_BEFORE_HARD_S, b.udp)
+    _, b = pick("preserving", "preserving")
+    assert.is_nil(b.udp)
+  end)
+end)
+
+describe("choose: over the rendezvous (loopback)", function()
+  it("carries alloc both ways; default peers on loopback try udp alone", function()
+    helper.run(function()
+      local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })
+      local srv = rv:address()
+      local evs = { a = {}, b = {} }
+      local function mk(id, box)
+        return assert(natpunch.peer{ server = srv, id = id,
+          on_event = function(ev) if ev.event == "connected" then box[#box + 1] = ev end end })
+      end
+      local a, b = mk("a", evs.a), mk("b", evs.b)
+      assert(a:register()); assert(b:register())
+      -- no NAT: the server saw our own address, so no probe is needed
+      assert.equal("preserving", a.alloc_code)
+      assert.equal("preserving", rv:lookup("b").alloc)
+      local s = assert(a:connect("b"))
+      assert.equal("udp", s.method)
+      for _ = 1, 250 do if #evs.a > 0 and #evs.b > 0 then break end natpunch.sleep(0.02) end
+      assert.equal("udp", evs.a[1].methods)
+      assert.equal("udp", evs.b[1].methods)
+      a:close(); b:close(); rv:close()
+    end)
+  end)
+
+  it("a sequential side (as registered) makes both sides try predict", function()
+    helper.run(function()
+      local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })
+      local srv = rv:address()
+      local evs = { a = {}, b = {} }
+      local function mk(id, box)
+        return assert(natpunch.peer{ server = srv, id = id,
+          on_event = function(ev) if ev.event == "connected" then box[#box + 1] = ev end end })
+      end
+      local a, b = mk("a", evs.a), mk("b", evs.b)
+      -- b says what a sequential NAT would (the lab specs measure it for real)
+      b.predict_alloc, b.alloc_code = false, "sequential:1"
+      assert(a:register()); assert(b:register())
+      assert.equal("sequential:1", rv:lookup("b").alloc)
+      local s = assert(a:connect("b"))
+      -- loopback needs no prediction: predict's first round punches the
+      -- usual candidates, and they answer
+      assert.equal("predict", s.method)
+      for _ = 1, 250 do if #evs.a > 0 and #evs.b > 0 then break end natpunch.sleep(0.02) end
+      assert.equal("predict", evs.a[1].methods)
+      assert.equal("predict", evs.b[1].methods)
+      assert.equal("predict", evs.b[1].method)
+      a:close(); b:close(); rv:close()
+    end)
+  end)
+end)
