@@ -1,12 +1,14 @@
 --- The natpunch side of the touch rows of `make bench`: two processes on
 -- 127.0.0.1, one receiving touches, one sending them, as users run it.
 --
---   lua5.4 bench/touch_peer.lua --recv --port PORT [--seconds N]
+--   lua5.4 bench/touch_peer.lua --recv --port PORT [--seconds N] [--batch]
 --       receive touches (acknowledged in C) until stdin closes or N s;
 --       prints its socket counters as one JSON line
---   lua5.4 bench/touch_peer.lua --bulk --to 127.0.0.1:PORT [--count N] [--size B] [--window W]
+--   lua5.4 bench/touch_peer.lua --bulk --to 127.0.0.1:PORT [--count N] [--size B] [--window W] [--batch]
 --       N touches of B bytes, at most W unacknowledged (max_in_flight);
 --       prints msgs/s, Mbit/s and how many were acknowledged
+--   --batch: Lua gets several messages per call (udp:on_touch_batch on the
+--       receiver, udp:on_touch_done on the sender) instead of one call each
 --   lua5.4 bench/touch_peer.lua --ping --to 127.0.0.1:PORT [--count N] [--size B]
 --       one touch at a time: time from touch() to its acknowledgement
 dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/../lua/natpunch/checkout.lua")
@@ -26,6 +28,7 @@ do
     elseif a == "--size" then o.size = tonumber(v); i = i + 1
     elseif a == "--window" then o.window = tonumber(v); i = i + 1
     elseif a == "--seconds" then o.seconds = tonumber(v); i = i + 1
+    elseif a == "--batch" then o.batch = true
     else io.stderr:write("touch_peer.lua: bad argument ", tostring(a), "\n"); os.exit(2) end
     i = i + 1
   end
@@ -39,6 +42,7 @@ assert(u:bind("127.0.0.1", o.mode == "recv" and o.port or 0))
 
 if o.mode == "recv" then
   local delivered = 0
+  if o.batch then u:on_touch_batch(function(list) delivered = delivered + #list end) end
   u:recv_start(function(_, _, _, _, kind) if kind == "touch" then delivered = delivered + 1 end end)
   local input = core.stdin()
   local limit = core.timer()
@@ -75,9 +79,15 @@ if o.mode == "bulk" then
     inflight = inflight - 1
     if err then failed = failed + 1 else acked = acked + 1 end
   end
+  if o.batch then
+    u:on_touch_done(function(list)
+      for i = 1, #list do on_done(list[i].err) end
+    end)
+  end
+  local cb = not o.batch and on_done or nil
   while (sent < o.count or inflight > 0) and core.now() < deadline do
     while inflight < o.window and sent < o.count do
-      local id = u:touch(o.ip, o.port, payload, on_done)
+      local id = u:touch(o.ip, o.port, payload, cb)
       if not id then break end       -- window full in C: wait for acks
       sent = sent + 1
       inflight = inflight + 1
@@ -85,8 +95,9 @@ if o.mode == "bulk" then
     core.run("once")
   end
   local secs = (core.hrtime() - t0) / 1e9
-  print(json.encode({ mode = "bulk", count = o.count, size = o.size, window = o.window, acked = acked,
-    failed = failed, seconds = secs, msgs_per_s = acked / secs, mbit_per_s = acked * o.size * 8 / secs / 1e6,
+  print(json.encode({ mode = "bulk", batch = o.batch or false, count = o.count, size = o.size, window = o.window,
+    acked = acked, failed = failed, seconds = secs, msgs_per_s = acked / secs,
+    mbit_per_s = acked * o.size * 8 / secs / 1e6,
     stats = u:stats() }))
 else
   local rtts = {}
