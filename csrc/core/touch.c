@@ -69,6 +69,7 @@ typedef struct rx_filter {
   int ack_due;
   uint32_t ack_id;
   uint8_t ack_xmit;
+  uint32_t ack_budget;     /* bytes of the frames it answers: its size limit */
 } rx_filter;
 
 struct touch_peer {
@@ -288,12 +289,13 @@ static void queue_transmit(touch_peer *p, unsigned slot) {
   if (enqueue(p, Q_TX_DATA, slot, s->id) != NULL) s->tx_pending = 1;
 }
 
-/* A data frame (id, xmit) of this epoch is to be acknowledged: one ack
- * covers every frame until it is popped. */
-static void owe_ack(rx_filter *f, uint32_t id, uint8_t xmit) {
+/* A data frame (id, xmit, len bytes) of this epoch is to be acknowledged:
+ * one ack covers every frame until it is popped. */
+static void owe_ack(rx_filter *f, uint32_t id, uint8_t xmit, size_t len) {
   f->ack_due = 1;
   f->ack_id = id;
   f->ack_xmit = xmit;
+  if (f->ack_budget < TOUCH_ACK_MAX) f->ack_budget += (uint32_t)(len < TOUCH_ACK_MAX ? len : TOUCH_ACK_MAX);
 }
 
 static int bit_get(const rx_filter *f, uint32_t id) {
@@ -319,14 +321,14 @@ static uint32_t skip_down(const rx_filter *f, uint32_t id, uint32_t *left, int s
   return id;
 }
 
-/* The ranges of delivered ids, highest first, at most TOUCH_ACK_RANGES,
- * written after the ack header; returns how many. */
-static unsigned write_ranges(const rx_filter *f, uint8_t *out) {
+/* The ranges of delivered ids, highest first, at most max, written after
+ * the ack header; returns how many. */
+static unsigned write_ranges(const rx_filter *f, uint8_t *out, unsigned max) {
   if (!f->has_top) return 0;
   uint32_t left = f->top - f->base + 1;   /* ids in [base, top] */
   uint32_t id = f->top;
   unsigned n = 0;
-  while (left > 0 && n < TOUCH_ACK_RANGES) {
+  while (left > 0 && n < max) {
     id = skip_down(f, id, &left, 0);
     if (left == 0) break;
     uint32_t hi = id;
@@ -340,23 +342,31 @@ static unsigned write_ranges(const rx_filter *f, uint8_t *out) {
   return n;
 }
 
-/* The owed ack of filter f as a frame in p->ack_frame; its length. */
+/* The owed ack of filter f as a frame in p->ack_frame; its length.  An ack
+ * is never larger than the frames it answers (no amplification toward a
+ * spoofed source): as many ranges as fit in their bytes, and the plain
+ * 11-byte form when not even the range count fits. */
 static size_t make_ack(touch_peer *p, rx_filter *f) {
   uint8_t *a = p->ack_frame;
+  uint32_t budget = f->ack_budget;
   a[0] = WIRE_TOUCH_ACK;
-  a[OFF_FLAGS] = TOUCH_ACK_F_RANGES;
+  a[OFF_FLAGS] = 0;
   put_be32(a + OFF_EPOCH, f->epoch);
   put_be32(a + OFF_ID, f->ack_id);
   a[OFF_XMIT] = f->ack_xmit;
-  unsigned n = write_ranges(f, a + OFF_NRANGES + 1);
-  a[OFF_NRANGES] = (uint8_t)n;
   f->ack_due = 0;
+  f->ack_budget = 0;
   p->stats.acks_sent++;
+  if (budget < OFF_NRANGES + 1) return TOUCH_ACK_LEN;
+  unsigned max = (budget - (OFF_NRANGES + 1)) / RANGE_LEN;
+  unsigned n = write_ranges(f, a + OFF_NRANGES + 1, max < TOUCH_ACK_RANGES ? max : TOUCH_ACK_RANGES);
+  a[OFF_FLAGS] = TOUCH_ACK_F_RANGES;
+  a[OFF_NRANGES] = (uint8_t)n;
   return OFF_NRANGES + 1 + (size_t)n * RANGE_LEN;
 }
 
 int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags) {
-  while (p->qcount > 0) {
+  while (p->qcount > 0 && !(flags & TOUCH_POP_ONLY_ACKS)) {
     touch_entry *e = &p->queue[p->qhead];
     p->qhead = (p->qhead + 1) % p->qcap;
     p->qcount--;
@@ -391,6 +401,9 @@ int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags) {
     }
   }
   if (flags & TOUCH_POP_HOLD_ACKS) return 0;
+  if (flags & TOUCH_POP_ONLY_ACKS)
+    for (int i = 0; i < TOUCH_RX_BUFS; i++)
+      if (p->rx_used[i]) return 0;
   rx_filter *f = p->cur.valid && p->cur.ack_due ? &p->cur
                : p->prev.valid && p->prev.ack_due ? &p->prev : NULL;
   if (f == NULL) return 0;
@@ -739,12 +752,12 @@ static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
   if (diff >= SERIAL_HALF) {
     /* Below the window: resolved long ago.  Ack so a confused sender stops. */
     p->stats.too_old++;
-    owe_ack(flt, id, xmit);
+    owe_ack(flt, id, xmit, len);
     return TOUCH_OK;
   }
   if (diff < TOUCH_WINDOW && bit_get(flt, id)) {
     p->stats.duplicates++;
-    owe_ack(flt, id, xmit);   /* our earlier ack may have been lost */
+    owe_ack(flt, id, xmit, len);   /* our earlier ack may have been lost */
     return TOUCH_OK;
   }
   int rb = free_rx_buf(p);
@@ -764,7 +777,7 @@ static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
   if (plen > 0) memcpy(p->rx_buf + (size_t)rb * p->cfg.max_payload, f + TOUCH_HEADER_LEN, plen);
   enqueue(p, Q_DELIVER, (unsigned)rb, id);
   p->stats.delivered++;
-  owe_ack(flt, id, xmit);
+  owe_ack(flt, id, xmit, len);
   return TOUCH_OK;
 }
 

@@ -166,6 +166,11 @@ int touch_pop(touch_peer *p, touch_action *out);
  * caller inside a receive batch pops everything else after each frame and
  * the acks once at the end, so one ack answers the whole batch). */
 #define TOUCH_POP_HOLD_ACKS 1u
+/* TOUCH_POP_ONLY_ACKS returns only owed acks, whatever else is queued (a
+ * caller about to send its own frame to the peer lets the acks go first),
+ * and none while a delivery is still to be popped: an ack never leaves
+ * before the messages it covers have been handed over. */
+#define TOUCH_POP_ONLY_ACKS 2u
 int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags);
 
 /* 1 if an ack is owed (touch_pop would return it once the queue is empty). */

@@ -41,14 +41,13 @@ static void flush_engines(np_udp *u) {
 }
 
 static void batch_end(np_udp *u) {
-  int was = u->in_batch;
+  if (u->in_batch)
+    for (const np_udp_engine *const *e = u->engines; *e; e++) {
+      if ((*e)->batch_end) (*e)->batch_end(u);
+      if (uv_is_closing(&u->h.u.handle)) break; /* closed from a callback: flushed then */
+    }
   flush_engines(u);
   u->in_batch = 0;
-  if (!was) return;
-  for (const np_udp_engine *const *e = u->engines; *e; e++) {
-    if ((*e)->batch_end) (*e)->batch_end(u);
-    if (uv_is_closing(&u->h.u.handle)) return; /* closed from a callback */
-  }
 }
 
 static void udp_free(np_handle *h) {

@@ -52,8 +52,9 @@ typedef struct np_udp_engine {
   /* Send what it holds now: before a direct send, at the end of a receive
    * batch, before the socket stops receiving or closes. */
   void (*flush)(np_udp *u);
-  /* A receive batch is over (after every flush; also at recv_stop and
-   * close): hand what was collected during it to Lua. */
+  /* A receive batch is over (also at recv_stop and close): hand what was
+   * collected during it to Lua.  Called before the flush hooks, so what
+   * engines hold for the batch (acks) leaves after Lua has seen it. */
   void (*batch_end)(np_udp *u);
   /* The socket is closed: free the engine's state. */
   void (*free)(np_udp *u);

@@ -360,12 +360,13 @@ static void collect_outcome(np_udp *u, np_touchmap *m, tm_entry *e, uint32_t id,
   lua_pop(L, 1);
 }
 
-/* Hand the collected arrays to on_touch_batch / on_touch_done, never
- * inside a receive batch (its end calls this again).  A callback may touch
- * again or close the socket. */
-static void emit_lists(np_udp *u) {
+/* Hand the collected arrays to on_touch_batch / on_touch_done: at the end
+ * of a receive batch (before its acks leave), or outside one.  A callback
+ * may touch again or close the socket. */
+static void emit_lists(np_udp *u, int batch_end) {
   np_touchmap *m = slot(u)->state;
-  while (m && !u->in_batch && (m->batch_list != LUA_NOREF || m->done_list != LUA_NOREF)) {
+  while (m && (batch_end || !u->in_batch) &&
+         (m->batch_list != LUA_NOREF || m->done_list != LUA_NOREF)) {
     int *list = m->batch_list != LUA_NOREF ? &m->batch_list : &m->done_list;
     int cb = list == &m->batch_list ? m->batch_cb : m->done_cb;
     int ref = *list;
@@ -454,6 +455,16 @@ static void touch_engine_flush(np_udp *u) {
   }
 }
 
+/* The acks owed to e leave now: what the application sends to a peer (say,
+ * a reply from a callback inside the batch, even while e's actions are
+ * being carried out) never overtakes them.  Only acks are popped here. */
+static void release_acks(np_udp *u, tm_entry *e) {
+  touch_action a;
+  np_touchmap *m = slot(u)->state;
+  if (m && m->batch_list != LUA_NOREF) return;   /* deliveries not handed over yet */
+  while (touch_pop_ex(e->peer, &a, TOUCH_POP_ONLY_ACKS)) send_frame(u, e, a.data, a.len);
+}
+
 static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
                                const struct sockaddr *from) {
   uint64_t *c = slot(u)->counters;
@@ -485,13 +496,18 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   c[C_DUPLICATES] += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
   if (rc == TOUCH_EMALFORMED) c[C_MALFORMED]++;
   lru_touch(m, e, np_now_ms(u->h.ctx));
-  drain(u, e, u->in_batch);
-  emit_lists(u);
+  /* the acks leave after the deliveries have reached Lua: at the end of the
+   * batch (batch_end hook, then the flush hook), or here */
+  drain(u, e, 1);
+  if (u->in_batch) return;
+  emit_lists(u, 0);
+  if (!uv_is_closing(&u->h.u.handle)) touch_engine_flush(u);
 }
 
-/* The receive batch is over (its sends have left). */
+/* The receive batch is over: hand the collected messages and outcomes to
+ * Lua; the flush hook sends the acks next. */
 static void touch_engine_batch_end(np_udp *u) {
-  emit_lists(u);
+  emit_lists(u, 1);
 }
 
 static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
@@ -515,7 +531,7 @@ static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
     if (d < next) next = d;
   }
   expire_lru(u, m, now, 1024);
-  emit_lists(u);
+  emit_lists(u, 0);
   if (uv_is_closing(&u->h.u.handle) || !(m = slot(u)->state)) return UINT64_MAX;
   /* wake up when the least recently used state can be forgotten */
   if (m->lru_tail) {
@@ -545,6 +561,7 @@ static int udp_touch(lua_State *L) {
   int err;
   tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
   if (!e) return push_lookup_error(L, err);
+  release_acks(u, e);   /* e may stay on the held list: nothing left to pop */
   uint32_t id = 0;
   int rc = touch_send(e->peer, np_now_ms(u->h.ctx), (const uint8_t *)data, len, &id);
   if (rc < 0) return np_push_fail(L, touch_errname(rc), touch_strerror(rc));
@@ -557,7 +574,7 @@ static int udp_touch(lua_State *L) {
   }
   lru_touch(slot(u)->state, e, np_now_ms(u->h.ctx));
   drain(u, e, u->in_batch);
-  emit_lists(u);
+  emit_lists(u, 0);
   lua_pushinteger(L, id);
   return 1;
 }
