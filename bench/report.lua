@@ -143,6 +143,11 @@ if S.touch then
   p(("| bulk, 1200-byte touches, window 64 | %.0f msgs/s (%.0f Mbit/s) | %.0f msgs/s (%.0f Mbit/s) | %.2f | >= 0.7 |")
     :format(t.touch_bulk.msgs_per_s, t.touch_bulk.mbit_per_s, t.raw_bulk.msgs_per_s, t.raw_bulk.mbit_per_s,
       t.bulk_ratio))
+  if t.touch_bulk_batch then
+    p(("| the same, batch callbacks (`on_touch_batch`, `on_touch_done`) | %.0f msgs/s (%.0f Mbit/s) | %.0f msgs/s"
+      .. " (%.0f Mbit/s) | %.2f | >= 0.7 |"):format(t.touch_bulk_batch.msgs_per_s, t.touch_bulk_batch.mbit_per_s,
+      t.raw_bulk.msgs_per_s, t.raw_bulk.mbit_per_s, t.bulk_batch_ratio))
+  end
   p(("| round trip, 32 bytes, one at a time (p50) | %.1f us | %.1f us | %.2f | <= 1.1 |"):format(t.touch_ping.p50_us,
     t.raw_ping.p50_us, t.rtt_ratio))
   p("")
@@ -154,11 +159,12 @@ if S.touch then
   p("![touch throughput](bench/touch.svg)")
   p("")
   p("Both sides use the same window (64 unacknowledged 1200-byte messages) and the kernel's default socket")
-  p("buffers; the baseline acknowledges every datagram and never retransmits. On a quiet machine the baseline")
-  p("moves more (about 600 Mbit/s at window 64 and 860 Mbit/s at 256 with 4 MB buffers, measured by hand), and")
-  p("touch then reaches about 0.5x of it: its cost is one Lua callback per acknowledged message on the sender and")
-  p("one per delivery on the receiver, and one `sendto` per data frame (frames over 256 bytes are not batched).")
-  p("The round trip adds the loop and a Lua callback to the raw ping-pong's two system calls.")
+  p("buffers; the baseline acknowledges every datagram (its acks leave in one `sendmmsg` per batch) and never")
+  p("retransmits. Touch sends its data frames together (one `sendmmsg` per receive batch, `udp:touch` loop or")
+  p("timer tick) and answers a whole receive batch with one ack that lists the ranges of ids delivered, so it")
+  p("sends about one ack per 4-16 messages; what remains is the event loop and the Lua work per message (a")
+  p("1200-byte string per delivery, a callback or a record per outcome). The round trip adds the loop and a Lua")
+  p("callback to the raw ping-pong's two system calls.")
   p("")
 end
 

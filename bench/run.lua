@@ -398,7 +398,7 @@ local function touch_suite()
     table.sort(list, function(a, b) return (a[key] or 0) < (b[key] or 0) end)
     return list[(#list + 1) // 2]
   end
-  local runs = { raw_bulk = {}, touch_bulk = {}, raw_ping = {}, touch_ping = {} }
+  local runs = { raw_bulk = {}, touch_bulk = {}, touch_bulk_batch = {}, raw_ping = {}, touch_ping = {} }
   local rounds = math.min(opts.rounds, 3)
   for round = 1, rounds do
     io.stderr:write(("bench: touch round %d/%d\n"):format(round, rounds))
@@ -412,6 +412,12 @@ local function touch_suite()
     end, function(p)
       return lua .. " --bulk --to 127.0.0.1:" .. p .. " --count " .. n .. " --size 1200 --window 64"
     end, true))
+    -- the same with the batch callbacks (udp:on_touch_batch / on_touch_done)
+    table.insert(runs.touch_bulk_batch, pair("touch-recv", function(p)
+      return lua .. " --recv --batch --port " .. p
+    end, function(p)
+      return lua .. " --bulk --batch --to 127.0.0.1:" .. p .. " --count " .. n .. " --size 1200 --window 64"
+    end, true))
     table.insert(runs.raw_ping, pair("echo", function(p)
       return q(UDP_BLAST) .. " --echo --listen 127.0.0.1:" .. p .. " --seconds 60"
     end, function(p)
@@ -424,6 +430,7 @@ local function touch_suite()
     end, true))
   end
   local rb, tb = median(runs.raw_bulk, "msgs_per_s"), median(runs.touch_bulk, "msgs_per_s")
+  local tbb = median(runs.touch_bulk_batch, "msgs_per_s")
   local rp, tp = median(runs.raw_ping, "p50_us"), median(runs.touch_ping, "p50_us")
   print(("Touch between two processes on 127.0.0.1 (receiver CPU 0, sender CPU 1), 1200-byte messages,"
     .. " window 64; median of %d rounds"):format(rounds))
@@ -433,6 +440,8 @@ local function touch_suite()
     "1.00", rb.acked .. "/" .. rb.count))
   print(line:format("natpunch touch", ("%.0f"):format(tb.msgs_per_s), ("%.0f"):format(tb.mbit_per_s),
     ("%.2f"):format(tb.msgs_per_s / rb.msgs_per_s), tb.acked .. "/" .. tb.count))
+  print(line:format("natpunch touch, batch callbacks", ("%.0f"):format(tbb.msgs_per_s), ("%.0f"):format(tbb.mbit_per_s),
+    ("%.2f"):format(tbb.msgs_per_s / rb.msgs_per_s), tbb.acked .. "/" .. tbb.count))
   line = "%-34s %10s %9s %7s %14s"
   print(line:format("round trip, 32 bytes, one at a time", "p50 us", "p99 us", "x base", "answered"))
   print(line:format("raw C UDP ping-pong (baseline)", ("%.1f"):format(rp.p50_us), ("%.1f"):format(rp.p99_us), "1.00",
@@ -440,8 +449,10 @@ local function touch_suite()
   print(line:format("natpunch touch (until acked)", ("%.1f"):format(tp.p50_us), ("%.1f"):format(tp.p99_us),
     ("%.2f"):format(tp.p50_us / rp.p50_us), tp.answered .. "/" .. tp.count))
   rows.raw_bulk, rows.touch_bulk, rows.raw_ping, rows.touch_ping = rb, tb, rp, tp
-  rows.touch_bulk.stats = nil
+  rows.touch_bulk_batch = tbb
+  rows.touch_bulk.stats, tbb.stats = nil, nil
   rows.bulk_ratio = tb.msgs_per_s / rb.msgs_per_s
+  rows.bulk_batch_ratio = tbb.msgs_per_s / rb.msgs_per_s
   rows.rtt_ratio = tp.p50_us / rp.p50_us
   recorded.suites.touch = rows
 end

@@ -1,16 +1,18 @@
 --- The natpunch side of the touch rows of `make bench`: two processes on
 -- 127.0.0.1, one receiving touches, one sending them, as users run it.
 --
---   lua5.4 bench/touch_peer.lua --recv --port PORT [--bind IP] [--seconds N] [--idle S]
+--   lua5.4 bench/touch_peer.lua --recv --port PORT [--bind IP] [--seconds N] [--idle S] [--batch]
 --       receive touches (acknowledged in C) until stdin closes or N s
 --       (with --idle: stdin is not read; S seconds after the last touch);
 --       prints its socket counters as one JSON line, with the deliveries
 --       Lua saw (lua_deliveries) and how many distinct sequence numbers
 --       they carried (distinct: equal when each was delivered once)
---   lua5.4 bench/touch_peer.lua --bulk --to 127.0.0.1:PORT [--count N] [--size B] [--window W]
+--   lua5.4 bench/touch_peer.lua --bulk --to 127.0.0.1:PORT [--count N] [--size B] [--window W] [--batch]
 --       N touches of B bytes, at most W unacknowledged (max_in_flight);
 --       prints msgs/s, Mbit/s and how many were acknowledged, and the
 --       congestion window seen every 20 ms (cwnd_min/max/samples)
+--   --batch: Lua gets several messages per call (udp:on_touch_batch on the
+--       receiver, udp:on_touch_done on the sender) instead of one call each
 --   lua5.4 bench/touch_peer.lua --ping --to 127.0.0.1:PORT [--count N] [--size B]
 --       one touch at a time: time from touch() to its acknowledgement
 --
@@ -50,6 +52,7 @@ do
     elseif a == "--size" then o.size = tonumber(v); i = i + 1
     elseif a == "--window" then o.window = tonumber(v); i = i + 1
     elseif a == "--seconds" then o.seconds = tonumber(v); i = i + 1
+    elseif a == "--batch" then o.batch = true
     else io.stderr:write("touch_peer.lua: bad argument ", tostring(a), "\n"); os.exit(2) end
     i = i + 1
   end
@@ -74,6 +77,17 @@ if o.mode == "recv" then
       if seq and not seen[seq] then seen[seq], distinct = true, distinct + 1 end
     end
   end)
+  if o.batch then
+    u:on_touch_batch(function(list)
+      for i = 1, #list do
+        delivered, last = delivered + 1, core.now()
+        if o.stamp then
+          local seq = tonumber(list[i].data and list[i].data:sub(1, 10))
+          if seq and not seen[seq] then seen[seq], distinct = true, distinct + 1 end
+        end
+      end
+    end)
+  end
   local input = not o.idle and core.stdin() or nil
   local limit = core.timer()
   local stopped = false
@@ -127,10 +141,16 @@ if o.mode == "bulk" then
     inflight = inflight - 1
     if err then failed = failed + 1 else acked = acked + 1 end
   end
+  if o.batch then
+    u:on_touch_done(function(list)
+      for i = 1, #list do on_done(list[i].err) end
+    end)
+  end
+  local cb = not o.batch and on_done or nil
   while (sent < o.count or inflight > 0) and core.now() < deadline do
     while inflight < o.window and sent < o.count do
       local data = o.stamp and ("%010d"):format(sent + 1) .. payload:sub(11) or payload
-      local id = u:touch(o.ip, o.port, data, on_done)
+      local id = u:touch(o.ip, o.port, data, cb)
       if not id then break end       -- window full in C: wait for acks
       sent = sent + 1
       inflight = inflight + 1
@@ -140,7 +160,7 @@ if o.mode == "bulk" then
   local secs = (core.hrtime() - t0) / 1e9
   sampler:close()
   local info = u:touch_info(o.ip, o.port) or {}
-  print(json.encode({ mode = "bulk", count = o.count, size = o.size, window = o.window, acked = acked,
+  print(json.encode({ mode = "bulk", batch = o.batch or false, count = o.count, size = o.size, window = o.window, acked = acked,
     failed = failed, seconds = secs, msgs_per_s = acked / secs, mbit_per_s = acked * o.size * 8 / secs / 1e6,
     cwnd_min = samples > 0 and cwnd_min or nil, cwnd_max = samples > 0 and cwnd_max or nil,
     cwnd_mean = samples > 0 and cwnd_sum / samples or nil, cwnd_samples = samples,

@@ -31,6 +31,60 @@ function helper.until_true(cond, timeout)
   return cond() and true or false
 end
 
+--- A relay on loopback between ports a_port and b_port that drops (opts.loss),
+-- duplicates (opts.dup) and delays by 0-30 ms, so reorders (opts.reorder),
+-- datagrams both ways, from a seeded generator (opts.seed).  Returns the
+-- port to send to instead of b_port and its counters (c.close() stops it).
+-- opts.drop(data, toward_b), if given, drops the datagrams it returns true for.
+function helper.lossy_relay(opts, a_port, b_port)
+  local core = require "natpunch.core"
+  local function socket()
+    local u = core.udp()
+    assert(u:bind("127.0.0.1", 0))
+    return u, select(2, u:getsockname())
+  end
+  local ra, ra_port = socket()
+  local rb, rb_port = socket()
+  local rng_state = opts.seed
+  local function rand()   -- small LCG: deterministic and local to this relay
+    rng_state = (rng_state * 1103515245 + 12345) % 2147483648
+    return rng_state / 2147483648
+  end
+  -- b_side_port: where b sees the relayed datagrams come from
+  local c = { forwarded = 0, dropped = 0, duplicated = 0, delayed = 0, b_side_port = rb_port }
+  local timers = {}
+  local function forward(out, port, data)
+    if (opts.drop and opts.drop(data, port == b_port)) or rand() < (opts.loss or 0) then
+      c.dropped = c.dropped + 1
+      return
+    end
+    local copies = rand() < (opts.dup or 0) and 2 or 1
+    if copies == 2 then c.duplicated = c.duplicated + 1 end
+    for _ = 1, copies do
+      if rand() < (opts.reorder or 0) then
+        c.delayed = c.delayed + 1
+        local t = core.timer()
+        timers[t] = true
+        t:start(math.floor(rand() * 30), 0, function()
+          timers[t] = nil
+          t:close()
+          out:send("127.0.0.1", port, data)
+        end)
+      else
+        out:send("127.0.0.1", port, data)
+      end
+      c.forwarded = c.forwarded + 1
+    end
+  end
+  ra:recv_start(function(_, data) forward(rb, b_port, data) end, { raw = true })
+  rb:recv_start(function(_, data) forward(ra, a_port, data) end, { raw = true })
+  c.close = function()
+    ra:close(); rb:close()
+    for t in pairs(timers) do t:close() end
+  end
+  return ra_port, c
+end
+
 function helper.is_root()
   local p = io.popen("id -u")
   local uid = p:read("*l")

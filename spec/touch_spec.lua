@@ -1,5 +1,6 @@
 -- Touch (reliable send) over real loopback sockets, through a relay that
--- drops, duplicates and reorders datagrams in both directions.
+-- drops, duplicates and reorders datagrams in both directions
+-- (helper.lossy_relay).
 local helper = require "spec.helper"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
@@ -10,45 +11,7 @@ local function socket()
   return u, select(2, u:getsockname())
 end
 
--- relay: a <-> (ra | rb) <-> b ; returns counters
-local function lossy_relay(opts, a_port, b_port)
-  local ra, ra_port = socket()
-  local rb = socket()
-  local rng_state = opts.seed
-  local function rand()   -- small LCG: deterministic and local to this relay
-    rng_state = (rng_state * 1103515245 + 12345) % 2147483648
-    return rng_state / 2147483648
-  end
-  local c = { forwarded = 0, dropped = 0, duplicated = 0, delayed = 0 }
-  local timers = {}
-  local function forward(out, port, data)
-    if rand() < opts.loss then c.dropped = c.dropped + 1 return end
-    local copies = rand() < opts.dup and 2 or 1
-    if copies == 2 then c.duplicated = c.duplicated + 1 end
-    for _ = 1, copies do
-      if rand() < opts.reorder then
-        c.delayed = c.delayed + 1
-        local t = core.timer()
-        timers[t] = true
-        t:start(math.floor(rand() * 30), 0, function()
-          timers[t] = nil
-          t:close()
-          out:send("127.0.0.1", port, data)
-        end)
-      else
-        out:send("127.0.0.1", port, data)
-      end
-      c.forwarded = c.forwarded + 1
-    end
-  end
-  ra:recv_start(function(_, data) forward(rb, b_port, data) end, { raw = true })
-  rb:recv_start(function(_, data) forward(ra, a_port, data) end, { raw = true })
-  c.close = function()
-    ra:close(); rb:close()
-    for t in pairs(timers) do t:close() end
-  end
-  return ra_port, c
-end
+local lossy_relay = helper.lossy_relay
 
 describe("touch", function()
   it("delivers exactly once and acks, on a clean path", function()

@@ -13,13 +13,17 @@
  *  +------+------+-------------+-------------+------+------------...
  *  | 0x06 |flags | epoch (u32) |  id (u32)   | xmit | payload
  *  +------+------+-------------+-------------+------+------------...
- *  | 0x07 |flags | epoch (u32) |  id (u32)   | xmit |   (TOUCH_ACK)
- *  +------+------+-------------+-------------+------+
+ *  | 0x07 |flags | epoch (u32) |  id (u32)   | xmit | [n u8] n x [first u32][count u16]
+ *  +------+------+-------------+-------------+------+------------...   (TOUCH_ACK)
+ * An ack with flag TOUCH_ACK_F_RANGES also acknowledges the n ranges of ids
+ * [first, first + count) that follow (docs/PROTOCOL.md, "Touch").
  */
 #define OFF_FLAGS 1
 #define OFF_EPOCH 2
 #define OFF_ID 6
 #define OFF_XMIT 10
+#define OFF_NRANGES 11
+#define RANGE_LEN 6   /* first u32, count u16 */
 
 /* RFC 6298 section 2: clock granularity G.  Our clock counts milliseconds. */
 #define CLOCK_G_US 1000u
@@ -48,7 +52,6 @@ typedef struct touch_entry {
   uint16_t index;          /* slot or receive buffer */
   uint32_t id;
   uint32_t rtt_ms;
-  uint8_t ack[TOUCH_ACK_LEN];
 } touch_entry;
 
 /* Duplicate filter of one sender epoch: ids below base are done, ids in
@@ -58,16 +61,31 @@ typedef struct rx_filter {
   uint32_t epoch;
   uint32_t base;
   uint64_t bits[TOUCH_WINDOW / 64];
+  int has_top;             /* top: the highest id delivered */
+  uint32_t top;
+  /* One ack is owed for every data frame since the last one popped; it
+   * names the latest of them (id, xmit: the RTT sample) and carries the
+   * delivered ranges at the time it is popped. */
+  int ack_due;
+  uint32_t ack_id;
+  uint8_t ack_xmit;
+  uint32_t ack_budget;     /* bytes of the frames it answers: its size limit */
 } rx_filter;
 
 struct touch_peer {
   touch_config cfg;
   uint32_t epoch;
   uint32_t next_id;
+  /* Slots form a ring indexed by id % nslots: every id in flight is less
+   * than max_in_flight above the oldest (the in-flight rule), so their
+   * indexes differ.  tail: no id below it is unresolved; unsent_from: the
+   * ids from there on wait for the window (always a suffix). */
+  uint32_t tail, unsent_from;
   unsigned slots_used;
   unsigned nslots;         /* 0 until the first touch_send, then max_in_flight */
   touch_slot *slots;
   uint8_t *frames;         /* one block holding every slot's frame */
+  uint64_t *acked_sent;    /* nslots: send times of the messages one ack resolved */
 
   int have_rtt;
   uint64_t srtt_us;
@@ -89,7 +107,7 @@ struct touch_peer {
 
   touch_entry *queue;      /* ring; capacity bounds every kind of entry */
   unsigned qcap, qhead, qcount;
-  unsigned acks_queued;
+  uint8_t ack_frame[TOUCH_ACK_MAX];   /* the last ack popped */
 
   touch_stats stats;
 };
@@ -163,14 +181,17 @@ touch_peer *touch_peer_new(const touch_config *cfg, uint32_t epoch) {
   p->cfg = *cfg;
   p->epoch = epoch;
   p->next_id = 1;
+  p->tail = 1;
+  p->unsent_from = 1;
   /* RFC 6928's initial window of 10 segments; ssthresh starts "arbitrarily
    * high" (RFC 5681 section 3.1): the whole window */
   p->cwnd = cfg->max_in_flight < TOUCH_INITIAL_CWND ? cfg->max_in_flight : TOUCH_INITIAL_CWND;
   p->ssthresh = cfg->max_in_flight;
   p->rx_buf = malloc(cfg->max_payload * TOUCH_RX_BUFS + 1);
-  /* At most one pending transmit and one outcome per slot, plus acks and
-   * deliveries, each bounded by its own counter: the ring never overflows. */
-  p->qcap = 2 * cfg->max_in_flight + TOUCH_ACK_QUEUE + TOUCH_RX_BUFS;
+  /* At most one pending transmit and one outcome per slot, plus deliveries
+   * (bounded by the buffers): the ring never overflows.  Acks are not queued
+   * (one flag per epoch filter). */
+  p->qcap = 2 * cfg->max_in_flight + TOUCH_RX_BUFS;
   p->queue = calloc(p->qcap, sizeof *p->queue);
   if (p->rx_buf == NULL || p->queue == NULL) {
     free(p->rx_buf);
@@ -189,11 +210,14 @@ static int sender_alloc(touch_peer *p) {
   size_t frame_cap = p->cfg.max_payload + TOUCH_HEADER_LEN;
   p->slots = calloc(p->cfg.max_in_flight, sizeof *p->slots);
   p->frames = malloc(frame_cap * p->cfg.max_in_flight);
-  if (p->slots == NULL || p->frames == NULL) {
+  p->acked_sent = malloc(p->cfg.max_in_flight * sizeof *p->acked_sent);
+  if (p->slots == NULL || p->frames == NULL || p->acked_sent == NULL) {
     free(p->slots);
     free(p->frames);
+    free(p->acked_sent);
     p->slots = NULL;
     p->frames = NULL;
+    p->acked_sent = NULL;
     return TOUCH_ENOMEM;
   }
   for (unsigned i = 0; i < p->cfg.max_in_flight; i++) p->slots[i].frame = p->frames + i * frame_cap;
@@ -205,6 +229,7 @@ void touch_peer_free(touch_peer *p) {
   if (p == NULL) return;
   free(p->frames);
   free(p->slots);
+  free(p->acked_sent);
   free(p->rx_buf);
   free(p->queue);
   free(p);
@@ -264,23 +289,84 @@ static void queue_transmit(touch_peer *p, unsigned slot) {
   if (enqueue(p, Q_TX_DATA, slot, s->id) != NULL) s->tx_pending = 1;
 }
 
-static void queue_ack(touch_peer *p, uint32_t epoch, uint32_t id, uint8_t xmit) {
-  touch_entry *e;
-  if (p->acks_queued >= TOUCH_ACK_QUEUE || (e = enqueue(p, Q_TX_ACK, 0, id)) == NULL) {
-    p->stats.acks_dropped++;   /* the sender will retransmit and we ack again */
-    return;
-  }
-  p->acks_queued++;
-  e->ack[0] = WIRE_TOUCH_ACK;
-  e->ack[OFF_FLAGS] = 0;
-  put_be32(e->ack + OFF_EPOCH, epoch);
-  put_be32(e->ack + OFF_ID, id);
-  e->ack[OFF_XMIT] = xmit;
-  p->stats.acks_sent++;
+/* A data frame (id, xmit, len bytes) of this epoch is to be acknowledged:
+ * one ack covers every frame until it is popped. */
+static void owe_ack(rx_filter *f, uint32_t id, uint8_t xmit, size_t len) {
+  f->ack_due = 1;
+  f->ack_id = id;
+  f->ack_xmit = xmit;
+  if (f->ack_budget < TOUCH_ACK_MAX) f->ack_budget += (uint32_t)(len < TOUCH_ACK_MAX ? len : TOUCH_ACK_MAX);
 }
 
-int touch_pop(touch_peer *p, touch_action *out) {
-  while (p->qcount > 0) {
+static int bit_get(const rx_filter *f, uint32_t id) {
+  uint32_t b = id & WINDOW_MASK;
+  return (int)((f->bits[b / 64] >> (b % 64)) & 1u);
+}
+
+/* Going down from id, skip ids whose bit is `set`, at most *left of them
+ * (whole 64-bit words at a time where possible). */
+static uint32_t skip_down(const rx_filter *f, uint32_t id, uint32_t *left, int set) {
+  const uint64_t all = set ? ~(uint64_t)0 : 0;
+  while (*left > 0) {
+    uint32_t b = id & WINDOW_MASK;
+    if ((b & 63u) == 63u && *left >= 64 && f->bits[b / 64] == all) {
+      id -= 64;
+      *left -= 64;
+      continue;
+    }
+    if (bit_get(f, id) != set) break;
+    id--;
+    (*left)--;
+  }
+  return id;
+}
+
+/* The ranges of delivered ids, highest first, at most max, written after
+ * the ack header; returns how many. */
+static unsigned write_ranges(const rx_filter *f, uint8_t *out, unsigned max) {
+  if (!f->has_top) return 0;
+  uint32_t left = f->top - f->base + 1;   /* ids in [base, top] */
+  uint32_t id = f->top;
+  unsigned n = 0;
+  while (left > 0 && n < max) {
+    id = skip_down(f, id, &left, 0);
+    if (left == 0) break;
+    uint32_t hi = id;
+    id = skip_down(f, id, &left, 1);
+    uint32_t count = hi - id;              /* ids id+1 .. hi */
+    put_be32(out + n * RANGE_LEN, id + 1);
+    out[n * RANGE_LEN + 4] = (uint8_t)(count >> 8);
+    out[n * RANGE_LEN + 5] = (uint8_t)count;
+    n++;
+  }
+  return n;
+}
+
+/* The owed ack of filter f as a frame in p->ack_frame; its length.  An ack
+ * is never larger than the frames it answers (no amplification toward a
+ * spoofed source): as many ranges as fit in their bytes, and the plain
+ * 11-byte form when not even the range count fits. */
+static size_t make_ack(touch_peer *p, rx_filter *f) {
+  uint8_t *a = p->ack_frame;
+  uint32_t budget = f->ack_budget;
+  a[0] = WIRE_TOUCH_ACK;
+  a[OFF_FLAGS] = 0;
+  put_be32(a + OFF_EPOCH, f->epoch);
+  put_be32(a + OFF_ID, f->ack_id);
+  a[OFF_XMIT] = f->ack_xmit;
+  f->ack_due = 0;
+  f->ack_budget = 0;
+  p->stats.acks_sent++;
+  if (budget < OFF_NRANGES + 1) return TOUCH_ACK_LEN;
+  unsigned max = (budget - (OFF_NRANGES + 1)) / RANGE_LEN;
+  unsigned n = write_ranges(f, a + OFF_NRANGES + 1, max < TOUCH_ACK_RANGES ? max : TOUCH_ACK_RANGES);
+  a[OFF_FLAGS] = TOUCH_ACK_F_RANGES;
+  a[OFF_NRANGES] = (uint8_t)n;
+  return OFF_NRANGES + 1 + (size_t)n * RANGE_LEN;
+}
+
+int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags) {
+  while (p->qcount > 0 && !(flags & TOUCH_POP_ONLY_ACKS)) {
     touch_entry *e = &p->queue[p->qhead];
     p->qhead = (p->qhead + 1) % p->qcap;
     p->qcount--;
@@ -296,12 +382,6 @@ int touch_pop(touch_peer *p, touch_action *out) {
       out->len = s->frame_len;
       return 1;
     }
-    case Q_TX_ACK:
-      p->acks_queued--;
-      out->kind = TOUCH_TRANSMIT;
-      out->data = e->ack;
-      out->len = TOUCH_ACK_LEN;
-      return 1;
     case Q_DELIVER:
       /* Freed now, overwritten at the earliest by the next touch_input. */
       p->rx_used[e->index] = 0;
@@ -320,10 +400,50 @@ int touch_pop(touch_peer *p, touch_action *out) {
       continue;
     }
   }
-  return 0;
+  if (flags & TOUCH_POP_HOLD_ACKS) return 0;
+  if (flags & TOUCH_POP_ONLY_ACKS)
+    for (int i = 0; i < TOUCH_RX_BUFS; i++)
+      if (p->rx_used[i]) return 0;
+  rx_filter *f = p->cur.valid && p->cur.ack_due ? &p->cur
+               : p->prev.valid && p->prev.ack_due ? &p->prev : NULL;
+  if (f == NULL) return 0;
+  memset(out, 0, sizeof *out);
+  out->kind = TOUCH_TRANSMIT;
+  out->id = f->ack_id;
+  out->len = make_ack(p, f);
+  out->data = p->ack_frame;
+  return 1;
+}
+
+int touch_pop(touch_peer *p, touch_action *out) {
+  return touch_pop_ex(p, out, 0);
+}
+
+int touch_acks_due(const touch_peer *p) {
+  return (p->cur.valid && p->cur.ack_due) || (p->prev.valid && p->prev.ack_due);
 }
 
 /* ---- sender ---- */
+
+static uint32_t id_next(uint32_t id) {
+  return id + 1 == 0 ? 1 : id + 1;   /* 0 is never a valid id */
+}
+
+/* The slot holding id (in flight or resolved and not popped), or NULL. */
+static touch_slot *slot_of(touch_peer *p, uint32_t id) {
+  if (p->nslots == 0 || id == 0) return NULL;
+  touch_slot *s = &p->slots[id % p->nslots];
+  return s->state != SLOT_FREE && s->id == id ? s : NULL;
+}
+
+/* Move tail past the ids that are resolved. */
+static void advance_tail(touch_peer *p) {
+  while (p->tail != p->next_id) {
+    touch_slot *s = slot_of(p, p->tail);
+    if (s != NULL && s->state == SLOT_INFLIGHT) return;
+    p->tail = id_next(p->tail);
+  }
+}
 
 /* First transmission of slot i, now. */
 static void transmit_first(touch_peer *p, unsigned i, uint64_t now) {
@@ -340,20 +460,11 @@ static void transmit_first(touch_peer *p, unsigned i, uint64_t now) {
 
 /* Send waiting messages, oldest first, while the window has room. */
 static void release(touch_peer *p, uint64_t now) {
-  while (p->outstanding < p->cwnd) {
-    unsigned best = p->nslots;
-    uint32_t best_age = 0;
-    for (unsigned i = 0; i < p->nslots; i++) {
-      touch_slot *s = &p->slots[i];
-      if (s->state != SLOT_INFLIGHT || !s->unsent) continue;
-      uint32_t age = p->next_id - s->id;   /* larger: older */
-      if (best == p->nslots || age > best_age) {
-        best = i;
-        best_age = age;
-      }
-    }
-    if (best == p->nslots) return;
-    transmit_first(p, best, now);
+  while (p->outstanding < p->cwnd && p->unsent_from != p->next_id) {
+    touch_slot *s = slot_of(p, p->unsent_from);
+    if (s != NULL && s->state == SLOT_INFLIGHT && s->unsent)
+      transmit_first(p, (unsigned)(s - p->slots), now);
+    p->unsent_from = id_next(p->unsent_from);
   }
 }
 
@@ -372,14 +483,20 @@ static void cwnd_on_ack(touch_peer *p) {
 /* Fast retransmit (RFC 5681 section 3.2, in messages): a message that
  * three messages sent after it have overtaken is taken as lost; it is sent
  * again at once, and the window halves (fast recovery) instead of
- * collapsing to one after a timeout. */
+ * collapsing to one after a timeout.  acked[0..n): the send times of the
+ * messages the latest ack resolved. */
 #define TOUCH_DUPTHRESH 3
 
-static void fast_retransmit(touch_peer *p, uint64_t acked_sent_at, uint64_t now) {
+static void fast_retransmit(touch_peer *p, const uint64_t *acked, unsigned n, uint64_t now) {
   for (unsigned i = 0; i < p->nslots; i++) {
     touch_slot *s = &p->slots[i];
-    if (s->state != SLOT_INFLIGHT || s->unsent || s->sent_at[s->xmit] >= acked_sent_at) continue;
-    if (++s->passed < TOUCH_DUPTHRESH || s->xmit >= p->cfg.max_retries) continue;
+    if (s->state != SLOT_INFLIGHT || s->unsent) continue;
+    uint64_t mine = s->sent_at[s->xmit];
+    unsigned later = 0;
+    for (unsigned k = 0; k < n; k++) later += acked[k] > mine;
+    if (later == 0) continue;
+    s->passed = (uint8_t)(s->passed + later > 255 ? 255 : s->passed + later);
+    if (s->passed < TOUCH_DUPTHRESH || s->xmit >= p->cfg.max_retries) continue;
     s->passed = 0;
     s->xmit++;
     s->frame[OFF_XMIT] = s->xmit;
@@ -419,15 +536,15 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
   if (sender_alloc(p) != TOUCH_OK) return TOUCH_ENOMEM;
   /* Keep every id in flight within max_in_flight of the oldest one, so the
    * receiver's window (>= max_in_flight) never slides past an id that may
-   * still be acknowledged (see TOUCH_WINDOW). */
-  unsigned free_slot = p->cfg.max_in_flight;
-  for (unsigned i = 0; i < p->nslots; i++) {
-    touch_slot *s = &p->slots[i];
-    if (s->state == SLOT_INFLIGHT && p->next_id - s->id >= p->cfg.max_in_flight)
-      return TOUCH_EFULL;
-    if (s->state == SLOT_FREE && free_slot == p->cfg.max_in_flight) free_slot = i;
-  }
-  touch_slot *s = &p->slots[free_slot];
+   * still be acknowledged (see TOUCH_WINDOW); the same rule keeps the ring
+   * indexes of the ids in flight apart. */
+  advance_tail(p);
+  if (p->next_id - p->tail >= p->cfg.max_in_flight) return TOUCH_EFULL;
+  unsigned i = p->next_id % p->nslots;
+  touch_slot *s = &p->slots[i];
+  /* taken only near the wrap of the id space (0 is skipped) or by an
+   * outcome not popped yet */
+  if (s->state != SLOT_FREE) return TOUCH_EFULL;
   s->state = SLOT_INFLIGHT;
   s->id = p->next_id;
   s->xmit = 0;
@@ -442,10 +559,13 @@ int touch_send(touch_peer *p, uint64_t now, const uint8_t *data, size_t len, uin
   if (len > 0) memcpy(s->frame + TOUCH_HEADER_LEN, data, len);
   s->frame_len = TOUCH_HEADER_LEN + len;
   p->slots_used++;
-  p->next_id++;
-  if (p->next_id == 0) p->next_id = 1;   /* 0 is never a valid id */
+  p->next_id = id_next(p->next_id);
   p->stats.sent++;
-  if (p->outstanding < p->cwnd) transmit_first(p, free_slot, now);
+  /* the first transmission now if the window has room and nothing older waits */
+  if (p->unsent_from == s->id && p->outstanding < p->cwnd) {
+    transmit_first(p, i, now);
+    p->unsent_from = p->next_id;
+  }
   if (id_out != NULL) *id_out = s->id;
   return TOUCH_OK;
 }
@@ -485,10 +605,60 @@ uint64_t touch_next_deadline(const touch_peer *p) {
   return next;
 }
 
-static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
+/* Slot s was delivered; `sent` is when the answered transmission left. */
+static void resolve_acked(touch_peer *p, touch_slot *s, uint64_t sent, uint64_t now,
+                          unsigned *nacked) {
+  uint64_t rtt = now > sent ? now - sent : 0;
+  s->state = SLOT_DONE;
+  touch_entry *e = enqueue(p, Q_ACKED, (unsigned)(s - p->slots), s->id);
+  if (e != NULL) e->rtt_ms = rtt > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt;
+  p->stats.acked++;
+  p->outstanding--;
+  cwnd_on_ack(p);
+  p->acked_sent[(*nacked)++] = sent;
+}
+
+/* The ranges of an ack: check them all before using any. */
+static int ranges_ok(const uint8_t *r, unsigned n) {
+  for (unsigned k = 0; k < n; k++) {
+    uint32_t first = be32(r + k * RANGE_LEN);
+    unsigned count = (unsigned)r[k * RANGE_LEN + 4] << 8 | r[k * RANGE_LEN + 5];
+    if (first == 0 || count == 0 || count > TOUCH_WINDOW) return 0;
+  }
+  return 1;
+}
+
+/* Ids [first, first + count) were delivered: resolve those in flight. */
+static void ack_range(touch_peer *p, uint32_t first, unsigned count, uint64_t now,
+                      unsigned *nacked) {
+  /* only the part within [tail, next_id) can name a message in flight */
+  uint32_t span = p->next_id - p->tail;
+  int64_t lo = (int32_t)(first - p->tail);
+  int64_t hi = lo + count;
+  if (lo < 0) lo = 0;
+  if (hi > (int64_t)span) hi = span;
+  for (int64_t k = lo; k < hi; k++) {
+    touch_slot *s = slot_of(p, p->tail + (uint32_t)k);
+    /* an unsent message cannot have been delivered: not taken as acked */
+    if (s == NULL || s->state != SLOT_INFLIGHT || s->unsent) continue;
+    resolve_acked(p, s, s->sent_at[s->xmit], now, nacked);
+  }
+}
+
+static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f, size_t len) {
   uint32_t epoch = be32(f + OFF_EPOCH);
   uint32_t id = be32(f + OFF_ID);
   uint8_t xmit = f[OFF_XMIT];
+  unsigned nranges = 0;
+  if (f[OFF_FLAGS] & TOUCH_ACK_F_RANGES) {
+    nranges = len > OFF_NRANGES ? f[OFF_NRANGES] : 0;
+    if (len <= OFF_NRANGES || nranges > TOUCH_ACK_RANGES ||
+        len < OFF_NRANGES + 1 + (size_t)nranges * RANGE_LEN ||
+        !ranges_ok(f + OFF_NRANGES + 1, nranges)) {
+      p->stats.malformed++;
+      return TOUCH_EMALFORMED;
+    }
+  }
   if (id == 0) {
     p->stats.malformed++;
     return TOUCH_EMALFORMED;
@@ -497,36 +667,34 @@ static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f) {
     p->stats.stale_acks++;
     return TOUCH_ESTALE;
   }
-  for (unsigned i = 0; i < p->nslots; i++) {
-    touch_slot *s = &p->slots[i];
-    if (s->state != SLOT_INFLIGHT || s->id != id) continue;
-    if (s->unsent || xmit > s->xmit) {   /* echoes a transmission we never made */
-      p->stats.malformed++;
-      return TOUCH_EMALFORMED;
-    }
+  touch_slot *s = slot_of(p, id);
+  if (s != NULL && s->state == SLOT_INFLIGHT && (s->unsent || xmit > s->xmit)) {
+    /* echoes a transmission we never made */
+    p->stats.malformed++;
+    return TOUCH_EMALFORMED;
+  }
+  unsigned nacked = 0;
+  if (s != NULL && s->state == SLOT_INFLIGHT) {
+    /* the named transmission: an exact RTT sample */
     uint64_t sent = s->sent_at[xmit];
-    uint64_t rtt = now > sent ? now - sent : 0;
-    rtt_sample(p, rtt);
-    s->state = SLOT_DONE;
-    touch_entry *e = enqueue(p, Q_ACKED, i, id);
-    if (e != NULL) e->rtt_ms = rtt > UINT32_MAX ? UINT32_MAX : (uint32_t)rtt;
-    p->stats.acked++;
-    p->outstanding--;
-    cwnd_on_ack(p);
-    fast_retransmit(p, sent, now);
-    release(p, now);
+    rtt_sample(p, now > sent ? now - sent : 0);
+    resolve_acked(p, s, sent, now, &nacked);
+  }
+  advance_tail(p);
+  const uint8_t *r = f + OFF_NRANGES + 1;
+  for (unsigned k = 0; k < nranges; k++)
+    ack_range(p, be32(r + k * RANGE_LEN),
+              (unsigned)r[k * RANGE_LEN + 4] << 8 | r[k * RANGE_LEN + 5], now, &nacked);
+  if (nacked == 0) {
+    p->stats.stale_acks++;   /* a duplicate ack of resolved messages */
     return TOUCH_OK;
   }
-  p->stats.stale_acks++;   /* a duplicate ack of a resolved message */
+  fast_retransmit(p, p->acked_sent, nacked, now);
+  release(p, now);
   return TOUCH_OK;
 }
 
 /* ---- receiver ---- */
-
-static int bit_get(const rx_filter *f, uint32_t id) {
-  uint32_t b = id & WINDOW_MASK;
-  return (int)((f->bits[b / 64] >> (b % 64)) & 1u);
-}
 
 static void bit_set(rx_filter *f, uint32_t id) {
   uint32_t b = id & WINDOW_MASK;
@@ -584,12 +752,12 @@ static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
   if (diff >= SERIAL_HALF) {
     /* Below the window: resolved long ago.  Ack so a confused sender stops. */
     p->stats.too_old++;
-    queue_ack(p, epoch, id, xmit);
+    owe_ack(flt, id, xmit, len);
     return TOUCH_OK;
   }
   if (diff < TOUCH_WINDOW && bit_get(flt, id)) {
     p->stats.duplicates++;
-    queue_ack(p, epoch, id, xmit);   /* our earlier ack may have been lost */
+    owe_ack(flt, id, xmit, len);   /* our earlier ack may have been lost */
     return TOUCH_OK;
   }
   int rb = free_rx_buf(p);
@@ -600,12 +768,16 @@ static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
   }
   if (diff >= TOUCH_WINDOW) window_slide(flt, id - (TOUCH_WINDOW - 1));
   bit_set(flt, id);
+  if (!flt->has_top || (uint32_t)(id - flt->top) < SERIAL_HALF) {
+    flt->top = id;
+    flt->has_top = 1;
+  }
   p->rx_used[rb] = 1;
   p->rx_len[rb] = plen;
   if (plen > 0) memcpy(p->rx_buf + (size_t)rb * p->cfg.max_payload, f + TOUCH_HEADER_LEN, plen);
   enqueue(p, Q_DELIVER, (unsigned)rb, id);
   p->stats.delivered++;
-  queue_ack(p, epoch, id, xmit);
+  owe_ack(flt, id, xmit, len);
   return TOUCH_OK;
 }
 
@@ -615,14 +787,13 @@ int touch_input(touch_peer *p, uint64_t now, const uint8_t *frame, size_t len) {
     return TOUCH_EMALFORMED;
   }
   if (frame[0] == WIRE_TOUCH) return input_data(p, frame, len);
-  /* Bytes after an ack's xmit are ignored, for later extensions. */
-  if (frame[0] == WIRE_TOUCH_ACK) return input_ack(p, now, frame);
+  if (frame[0] == WIRE_TOUCH_ACK) return input_ack(p, now, frame, len);
   p->stats.malformed++;
   return TOUCH_EMALFORMED;
 }
 
 int touch_idle(const touch_peer *p) {
-  return p->slots_used == 0 && p->qcount == 0;
+  return p->slots_used == 0 && p->qcount == 0 && !touch_acks_due(p);
 }
 
 void touch_get_stats(const touch_peer *p, touch_stats *out) {

@@ -13,7 +13,9 @@
  *    exponential back-off until acknowledged or max_retries retransmissions
  *    have timed out (then FAILED).
  *  - receiver: delivers each (epoch, id) at most once, acknowledges every
- *    data frame, duplicates included.
+ *    data frame, duplicates included; one ack answers every data frame
+ *    input since the previous ack was popped and also carries the ranges of
+ *    ids delivered so far (so a lost ack is repaired by the next one).
  *
  * Guarantees (docs/PROTOCOL.md, "Touch"): ACKED means the peer delivered the
  * message exactly once; FAILED means it was delivered at most once; nothing
@@ -22,7 +24,8 @@
  * Wire (big-endian):
  *   TOUCH      [0x06][flags][epoch u32][id u32][xmit u8][payload ...]
  *   TOUCH_ACK  [0x07][flags][epoch u32][id u32][xmit u8]
- * flags: sent as 0, ignored on receipt.  xmit: 0 for the first transmission,
+ *              with flag TOUCH_ACK_F_RANGES: [n u8] n x [first u32][count u16]
+ * TOUCH flags: sent as 0, ignored on receipt.  xmit: 0 for the first transmission,
  * +1 per retransmission; the ack echoes the epoch, id and xmit of the frame it
  * answers, so every ack yields an unambiguous RTT sample (this replaces Karn's
  * rule, as QUIC's packet numbers do).
@@ -34,14 +37,16 @@
 #include <stdint.h>
 
 #define TOUCH_HEADER_LEN 11      /* type, flags, epoch, id, xmit */
-#define TOUCH_ACK_LEN 11
+#define TOUCH_ACK_LEN 11         /* the shortest ack: no ranges */
+#define TOUCH_ACK_F_RANGES 0x01  /* ack flag: ranges of delivered ids follow */
+#define TOUCH_ACK_RANGES 16      /* at most this many ranges per ack */
+#define TOUCH_ACK_MAX (TOUCH_ACK_LEN + 1 + 6 * TOUCH_ACK_RANGES)
 /* Receive window in ids.  A sender never has an id in flight that is
  * max_in_flight or more above its oldest unresolved id, so a window at least
  * that wide never skips an id the sender may still get acknowledged. */
 #define TOUCH_WINDOW 1024
 #define TOUCH_MAX_RETRIES 15     /* xmit counter history kept per message */
 #define TOUCH_RX_BUFS 4          /* deliveries waiting to be popped */
-#define TOUCH_ACK_QUEUE 32       /* acks waiting to be popped */
 #define TOUCH_INITIAL_CWND 10    /* messages: RFC 6928's initial window */
 /* Largest UDP payload over IPv4 (65535 - 20 - 8) less our header. */
 #define TOUCH_PAYLOAD_LIMIT (65507 - TOUCH_HEADER_LEN)
@@ -151,8 +156,25 @@ typedef struct touch_action {
 
 /* 1 and *out filled if an action was pending, 0 otherwise.  Pop until 0
  * after every call: a message's slot is reused only once its ACKED/FAILED
- * has been popped, and deliveries wait in TOUCH_RX_BUFS buffers. */
+ * has been popped, and deliveries wait in TOUCH_RX_BUFS buffers.  Owed acks
+ * come last (a TRANSMIT of a TOUCH_ACK frame, at most TOUCH_ACK_MAX bytes).
+ * ACKED's rtt_ms: for the message the ack names, of the transmission it
+ * echoes; for one acknowledged by a range, since its latest transmission. */
 int touch_pop(touch_peer *p, touch_action *out);
+
+/* touch_pop with flags: TOUCH_POP_HOLD_ACKS keeps the owed acks back (a
+ * caller inside a receive batch pops everything else after each frame and
+ * the acks once at the end, so one ack answers the whole batch). */
+#define TOUCH_POP_HOLD_ACKS 1u
+/* TOUCH_POP_ONLY_ACKS returns only owed acks, whatever else is queued (a
+ * caller about to send its own frame to the peer lets the acks go first),
+ * and none while a delivery is still to be popped: an ack never leaves
+ * before the messages it covers have been handed over. */
+#define TOUCH_POP_ONLY_ACKS 2u
+int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags);
+
+/* 1 if an ack is owed (touch_pop would return it once the queue is empty). */
+int touch_acks_due(const touch_peer *p);
 
 /* 1 if no message is in flight and no action is pending. */
 int touch_idle(const touch_peer *p);
@@ -166,8 +188,7 @@ typedef struct touch_stats {
   uint64_t delivered;
   uint64_t duplicates;      /* data frames already delivered (re-acked) */
   uint64_t too_old;         /* data frames below the receive window (re-acked) */
-  uint64_t acks_sent;
-  uint64_t acks_dropped;    /* ack not queued: TOUCH_ACK_QUEUE full */
+  uint64_t acks_sent;       /* ack frames popped (one may answer several data frames) */
   uint64_t stale_acks;      /* acks for another epoch or a resolved id */
   uint64_t rx_busy;         /* data frames dropped: no receive buffer */
   uint64_t malformed;

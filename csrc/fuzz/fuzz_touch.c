@@ -4,7 +4,9 @@
  * The input is a script.  Peers A and B talk through a fuzzer-driven link
  * that drops, duplicates and reorders (but does not alter) frames, with
  * time advancing by fuzzed steps; a third peer C gets raw fuzzer bytes as
- * frames while it has messages of its own in flight.
+ * frames while it has messages of its own in flight.  B may hold its acks
+ * back for a few steps (TOUCH_POP_HOLD_ACKS, as the socket glue does inside
+ * a receive batch), so one ack answers several frames with ranges.
  * Invariants: B delivers only what A sent, each message at most once and
  * intact; A sees ACKED only for a message B has delivered, and ACKED or
  * FAILED at most once per message; C never delivers more than its
@@ -59,7 +61,7 @@ static long counter_of(const world *w, uint32_t id) {
   return -1;
 }
 
-static void drain(world *w) {
+static void drain(world *w, int hold) {
   touch_action act;
   while (touch_pop(w->a, &act)) {
     long k;
@@ -78,7 +80,7 @@ static void drain(world *w) {
     case TOUCH_DELIVER: FUZZ_ASSERT(!"A was sent no data"); break;
     }
   }
-  while (touch_pop(w->b, &act)) {
+  while (touch_pop_ex(w->b, &act, hold ? TOUCH_POP_HOLD_ACKS : 0)) {
     if (act.kind == TOUCH_TRANSMIT) {
       link_push(&w->b2a, act.data, act.len);
     } else {
@@ -157,7 +159,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
       break;
     }
     }
-    drain(&w);
+    drain(&w, (op & 64) != 0);
   }
   for (size_t i = 0; i < w.a2b.n; i++) free(w.a2b.q[i].p);
   for (size_t i = 0; i < w.b2a.n; i++) free(w.b2a.q[i].p);

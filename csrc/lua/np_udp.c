@@ -42,6 +42,11 @@ static void flush_engines(np_udp *u) {
 }
 
 static void batch_end(np_udp *u) {
+  if (u->in_batch)
+    for (const np_udp_engine *const *e = u->engines; *e; e++) {
+      if ((*e)->batch_end) (*e)->batch_end(u);
+      if (uv_is_closing(&u->h.u.handle)) break; /* closed from a callback: flushed then */
+    }
   flush_engines(u);
   u->in_batch = 0;
 }
@@ -190,6 +195,15 @@ int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *
   return np_udp_send_now(u, to, prefix, data, len);
 }
 
+int np_udp_send_soon(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
+                     size_t len) {
+  if (uv_is_closing(&u->h.u.handle)) return np_udp_send_now(u, to, prefix, data, len);
+  if (routed(u, to, prefix, data, len)) return 0;
+  for (const np_udp_engine *const *e = u->engines; *e; e++)
+    if ((*e)->send && (*e)->send(u, to, prefix, data, len)) return 0;
+  return np_udp_send_now(u, to, prefix, data, len);
+}
+
 int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
   /* libuv would open a new socket for a closing handle ("deferred bind")
    * and then abort in uv__udp_finish_close */
@@ -252,6 +266,18 @@ void np_udp_deliver(np_udp *u, const char *kind, const void *data, size_t len,
   lua_pushnil(L);
   lua_pushlstring(L, data, len);
   np_push_addr(L, from);
+  lua_pushstring(L, kind);
+  np_call(u->h.ctx, 5);
+}
+
+void np_udp_deliver_named(np_udp *u, const char *kind, const void *data, size_t len,
+                          const char *host, int port) {
+  lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
+  if (!L) return;
+  lua_pushnil(L);
+  lua_pushlstring(L, data, len);
+  lua_pushstring(L, host);
+  lua_pushinteger(L, port);
   lua_pushstring(L, kind);
   np_call(u->h.ctx, 5);
 }

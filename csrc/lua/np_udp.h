@@ -40,8 +40,10 @@ typedef struct np_udp_engine {
   /* The deadline timer fired at `now`: do what is due, return the next
    * deadline (UINT64_MAX: none). */
   uint64_t (*tick)(np_udp *u, uint64_t now);
-  /* A datagram sent from C inside a receive batch (np_udp_sendto): 1 when
-   * the engine took it (and sends it by its flush at the latest). */
+  /* A datagram sent from C inside a receive batch (np_udp_sendto), or at
+   * any time by np_udp_send_soon: 1 when the engine took it (and sends it
+   * by its flush at the latest; outside a batch, before the loop next
+   * waits for I/O). */
   int (*send)(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
   /* Every datagram about to leave toward `to` (from C or Lua) is offered
    * here first: 1 when the engine sent it another way (the TURN relay
@@ -50,6 +52,10 @@ typedef struct np_udp_engine {
   /* Send what it holds now: before a direct send, at the end of a receive
    * batch, before the socket stops receiving or closes. */
   void (*flush)(np_udp *u);
+  /* A receive batch is over (also at recv_stop and close): hand what was
+   * collected during it to Lua.  Called before the flush hooks, so what
+   * engines hold for the batch (acks) leaves after Lua has seen it. */
+  void (*batch_end)(np_udp *u);
   /* The socket is closed: free the engine's state. */
   void (*free)(np_udp *u);
 } np_udp_engine;
@@ -95,6 +101,11 @@ int np_udp_sendto(np_udp *u, const struct sockaddr *to, int prefix, const void *
  * destination as its IPv4-mapped form (in *tmp), else `to` itself. */
 const struct sockaddr *np_udp_dest(const np_udp *u, const struct sockaddr *to,
                                    struct sockaddr_storage *tmp);
+/* Send one datagram from C soon: an engine may hold it until the end of the
+ * receive batch, or outside one until the end of this loop iteration (it
+ * then leaves with the others sent meanwhile, one sendmmsg). */
+int np_udp_send_soon(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
+                     size_t len);
 /* Send one datagram now: what engines hold goes first. */
 int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
 /* Hand a copy of one datagram to libuv's send queue (sent in order, later). */
@@ -106,6 +117,10 @@ void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *
 /* Deliver a message to the Lua receive callback. */
 void np_udp_deliver(np_udp *u, const char *kind, const void *data, size_t len,
                     const struct sockaddr *from);
+/* The same with the sender's address already as text (an engine that keeps
+ * it per endpoint saves formatting it for every message). */
+void np_udp_deliver_named(np_udp *u, const char *kind, const void *data, size_t len,
+                          const char *host, int port);
 /* The deadline timer: (re)arm for an absolute time in ms (UINT64_MAX: stop).
  * Only ever moves a pending deadline earlier; each tick asks every engine. */
 void np_udp_arm(np_udp *u, uint64_t deadline);

@@ -5,12 +5,17 @@
  * a recvmmsg(2) batch, flagged UV_UDP_MMSG_CHUNK, and then once more with
  * nread 0, no address and UV_UDP_MMSG_FREE.  A STUN server answers every
  * request of the batch from C, one sendto(2) each; here those answers (and
- * any other small datagram sent from C meanwhile: touch acks, punch
+ * any other datagram sent from C meanwhile: touch frames and acks, punch
  * checks) are copied into a per-socket queue and leave together with one
  * sendmmsg(2) when the batch ends, or earlier when the queue is full.
+ * Engines may also hand over datagrams outside a receive batch
+ * (np_udp_send_soon: touch frames sent by udp:touch or a retransmission
+ * timer): those leave, together, before the loop next waits for I/O (a
+ * uv_prepare handle, started only while something waits).
  *
  * Rules that keep this invisible to the peers:
- *  - nothing waits past the end of its batch: no added latency;
+ *  - nothing waits past the end of its batch, or past the current loop
+ *    iteration for a datagram sent outside one: no added latency;
  *  - datagrams leave in the order they were sent: a datagram that cannot
  *    be queued (too large) or that Lua sends itself (np_udp_send_now, which
  *    flushes every engine) flushes the queue first, and when libuv's own send queue is not
@@ -28,14 +33,21 @@
 #define _GNU_SOURCE   /* sendmmsg */
 #endif
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include "np_udp.h"
 #include "addr.h"
 
-#define NP_TXQ_SLOTS 32 /* twice NP_RECV_BATCH: room for two sends per datagram */
-#define NP_TXQ_SLOT 256 /* > STUN_ANSWER_MAX, touch acks, punch checks */
+/* A window of touch data frames (64 by default) plus acks and answers. */
+#define NP_TXQ_SLOTS 80
+/* The bytes queued: small at first (STUN answers, acks, punch checks); the
+ * first datagram that does not fit grows it once to the large size (a
+ * window of 1200-byte touch frames).  A datagram larger than that is sent
+ * directly, after the queue. */
+#define NP_TXQ_SMALL (8 * 1024)
+#define NP_TXQ_LARGE (128 * 1024)
 
 enum { C_BATCHES, C_BATCHED }; /* sendmmsg calls, datagrams they sent */
 static const char *const counters[] = {"tx_batches", "tx_batched", NULL};
@@ -43,10 +55,13 @@ static const char *const counters[] = {"tx_batches", "tx_batched", NULL};
 typedef struct np_txq {
   int off; /* udp:batching(false) */
   unsigned n;
+  size_t used, cap;
+  uint8_t *bytes; /* cap bytes */
+  uv_prepare_t soon; /* flushes before the loop waits; started while n > 0 outside a batch */
+  int soon_init;
   struct mmsghdr msgs[NP_TXQ_SLOTS];
   struct iovec iov[NP_TXQ_SLOTS];
   struct sockaddr_storage to[NP_TXQ_SLOTS];
-  uint8_t data[NP_TXQ_SLOTS][NP_TXQ_SLOT];
 } np_txq;
 
 extern const np_udp_engine np_udp_batch_engine;
@@ -54,8 +69,32 @@ static void batch_flush(np_udp *u);
 
 static np_txq *txq(np_udp *u) {
   np_udp_slot *sl = np_udp_slot_of(u, &np_udp_batch_engine);
-  if (!sl->state) sl->state = calloc(1, sizeof(np_txq));
+  if (!sl->state) {
+    np_txq *q = calloc(1, sizeof(np_txq));
+    if (q && !(q->bytes = malloc(NP_TXQ_SMALL))) {
+      free(q);
+      q = NULL;
+    }
+    if (q) q->cap = NP_TXQ_SMALL;
+    sl->state = q;
+  }
   return sl->state;
+}
+
+static void on_soon(uv_prepare_t *h) {
+  np_udp *u = h->data;
+  uv_prepare_stop(h);
+  batch_flush(u);
+}
+
+/* Make sure what is queued leaves before the loop waits for I/O. */
+static void flush_soon(np_udp *u, np_txq *q) {
+  if (!q->soon_init) {
+    if (uv_prepare_init(&u->h.ctx->loop, &q->soon) < 0) return;
+    q->soon.data = u;
+    q->soon_init = 1;
+  }
+  if (!uv_is_active((uv_handle_t *)&q->soon)) uv_prepare_start(&q->soon, on_soon);
 }
 
 /* Queue a datagram: 1 when queued, 0 when the caller must send it now
@@ -65,21 +104,29 @@ static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const voi
   size_t total = len + (prefix >= 0);
   np_txq *q = txq(u);
   if (!q || q->off) return 0;
-  if (total > NP_TXQ_SLOT || (to->sa_family != AF_INET && to->sa_family != AF_INET6)) {
+  if (total > NP_TXQ_LARGE || (to->sa_family != AF_INET && to->sa_family != AF_INET6)) {
     batch_flush(u);
     return 0;
   }
-  if (q->n == NP_TXQ_SLOTS) batch_flush(u);
+  if (q->n == NP_TXQ_SLOTS || q->used + total > q->cap) batch_flush(u);
+  if (total > q->cap) {   /* empty now: the bytes may move */
+    uint8_t *big = realloc(q->bytes, NP_TXQ_LARGE);
+    if (!big) return 0;
+    q->bytes = big;
+    q->cap = NP_TXQ_LARGE;
+  }
   struct sockaddr_storage mapped;
   to = np_udp_dest(u, to, &mapped);
   unsigned i = q->n++;
-  uint8_t *p = q->data[i];
+  uint8_t *start = q->bytes + q->used, *p = start;
+  q->used += total;
   if (prefix >= 0) *p++ = (uint8_t)prefix;
   memcpy(p, data, len);
   memcpy(&q->to[i], to, addr_len(to));
-  q->iov[i] = (struct iovec){.iov_base = q->data[i], .iov_len = total};
+  q->iov[i] = (struct iovec){.iov_base = start, .iov_len = total};
   q->msgs[i] = (struct mmsghdr){.msg_hdr = {
     .msg_name = &q->to[i], .msg_namelen = addr_len(to), .msg_iov = &q->iov[i], .msg_iovlen = 1}};
+  if (!u->in_batch) flush_soon(u, q);
   return 1;
 }
 
@@ -88,7 +135,10 @@ static void batch_flush(np_udp *u) {
   np_txq *q = sl->state;
   if (!q || q->n == 0) return;
   unsigned n = q->n, i = 0;
-  q->n = 0;   /* before any send: np_udp_send_async must not come back here */
+  /* before any send: np_udp_send_async must not come back here; the bytes
+   * stay put until the next batch_put, after this returns */
+  q->n = 0;
+  q->used = 0;
   if (uv_is_closing(&u->h.u.handle)) {   /* see np_udp_send_now */
     u->st.tx_errors += n;
     return;
@@ -115,13 +165,25 @@ static void batch_flush(np_udp *u) {
     }
   }
   for (; i < n; i++)
-    np_udp_send_async(u, (struct sockaddr *)&q->to[i], -1, q->data[i], q->iov[i].iov_len);
+    np_udp_send_async(u, (struct sockaddr *)&q->to[i], -1, q->iov[i].iov_base, q->iov[i].iov_len);
+}
+
+static void txq_free(np_txq *q) {
+  free(q->bytes);
+  free(q);
+}
+
+static void on_soon_closed(uv_handle_t *h) {
+  txq_free((np_txq *)((char *)h - offsetof(np_txq, soon)));
 }
 
 static void batch_free(np_udp *u) {
   np_udp_slot *sl = np_udp_slot_of(u, &np_udp_batch_engine);
-  free(sl->state);
+  np_txq *q = sl->state;
   sl->state = NULL;
+  if (!q) return;
+  if (q->soon_init) uv_close((uv_handle_t *)&q->soon, on_soon_closed);
+  else txq_free(q);
 }
 
 /* udp:batching([enable]) -> enabled: whether sends made in C during a

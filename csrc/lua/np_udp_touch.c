@@ -7,11 +7,24 @@
  * the socket's one timer.
  *
  *   id = udp:touch(host, port, data, cb)   cb(err, id, rtt_ms) once
+ *   id = udp:touch(host, port, data)       with on_touch_done set
  *   udp:touch_config{initial_rto=, min_rto=, max_rto=, max_retries=,
  *                    max_in_flight=, max_payload=, max_peers=, accept=}
  *   udp:touch_info(host, port) -> {srtt_ms=, rto_ms=, in_flight=, ...} | nil
- * Received messages reach the receive callback with kind "touch", once.
+ *   udp:on_touch_batch(fn | nil)   fn({ {data=, host=, port=}, ... })
+ *   udp:on_touch_done(fn | nil)    fn({ {id=, host=, port=, rtt_ms=, err=}, ... })
+ * Received messages reach the receive callback with kind "touch", once, or
+ * with on_touch_batch set, that function: every message of a receive batch
+ * in one call at the end of the batch.  Outcomes of touches sent without a
+ * callback reach on_touch_done the same way (per receive batch, per timer
+ * tick).
  * An engine of the UDP hub (np_udp.h): frames TOUCH and TOUCH_ACK.
+ *
+ * Batching: inside a receive batch the acks are held back (the state
+ * machine's TOUCH_POP_HOLD_ACKS) and popped by the flush hook at its end,
+ * so one ack answers every frame of the batch; every frame (data, acks,
+ * retransmissions) goes through np_udp_send_soon, so what one batch, one
+ * udp:touch loop or one timer tick sends leaves in one sendmmsg.
  *
  * Bounded state (no re-delivery): peer states are kept in an LRU list.  A
  * receiver must remember the ids it delivered for as long as a sender may
@@ -66,10 +79,14 @@ typedef struct tm_entry {
   touch_peer *peer;
   uint64_t last_used;
   int busy;             /* actions being processed: never evict */
-  unsigned ncb;
-  tm_cb *cbs;           /* max_in_flight slots */
+  unsigned ncb, cbcap;
+  tm_cb *cbs;           /* cbcap = max_in_flight slots */
   int has_key;          /* frames to and from it carry a MAC (udp:touch_key) */
   uint8_t key[NP_MAC_KEY];
+  int acks_held;        /* on the flush list: acks held for the batch end */
+  struct tm_entry *held_next;
+  char host[INET6_ADDRSTRLEN];   /* its address as text, for the callbacks */
+  int port;
 } tm_entry;
 
 typedef struct np_touchmap {
@@ -81,6 +98,10 @@ typedef struct np_touchmap {
   uint32_t seed;
   touch_config cfg;
   uint64_t idle_ms;     /* an idle peer older than this is dropped */
+  tm_entry *held;       /* entries with acks held until the batch ends */
+  int batch_cb, done_cb;        /* on_touch_batch, on_touch_done */
+  int batch_list, done_list;    /* arrays being filled, LUA_NOREF when empty */
+  int nbatch, ndone;
 } np_touchmap;
 
 static np_udp_slot *slot(np_udp *u) {
@@ -134,6 +155,7 @@ static np_touchmap *touchmap(np_udp *u, int *err) {
   }
   touch_config_default(&m->cfg);
   m->max_peers = TM_DEFAULT_MAX_PEERS;
+  m->batch_cb = m->done_cb = m->batch_list = m->done_list = LUA_NOREF;
   /* the hash seed keeps remote endpoints from choosing their buckets */
   int rc = uv_random(NULL, NULL, &m->seed, sizeof m->seed, 0, NULL);
   if (rc < 0) {
@@ -149,7 +171,7 @@ static np_touchmap *touchmap(np_udp *u, int *err) {
 
 static void entry_free(np_udp *u, tm_entry *e) {
   lua_State *L = u->h.ctx->closing ? NULL : u->h.ctx->L;
-  for (unsigned i = 0; i < e->ncb; i++) np_unref(L, &e->cbs[i].ref);
+  for (unsigned i = 0; i < e->cbcap; i++) np_unref(L, &e->cbs[i].ref);
   touch_peer_free(e->peer);
   free(e->cbs);
   free(e);
@@ -166,6 +188,11 @@ static void touch_engine_free(np_udp *u) {
       e = n;
     }
   }
+  lua_State *L = u->h.ctx->closing ? NULL : u->h.ctx->L;
+  np_unref(L, &m->batch_cb);
+  np_unref(L, &m->done_cb);
+  np_unref(L, &m->batch_list);
+  np_unref(L, &m->done_list);
   free(m);
   slot(u)->state = NULL;
 }
@@ -180,6 +207,11 @@ static tm_entry **slot_of(np_touchmap *m, const struct sockaddr *sa) {
 static void entry_remove(np_udp *u, np_touchmap *m, tm_entry *e) {
   tm_entry **pe = slot_of(m, (struct sockaddr *)&e->addr);
   if (*pe == e) *pe = e->next;
+  for (tm_entry **ph = &m->held; *ph; ph = &(*ph)->held_next)
+    if (*ph == e) {
+      *ph = e->held_next;
+      break;
+    }
   lru_unlink(m, e);
   act_set(m, e, 0);
   entry_free(u, e);
@@ -188,7 +220,8 @@ static void entry_remove(np_udp *u, np_touchmap *m, tm_entry *e) {
 
 /* May this state be forgotten now without breaking exactly-once? */
 static int expired(const np_touchmap *m, const tm_entry *e, uint64_t now) {
-  return !e->busy && !e->ncb && touch_idle(e->peer) && now - e->last_used > m->idle_ms;
+  return !e->busy && !e->ncb && !e->acks_held && touch_idle(e->peer) &&
+         now - e->last_used > m->idle_ms;
 }
 
 /* Drop the least recently used states that have been idle for idle_ms:
@@ -242,7 +275,11 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create, int *e
     return NULL;
   }
   *err = 0;
+  e->cbcap = m->cfg.max_in_flight;
+  for (unsigned i = 0; i < e->cbcap; i++) e->cbs[i].ref = LUA_NOREF;
   addr_copy(&e->addr, sa);
+  if (addr_ip_text(sa, e->host, sizeof e->host) < 0) e->host[0] = 0;
+  e->port = addr_port(sa);
   e->last_used = np_now_ms(u->h.ctx);
   *pe = e;
   lru_push_front(m, e);
@@ -250,15 +287,16 @@ static tm_entry *lookup(np_udp *u, const struct sockaddr *sa, int create, int *e
   return e;
 }
 
+/* Callbacks sit at id % max_in_flight: the state machine never has two
+ * unresolved ids there (its ring of slots, touch.c).  ncb counts them. */
 static int take_cb(tm_entry *e, uint32_t id) {
-  for (unsigned i = 0; i < e->ncb; i++) {
-    if (e->cbs[i].id == id) {
-      int ref = e->cbs[i].ref;
-      e->cbs[i] = e->cbs[--e->ncb];
-      return ref;
-    }
-  }
-  return LUA_NOREF;
+  tm_cb *c = &e->cbs[id % e->cbcap];
+  if (c->id != id || c->ref == LUA_NOREF) return LUA_NOREF;
+  int ref = c->ref;
+  c->ref = LUA_NOREF;
+  c->id = 0;
+  e->ncb--;
+  return ref;
 }
 
 static void call_result(np_udp *u, int ref, uint32_t id, int failed, uint32_t rtt) {
@@ -273,47 +311,158 @@ static void call_result(np_udp *u, int ref, uint32_t id, int failed, uint32_t rt
   np_call(u->h.ctx, 3);
 }
 
-/* Carry out every pending action.  Lua callbacks may re-enter (touch
- * again, even close the socket): memory stays valid until the close
- * callback, and `busy` keeps this entry from being evicted meanwhile. */
-static void drain(np_udp *u, tm_entry *e) {
+/* Append one record to the array list_ref (created if needed); the
+ * record's fields are pushed by fill(), which leaves the record on top. */
+static lua_State *list_append(np_udp *u, int *list_ref, int *n) {
+  lua_State *L = u->h.ctx->closing ? NULL : u->h.ctx->L;
+  if (!L) return NULL;
+  if (*list_ref == LUA_NOREF) {
+    lua_createtable(L, 16, 0);
+    *list_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    *n = 0;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, *list_ref);
+  lua_createtable(L, 0, 5);
+  return L;
+}
+
+static void list_push_peer(lua_State *L, const tm_entry *e) {
+  lua_pushstring(L, e->host);
+  lua_setfield(L, -2, "host");
+  lua_pushinteger(L, e->port);
+  lua_setfield(L, -2, "port");
+}
+
+static void collect_delivery(np_udp *u, np_touchmap *m, tm_entry *e, const uint8_t *data, size_t len) {
+  lua_State *L = list_append(u, &m->batch_list, &m->nbatch);
+  if (!L) return;
+  lua_pushlstring(L, (const char *)data, len);
+  lua_setfield(L, -2, "data");
+  list_push_peer(L, e);
+  lua_rawseti(L, -2, ++m->nbatch);
+  lua_pop(L, 1);
+}
+
+static void collect_outcome(np_udp *u, np_touchmap *m, tm_entry *e, uint32_t id, int failed, uint32_t rtt) {
+  lua_State *L = list_append(u, &m->done_list, &m->ndone);
+  if (!L) return;
+  lua_pushinteger(L, id);
+  lua_setfield(L, -2, "id");
+  list_push_peer(L, e);
+  if (failed) {
+    np_push_cb_error(L, touch_errname(TOUCH_ETIMEDOUT), touch_strerror(TOUCH_ETIMEDOUT));
+    lua_setfield(L, -2, "err");
+  } else {
+    lua_pushinteger(L, rtt);
+    lua_setfield(L, -2, "rtt_ms");
+  }
+  lua_rawseti(L, -2, ++m->ndone);
+  lua_pop(L, 1);
+}
+
+/* Hand the collected arrays to on_touch_batch / on_touch_done: at the end
+ * of a receive batch (before its acks leave), or outside one.  A callback
+ * may touch again or close the socket. */
+static void emit_lists(np_udp *u, int batch_end) {
+  np_touchmap *m = slot(u)->state;
+  while (m && (batch_end || !u->in_batch) &&
+         (m->batch_list != LUA_NOREF || m->done_list != LUA_NOREF)) {
+    int *list = m->batch_list != LUA_NOREF ? &m->batch_list : &m->done_list;
+    int cb = list == &m->batch_list ? m->batch_cb : m->done_cb;
+    int ref = *list;
+    *list = LUA_NOREF;
+    lua_State *L = np_cb_push(u->h.ctx, cb);
+    if (!L) {
+      np_unref(u->h.ctx->closing ? NULL : u->h.ctx->L, &ref);
+      continue;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    np_call(u->h.ctx, 1);
+    if (uv_is_closing(&u->h.u.handle)) return;   /* closed from the callback */
+    m = slot(u)->state;
+  }
+}
+
+/* Send one frame to the entry's endpoint, with its MAC when it has a key. */
+static void send_frame(np_udp *u, tm_entry *e, const uint8_t *data, size_t len) {
+  if (!e->has_key) {
+    np_udp_send_soon(u, (struct sockaddr *)&e->addr, -1, data, len);
+    return;
+  }
+  uint8_t small[1536];   /* every default-sized frame; larger ones on the heap */
+  uint8_t *buf = len + NP_MAC_TAG <= sizeof small ? small : malloc(len + NP_MAC_TAG);
+  if (!buf) return;
+  memcpy(buf, data, len);
+  np_mac16(e->key, buf, len, buf + len);
+  np_udp_send_soon(u, (struct sockaddr *)&e->addr, -1, buf, len + NP_MAC_TAG);
+  if (buf != small) free(buf);
+}
+
+/* Carry out every pending action (with hold, not the owed acks: the entry
+ * goes on the flush list).  Lua callbacks may re-enter (touch again, even
+ * close the socket): memory stays valid until the close callback, and
+ * `busy` keeps this entry from being evicted meanwhile. */
+static void drain(np_udp *u, tm_entry *e, int hold) {
   touch_action a;
+  np_touchmap *m = slot(u)->state;
   e->busy++;
-  while (touch_pop(e->peer, &a)) {
+  while (touch_pop_ex(e->peer, &a, hold ? TOUCH_POP_HOLD_ACKS : 0)) {
     switch (a.kind) {
     case TOUCH_TRANSMIT:
-      if (e->has_key) {
-        uint8_t small[1536];   /* every default-sized frame; larger ones on the heap */
-        uint8_t *buf = a.len + NP_MAC_TAG <= sizeof small ? small : malloc(a.len + NP_MAC_TAG);
-        if (buf) {
-          memcpy(buf, a.data, a.len);
-          np_mac16(e->key, buf, a.len, buf + a.len);
-          np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, buf, a.len + NP_MAC_TAG);
-          if (buf != small) free(buf);
-        }
-      } else {
-        np_udp_sendto(u, (struct sockaddr *)&e->addr, -1, a.data, a.len);
-      }
+      send_frame(u, e, a.data, a.len);
       break;
     case TOUCH_DELIVER:
       slot(u)->counters[C_DELIVERED]++;
-      np_udp_deliver(u, "touch", a.data, a.len, (struct sockaddr *)&e->addr);
+      if (m && m->batch_cb != LUA_NOREF) collect_delivery(u, m, e, a.data, a.len);
+      else if (e->host[0]) np_udp_deliver_named(u, "touch", a.data, a.len, e->host, e->port);
+      else np_udp_deliver(u, "touch", a.data, a.len, (struct sockaddr *)&e->addr);
       break;
     case TOUCH_ACKED:
-      slot(u)->counters[C_ACKED]++;
-      call_result(u, take_cb(e, a.id), a.id, 0, a.rtt_ms);
-      break;
-    case TOUCH_FAILED:
-      slot(u)->counters[C_FAILED]++;
-      call_result(u, take_cb(e, a.id), a.id, 1, 0);
+    case TOUCH_FAILED: {
+      int failed = a.kind == TOUCH_FAILED;
+      slot(u)->counters[failed ? C_FAILED : C_ACKED]++;
+      int ref = take_cb(e, a.id);
+      if (ref != LUA_NOREF) call_result(u, ref, a.id, failed, a.rtt_ms);
+      else if (m && m->done_cb != LUA_NOREF) collect_outcome(u, m, e, a.id, failed, a.rtt_ms);
       break;
     }
+    }
+    m = slot(u)->state;
   }
   e->busy--;
+  if (m && hold && !e->acks_held && touch_acks_due(e->peer)) {
+    e->acks_held = 1;
+    e->held_next = m->held;
+    m->held = e;
+  }
   uint64_t d = touch_next_deadline(e->peer);
-  np_touchmap *m = slot(u)->state;
   if (m) act_set(m, e, !touch_idle(e->peer) || d != UINT64_MAX);
   if (d != UINT64_MAX) np_udp_arm(u, d);   /* only ever moves the timer earlier */
+}
+
+/* The flush hook: the acks held for the batch leave now (one per entry and
+ * epoch, each answering every frame the batch brought). */
+static void touch_engine_flush(np_udp *u) {
+  np_touchmap *m = slot(u)->state;
+  while (m && m->held) {
+    tm_entry *e = m->held;
+    m->held = e->held_next;
+    e->held_next = NULL;
+    e->acks_held = 0;
+    drain(u, e, 0);
+    m = slot(u)->state;
+  }
+}
+
+/* The acks owed to e leave now: what the application sends to a peer (say,
+ * a reply from a callback inside the batch, even while e's actions are
+ * being carried out) never overtakes them.  Only acks are popped here. */
+static void release_acks(np_udp *u, tm_entry *e) {
+  touch_action a;
+  np_touchmap *m = slot(u)->state;
+  if (m && m->batch_list != LUA_NOREF) return;   /* deliveries not handed over yet */
+  while (touch_pop_ex(e->peer, &a, TOUCH_POP_ONLY_ACKS)) send_frame(u, e, a.data, a.len);
 }
 
 static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
@@ -347,7 +496,18 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   c[C_DUPLICATES] += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
   if (rc == TOUCH_EMALFORMED) c[C_MALFORMED]++;
   lru_touch(m, e, np_now_ms(u->h.ctx));
-  drain(u, e);
+  /* the acks leave after the deliveries have reached Lua: at the end of the
+   * batch (batch_end hook, then the flush hook), or here */
+  drain(u, e, 1);
+  if (u->in_batch) return;
+  emit_lists(u, 0);
+  if (!uv_is_closing(&u->h.u.handle)) touch_engine_flush(u);
+}
+
+/* The receive batch is over: hand the collected messages and outcomes to
+ * Lua; the flush hook sends the acks next. */
+static void touch_engine_batch_end(np_udp *u) {
+  emit_lists(u, 1);
 }
 
 static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
@@ -364,13 +524,15 @@ static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
       touch_tick(e->peer, now);
       touch_get_stats(e->peer, &after);
       slot(u)->counters[C_RETRANSMITS] += after.retransmitted - before.retransmitted;
-      drain(u, e);
+      drain(u, e, 0);
       if (!e->active) continue;
     }
     uint64_t d = touch_next_deadline(e->peer);
     if (d < next) next = d;
   }
   expire_lru(u, m, now, 1024);
+  emit_lists(u, 0);
+  if (uv_is_closing(&u->h.u.handle) || !(m = slot(u)->state)) return UINT64_MAX;
   /* wake up when the least recently used state can be forgotten */
   if (m->lru_tail) {
     uint64_t at = m->lru_tail->last_used + m->idle_ms + 1;
@@ -391,23 +553,53 @@ static int udp_touch(lua_State *L) {
   np_parse_addr(L, 2, 3, &ss);
   size_t len;
   const char *data = luaL_checklstring(L, 4, &len);
-  luaL_checktype(L, 5, LUA_TFUNCTION);
+  np_touchmap *mm = slot(u)->state;
+  int has_cb = !lua_isnoneornil(L, 5);
+  if (has_cb || !mm || mm->done_cb == LUA_NOREF) luaL_checktype(L, 5, LUA_TFUNCTION);
   if (!u->receiving)
     return np_push_fail(L, "ENOTCONN", "socket is not receiving (call recv_start first: acks arrive there)");
   int err;
   tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
   if (!e) return push_lookup_error(L, err);
+  release_acks(u, e);   /* e may stay on the held list: nothing left to pop */
   uint32_t id = 0;
   int rc = touch_send(e->peer, np_now_ms(u->h.ctx), (const uint8_t *)data, len, &id);
   if (rc < 0) return np_push_fail(L, touch_errname(rc), touch_strerror(rc));
-  lua_pushvalue(L, 5);
-  e->cbs[e->ncb].id = id;
-  e->cbs[e->ncb].ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  e->ncb++;
+  if (has_cb) {
+    tm_cb *c = &e->cbs[id % e->cbcap];   /* free: see take_cb */
+    lua_pushvalue(L, 5);
+    c->id = id;
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    e->ncb++;
+  }
   lru_touch(slot(u)->state, e, np_now_ms(u->h.ctx));
-  drain(u, e);
+  drain(u, e, u->in_batch);
+  emit_lists(u, 0);
   lua_pushinteger(L, id);
   return 1;
+}
+
+/* udp:on_touch_batch(fn | nil) and udp:on_touch_done(fn | nil): set or
+ * clear a batch callback (see the top of this file). */
+static int set_batch_cb(lua_State *L, int done) {
+  np_udp *u = np_udp_check(L, 1);
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  int err;
+  np_touchmap *m = touchmap(u, &err);
+  if (!m) return np_push_error(L, err);
+  int *ref = done ? &m->done_cb : &m->batch_cb;
+  if (lua_isnil(L, 2)) np_unref(L, ref);
+  else np_setref(L, ref, 2);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int udp_on_touch_batch(lua_State *L) {
+  return set_batch_cb(L, 0);
+}
+
+static int udp_on_touch_done(lua_State *L) {
+  return set_batch_cb(L, 1);
 }
 
 static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt, unsigned long max) {
@@ -520,6 +712,8 @@ static const luaL_Reg methods[] = {
   {"touch", udp_touch},
   {"touch_config", udp_touch_config},
   {"touch_info", udp_touch_info},
+  {"on_touch_batch", udp_on_touch_batch},
+  {"on_touch_done", udp_on_touch_done},
   {NULL, NULL}
 };
 
@@ -531,5 +725,7 @@ const np_udp_engine np_udp_touch_engine = {
   .methods = methods,
   .input = touch_engine_input,
   .tick = touch_engine_tick,
+  .flush = touch_engine_flush,
+  .batch_end = touch_engine_batch_end,
   .free = touch_engine_free,
 };

@@ -45,6 +45,7 @@ typedef struct channel {
   unsigned loss_pct, dup_pct;
   uint32_t latency_ms, jitter_ms;   /* jitter > 0 reorders */
   int cut;                          /* drop everything */
+  int in_batch;                     /* run() is handing over the packets due now */
   unsigned count;
   uint64_t sent, lost, duplicated;
   packet *q;                        /* CHAN_MAX entries, unordered */
@@ -123,6 +124,7 @@ typedef struct side {
   unsigned corrupt;              /* delivered payloads that did not match */
   unsigned efull, max_in_flight_seen;
   unsigned acked_n, failed_n, outcome_twice;
+  int batch;                     /* hold acks until every due packet is in */
 } side;
 
 /* Payload of message i from side s: index, origin, then filler bytes
@@ -154,7 +156,8 @@ static unsigned index_of_id(const side *s, uint32_t id) {
 static void drain(side *sd, int me, side *other, channel *c, uint64_t now) {
   touch_action a;
   (void)other;
-  while (touch_pop(sd[me].tp, &a)) {
+  unsigned flags = sd[me].batch && c->in_batch ? TOUCH_POP_HOLD_ACKS : 0;
+  while (touch_pop_ex(sd[me].tp, &a, flags)) {
     side *s = &sd[me];
     if (a.kind == TOUCH_TRANSMIT) {
       chan_send(c, now, 1 - me, a.data, a.len);
@@ -203,10 +206,12 @@ static uint64_t run(side *sd, channel *c, uint64_t start, uint64_t limit) {
   uint64_t now = start;
   for (unsigned step = 0; step < 2000000; step++) {
     packet pk;
+    c->in_batch = 1;   /* the packets due now form one receive batch */
     while (chan_take(c, now, &pk)) {
       touch_input(sd[pk.to].tp, now, pk.bytes, pk.len);
       drain(sd, pk.to, &sd[1 - pk.to], c, now);   /* as the socket glue does */
     }
+    c->in_batch = 0;
     for (int i = 0; i < 2; i++) {
       touch_tick(sd[i].tp, now);
       drain(sd, i, &sd[1 - i], c, now);
@@ -297,22 +302,26 @@ static void test_roundtrip(suite *su) {
   /* 40 ms one way */
   CHECK(su, touch_input(b, 1040, frame, flen) == TOUCH_OK);
   int got_deliver = 0, got_ack = 0;
-  uint8_t ack[TOUCH_ACK_LEN];
+  uint8_t ack[TOUCH_ACK_MAX];
+  size_t alen = 0;
   while (touch_pop(b, &act)) {
     if (act.kind == TOUCH_DELIVER)
       got_deliver = act.len == 5 && memcmp(act.data, msg, 5) == 0 && act.id == 1;
-    if (act.kind == TOUCH_TRANSMIT && act.len == TOUCH_ACK_LEN) {
-      memcpy(ack, act.data, TOUCH_ACK_LEN);
+    if (act.kind == TOUCH_TRANSMIT && act.data[0] == WIRE_TOUCH_ACK) {
+      memcpy(ack, act.data, alen = act.len);
       got_ack = 1;
     }
   }
   CHECK(su, got_deliver && got_ack);
   CHECK(su, ack[0] == WIRE_TOUCH_ACK && be32(ack + 2) == 7 && be32(ack + 6) == 1);
-  CHECK(su, touch_input(a, 1080, ack, sizeof ack) == TOUCH_OK);
+  /* never larger than the 16-byte frame it answers: room for the range
+   * count, not for a range */
+  CHECK(su, alen == TOUCH_ACK_LEN + 1 && ack[1] == TOUCH_ACK_F_RANGES && ack[11] == 0);
+  CHECK(su, touch_input(a, 1080, ack, alen) == TOUCH_OK);
   CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_ACKED && act.id == 1 && act.rtt_ms == 80);
   CHECK(su, touch_idle(a) && touch_next_deadline(a) == UINT64_MAX);
   /* A duplicate ack is harmless. */
-  CHECK(su, touch_input(a, 1090, ack, sizeof ack) == TOUCH_OK && touch_pop(a, &act) == 0);
+  CHECK(su, touch_input(a, 1090, ack, alen) == TOUCH_OK && touch_pop(a, &act) == 0);
   touch_stats st;
   touch_get_stats(a, &st);
   CHECK(su, st.acked == 1 && st.srtt_ms == 80 && st.stale_acks == 2);
@@ -333,12 +342,13 @@ static void test_roundtrip(suite *su) {
 
 /* The main property test: both directions over 30% loss, duplication and
  * reordering; 2000 messages one way, 500 the other. */
-static void test_lossy(suite *su, uint64_t seed) {
+static void test_lossy(suite *su, uint64_t seed, int batch) {
   touch_config cfg;
   touch_config_default(&cfg);
   channel c;
   chan_init(&c, seed, 30, 10, 20, 40);
   side *sd = sides_new(&cfg, 2000, 500);
+  sd[0].batch = sd[1].batch = batch;
   uint64_t end = run(sd, &c, 1, 3600 * 1000);
   (void)end;
   unsigned twice = 0, unresolved = 0, acked_not_delivered = 0, delivered = 0;
@@ -369,9 +379,10 @@ static void test_lossy(suite *su, uint64_t seed) {
   CHECK(su, st0.retransmitted > 0 && st1.duplicates > 0);
   CHECK(su, sd[0].efull > 0);
   CHECK(su, st0.delivered + st1.delivered == delivered);
-  printf("  lossy seed %llu: sent %llu lost %llu dup %llu; A acked %u failed %u, "
+  if (batch) CHECK(su, st1.acks_sent < st0.delivered + st1.delivered + st1.duplicates);
+  printf("  lossy seed %llu%s: sent %llu lost %llu dup %llu; A acked %u failed %u, "
          "B acked %u failed %u; srtt %u ms rto %u ms; dups filtered %llu\n",
-         (unsigned long long)seed, (unsigned long long)c.sent, (unsigned long long)c.lost,
+         (unsigned long long)seed, batch ? " (acks per batch)" : "", (unsigned long long)c.sent, (unsigned long long)c.lost,
          (unsigned long long)c.duplicated, sd[0].acked_n, sd[0].failed_n, sd[1].acked_n,
          sd[1].failed_n, st0.srtt_ms, st0.rto_ms,
          (unsigned long long)(st0.duplicates + st1.duplicates));
@@ -473,7 +484,7 @@ static void test_in_flight_bound(suite *su) {
       CHECK(su, touch_input(a, 20, act.data, act.len) == TOUCH_OK);
       acks++;
     }
-  CHECK(su, acks == 3);
+  CHECK(su, acks == 1);   /* one ack answers the three frames */
   int acked = 0;
   while (touch_pop(a, &act)) acked += act.kind == TOUCH_ACKED;
   CHECK(su, acked == 3);
@@ -682,7 +693,7 @@ static void test_rx_busy(suite *su) {
     dl += act.kind == TOUCH_DELIVER;
     if (act.kind == TOUCH_TRANSMIT) acks++;
   }
-  CHECK(su, dl == TOUCH_RX_BUFS && acks == TOUCH_RX_BUFS + 1);
+  CHECK(su, dl == TOUCH_RX_BUFS && acks == 1);
   CHECK(su, touch_input(b, 1, f, make_frame(f, WIRE_TOUCH, 3, TOUCH_RX_BUFS + 1, 1, "z")) == TOUCH_OK);
   CHECK(su, deliveries(b) == 1);
   touch_peer_free(b);
@@ -696,8 +707,8 @@ static void test_rtt(suite *su) {
   touch_config_default(&cfg);
   touch_peer *a = touch_peer_new(&cfg, 1), *b = touch_peer_new(&cfg, 2);
   touch_action act;
-  uint8_t frame[64], ackf[TOUCH_ACK_LEN];
-  size_t flen = 0;
+  uint8_t frame[64], ackf[TOUCH_ACK_MAX];
+  size_t flen = 0, alen = 0;
   uint32_t id;
   touch_send(a, 0, (const uint8_t *)"r", 1, &id);
   while (touch_pop(a, &act)) {
@@ -707,9 +718,9 @@ static void test_rtt(suite *su) {
   memcpy(frame, act.data, flen = act.len);
   touch_input(b, 280, frame, flen);
   while (touch_pop(b, &act))
-    if (act.kind == TOUCH_TRANSMIT) memcpy(ackf, act.data, TOUCH_ACK_LEN);
+    if (act.kind == TOUCH_TRANSMIT) memcpy(ackf, act.data, alen = act.len);
   CHECK(su, ackf[10] == 1);
-  touch_input(a, 310, ackf, sizeof ackf);
+  touch_input(a, 310, ackf, alen);
   CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_ACKED && act.rtt_ms == 60);
   /* 30 more exchanges at RTT 100 ms: SRTT -> 100, RTTVAR -> small. */
   uint64_t now = 1000;
@@ -719,8 +730,8 @@ static void test_rtt(suite *su) {
       if (act.kind == TOUCH_TRANSMIT) memcpy(frame, act.data, flen = act.len);
     touch_input(b, now + 50, frame, flen);
     while (touch_pop(b, &act))
-      if (act.kind == TOUCH_TRANSMIT) memcpy(ackf, act.data, TOUCH_ACK_LEN);
-    touch_input(a, now + 100, ackf, sizeof ackf);
+      if (act.kind == TOUCH_TRANSMIT) memcpy(ackf, act.data, alen = act.len);
+    touch_input(a, now + 100, ackf, alen);
     while (touch_pop(a, &act)) {
     }
   }
@@ -810,13 +821,158 @@ static void test_cwnd(suite *su) {
   sides_free(sd);
 }
 
+/* Acknowledgements that cover several messages: one ack per batch of
+ * frames (TOUCH_POP_HOLD_ACKS), ranges of delivered ids with their gaps, a
+ * lost ack repaired by the next one, the old 11-byte ack still understood,
+ * and ranged acks that lie or are malformed taken for nothing. */
+static size_t one_ack(touch_peer *b, uint8_t *out) {
+  touch_action act;
+  size_t n = 0;
+  int count = 0;
+  while (touch_pop(b, &act))
+    if (act.kind == TOUCH_TRANSMIT) {
+      memcpy(out, act.data, n = act.len);
+      count++;
+    }
+  return count == 1 ? n : 0;
+}
+
+static int count_kind(touch_peer *p, touch_action_kind kind) {
+  touch_action act;
+  int n = 0;
+  while (touch_pop(p, &act)) n += act.kind == kind;
+  return n;
+}
+
+static void test_multi_ack(suite *su) {
+  touch_config cfg;
+  touch_config_default(&cfg);
+  touch_peer *a = touch_peer_new(&cfg, 0xa1), *b = touch_peer_new(&cfg, 0xb1);
+  touch_action act;
+  uint8_t frames[64][TOUCH_HEADER_LEN + 1], ack[TOUCH_ACK_MAX];
+  uint32_t id;
+  for (int i = 0; i < 10; i++) touch_send(a, 0, (const uint8_t *)"m", 1, &id);
+  CHECK(su, transmits(a, frames, 64) == 10);
+  /* a batch of 1, 2, 4, 5, 7: deliveries at once, the acks held */
+  static const int batch1[] = {0, 1, 3, 4, 6};
+  int dl = 0, tx = 0;
+  for (int k = 0; k < 5; k++) {
+    CHECK(su, touch_input(b, 10, frames[batch1[k]], sizeof frames[0]) == TOUCH_OK);
+    while (touch_pop_ex(b, &act, TOUCH_POP_HOLD_ACKS)) {
+      dl += act.kind == TOUCH_DELIVER;
+      tx += act.kind == TOUCH_TRANSMIT;
+    }
+  }
+  CHECK(su, dl == 5 && tx == 0 && touch_acks_due(b) && !touch_idle(b));
+  size_t n = one_ack(b, ack);
+  CHECK(su, !touch_acks_due(b) && touch_idle(b));
+  /* names id 7 (the latest), ranges highest first: [7], [4, 5], [1, 2] */
+  CHECK(su, n == TOUCH_ACK_LEN + 1 + 3 * 6 && ack[1] == TOUCH_ACK_F_RANGES && be32(ack + 6) == 7);
+  CHECK(su, ack[11] == 3 && be32(ack + 12) == 7 && ack[17] == 1 && be32(ack + 18) == 4 &&
+                ack[23] == 2 && be32(ack + 24) == 1 && ack[29] == 2);
+  touch_stats st;
+  touch_get_stats(b, &st);
+  CHECK(su, st.acks_sent == 1 && st.delivered == 5);
+  /* this ack is lost; 3 and 6 arrive: the next ack covers everything */
+  CHECK(su, touch_input(b, 20, frames[2], sizeof frames[0]) == TOUCH_OK);
+  CHECK(su, touch_input(b, 20, frames[5], sizeof frames[0]) == TOUCH_OK);
+  n = one_ack(b, ack);
+  CHECK(su, n == TOUCH_ACK_LEN + 1 + 6 && ack[11] == 1 && be32(ack + 12) == 1 && ack[17] == 7);
+  CHECK(su, touch_input(a, 30, ack, n) == TOUCH_OK);
+  CHECK(su, count_kind(a, TOUCH_ACKED) == 7);
+  touch_get_stats(a, &st);
+  CHECK(su, st.acked == 7 && st.retransmitted == 0 && st.in_flight == 3 && st.srtt_ms == 30);
+  /* the same ack again is a harmless duplicate */
+  CHECK(su, touch_input(a, 31, ack, n) == TOUCH_OK && touch_pop(a, &act) == 0);
+  /* the old format (no flag, 11 bytes) acknowledges its one id */
+  uint8_t old[TOUCH_ACK_LEN];
+  memcpy(old, ack, TOUCH_ACK_LEN);
+  old[1] = 0;
+  put_be32(old + 6, 9);
+  CHECK(su, touch_input(a, 40, old, sizeof old) == TOUCH_OK);
+  CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_ACKED && act.id == 9 && touch_pop(a, &act) == 0);
+  /* malformed ranged acks: nothing taken */
+  uint8_t bad[TOUCH_ACK_MAX + 8];
+  memcpy(bad, ack, TOUCH_ACK_LEN);
+  put_be32(bad + 6, 8);
+  bad[11] = 1;
+  put_be32(bad + 12, 8);
+  bad[16] = 0;
+  bad[17] = 0;                                                           /* count 0 */
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 7) == TOUCH_EMALFORMED);
+  bad[17] = 1;
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 6) == TOUCH_EMALFORMED);   /* truncated */
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN) == TOUCH_EMALFORMED);       /* no count */
+  bad[11] = TOUCH_ACK_RANGES + 1;
+  CHECK(su, touch_input(a, 50, bad, sizeof bad) == TOUCH_EMALFORMED);
+  bad[11] = 1;
+  put_be32(bad + 12, 0);                                                 /* id 0 */
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 7) == TOUCH_EMALFORMED);
+  bad[16] = (TOUCH_WINDOW + 1) >> 8;
+  bad[17] = (TOUCH_WINDOW + 1) & 0xff;
+  put_be32(bad + 12, 8);
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 7) == TOUCH_EMALFORMED);
+  CHECK(su, touch_pop(a, &act) == 0);
+  touch_get_stats(a, &st);
+  CHECK(su, st.acked == 8 && st.in_flight == 2);
+  /* a range over ids never transmitted (held back by the window) acks none of them */
+  touch_peer *w = touch_peer_new(&cfg, 0xc1);
+  for (int i = 0; i < 12; i++) touch_send(w, 0, (const uint8_t *)"m", 1, &id);
+  CHECK(su, transmits(w, frames, 64) == TOUCH_INITIAL_CWND);
+  uint8_t lie[TOUCH_ACK_LEN + 7] = {WIRE_TOUCH_ACK, TOUCH_ACK_F_RANGES, 0, 0, 0, 0xc1, 0, 0, 0, 1, 0,
+                                    1, 0, 0, 0, 1, 0, 12};
+  CHECK(su, touch_input(w, 5, lie, sizeof lie) == TOUCH_OK);
+  CHECK(su, count_kind(w, TOUCH_ACKED) == TOUCH_INITIAL_CWND);
+  touch_get_stats(w, &st);
+  CHECK(su, st.acked == TOUCH_INITIAL_CWND && st.in_flight == 2);
+  touch_peer_free(w);
+  /* many gaps: at most TOUCH_ACK_RANGES ranges, the highest ids first */
+  touch_peer *r = touch_peer_new(&cfg, 0xd1);
+  uint8_t f[64];
+  for (uint32_t i = 1; i <= 41; i += 2) {
+    touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, i, 0, "g"));
+    while (touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS)) {
+    }
+  }
+  n = one_ack(r, ack);
+  CHECK(su, n == TOUCH_ACK_MAX && ack[11] == TOUCH_ACK_RANGES && be32(ack + 12) == 41 &&
+                be32(ack + 12 + 6 * (TOUCH_ACK_RANGES - 1)) == 41 - 2 * (TOUCH_ACK_RANGES - 1));
+  /* an ack is never larger than the frames it answers: an empty message
+   * (an 11-byte frame) gets the plain 11-byte ack, two 13-byte frames two
+   * ranges at most (12 + 2 x 6 <= 26 bytes) */
+  CHECK(su, touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, 50, 0, NULL)) == TOUCH_OK);
+  n = one_ack(r, ack);
+  CHECK(su, n == TOUCH_ACK_LEN && ack[1] == 0 && be32(ack + 6) == 50);
+  /* TOUCH_POP_ONLY_ACKS: not while the delivery it covers waits, then the
+   * ack alone */
+  touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, 51, 0, "c"));
+  CHECK(su, touch_pop_ex(r, &act, TOUCH_POP_ONLY_ACKS) == 0);
+  CHECK(su, touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS) == 1 && act.kind == TOUCH_DELIVER);
+  CHECK(su, touch_pop_ex(r, &act, TOUCH_POP_ONLY_ACKS) == 1 && act.kind == TOUCH_TRANSMIT &&
+                act.data[0] == WIRE_TOUCH_ACK && be32(act.data + 6) == 51);
+  CHECK(su, !touch_acks_due(r) && touch_pop(r, &act) == 0);
+  touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, 52, 0, "ab"));
+  while (touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS)) {
+  }
+  touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, 54, 0, "ab"));
+  n = one_ack(r, ack);
+  CHECK(su, n == TOUCH_ACK_LEN + 1 + 12 && ack[11] == 2 && be32(ack + 12) == 54 && be32(ack + 18) == 50 &&
+                ack[23] == 3);   /* 50 .. 52 */
+  touch_peer_free(r);
+  touch_peer_free(a);
+  touch_peer_free(b);
+}
+
 int main(void) {
   suite su = {0, 0};
   test_cwnd(&su);
   test_config(&su);
   test_roundtrip(&su);
-  test_lossy(&su, 1);
-  test_lossy(&su, 0xdeadbeefcafeull);
+  test_multi_ack(&su);
+  test_lossy(&su, 1, 0);
+  test_lossy(&su, 0xdeadbeefcafeull, 0);
+  test_lossy(&su, 1, 1);
+  test_lossy(&su, 0xdeadbeefcafeull, 1);
   test_backoff_and_fail(&su);
   test_cut_channel(&su);
   test_in_flight_bound(&su);
