@@ -171,7 +171,7 @@ local function run_load(servers)
   end
 
   -- Registrations: a window of outstanding requests, resent after 1 s.
-  local next_id, outstanding, failed = 1, 0, 0
+  local next_id, outstanding, failed, reg_errors = 1, 0, 0, {}
   local t0 = core.hrtime()
   send = function(p)
     p.sent = core.hrtime() / 1e6
@@ -186,7 +186,14 @@ local function run_load(servers)
       local tx = "r" .. i
       local p = { sock = bulk[(i - 1) % #bulk + 1], server = server_of(i), tries = 0,
         fields = { t = "register", id = "peer" .. i, tx = tx } }
-      p.done = function() outstanding = outstanding - 1 end
+      -- an error reply is an answer, not a registration: counted apart
+      p.done = function(m)
+        outstanding = outstanding - 1
+        if m.t ~= "registered" then
+          failed = failed + 1
+          reg_errors[m.reason or m.t] = (reg_errors[m.reason or m.t] or 0) + 1
+        end
+      end
       pending[tx] = p
       outstanding = outstanding + 1
       send(p)
@@ -217,6 +224,7 @@ local function run_load(servers)
   local reg_s = (core.hrtime() - t0) / 1e9
   out.registrations = N - failed - (N - next_id + 1)
   out.registration_failures = failed
+  out.registration_errors = reg_errors
   out.registration_seconds = reg_s
   out.registrations_per_s = out.registrations / reg_s
   out.resent = resent
@@ -326,9 +334,10 @@ local function main()
     local cli = os.getenv("NATPUNCH_CLI") or ("lua5.4 " .. q(root .. "/bin/natpunch"))
     local env = PRELOAD and ("env LD_PRELOAD=" .. q(PRELOAD) .. " ") or ""
     local p = spawn("rv" .. s, ("exec " .. env .. "timeout -s KILL %d %s rendezvous --listen 127.0.0.1:0 --redis "
-      .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --max-per-socket %d "
+      .. "redis://127.0.0.1:%d --server-id s%d --max-peers %d --max-per-socket %d --max-per-ip %d "
       .. "--intro-rate 1e6 --intro-burst 1000000 --ttl 600 --json")
-      :format(opts.limit + 60, cli, rport, s, opts.registrations + 1000, opts.registrations + 1000))
+      :format(opts.limit + 60, cli, rport, s, opts.registrations + 1000, opts.registrations + 1000,
+        opts.registrations + 1000))
     servers[s] = p
   end
   for _, p in ipairs(servers) do

@@ -479,9 +479,10 @@ local function redis_suite()
   local text = capture(cmd .. " --json 2>&1")
   local r = json_line(text)
   print("Shared registry: bench/redis_scale.lua " .. args)
-  print(("  %d servers + redis-server: %d registrations at %.0f/s; %d cross-server introductions, %d delivered,"
-    .. " latency p50 %.2f ms p99 %.2f ms"):format(r.servers, r.registrations, r.registrations_per_s, r.introductions,
-    r.introductions_delivered, r.intro_p50_ms or -1, r.intro_p99_ms or -1))
+  print(("  %d servers + redis-server: %d registrations at %.0f/s (%d refused or lost); %d cross-server"
+    .. " introductions, %d delivered, latency p50 %.2f ms p99 %.2f ms"):format(r.servers, r.registrations,
+    r.registrations_per_s, r.registration_failures or 0, r.introductions, r.introductions_delivered,
+    r.intro_p50_ms or -1, r.intro_p99_ms or -1))
   local per = {}
   for i, b in ipairs(r.process_bytes_per_peer) do per[i] = ("%.0f"):format(b) end
   print(("  memory per peer: Redis %.0f B, rendezvous processes (RSS) %s B"):format(r.redis_bytes_per_peer or -1,
