@@ -160,7 +160,8 @@ if o.mode == "bulk" then
   local secs = (core.hrtime() - t0) / 1e9
   sampler:close()
   local info = u:touch_info(o.ip, o.port) or {}
-  print(json.encode({ mode = "bulk", batch = o.batch or false, count = o.count, size = o.size, window = o.window, acked = acked,
+  print(json.encode({ mode = "bulk", batch = o.batch or false, count = o.count, size = o.size,
+    window = o.window, acked = acked,
     failed = failed, seconds = secs, msgs_per_s = acked / secs, mbit_per_s = acked * o.size * 8 / secs / 1e6,
     cwnd_min = samples > 0 and cwnd_min or nil, cwnd_max = samples > 0 and cwnd_max or nil,
     cwnd_mean = samples > 0 and cwnd_sum / samples or nil, cwnd_samples = samples,
