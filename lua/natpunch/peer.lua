@@ -21,6 +21,7 @@ local candidates = require "natpunch.candidates"
 local method = require "natpunch.method"
 local options = require "natpunch.options"
 local auth = require "natpunch.auth"
+local upgrade = require "natpunch.upgrade"
 
 local peer = {}
 
@@ -40,6 +41,7 @@ local DEFAULTS = {
   keepalive = false,       -- "auto": refresh period from a measured mapping lifetime (natpunch.keepalive)
   keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
   keepalive_max = 120,     -- longest mapping lifetime tried (s)
+  upgrade = 120,           -- s a relayed session goes on punching for a direct path (0: never)
 }
 
 local function now() return core.now() end
@@ -407,7 +409,11 @@ function Peer:_on_introduce(m)
   intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
   local order = method.order(self.methods, intro.methods, intro.role)
   sched.spawn(function()
-    local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
+    -- the relay runs alongside the direct methods; a relayed session moves
+    -- to a direct path when one appears (natpunch.upgrade)
+    local later = {}
+    local link, ctx, race = upgrade.race(order, self, intro, started + self.connect_timeout * 1000,
+      rec.attempt, function(l, c) if later.fn then later.fn(l, c) end end)
     if not link then
       rec.done:set(nil, ctx)
       if m.role == "accept" then
@@ -423,10 +429,40 @@ function Peer:_on_introduce(m)
     ctx:_attach(s)
     if link.route then self:_replay_early(s) end
     rec.done:set(s)
+    s.connected_at = now()
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
       transport = s.transport, method = s.method, setup_ms = s.setup_ms })
+    if race and s.path == "relay" then self:_keep_trying(s, intro, race, later) end
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
+end
+
+-- A relayed session: the direct methods go on (race); a link they give
+-- moves the session to it; when they fail, a slow punch in the
+-- background goes on for `upgrade` seconds (natpunch.upgrade).
+function Peer:_keep_trying(s, intro, race, later)
+  s._upgrade = race
+  local function background()
+    if s.closed or self.closed or not self.upgrade or self.upgrade <= 0 then return end
+    sched.spawn(function()
+      local h = {}
+      s._upgrade = h
+      local l = upgrade.punch(self, intro, self.upgrade, h)
+      if l and not s.closed then upgrade.switch(s, l) end
+    end)
+  end
+  function later.fn(l)
+    if s.closed or self.closed then return end
+    -- a link on the peer's own socket (udp, predict) can take over; one
+    -- with sockets of its own (birthday) cannot carry this session
+    if l and l.socket == self.udp and l.route then
+      upgrade.switch(s, l)
+    else
+      if l and l.close then l:close() end
+      background()
+    end
+  end
+  if race.direct_done then background() end
 end
 
 --- Connect to the peer registered under id: ask the server for an
@@ -606,6 +642,8 @@ function Session:close()
   if self.closed then return end
   self.closed = true
   local owner = self.owner
+  if self._upgrade and self._upgrade.cancel then self._upgrade.cancel() end
+  upgrade.forget(self)
   if self.link.route and owner.sessions[self.link.route] == self then owner.sessions[self.link.route] = nil end
   if owner.by_peer[self.peer] == self then owner.by_peer[self.peer] = nil end
   self.link:close()
@@ -722,6 +760,13 @@ function peer.new(opts)
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
+  end
+  -- (pairs skips the nil defaults: refresh was silently ignored)
+  if opts.refresh ~= nil then
+    if type(opts.refresh) ~= "number" or opts.refresh <= 0 then
+      error("peer: refresh must be a positive number of seconds", 2)
+    end
+    self.refresh = opts.refresh
   end
   -- keys and policies (docs/SECURITY.md)
   if opts.key_file then

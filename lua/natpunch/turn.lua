@@ -199,6 +199,18 @@ function Client:bind(ip, port)
   return ch
 end
 
+--- Forget the channel toward peer ip:port: the socket's route goes and
+-- the binding is no longer refreshed (TURN has no unbind: it expires on
+-- the server, RFC 8656 §12).  true if there was one.
+function Client:unbind(ip, port)
+  local key = addr.format(ip, port)
+  if not self.channels[key] then return false end
+  self.channels[key] = nil
+  self.n_channels = self.n_channels - 1
+  if not self.udp:is_closed() then self.udp:relay_remove(ip, port) end
+  return true
+end
+
 function Client:_start_refresh()
   if self.refresher then return end
   self.refresher = sched.spawn(function()

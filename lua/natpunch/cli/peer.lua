@@ -44,7 +44,7 @@ local OPTIONS = {
   { "no-encrypt", help = "send data and touches unencrypted (both sides see it in the introduction)" },
   { "methods", arg = "LIST",
     help = "traversal methods to try, in order (comma-separated: udp, relay; default: udp, "
-      .. "then relay when a TURN server is known)" },
+      .. "and relay alongside it when a TURN server is known)" },
   { "turn", arg = "URL", help = "TURN server for the relay method: turn://USER:PASS@HOST:PORT" },
   { "json", help = "print events as JSON, one object per line" },
 }
@@ -98,14 +98,15 @@ M.usage = table.concat({
   "",
   "With --json, stdout carries one JSON object per line, and nothing else:",
   '  {"event":"registered","public":"IP:PORT","local":"IP:PORT","server":"IP:PORT"}',
-  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private",'
+  '  {"event":"connected","peer":"ID","remote":"IP:PORT","path":"public|private|relay",'
     .. '"transport":"udp","method":"udp","setup_ms":N}',
   '  {"event":"message","peer":"ID","data":"...","kind":"data|touch"}',
   '  {"event":"touch_acked","id":N,"peer":"ID","rtt_ms":N}',
   '  {"event":"done","peer":"ID","sent":N,"received":N}      (last line on success)',
   '  {"event":"failed","peer":"ID","reason":"...","sent":N}  (last line on failure)',
   "Also: server_failed (a server did not answer; \"next\" names the server",
-  "tried next, if any), touch_failed, and with -v: trying, retransmit,",
+  "tried next, if any), touch_failed, path_changed (a relayed session moved",
+  "to a direct path: from, path, remote, method), and with -v: trying, retransmit,",
   "punching, answered, punch_failed.  Every event ends with \"time\":",
   "milliseconds since the command started.  Bytes that are not UTF-8 are escaped as",
   "\\u00XX in \"data\".  Without --json, control characters and escape",
@@ -125,6 +126,9 @@ local function human(ev)
   elseif e == "connected" then
     return string.format("connected to %s at %s (%s path, %s, %d ms)", ev.peer, ev.remote, ev.path,
       ev.transport, ev.setup_ms)
+  elseif e == "path_changed" then
+    return string.format("path to %s changed: %s -> %s at %s (%s)", ev.peer, ev.from, ev.path, ev.remote,
+      tostring(ev.method))
   elseif e == "message" then
     return string.format("message from %s (%s): %s", ev.peer, ev.kind or "data", ev.data)
   elseif e == "touch_acked" then
