@@ -5,18 +5,10 @@
 -- namespaces.  NATPUNCH_BIRTHDAY_RUNS=50 runs the issue's 50 (by hand:
 -- docs/TRAVERSAL.md); CI runs 6.  Tags: #lab.
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
-local proc = require "natpunch.lab.proc"
-local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
-local RV = "203.0.113.2"
 local RUNS = tonumber(os.getenv("NATPUNCH_BIRTHDAY_RUNS")) or 6
-
-local function events(text)
-  local out = {}
-  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
-  return out
-end
+local events = labhelper.events
 
 local function median(list)
   if #list == 0 then return nil end
@@ -26,43 +18,17 @@ local function median(list)
   return t[(#t + 1) // 2]
 end
 
-local why = lab.unavailable()
-
-describe("#lab birthday punching: symmetric (random) x port-restricted", function()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
-  local t, rv, cmd
-  local function natpunch(args)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs(args) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
-  setup(function()
-    t = lab.topology(lab.standard{ a = "sym", b = "prc" })
-    t:up()
-    cmd = matrix.command()
-    rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json" }))
-    assert(rv:expect('"event":"listening"', 10), rv:output())
-  end)
-  teardown(function()
-    if rv then rv:stop() end
-    if t then t:down() end
-  end)
+labhelper.describe("#lab birthday punching: symmetric (random) x port-restricted", function()
+  local L = labhelper.lab(lab.standard{ a = "sym", b = "prc" }, { rendezvous = true })
 
   -- one connection; returns the connected event, the birthday event, all output
   local function pair(connector, acceptor, id, methods)
-    local waiter = t:spawn(acceptor, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-w",
-      "--json", "--timeout", "40", "--methods", methods }))
-    assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    local out, code = t:exec(connector, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-c",
-      "--connect", id .. "-w", "--touch", "birthday", "--timeout", "30", "--json",
-      "--methods", methods }))
+    local waiter = L:spawn_peer(acceptor, { "--id", id .. "-w", "--timeout", "40", "--methods", methods })
+    local out, code, ev = L:run_peer(connector, { "--id", id .. "-c", "--connect", id .. "-w",
+      "--touch", "birthday", "--timeout", "30", "--methods", methods })
     waiter:stop()
     local all = out .. "\n--- waiter\n" .. waiter:output()
-    local ev, wev = events(out), events(waiter:output())
+    local wev = events(waiter:output())
     return code == 0 and ev or nil, ev.birthday or wev.birthday, all
   end
 

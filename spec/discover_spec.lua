@@ -327,27 +327,10 @@ end)
 ---------------------------------------------------------------------------
 -- the lab
 
-local lab = require "natpunch.lab"
+local labhelper = require "spec.labhelper"
 local discovery = require "natpunch.lab.discovery"
 
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  for _, tool in ipairs({ "turnserver", "turnutils_natdiscovery", "stun" }) do
-    local p = io.popen("command -v " .. tool)
-    local where = p:read("l")
-    p:close()
-    if not where then return "needs " .. tool .. " (tools/deps.sh: coturn, stun-client)" end
-  end
-  return nil
-end
-
-describe("NAT discovery in the lab: every NAT type, every tool, both servers #lab", function()
-  local why = skip_reason()
-  if why then
-    it("(skipped)", function() pending(why) end)
-    return
-  end
+labhelper.describe("NAT discovery in the lab: every NAT type, every tool, both servers #lab", function()
   local d, results, prefix = nil, {}, nil
   setup(function()
     d = discovery.runner()
@@ -412,4 +395,4 @@ describe("NAT discovery in the lab: every NAT type, every tool, both servers #la
       end
     end)
   end
-end)
+end, { tools = { "turnserver", "turnutils_natdiscovery", "stun" }, hint = "tools/deps.sh: coturn, stun-client" })

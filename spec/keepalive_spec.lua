@@ -159,23 +159,14 @@ end)
 -- the lab
 
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
+local labhelper = require "spec.labhelper"
 
-describe("keepalive in the lab: the lifetime is the conntrack UDP timeout #lab #slow", function()
-  local why = lab.unavailable()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
+labhelper.describe("keepalive in the lab: the lifetime is the conntrack UDP timeout #lab #slow", function()
   local timeouts = { 20, 45 }
   local IDLE = 60
   local t, results, peers = nil, {}, {}
-  local function cmd(...)
-    local argv = matrix.command()
-    for _, w in ipairs({ ... }) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
+  local function cmd(...) return labhelper.natpunch({ ... }) end
   setup(function()
     local desc = { nats = {}, hosts = { { name = "s1", public = "203.0.113.2" },
       { name = "p", public = "203.0.113.50" } } }

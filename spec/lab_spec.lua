@@ -11,31 +11,13 @@ local proc = require "natpunch.lab.proc"
 local state = require "natpunch.lab.state"
 local nat_types = require "natpunch.lab.nat_types"
 local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
 local S1, S2 = "203.0.113.2", "198.51.100.2"
 
--- Why the namespace tests cannot run here, or nil.
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  local f = io.open(helper.build .. "/natpunch/core.so", "r")
-  if not f then return "needs the C module (make) for the lab's probe" end
-  f:close()
-  return nil
-end
-
 -- describe() whose tests all become pending with the reason when the lab
 -- cannot run on this machine.
-local function lab_describe(name, body)
-  describe(name, function()
-    local why = skip_reason()
-    if why then
-      it("(skipped)", function() pending(why) end)
-      return
-    end
-    body()
-  end)
-end
+local lab_describe = labhelper.describe
 
 -- "MAPPED target ip port" lines -> { [target] = "ip:port" }
 local function mapped(out)
@@ -65,18 +47,9 @@ end
 local function port_of(endpoint) return tonumber(endpoint:match(":(%d+)$")) end
 local function ip_of(endpoint) return endpoint:match("^(.*):%d+$") end
 
--- Nothing of the lab with this prefix is left on the machine.
-local function assert_gone(prefix)
-  local netns = proc.run({ "ip", "netns", "list" })
-  for name in netns:gmatch("(%S+)[^\n]*") do
-    assert.is_nil(name:find(prefix, 1, true), "namespace left: " .. name)
-  end
-  local links = proc.run({ "ip", "-o", "link", "show" })
-  assert.is_nil(links:find(prefix, 1, true), "link left in: " .. links)
-  local tables = proc.run({ "nft", "list", "tables" })
-  assert.is_nil(tables:find("natpunch", 1, true), "nft table left: " .. tables)
-  assert.is_nil(io.open(state.path(prefix), "r"), "state file left")
-end
+-- Nothing of the lab with this prefix is left on the machine (nor an nft
+-- table in this namespace).
+local function assert_gone(prefix) labhelper.assert_gone(prefix, { nft = true }) end
 
 describe("natpunch.lab descriptions", function()
   it("fills in the standard topology's addresses", function()

@@ -5,18 +5,8 @@
 -- to); the predict method connects them, in both directions.  Everything
 -- goes through the command line in the lab's namespaces.  Tags: #lab.
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
-local proc = require "natpunch.lab.proc"
-local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 local predict = require "natpunch.method.predict"
-
-local RV = "203.0.113.2"
-
-local function events(text)
-  local out = {}
-  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
-  return out
-end
 
 describe("predict method: candidates", function()
   it("adds the predicted ports after the usual candidates, one window per round", function()
@@ -37,43 +27,16 @@ describe("predict method: candidates", function()
   end)
 end)
 
-local why = lab.unavailable()
-
-describe("#lab port prediction: symmetric (sequential) x port-restricted", function()
-  if why then
-    it("(skipped)", function() pending("needs root: " .. why) end)
-    return
-  end
-  local t, rv, cmd
-  local function natpunch(args)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs(args) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
-  setup(function()
-    t = lab.topology(lab.standard{ a = "symseq", b = "prc" })
-    t:up()
-    cmd = matrix.command()
-    rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json" }))
-    assert(rv:expect('"event":"listening"', 10), rv:output())
-  end)
-  teardown(function()
-    if rv then rv:stop() end
-    if t then t:down() end
-  end)
+labhelper.describe("#lab port prediction: symmetric (sequential) x port-restricted", function()
+  local L = labhelper.lab(lab.standard{ a = "symseq", b = "prc" }, { rendezvous = true })
 
   local function pair(connector, acceptor, id, methods)
     methods = methods or "udp,predict"
-    local waiter = t:spawn(acceptor, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-w",
-      "--json", "--timeout", "30", "--methods", methods }))
-    assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    local out, code = t:exec(connector, natpunch({ "peer", "--server", RV .. ":3478", "--id", id .. "-c",
-      "--connect", id .. "-w", "--touch", "predicted", "--timeout", "25", "--json",
-      "--methods", methods }))
-    local ev = events(out)
+    local waiter = L:spawn_peer(acceptor, { "--id", id .. "-w", "--timeout", "30", "--methods", methods })
+    local out, code, ev = L:run_peer(connector, { "--id", id .. "-c", "--connect", id .. "-w",
+      "--touch", "predicted", "--timeout", "25", "--methods", methods })
     waiter:stop()
-    assert.equal(0, code, out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. rv:output())
+    assert.equal(0, code, out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. L.rv:output())
     assert.equal("predict", ev.connected.method, out)
     assert.equal("public", ev.connected.path, out)
     assert.truthy(ev.touch_acked, out)

@@ -13,21 +13,14 @@
 --     forbidden candidates makes the peer probe none of them.
 local lab = require "natpunch.lab"
 local proc = require "natpunch.lab.proc"
-local matrix = require "natpunch.lab.matrix"
 local json = require "natpunch.json"
 local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
 local SERVER, PEER, VICTIM, ATTACKER, OTHER = "203.0.113.2", "203.0.113.50", "203.0.113.77",
   "203.0.113.66", "203.0.113.51"
 
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  local f = io.open(helper.build .. "/natpunch/core.so", "r")
-  if not f then return "needs the C module (make)" end
-  f:close()
-  return nil
-end
+local skip_reason = labhelper.skip_reason
 
 local function root_dir()
   local p = io.popen("pwd")
@@ -68,10 +61,9 @@ describe("spoofing in the lab #lab", function()
     it("spoofed registrations, id takeover, forged introductions", function() pending(why) end)
     return
   end
-  local t, root, cmd
+  local t, root
   setup(function()
     root = root_dir()
-    cmd = matrix.command()
     t = lab.topology{ nats = {}, hosts = {
       { name = "s1", public = SERVER }, { name = "p", public = PEER }, { name = "v", public = VICTIM },
       { name = "m", public = ATTACKER }, { name = "q", public = OTHER } } }
@@ -101,12 +93,7 @@ describe("spoofing in the lab #lab", function()
     if t then t:down() end
   end)
 
-  local function natpunch_argv(...)
-    local argv = {}
-    for _, w in ipairs(cmd) do argv[#argv + 1] = w end
-    for _, w in ipairs({ ... }) do argv[#argv + 1] = w end
-    return proc.preload(argv)
-  end
+  local function natpunch_argv(...) return labhelper.natpunch({ ... }) end
 
   local function attacker(...)
     local argv = { helper.lua, root .. "/spec/spoof/attacker.lua", root, ... }

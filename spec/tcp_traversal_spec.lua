@@ -15,27 +15,10 @@ local lab = require "natpunch.lab"
 local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
 local helper = require "spec.helper"
-local json = require "natpunch.json"
+local labhelper = require "spec.labhelper"
 
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  local f = io.open(helper.build .. "/natpunch/core.so", "r")
-  if not f then return "needs the C module (make)" end
-  f:close()
-  return nil
-end
-
-local function dump(res)
-  local copy = {}
-  for k, v in pairs(res) do if k ~= "logs" then copy[k] = v end end
-  copy.problems = json.array(copy.problems or {})
-  local out = { json.encode(copy, { "case", "pass", "problems" }) }
-  for _, who in ipairs({ "connector", "acceptor", "rendezvous" }) do
-    if res.logs and res.logs[who] then out[#out + 1] = "--- " .. who .. "\n" .. res.logs[who] end
-  end
-  return table.concat(out, "\n")
-end
+local skip_reason = labhelper.skip_reason
+local dump = labhelper.dump
 
 -- The TCP matrix: one it() per case.  Outcomes as for UDP (matrix.expect):
 -- cone pairs connect, a symmetric side connects against full and
@@ -225,11 +208,7 @@ describe("TCP across two NATs through the command line #lab", function()
     return "a" .. seq, "b" .. seq
   end
   local function server() return runner.servers.s1.addr end
-  local function natpunch_argv(args)
-    local argv = proc.preload(matrix.command())
-    for _, w in ipairs(args) do argv[#argv + 1] = w end
-    return argv
-  end
+  local natpunch_argv = labhelper.natpunch
   local function shell_in(host, cmd)
     return runner:topology():spawn(host, { "sh", "-c", cmd })
   end

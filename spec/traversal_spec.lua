@@ -17,45 +17,12 @@
 local lab = require "natpunch.lab"
 local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
-local state = require "natpunch.lab.state"
 local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
--- Why the namespace tests cannot run here, or nil.
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  local core = helper.build .. "/natpunch/core.so"
-  local f = io.open(core, "r")
-  if not f then return "needs the C module " .. core .. " (make)" end
-  f:close()
-  return nil
-end
-
--- Nothing of the lab with this prefix is left on the machine.
-local function assert_gone(prefix)
-  local netns = proc.run({ "ip", "netns", "list" })
-  for name in netns:gmatch("(%S+)[^\n]*") do
-    assert.is_nil(name:find(prefix .. "-", 1, true), "namespace left: " .. name)
-  end
-  local links = proc.run({ "ip", "-o", "link", "show" })
-  assert.is_nil(links:find(prefix, 1, true), "link left in: " .. links)
-  assert.is_nil(io.open(state.path(prefix), "r"), "state file left")
-end
-
--- Everything a failed assertion should show about a case.
-local function dump(res)
-  local json = require "natpunch.json"
-  local copy = {}
-  for k, v in pairs(res) do if k ~= "logs" then copy[k] = v end end
-  copy.problems = json.array(copy.problems or {})
-  local out = { json.encode(copy, { "case", "pass", "problems" }) }
-  for _, who in ipairs({ "connector", "acceptor", "rendezvous" }) do
-    if res.logs and res.logs[who] then
-      out[#out + 1] = "--- " .. who .. "\n" .. res.logs[who]
-    end
-  end
-  return table.concat(out, "\n")
-end
+local skip_reason = labhelper.skip_reason
+local assert_gone = labhelper.assert_gone
+local dump = labhelper.dump
 
 -- One it() per case on one lab, brought up once.  limits.setup_ms is a
 -- loose bound on the setup time (the measured times go to stderr as a
