@@ -13,21 +13,13 @@
 -- ("path_changed"), and every touch of the stream arrives exactly once and
 -- is acked exactly once.  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
-local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
 local state = require "natpunch.lab.state"
 local core = require "natpunch.core"
-local helper = require "spec.helper"
+local labhelper = require "spec.labhelper"
 
 local RV, TURN_IP = "203.0.113.2", "198.51.100.2"
 local SECRET = "lab-turn-secret"
-
-local function skip_reason()
-  local why = lab.unavailable()
-  if why then return "needs root: " .. why end
-  if not os.execute("command -v turnserver >/dev/null 2>&1") then return "needs coturn (make deps)" end
-  return nil
-end
 
 local function coturn_conf(prefix)
   local base = state.log_path(prefix, "coturn-relay")
@@ -43,21 +35,7 @@ local function coturn_conf(prefix)
   return base .. ".conf"
 end
 
-local function events(text)
-  local out = {}
-  for _, ev in ipairs(helper.json_lines(text)) do out[ev.event] = out[ev.event] or ev end
-  return out
-end
-
-local reason = skip_reason()
-local lab_it = reason and pending or it
-
-local function natpunch(args)
-  local argv = {}
-  for _, w in ipairs(matrix.command()) do argv[#argv + 1] = w end
-  for _, w in ipairs(args) do argv[#argv + 1] = w end
-  return proc.preload(argv)
-end
+local events, natpunch = labhelper.events, labhelper.natpunch
 
 -- spec/upgrade/stream.lua in a lab host, with this process's module paths
 local function stream(args)
@@ -68,11 +46,7 @@ local function stream(args)
   return proc.preload(argv)
 end
 
-describe("#lab relay fallback through coturn", function()
-  if reason then
-    pending(reason)
-    return
-  end
+labhelper.describe("#lab relay fallback through coturn", function()
 
   -- coturn on s2 and a rendezvous handing out its credentials on s1
   local function relay_lab(t)
@@ -91,7 +65,7 @@ describe("#lab relay fallback through coturn", function()
     return turnd, rv
   end
 
-  lab_it("symmetric x symmetric connects with path relay; data and touches flow", function()
+  it("symmetric x symmetric connects with path relay; data and touches flow", function()
     local t <close> = lab.topology(lab.standard{ a = "sym", b = "sym" })
     t:up()
     local turnd, rv = relay_lab(t)
@@ -182,9 +156,9 @@ describe("#lab relay fallback through coturn", function()
     turnd:stop()
   end
 
-  lab_it("a relayed session upgrades to direct when the lab opens the way (found by the connect's punch)",
+  it("a relayed session upgrades to direct when the lab opens the way (found by the connect's punch)",
     function() upgrade_run(30, 150) end)
 
-  lab_it("a relayed session upgrades to direct when the lab opens the way (found by the background punch)",
+  it("a relayed session upgrades to direct when the lab opens the way (found by the background punch)",
     function() upgrade_run(2, 300, { delay = "20ms" }) end)
-end)
+end, { tools = { "turnserver", "turnutils_stunclient" }, hint = "coturn: make deps" })

@@ -761,6 +761,9 @@ function peer.new(opts)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
   end
+  if type(self.upgrade) ~= "number" or self.upgrade < 0 then
+    error("peer: upgrade must be a number of seconds (0: never)", 2)
+  end
   -- (pairs skips the nil defaults: refresh was silently ignored)
   if opts.refresh ~= nil then
     if type(opts.refresh) ~= "number" or opts.refresh <= 0 then
