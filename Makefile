@@ -37,7 +37,7 @@ BUSTED   := $(LUA) /usr/bin/busted --ignore-lua
 RL_SRC   := csrc/readline/np_readline.c
 RL_LIBS  ?= -lreadline
 
-all: build/natpunch/core.so build/natpunch/readline.so $(if $(WIRE_SRC),build/natpunch-wire)
+all: build/natpunch/core.so build/natpunch/readline.so $(if $(WIRE_SRC),build/natpunch-wire) build/natpunch-spoof
 
 help:
 	@echo "make          build build/natpunch/core.so (and build/natpunch-wire)"
@@ -67,6 +67,13 @@ build-san/natpunch/readline.so: $(RL_SRC)
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $(WIRE_SRC)
+
+# Test tool of the spoofing specs: UDP with forged IPv4 sources through a raw
+# socket, only toward the lab's ranges inside a namespace, or on loopback
+# (csrc/tools/spoof.c).  Never installed.
+build/natpunch-spoof: csrc/tools/spoof.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $<
 
 build/test/%: csrc/test/%.c $(PURE_SRC) $(HDRS) $(TEST_HDRS)
 	@mkdir -p $(@D)
@@ -99,7 +106,7 @@ test: deps-test all $(TESTS) build/test/ctlmsg_dump
 	NATPUNCH_BUILD=build NATPUNCH_TESTS=build/test $(BUSTED) $(BUSTED_ARGS)
 
 sanitize: deps-test build-san/natpunch/core.so build-san/natpunch/readline.so $(SAN_TESTS) build-san/test/ctlmsg_dump \
-  $(if $(WIRE_SRC),build/natpunch-wire)
+  $(if $(WIRE_SRC),build/natpunch-wire) build/natpunch-spoof
 	NATPUNCH_BUILD=build-san NATPUNCH_TESTS=build-san/test NATPUNCH_SANITIZE=1 \
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=0 \

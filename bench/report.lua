@@ -162,20 +162,63 @@ if S.touch then
   p("")
 end
 
+if S.wire then
+  p("## Touch over the lab wire: 5% loss, and congestion control on 2 Mbit/s")
+  p("")
+  p("Through the NAT lab's userspace wire (natpunch-wire, docs/LAB.md) between two namespaces, 1200-byte touches,")
+  p("up to 256 unacknowledged (`bench/touch_wire.lua`). Baseline, same run, same wire: a raw one-way UDP blast of")
+  p("the same datagrams offered at twice the link's rate (no acknowledgement, no retransmission), which shows what")
+  p("the wire moves. Touch delivers every message exactly once (`delivered`: distinct messages the receiver saw).")
+  p("")
+  p("| link | raw UDP Mbit/s | touch Mbit/s | x raw | delivered once | wire queue drops (touch) | (raw blast) |"
+    .. " most frames queued | cwnd min/mean/max |")
+  p("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+  local bars = {}
+  for _, r in ipairs(S.wire) do
+    p(("| %s | %.2f | %.2f | %.2f | %d/%d | %.1f%% | %.0f%% | %d | %s/%.0f/%s |"):format(r.title, r.raw_mbit,
+      r.touch_mbit, r.ratio, r.distinct or 0, r.count, 100 * r.qdrop_share, 100 * r.raw_qdrop_share,
+      r.wire_qmax or 0, tostring(r.cwnd_min or "-"), r.cwnd_mean or 0, tostring(r.cwnd_max or "-")))
+    bars[#bars + 1] = { (r.short or r.link) .. ": raw UDP", r.raw_mbit, ("%.2f Mbit/s"):format(r.raw_mbit),
+      color = "#888" }
+    bars[#bars + 1] = { (r.short or r.link) .. ": touch", r.touch_mbit,
+      ("%.2f Mbit/s (%.2fx)"):format(r.touch_mbit, r.ratio) }
+  end
+  write(outdir .. "/bench/wire.svg", bar_chart("Touch vs raw UDP over natpunch-wire", "goodput, Mbit/s", bars))
+  p("")
+  p("![touch over the lab wire](bench/wire.svg)")
+  p("")
+  p("On the 2 Mbit/s link the queue holds 30 frames: a sender that kept its 256 messages in flight would lose")
+  p("most of them there, as the raw blast does. Touch's congestion window (RFC 5681 style: slow start, halving on")
+  p("loss) keeps the drops to the few that show it where the bottleneck is; spec/touch_wire_spec.lua asserts the")
+  p("outcomes (all delivered once, wire drops below 10% of what touch offered, window below 256).")
+  p("")
+end
+
 if S.registry then
   p("## Registry")
   p("")
-  p("| peers | bytes/peer | put us (x 1k) | lookup us (x 1k) | expire us (x 1k) | worst sweep batch |")
-  p("| ---: | ---: | ---: | ---: | ---: | ---: |")
+  p("Costs per operation, each also as x its 1k figure and, in brackets, as x a plain Lua table by id filled and")
+  p("read the same way at the same size in the same run (`bench/registry.lua`; the least of 3 runs per size).")
+  p("")
+  p("| peers | bytes/peer | put us (x 1k) [x table] | lookup us (x 1k) [x table] | plain table put / lookup x 1k |"
+    .. " expire us (x 1k) | worst sweep batch |")
+  p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   local bars = {}
   for _, r in ipairs(S.registry) do
-    p(("| %d | %.0f | %.2f (%.2f) | %.3f (%.2f) | %.2f (%.2f) | %.1f ms |"):format(r.peers, r.bytes_per_peer, r.put_us,
-      r.put_ratio, r.lookup_us, r.lookup_ratio, r.expire_us, r.expire_ratio, r.worst_sweep_ms))
+    p(("| %d | %.0f | %.2f (%.2f) [%.2f] | %.3f (%.2f) [%.2f] | %.2f / %.2f | %.2f (%.2f) | %.1f ms |"):format(r.peers,
+      r.bytes_per_peer, r.put_us, r.put_ratio, r.put_vs_plain or 0, r.lookup_us, r.lookup_ratio, r.lookup_vs_plain or 0,
+      r.plain_put_ratio or 0, r.plain_lookup_ratio or 0, r.expire_us, r.expire_ratio, r.worst_sweep_ms))
     bars[#bars + 1] = { r.peers .. " peers", r.bytes_per_peer, ("%.0f B/peer"):format(r.bytes_per_peer) }
   end
   write(outdir .. "/bench/registry.svg", bar_chart("Registry memory per registered peer", "bytes (goal <= 512)", bars))
   p("")
   p("![registry bytes per peer](bench/registry.svg)")
+  p("")
+  p("A record is an array of 8 slots with named access (id, 32-byte public key, public address, candidates,")
+  p("expiry, heap index, last introduction, NAT); the registry keeps one index (by id) and the expiry heap. From")
+  p("1k to 100k peers the operations grow about as much as the plain table does: what grows is the memory")
+  p("hierarchy (1k records stay in the caches, 100k do not), not the algorithm (O(1) lookups and registrations,")
+  p("O(log n) heap steps).")
   p("")
 end
 

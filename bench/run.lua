@@ -3,10 +3,13 @@
 -- baseline measured in the same run (see bench/README.md).
 --
 --   lua5.4 bench/run.lua [--json] [--duration S] [--rounds N] [--only NAME,...]
---                        [--suite stun,touch,registry,redis,punch] [--quick] [--record FILE.json]
+--                        [--suite stun,touch,wire,registry,redis,punch] [--quick] [--record FILE.json]
 --
 -- Suites (all by default): stun (the table above), touch (bulk throughput
--- and RTT between two processes against raw C UDP baselines), registry
+-- and RTT between two processes against raw C UDP baselines), wire
+-- (bench/touch_wire.lua, as root: touch through the lab's natpunch-wire
+-- under 5% loss and on a 2 Mbit/s link, against raw UDP over the same
+-- wire), registry
 -- (bytes per peer, costs 1k..100k), redis (bench/redis_scale.lua: 3
 -- servers + redis-server, 100k registrations, 10k introductions) and punch
 -- (setup time in the NAT lab at 25 ms per link, as root only).  --quick
@@ -27,7 +30,7 @@ local STUN_RAW = root .. "/build/bench/stun_raw"
 local SAFETY_LIMIT = 90   -- seconds: `timeout` kills a server left behind
 
 local opts = { json = false, duration = 1.5, rounds = 5, requests = 600000, sockets = 4, window = 32,
-  suite = "stun,touch,registry,redis,punch" }
+  suite = "stun,touch,wire,registry,redis,punch" }
 
 local function q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -51,7 +54,7 @@ end
 local function usage(msg)
   io.stderr:write("bench/run.lua: ", msg, "\n",
     "usage: lua5.4 bench/run.lua [--json] [--duration S] [--rounds N] [--only NAME,...]\n",
-    "       [--suite stun,touch,registry,redis,punch] [--quick] [--record FILE.json]\n")
+    "       [--suite stun,touch,wire,registry,redis,punch] [--quick] [--record FILE.json]\n")
   os.exit(2)
 end
 
@@ -475,6 +478,25 @@ local function redis_suite()
   recorded.suites.redis = r
 end
 
+-- ------------------------------------------------------------ touch over the lab wire
+
+local function wire_suite()
+  if capture("id -u"):match("%d+") ~= "0" then
+    print("Touch over the lab wire: skipped (needs root for network namespaces)")
+    return
+  end
+  local text = capture("timeout 300 lua5.4 " .. q(root .. "/bench/touch_wire.lua") .. " --json"
+    .. (opts.quick and " --quick" or "") .. " 2>&1")
+  local rows = {}
+  for line in text:gmatch("[^\n]+") do
+    local ok, r = pcall(json.decode, line)
+    if ok and type(r) == "table" and r.link then rows[#rows + 1] = r end
+  end
+  if #rows == 0 then error("bench/touch_wire.lua failed: " .. text:sub(-400), 0) end
+  dofile(root .. "/bench/touch_wire.lua").print(rows)
+  recorded.suites.wire = rows
+end
+
 -- ------------------------------------------------------------ punch (lab)
 
 local function punch_suite()
@@ -529,7 +551,8 @@ local function main()
   recorded.machine = { date = os.date("!%Y-%m-%d %H:%M UTC"), cpus = ncpu,
     cpu = (read_file("/proc/cpuinfo") or ""):match("model name%s*:%s*([^\n]+)"),
     kernel = capture("uname -r"):gsub("%s+$", ""), command = "lua5.4 bench/run.lua " .. table.concat(arg, " ") }
-  local suites = { { "stun", stun_suite }, { "touch", touch_suite }, { "registry", registry_suite },
+  local suites = { { "stun", stun_suite }, { "touch", touch_suite }, { "wire", wire_suite },
+    { "registry", registry_suite },
     { "redis", redis_suite }, { "punch", punch_suite } }
   for _, s in ipairs(suites) do
     if in_suite(s[1]) then

@@ -3,22 +3,29 @@
  * best one core does with plain blocking sockets, recvmmsg/sendmmsg and no
  * event loop, no Lua, no protocol.
  *
- *   udp_blast --sink --listen 127.0.0.1:PORT [--seconds N]
+ *   udp_blast --sink --listen 127.0.0.1:PORT [--seconds N] [--idle S]
  *       receive datagrams; answer each with an 8-byte ack (its sequence
- *       number), in batches (recvmmsg, then one sendmmsg)
+ *       number), in batches (recvmmsg, then one sendmmsg).  With --idle it
+ *       stops S seconds after the last datagram (once one came) and prints
+ *       one JSON line: datagrams, distinct sequence numbers, payload bytes
+ *       and the span from the first to the last.
  *   udp_blast --blast --server 127.0.0.1:PORT [--count N] [--size B] [--window W]
  *       send N datagrams of B bytes, at most W not yet acknowledged; a
  *       datagram whose ack does not come within 200 ms is counted lost and
  *       its slot reused (no retransmission: this is the baseline's upper
  *       bound).  Prints one JSON line.
+ *   udp_blast --blast --oneway --server IP:PORT [--count N] [--size B] [--rate BIT/S]
+ *       send N datagrams, paced at BIT/S (IP+UDP headers counted; default
+ *       unpaced), ignoring acks: the sink's line says what arrived.
  *   udp_blast --echo --listen 127.0.0.1:PORT [--seconds N]
  *       send every datagram back
  *   udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]
  *       one datagram at a time, wait for its echo: round trip p50/p99.
  *
  * The sockets keep the kernel's default buffer sizes, as natpunch's do.
- * Every mode is bounded (--seconds, default 60; --count).  Loopback only:
- * the address must be 127.0.0.1.
+ * Every mode is bounded (--seconds, default 60; --count).  Loopback or the
+ * NAT lab's own ranges only (127.0.0.1, 203.0.113.0/24, 198.51.100.0/24,
+ * 198.18.0.0/15): bench/touch_wire.lua runs it inside lab namespaces.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -48,11 +55,15 @@ static int parse(const char *text, struct sockaddr_in *sa) {
   if (!colon || colon - text >= (long)sizeof ip) return -1;
   memcpy(ip, text, (size_t)(colon - text));
   ip[colon - text] = 0;
-  if (strcmp(ip, "127.0.0.1") != 0) return -1;   /* loopback only */
   memset(sa, 0, sizeof *sa);
   sa->sin_family = AF_INET;
   sa->sin_port = htons((uint16_t)atoi(colon + 1));
-  return inet_pton(AF_INET, ip, &sa->sin_addr) == 1 ? 0 : -1;
+  if (inet_pton(AF_INET, ip, &sa->sin_addr) != 1) return -1;
+  uint32_t a = ntohl(sa->sin_addr.s_addr);
+  /* loopback or the lab's ranges only */
+  if (a == 0x7f000001u || (a >> 8) == 0xcb0071u || (a >> 8) == 0xc63364u || (a >> 17) == (0xc6120000u >> 17))
+    return 0;
+  return -1;
 }
 
 static int cmp_u64(const void *a, const void *b) {
@@ -61,7 +72,7 @@ static int cmp_u64(const void *a, const void *b) {
 }
 
 /* --sink and --echo: one loop, answer every datagram (ack or echo). */
-static int serve(const struct sockaddr_in *listen_at, int echo, double seconds) {
+static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, double idle) {
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
   if (fd < 0 || bind(fd, (const struct sockaddr *)listen_at, sizeof *listen_at) < 0) {
     perror("bind");
@@ -73,7 +84,10 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds) 
   struct iovec iin[BATCH], iout[BATCH];
   struct sockaddr_in from[BATCH];
   uint64_t end = now_ns() + (uint64_t)(seconds * 1e9), n = 0;
-  struct timeval tv = {0, 200000};
+  uint64_t first = 0, last = 0, bytes = 0, distinct = 0, maxseq = 0;
+  size_t seen_cap = 1u << 24;   /* sequence numbers tracked for "distinct" */
+  unsigned char *seen = idle > 0 ? calloc(seen_cap / 8, 1) : NULL;
+  struct timeval tv = {0, 50000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   printf("ready\n");
   fflush(stdout);
@@ -84,8 +98,23 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds) 
                                       .msg_iov = &iin[i], .msg_iovlen = 1};
     }
     int got = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
-    if (got <= 0) continue;
+    if (got <= 0) {
+      if (idle > 0 && n > 0 && now_ns() - last > (uint64_t)(idle * 1e9)) break;
+      continue;
+    }
+    last = now_ns();
+    if (!first) first = last;
     for (int i = 0; i < got; i++) {
+      bytes += in[i].msg_len;
+      if (seen && in[i].msg_len >= 8) {
+        uint64_t seq;
+        memcpy(&seq, bufs[i], 8);
+        if (seq < seen_cap && !(seen[seq / 8] & (1u << (seq % 8)))) {
+          seen[seq / 8] |= (unsigned char)(1u << (seq % 8));
+          distinct++;
+          if (seq > maxseq) maxseq = seq;
+        }
+      }
       if (echo) {
         iout[i] = (struct iovec){bufs[i], in[i].msg_len};
       } else {
@@ -104,6 +133,47 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds) 
     n += (uint64_t)got;
   }
   fprintf(stderr, "udp_blast: answered %llu datagrams\n", (unsigned long long)n);
+  if (idle > 0) {
+    double span = (double)(last - first) / 1e9;
+    printf("{\"mode\":\"sink\",\"received\":%llu,\"distinct\":%llu,\"bytes\":%llu,\"span_s\":%.6f,"
+           "\"mbit_per_s\":%.3f}\n",
+           (unsigned long long)n, (unsigned long long)distinct, (unsigned long long)bytes, span,
+           span > 0 ? (double)bytes * 8 / span / 1e6 : 0.0);
+    fflush(stdout);
+  }
+  free(seen);
+  close(fd);
+  return 0;
+}
+
+/* --blast --oneway: count datagrams paced at rate bit/s (28 bytes of IP and
+ * UDP header counted), acks ignored. */
+static int oneway(const struct sockaddr_in *to, long count, size_t size, double rate) {
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0 || connect(fd, (const struct sockaddr *)to, sizeof *to) < 0) {
+    perror("connect");
+    return 1;
+  }
+  static char payload[MAXSZ];
+  memset(payload, 'b', size);
+  double gap_ns = rate > 0 ? (double)(size + 28) * 8 / rate * 1e9 : 0;
+  uint64_t t0 = now_ns(), deadline = t0 + 60ull * 1000000000u;
+  long sent = 0, errs = 0;
+  for (long i = 1; i <= count && now_ns() < deadline; i++) {
+    uint64_t due = t0 + (uint64_t)(gap_ns * (double)(i - 1));
+    for (uint64_t t = now_ns(); t < due; t = now_ns()) {
+      uint64_t d = due - t;
+      struct timespec ts = {0, (long)(d > 200000 ? d - 100000 : 0)};
+      if (ts.tv_nsec) nanosleep(&ts, NULL);
+    }
+    uint64_t seq = (uint64_t)i;
+    memcpy(payload, &seq, 8);
+    if (send(fd, payload, size, 0) < 0) errs++; else sent++;
+  }
+  double secs = (double)(now_ns() - t0) / 1e9;
+  printf("{\"mode\":\"oneway\",\"count\":%ld,\"size\":%zu,\"sent\":%ld,\"send_errors\":%ld,"
+         "\"seconds\":%.6f,\"offered_mbit_per_s\":%.3f}\n",
+         count, size, sent, errs, secs, secs > 0 ? (double)sent * (double)(size + 28) * 8 / secs / 1e6 : 0.0);
   close(fd);
   return 0;
 }
@@ -219,8 +289,8 @@ int main(int argc, char **argv) {
   const char *mode = NULL, *where = NULL;
   long count = 200000;
   size_t size = 1200;
-  int window = 64;
-  double seconds = 60;
+  int window = 64, one_way = 0;
+  double seconds = 60, idle = 0, rate = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--sink") || !strcmp(a, "--blast") || !strcmp(a, "--echo") || !strcmp(a, "--ping")) {
@@ -240,21 +310,31 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--seconds") && v) {
       seconds = atof(v);
       i++;
+    } else if (!strcmp(a, "--idle") && v) {
+      idle = atof(v);
+      i++;
+    } else if (!strcmp(a, "--rate") && v) {
+      rate = atof(v);
+      i++;
+    } else if (!strcmp(a, "--oneway")) {
+      one_way = 1;
     } else {
-      fprintf(stderr, "usage: udp_blast --sink|--echo --listen 127.0.0.1:PORT [--seconds N]\n"
-                      "       udp_blast --blast --server 127.0.0.1:PORT [--count N] [--size B] [--window W]\n"
+      fprintf(stderr, "usage: udp_blast --sink|--echo --listen IP:PORT [--seconds N] [--idle S]\n"
+                      "       udp_blast --blast --server IP:PORT [--count N] [--size B] [--window W]\n"
+                      "       udp_blast --blast --oneway --server IP:PORT [--count N] [--size B] [--rate BIT/S]\n"
                       "       udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]\n");
       return 2;
     }
   }
   struct sockaddr_in sa;
   if (!mode || !where || parse(where, &sa) < 0 || count < 1 || count > 10000000 || size < 8 ||
-      size > 65000 || window < 1 || window > 100000 || seconds <= 0 || seconds > 600) {
-    fprintf(stderr, "udp_blast: bad arguments (address must be 127.0.0.1:PORT)\n");
+      size > 65000 || window < 1 || window > 100000 || seconds <= 0 || seconds > 600 || idle < 0 ||
+      idle > 60 || rate < 0) {
+    fprintf(stderr, "udp_blast: bad arguments (address: 127.0.0.1 or the lab's ranges)\n");
     return 2;
   }
-  if (!strcmp(mode, "sink")) return serve(&sa, 0, seconds);
-  if (!strcmp(mode, "echo")) return serve(&sa, 1, seconds);
-  if (!strcmp(mode, "blast")) return blast(&sa, count, size, window);
+  if (!strcmp(mode, "sink")) return serve(&sa, 0, seconds, idle);
+  if (!strcmp(mode, "echo")) return serve(&sa, 1, seconds, 0);
+  if (!strcmp(mode, "blast")) return one_way ? oneway(&sa, count, size, rate) : blast(&sa, count, size, window);
   return ping(&sa, count, size);
 }

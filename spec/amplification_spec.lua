@@ -69,6 +69,9 @@ describe("amplification", function()
         { "connect, 1170-char target", function()
           return control({ t = "connect", target = string.rep("x", 1170), tx = "1" }) end },
         { "unregister b, no MAC", function() return control({ t = "unregister", id = "b" }, msg.MIN_REQUEST) end },
+        { "report as b, no MAC", function(i)
+          return control({ t = "report", id = "b", nonce = ("%016x"):format(i), method = "udp", outcome = "connected",
+            setup_ms = 1 }, msg.MIN_REQUEST) end },
         { "unknown type", function() return control({ t = "introduce", peer = "b" }, msg.MIN_REQUEST) end },
         { "malformed control", function(i) return "\x04" .. string.rep("\xff", i) end },
         { "DATA frame", function() return "\x05hello" end },
@@ -99,30 +102,112 @@ describe("amplification", function()
       p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = "0011223344556677",
         public = "127.0.0.1:9", private = "", pk = kp.pk })
       local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = "0011223344556677" })
+      local function punch_req(i)
+        local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
+        return f .. core.crypto.hash(f, keys.punch, 16)
+      end
       local cases = {
         { "control from a non-server", function() return control({ t = "introduce" }, msg.MIN_REQUEST) end },
         { "STUN Binding request", function()
           return core.stun.encode({ method = "binding", class = "request" }) end },
         { "PUNCH request, right nonce, no MAC", function(i)
           return string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak" end },
-        -- only the real peer (or a replay of its request from a spoofed
-        -- source) has the MAC: one response of the same size each, plus the
-        -- punch engine's triggered checks, at most one per candidate per
-        -- 20 ms (PROTOCOL.md, "Checks"): allowed below as `extra`
-        { "PUNCH request, right nonce and MAC", function(i)
-          local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
-          return f .. core.crypto.hash(f, keys.punch, 16) end, extra = 38 * 6 },
+        -- only the real peer has the MAC: one response of the same size
+        -- each, plus the punch engine's triggered checks, at most one per
+        -- candidate per 20 ms (PROTOCOL.md, "Checks"): allowed below as
+        -- `extra` (this is the other peer itself, not an unverified source)
+        { "PUNCH request, MAC (the other peer)", punch_req, extra = 38 * 6 },
+        -- the same MACed requests captured and replayed, from anywhere
+        -- (a spoofed source included): seen before, so no answer at all
+        { "PUNCH request, MAC, replayed", punch_req, replay = true },
+        { "PUNCH request, MAC, replayed again", punch_req, replay = true },
         { "TOUCH frame, 1-byte payload", function(i) return string.pack(">BBI4I4B", 6, 0, 1, i, 0) .. "x" end },
         { "DATA frame", function() return "\x05hello" end },
       }
       print()
       print(("%-34s %8s %8s %6s"):format("message (to a peer)", "in", "out", "ratio"))
+      local replayed0 = p:stats().punch_replayed
       for _, c in ipairs(cases) do
         local sent, got = measure(ip, port, c[2])
         print(("%-34s %8d %8d %6.2f"):format(c[1], sent, got, got / sent))
         assert.is_true(got <= sent + (c.extra or 0), c[1] .. (": %d bytes out for %d in"):format(got, sent))
+        if c.replay then assert.equal(0, got, c[1]) end
       end
+      assert.equal(2 * N, p:stats().punch_replayed - replayed0)
       p:close()
+    end, 30)
+  end)
+
+  -- The same attacks with truly forged sources: a raw socket
+  -- (build/natpunch-spoof, loopback only here) sends "from" a victim socket
+  -- at 127.0.0.77, which counts what the natpunch side sends it.
+  local spoof_why = not helper.is_root() and "needs root (raw sockets)"
+    or not io.open("build/natpunch-spoof") and "needs build/natpunch-spoof (make)" or nil
+  it("with forged sources (raw socket on loopback): the victim gets no more than the attacker sent", function()
+    if spoof_why then return pending(spoof_why) end
+    helper.run(function()
+      local rv, ip, port = server()
+      local b = assert(natpunch.peer{ server = rv:address(), id = "b", bind = "127.0.0.1:0" })
+      assert(b:register())
+      local p = assert(natpunch.peer{ server = "127.0.0.1:9", id = "p", bind = "127.0.0.1:0" })
+      local _, pip, pport = p:address()
+      local kp = auth.keypair()
+      p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = "8899aabbccddeeff",
+        public = "127.0.0.1:9", private = "", pk = kp.pk })
+      local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = "8899aabbccddeeff" })
+      local function punch_req(i)
+        local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
+        return f .. core.crypto.hash(f, keys.punch, 16)
+      end
+      -- the other peer's genuine requests reach p first (these are what an
+      -- on-path attacker can capture)
+      local genuine = core.udp(); assert(genuine:bind("127.0.0.1", 0)); genuine:recv_start(function() end)
+      for i = 1, N do genuine:send(pip, pport, punch_req(i)) end
+      natpunch.sleep(0.05)
+      local cases = {
+        { "register, no cookie (padded)", ip, port, function(i)
+          return control({ t = "register", id = "v" .. i, pk = kp.pk, tx = "1" }, msg.MIN_REQUEST) end },
+        { "register, no key", ip, port, function(i)
+          return control({ t = "register", id = "v" .. i, tx = "1" }, msg.MIN_REQUEST) end },
+        { "connect, not registered", ip, port, function(i)
+          return control({ t = "connect", id = "x" .. i, target = "b", tx = "1" }, msg.MIN_REQUEST) end },
+        { "connect as b, forged MAC", ip, port, function(i)
+          return control(auth.seal(auth.keypair().pk, "p", { t = "connect", id = "b", target = "b", tx = "t" .. i },
+            i), msg.MIN_REQUEST) end },
+        { "unregister b, no MAC", ip, port, function()
+          return control({ t = "unregister", id = "b" }, msg.MIN_REQUEST) end },
+        { "PUNCH request, MAC, replayed (to a peer)", pip, pport, punch_req },
+      }
+      print()
+      print(("%-42s %8s %8s %6s"):format("forged from the victim", "in", "out", "ratio"))
+      for _, c in ipairs(cases) do
+        local victim = core.udp(); assert(victim:bind("127.0.0.77", 0))
+        local got = 0
+        victim:recv_start(function(_, data) got = got + #data end, { raw = true })
+        local _, vport = victim:getsockname()
+        local tmp = os.tmpname()
+        local f = assert(io.popen("build/natpunch-spoof > " .. tmp, "w"))
+        local sent = 0
+        for i = 1, N do
+          local d = c[4](i)
+          sent = sent + #d
+          f:write(("127.0.0.77:%d %s:%d %s\n"):format(vport, c[2], c[3],
+            d:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end)))
+        end
+        assert(f:close())
+        local r = require("natpunch.json").decode(helper.read_file(tmp))
+        os.remove(tmp)
+        assert.equal(N, r.sent)
+        natpunch.sleep(0.1)
+        victim:close()
+        print(("%-42s %8d %8d %6.2f"):format(c[1], sent, got, got / sent))
+        assert.is_true(got <= sent, c[1] .. (": %d bytes to the victim for %d forged"):format(got, sent))
+      end
+      -- the forgeries did arrive: the server counted its cookies, p its replays
+      assert.is_true(rv:stats().cookies >= N)
+      assert.is_true(p:stats().punch_replayed >= N)
+      assert.equal(1, rv:stats().peers)
+      genuine:close(); p:close(); b:close(); rv:close()
     end, 30)
   end)
 

@@ -103,19 +103,6 @@ describe("natpunch-wire engine (--simulate)", function()
   end)
 end)
 
--- Pin both neighbour entries so ARP (itself lossy on an impaired link)
--- stays out of what is measured.
-local function pin_neighbours(t, a, b)
-  local function mac(host)
-    local out = t:exec(host, { "ip", "-o", "link", "show", "eth0" })
-    return assert(out:match("link/ether (%x%x:%x%x:%x%x:%x%x:%x%x:%x%x)"), out)
-  end
-  proc.must({ "ip", "-n", t:ns(a), "neigh", "replace", t:addr(b), "lladdr", mac(b),
-    "dev", "eth0", "nud", "permanent" })
-  proc.must({ "ip", "-n", t:ns(b), "neigh", "replace", t:addr(a), "lladdr", mac(a),
-    "dev", "eth0", "nud", "permanent" })
-end
-
 local function ping(t, from, to, count, interval)
   local out = t:exec(from, { "ping", "-q", "-n", "-c", count, "-i", interval, "-W", "1",
     t:addr(to) })
@@ -154,7 +141,7 @@ describe("natpunch-wire on real lab links", function()
       { name = "v", public = "198.51.100.6", link = { dup = "10%" } },
     } }
     t:up()
-    for _, h in ipairs({ "y", "z", "w" }) do pin_neighbours(t, "x", h) end
+    for _, h in ipairs({ "y", "z", "w" }) do t:pin_neighbours("x", h) end
   end)
   teardown(function()
     if t then t:down() end

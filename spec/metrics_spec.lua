@@ -121,6 +121,96 @@ describe("metrics", function()
     assert(ok, err)
   end)
 
+  it("the rendezvous counts the peers' punch reports by method and NAT pair, with a setup-time histogram", function()
+    local rawclient = require "spec.rawclient"
+    helper.run(function()
+      local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })
+      local sip, sport = (rv:address()):match("^(.-):(%d+)$")
+      sport = tonumber(sport)
+      local events = {}
+      rv.on_event = function(ev) if ev.event == "report" then events[#events + 1] = ev end end
+      local a = assert(natpunch.peer{ server = (rv:address()), id = "ra", bind = "127.0.0.1:0" })
+      local b = assert(natpunch.peer{ server = (rv:address()), id = "rb", bind = "127.0.0.1:0" })
+      assert(a:register()); assert(b:register())
+      -- 1. a connects to b: a (the asker) reports it, b does not
+      assert(a:connect("rb"))
+      -- 2. a connects to a peer that registered as behind a port-restricted
+      -- cone NAT and never answers a punch: a reports the failure
+      local mute = rawclient.new(sip, sport)
+      assert.equal("registered", mute.register("mute", { nat = "EI/APD" }).t)
+      assert.is_nil(a:connect("mute", 1))
+      -- 3. a hand-driven asker behind a symmetric NAT: its report names a
+      -- method nobody knows, and it tries to report twice and to report an
+      -- introduction it never had
+      local c = rawclient.new(sip, sport)
+      assert.equal("registered", c.register("rc", { nat = "APD/APD" }).t)
+      c.send({ t = "connect", id = "rc", target = "rb", tx = "t2" }, msg.CONNECT_PAD)
+      local intro = c.last()
+      assert.equal("introduce", intro.t)
+      local function report(fields)
+        local f = { t = "report", id = "rc", nonce = intro.nonce, method = "carrier-pigeon", outcome = "connected",
+          setup_ms = 42 }
+        for k, v in pairs(fields or {}) do f[k] = v end
+        c.send(f)
+      end
+      report({ nonce = "0123456789abcdef" })     -- not its introduction
+      report({ outcome = "maybe" })              -- no such outcome
+      report({ setup_ms = -5 })                  -- no such time
+      report()                                    -- accepted
+      report()                                    -- once only
+      local mute_report = { t = "report", id = "mute", nonce = intro.nonce, method = "udp", outcome = "failed" }
+      mute.send(mute_report)                      -- it asked for no introduction
+      for _ = 1, 100 do
+        if #events >= 3 and rv:stats().reports_refused >= 5 then break end
+        natpunch.sleep(0.02)
+      end
+      local st = rv:stats()
+      assert.equal(3, st.reports)
+      assert.equal(5, st.reports_refused)
+      local text = metrics.rendezvous(rv)
+      assert.equal(1, sample(text, 'natpunch_punch_total{method="udp",nat_pair="unknown+unknown",outcome="connected"}'))
+      assert.equal(1, sample(text,
+        'natpunch_punch_total{method="udp",nat_pair="port-restricted-cone+unknown",outcome="failed"}'))
+      assert.equal(1, sample(text,
+        'natpunch_punch_total{method="other",nat_pair="symmetric+unknown",outcome="connected"}'))
+      assert.equal(1, sample(text, 'natpunch_setup_ms_count{method="udp"}'))
+      assert.equal(1, sample(text, 'natpunch_setup_ms_count{method="other"}'))
+      assert.equal(1, sample(text, 'natpunch_setup_ms_bucket{method="other",le="50"}'))
+      assert.equal(0, sample(text, 'natpunch_setup_ms_bucket{method="other",le="25"}'))
+      assert.equal(42, sample(text, 'natpunch_setup_ms_sum{method="other"}'))
+      assert.equal(3, sample(text, 'natpunch_reports_total{result="accepted"}'))
+      assert.equal(5, sample(text, 'natpunch_reports_total{result="refused"}'))
+      assert.matches("# TYPE natpunch_setup_ms histogram", text, 1, true)
+      -- the labels come from fixed sets: nothing a peer sends adds a series
+      local series = 0
+      for _ in text:gmatch("natpunch_punch_total{[^\n]+") do series = series + 1 end
+      assert.equal(3, series)
+      assert.equal("ra", events[1].peer)
+      -- the classes of every NAT code, and pairs unordered
+      assert.equal("open", natpunch.rendezvous.nat_class("none/EI"))
+      assert.equal("full-cone", natpunch.rendezvous.nat_class("EI/EI"))
+      assert.equal("restricted-cone", natpunch.rendezvous.nat_class("EI/AD"))
+      assert.equal("symmetric", natpunch.rendezvous.nat_class("AD/APD"))
+      assert.equal("unknown", natpunch.rendezvous.nat_class("XX/YY"))
+      assert.equal(natpunch.rendezvous.nat_pair("EI/EI", "APD/APD"), natpunch.rendezvous.nat_pair("APD/APD", "EI/EI"))
+      c.close(); mute.close(); a:close(); b:close(); rv:close()
+    end)
+  end)
+
+  it("a peer with report = false sends no report", function()
+    helper.run(function()
+      local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })
+      local a = assert(natpunch.peer{ server = (rv:address()), id = "qa", bind = "127.0.0.1:0", report = false })
+      local b = assert(natpunch.peer{ server = (rv:address()), id = "qb", bind = "127.0.0.1:0" })
+      assert(a:register()); assert(b:register())
+      assert(a:connect("qb"))
+      natpunch.sleep(0.2)
+      assert.equal(0, rv:stats().reports)
+      assert.equal(0, rv:stats().malformed)
+      a:close(); b:close(); rv:close()
+    end)
+  end)
+
   it("a peer's punch outcomes by method and its setup-time histogram", function()
     helper.run(function()
       local rv = assert(natpunch.rendezvous{ listen = "127.0.0.1:0" })

@@ -134,6 +134,38 @@ describe_redis("redis", function()
     end, 15)
   end)
 
+  it("an id is bound to its key across servers: another key is refused on another server", function()
+    helper.run(function()
+      local rv1, rv2 = server("s6"), server("s7")
+      assert(wait_for(function() return rv1:stats().redis == "up" and rv2:stats().redis == "up" end))
+      local seed = string.rep("\1", 32)   -- the owner's key, the same in two processes
+      local a = peer(rv1, "owned", { seed = seed })
+      assert(a:register())
+      assert(wait_for(function() return rs:cli("HGET np:t:peer:owned srv"):match("s6") ~= nil end))
+      -- key B on server 2: refused, and nothing of it reaches Redis or server 2
+      local b = peer(rv2, "owned", { register_timeout = 2 })
+      local ok, err = b:register()
+      assert.is_nil(ok); assert.matches("id taken", err)
+      assert.equal(1, rv2:stats().claims_refused)
+      assert.is_nil(rv2:lookup("owned"))
+      assert.truthy(rs:cli("HGET np:t:peer:owned srv"):match("s6"))
+      -- a third peer on server 2 still reaches the owner on server 1
+      local c = peer(rv2, "asker")
+      assert(c:register())
+      local sess = assert(c:connect("owned"))
+      assert.equal(a:address(), sess.remote)
+      -- the owner's own key on server 2 (a failover) is accepted there
+      local a2 = peer(rv2, "owned", { seed = seed })
+      assert(a2:register())
+      assert(wait_for(function() return rs:cli("HGET np:t:peer:owned srv"):match("s7") ~= nil end))
+      -- released when the owner goes: then key B may have the id
+      a:close(); a2:close()
+      assert(wait_for(function() return rs:cli("EXISTS np:t:peer:owned"):match("0") ~= nil end, 3))
+      assert(b:register())
+      b:close(); c:close(); rv1:close(); rv2:close()
+    end, 20)
+  end)
+
   it("keeps serving its own peers while Redis is down, logs it, and resynchronises when it is back", function()
     helper.run(function()
       local rv1, rv2 = server("s4"), server("s5")

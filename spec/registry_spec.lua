@@ -24,7 +24,6 @@ describe("registry", function()
       local op = rand(4)
       if not x then
         local nr = rec(i, rand(100000))
-        nr.public = nr.public .. "/" .. step     -- unique address per record
         r:put(nr); live[nr.id] = true
       elseif op == 0 then
         r:remove(x); live[x.id] = nil
@@ -32,7 +31,9 @@ describe("registry", function()
         r:refresh(x, rand(100000))
       elseif op == 2 then
         r:move(x, "203.0.113.1:" .. step, step)
-        assert.equal(x, r:at("203.0.113.1:" .. step))
+        assert.equal(x, r:get(x.id))
+        assert.equal("203.0.113.1:" .. step, x.public)
+        assert.equal(step, x.port)
         assert.equal("203.0.113.1", registry.ip(x))
       end
     end
@@ -44,16 +45,37 @@ describe("registry", function()
     local last = -1
     local removed = r:expire(50000, function(x)
       assert.is_true(x.expires >= last and x.expires <= 50000); last = x.expires
-      assert.is_nil(r:get(x.id)); assert.is_nil(r:at(x.public))
+      assert.is_nil(r:get(x.id))
     end)
     assert.is_true(removed > 0)
     assert(r:check())
     for _, x in r:each() do assert.is_true(x.expires > 50000) end
   end)
 
-  it("reads the IP back from IPv4 and IPv6 records", function()
-    assert.equal("203.0.113.7", registry.ip(registry.record("a", "", "203.0.113.7:3478", 3478, "", 0)))
-    assert.equal("2001:db8::1", registry.ip(registry.record("a", "", "[2001:db8::1]:9", 9, "", 0)))
+  it("reads the IP and port back from IPv4 and IPv6 records", function()
+    local a = registry.record("a", "", "203.0.113.7:3478", 3478, "", 0)
+    local b = registry.record("a", "", "[2001:db8::1]:9", 9, "", 0)
+    assert.equal("203.0.113.7", registry.ip(a))
+    assert.equal(3478, a.port)
+    assert.equal("2001:db8::1", registry.ip(b))
+    assert.equal(9, b.port)
+    assert.has_error(function() registry.record("a", "", "203.0.113.7:3478", 3479, "", 0) end)
+  end)
+
+  it("names a record's slots and refuses fields it does not have", function()
+    local x = registry.record("a", "k", "203.0.113.7:3478", 3478, "198.18.0.1:1", 5)
+    assert.same({ "a", "k", "203.0.113.7:3478", "198.18.0.1:1", 5 },
+      { x.id, x.key, x.public, x.private, x.expires })
+    assert.is_false(x.last_intro)
+    assert.is_nil(x.nat)
+    x.nat = "EI/APD"
+    assert.equal("EI/APD", x.nat)
+    x.nat = nil
+    assert.is_nil(x.nat)
+    assert.is_nil(x.srv)     -- records from Redis have it; local ones do not
+    assert.has_error(function() x.colour = "red" end)
+    -- every slot in the array made by the constructor: setting one never grows it
+    assert.equal(8, #x)
   end)
 
   it("expires at most `limit` per call and says when more are due", function()

@@ -90,6 +90,43 @@ describe("natpunch CLI security options", function()
     assert.matches('"data":"plain"', out)
   end)
 
+  it("pins the server key: the rendezvous prints it, --server ADDR#KEY and --server-key check it", function()
+    local rv = spawn("timeout 30 env " .. CLI .. " rendezvous --listen 127.0.0.1:0 --json", dir, "rv")
+    procs[#procs + 1] = rv
+    local ev = json.decode(rv.expect('"event":"listening"'))
+    assert.matches("^" .. string.rep("%x", 64) .. "$", ev.key)
+    local other = string.rep("ab", 32)
+    assert.are_not.equal(other, ev.key)
+    -- the right key, pinned in the server argument: registers
+    local out, code = run("timeout 20 env " .. CLI .. " peer --server " .. ev.address .. "#" .. ev.key
+      .. " --id pinned --connect nobody --timeout 3 --json")
+    assert.equal(1, code, out)   -- nobody is there to connect to, but registration worked
+    assert.truthy(out:find('"event":"registered"', 1, true), out)
+    -- a wrong key: a clear failure, before anything is registered
+    for _, args in ipairs({ " --server " .. ev.address .. "#" .. other, " --server " .. ev.address
+        .. " --server-key " .. other }) do
+      out, code = run("timeout 20 env " .. CLI .. " peer" .. args .. " --id wrong --timeout 3")
+      assert.equal(1, code, out)
+      assert.matches("server key mismatch %(pinned abababab", out)
+      assert.matches("the server sent " .. ev.key:sub(1, 16), out, 1, true)
+      assert.is_nil(out:find("registered via", 1, true), out)
+    end
+    -- an impostor first, the real server second: the peer fails over to it
+    local fake = spawn("timeout 30 env " .. CLI .. " rendezvous --listen 127.0.0.1:0 --json", dir, "fake")
+    procs[#procs + 1] = fake
+    local fev = json.decode(fake.expect('"event":"listening"'))
+    out, code = run("timeout 20 env " .. CLI .. " peer --server " .. fev.address .. "#" .. ev.key
+      .. " --server " .. ev.address .. "#" .. ev.key .. " --id failover --connect nobody --timeout 3 --json")
+    assert.equal(1, code, out)
+    assert.truthy(out:find('"event":"server_failed"', 1, true), out)
+    assert.truthy(out:find('"server":"' .. ev.address .. '"', 1, true), out)
+    assert.truthy(out:find('"event":"registered"', 1, true), out)
+    -- a malformed pin is a usage error
+    out, code = run("env " .. CLI .. " peer --server " .. ev.address .. "#abc --id x")
+    assert.equal(2, code, out)
+    assert.matches("64 hex digits", out)
+  end)
+
   it("rejects a bad --stun-rate", function()
     local out, code = run(CLI .. " rendezvous --listen 127.0.0.1:0 --stun-rate 0")
     assert.equal(2, code)

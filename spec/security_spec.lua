@@ -466,6 +466,58 @@ describe("security", function()
     end)
   end)
 
+  it("punch requests that arrive before their session are MAC-checked when it starts", function()
+    helper.run(function()
+      local key, nonce = string.rep("k", 32), "0123456789abcdef"
+      local raw_nonce = nonce:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+      local a = core.udp(); assert(a:bind("127.0.0.1", 0)); a:recv_start(function() end)
+      local _, aport = a:getsockname()
+      local function sock()
+        local u = core.udp(); assert(u:bind("127.0.0.1", 0))
+        local got = {}
+        u:recv_start(function(_, data) got[#got + 1] = data end, { raw = true })
+        return u, got
+      end
+      local function request(seq, tie)
+        return string.pack(">BB", 8, 0) .. raw_nonce .. string.pack(">I4", seq) .. tie
+      end
+      local b, b_got = sock()   -- the real peer: its early request carries the MAC
+      local x, x_got = sock()   -- forgers who know the nonce, not the key
+      local x2, x2_got = sock()
+      -- more early requests than the cache holds (other nonces): the oldest
+      -- are dropped and counted
+      for i = 1, 20 do
+        x:send("127.0.0.1", aport, "\x08\x00" .. string.pack(">I8I4", i, 1) .. "othertie")
+      end
+      natpunch.sleep(0.05)
+      local f = request(7, "tiebreak")
+      b:send("127.0.0.1", aport, f .. core.crypto.hash(f, key, 16))
+      f = request(8, "forgedtb")
+      x:send("127.0.0.1", aport, f .. string.rep("\0", 16))
+      x2:send("127.0.0.1", aport, request(9, "forged2t"))   -- and one with no MAC
+      natpunch.sleep(0.1)
+      assert.equal(23, a:stats().punch_early)   -- 20 + 3 kept, 16 at most at a time
+      local done = natpunch.future()
+      local _, bport = b:getsockname()
+      assert(a:punch({ nonce = nonce, key = key, candidates = { { "127.0.0.1", bport, "public" } },
+        timeout = 300 }, function(err) done:set(err or "ok") end))
+      done:wait(2)
+      local st = a:stats()
+      print(("\nearly punch requests: %d cached, %d dropped for room/age, %d refused by the MAC check; "
+        .. "forgers got %d datagrams"):format(st.punch_early, st.punch_early_dropped, st.punch_early_bad_mac,
+        #x_got + #x2_got))
+      assert.equal(0, #x_got + #x2_got)   -- not acted on: no response, no check toward them
+      assert.equal(2, st.punch_early_bad_mac)
+      assert.is_true(st.punch_early_dropped >= 23 - 16)
+      local answered = false
+      for _, d in ipairs(b_got) do
+        if d:byte(2) == 1 and string.unpack(">I4", d, 11) == 7 then answered = true end
+      end
+      assert.is_true(answered, "the real peer's early request was not answered")
+      a:close(); b:close(); x:close(); x2:close()
+    end)
+  end)
+
   it("deployment secret: registrations need a valid, unexpired token for their id", function()
     helper.run(function()
       local rv, srv = server({ secret = "s3cret" })
@@ -498,7 +550,15 @@ describe("security", function()
       local bad = new_peer(srv, "b", { server_key = string.rep("ab", 32), register_timeout = 0.5 })
       local ok, err = bad:register()
       assert.is_nil(ok); assert.matches("server key mismatch", err)
-      ok_p:close(); bad:close(); rv:close()
+      -- per server: "ip:port#KEY"; a server with another key is skipped
+      local other = server()
+      local c = new_peer(other:address() .. "#" .. rv:key(), "c", { servers = { other:address() .. "#" .. rv:key(),
+        srv .. "#" .. rv:key() }, register_timeout = 0.5 })
+      assert(c:register())
+      assert.equal(srv, c.server)
+      local raised, why = pcall(new_peer, srv .. "#12", "d")
+      assert.is_false(raised); assert.matches("the key after '#' in a server must be 64 hex digits", why)
+      ok_p:close(); bad:close(); c:close(); other:close(); rv:close()
     end)
   end)
 

@@ -33,8 +33,19 @@ typedef struct cand {
 typedef struct sent_req {
   uint32_t seq;              /* 0: empty */
   uint8_t cand;
+  uint8_t answered;          /* a response came: the next one is a replay */
   uint64_t at;
 } sent_req;
+
+/* Request seqs seen from one peer tie-breaker: the highest and a bitmap of
+ * the PUNCH_REPLAY_WINDOW below it (bit k: top - k seen). */
+typedef struct replay_win {
+  int used;
+  uint64_t tie;
+  uint32_t top;
+  uint64_t bits[PUNCH_REPLAY_WINDOW / 64];
+  uint64_t last;             /* when it last accepted a seq (oldest is reused) */
+} replay_win;
 
 typedef struct qent {
   uint8_t kind;
@@ -63,6 +74,7 @@ struct punch_session {
   cand cands[PUNCH_MAX_CANDIDATES];
   unsigned ncands;
   sent_req hist[PUNCH_HISTORY];   /* indexed by seq % PUNCH_HISTORY */
+  replay_win win[PUNCH_REPLAY_TIES];
 
   unsigned selected;
   uint32_t selected_rtt;
@@ -195,6 +207,7 @@ static void send_request(punch_session *s, uint64_t now, unsigned ci) {
   sent_req *h = &s->hist[seq % PUNCH_HISTORY];
   h->seq = seq;
   h->cand = (uint8_t)ci;
+  h->answered = 0;
   h->at = now;
   s->stats.requests_sent++;
   queue_frame(s, &s->cands[ci].addr, PUNCH_REQUEST, seq);
@@ -321,8 +334,70 @@ static void learn_peer_tie(punch_session *s, uint64_t tie) {
   }
 }
 
+static int win_bit(const replay_win *w, uint32_t back) {
+  return (int)((w->bits[back / 64] >> (back % 64)) & 1);
+}
+
+static void win_set(replay_win *w, uint32_t back) {
+  w->bits[back / 64] |= 1ull << (back % 64);
+}
+
+/* Shift the bitmap by n (a new top n above the old one). */
+static void win_shift(replay_win *w, uint32_t n) {
+  const unsigned words = PUNCH_REPLAY_WINDOW / 64;
+  if (n >= PUNCH_REPLAY_WINDOW) {
+    memset(w->bits, 0, sizeof w->bits);
+    return;
+  }
+  unsigned ws = n / 64, bs = n % 64;
+  for (unsigned i = words; i-- > 0;) {
+    uint64_t v = i >= ws ? w->bits[i - ws] << bs : 0;
+    if (bs && i >= ws + 1) v |= w->bits[i - ws - 1] >> (64 - bs);
+    w->bits[i] = v;
+  }
+}
+
+/* 1 if (tie, seq) is new (and remember it), 0 if seen or too old. */
+static int replay_accept(punch_session *s, uint64_t now, uint64_t tie, uint32_t seq) {
+  replay_win *w = NULL, *spare = NULL;
+  for (unsigned i = 0; i < PUNCH_REPLAY_TIES; i++) {
+    replay_win *c = &s->win[i];
+    if (c->used && c->tie == tie) {
+      w = c;
+      break;
+    }
+    if (spare == NULL || !c->used || (spare->used && c->last < spare->last)) spare = c;
+  }
+  if (w == NULL) {
+    w = spare;
+    memset(w, 0, sizeof *w);
+    w->used = 1;
+    w->tie = tie;
+    w->top = seq;
+    win_set(w, 0);
+    w->last = now;
+    return 1;
+  }
+  if (seq > w->top) {
+    win_shift(w, seq - w->top);
+    w->top = seq;
+    win_set(w, 0);
+  } else {
+    uint32_t back = w->top - seq;
+    if (back >= PUNCH_REPLAY_WINDOW || win_bit(w, back)) return 0;
+    win_set(w, back);
+  }
+  w->last = now;
+  return 1;
+}
+
 static int input_request(punch_session *s, uint64_t now, const struct sockaddr *from,
                          const punch_frame *f) {
+  if (!replay_accept(s, now, f->tie, f->seq)) {
+    s->stats.replayed++;
+    s->stats.rejected++;
+    return PUNCH_EREPLAY;
+  }
   s->stats.requests_received++;
   s->heard_request = 1;
   learn_peer_tie(s, f->tie);
@@ -343,11 +418,17 @@ static int input_response(punch_session *s, uint64_t now, const struct sockaddr 
                           const punch_frame *f) {
   s->stats.responses_received++;
   if (s->state != PUNCH_STATE_RUNNING) return PUNCH_OK;   /* late: ignored */
-  const sent_req *h = &s->hist[f->seq % PUNCH_HISTORY];
+  sent_req *h = &s->hist[f->seq % PUNCH_HISTORY];
   if (h->seq != f->seq) {
     s->stats.rejected++;
     return PUNCH_ESTALE;
   }
+  if (h->answered) {
+    s->stats.replayed++;
+    s->stats.rejected++;
+    return PUNCH_EREPLAY;
+  }
+  h->answered = 1;
   if (!addr_equal((const struct sockaddr *)&s->cands[h->cand].addr, from)) {
     /* The request got through but the answer left by another mapping: the
      * path is not symmetric (RFC 8445 section 7.2.5.2.1), so check the
@@ -468,6 +549,8 @@ typedef struct early_req {
   uint64_t at;
   struct sockaddr_storage from;
   punch_frame f;
+  uint8_t raw[PUNCH_FRAME_LEN + PUNCH_TAG_MAX];   /* the frame and its tag, for the check */
+  uint8_t rawlen;
 } early_req;
 
 struct punch_set {
@@ -521,7 +604,7 @@ static void early_expire(punch_set *set, uint64_t now) {
 /* Keep the latest request per (nonce, source): replaying one is enough to
  * answer the peer, which keeps retransmitting with fresh seqs. */
 static void early_store(punch_set *set, uint64_t now, const struct sockaddr *from,
-                        const punch_frame *f) {
+                        const punch_frame *f, const uint8_t *frame, size_t len) {
   early_req *slot = NULL, *oldest = NULL;
   early_expire(set, now);
   for (unsigned i = 0; i < PUNCH_EARLY_MAX; i++) {
@@ -545,10 +628,14 @@ static void early_store(punch_set *set, uint64_t now, const struct sockaddr *fro
   slot->at = now;
   addr_copy(&slot->from, from);
   slot->f = *f;
+  if (len > sizeof slot->raw) len = sizeof slot->raw;
+  memcpy(slot->raw, frame, len);
+  slot->rawlen = (uint8_t)len;
   set->stats.cached++;
 }
 
-static void early_replay(punch_set *set, punch_session *s, uint64_t now) {
+static void early_replay(punch_set *set, punch_session *s, uint64_t now, punch_verify_fn verify,
+                         void *arg) {
   early_expire(set, now);
   for (;;) {
     early_req *first = NULL;
@@ -560,6 +647,10 @@ static void early_replay(punch_set *set, punch_session *s, uint64_t now) {
     }
     if (first == NULL) return;
     first->used = 0;
+    if (verify != NULL && !verify(arg, first->raw, first->rawlen)) {
+      set->stats.early_rejected++;
+      continue;
+    }
     set->stats.replayed++;
     punch_session_input_frame(s, now, (const struct sockaddr *)&first->from, &first->f);
   }
@@ -567,6 +658,12 @@ static void early_replay(punch_set *set, punch_session *s, uint64_t now) {
 
 punch_session *punch_set_add(punch_set *set, uint64_t now, const punch_config *cfg,
                              const uint8_t nonce[PUNCH_NONCE_LEN], uint64_t tie_breaker, int *err) {
+  return punch_set_add_verified(set, now, cfg, nonce, tie_breaker, NULL, NULL, err);
+}
+
+punch_session *punch_set_add_verified(punch_set *set, uint64_t now, const punch_config *cfg,
+                                      const uint8_t nonce[PUNCH_NONCE_LEN], uint64_t tie_breaker,
+                                      punch_verify_fn verify, void *arg, int *err) {
   int dummy;
   if (err == NULL) err = &dummy;
   if (nonce == NULL || punch_config_check(cfg) != PUNCH_OK) {
@@ -587,7 +684,7 @@ punch_session *punch_set_add(punch_set *set, uint64_t now, const punch_config *c
     return NULL;
   }
   set->sessions[set->count++] = s;
-  early_replay(set, s, now);
+  early_replay(set, s, now, verify, arg);
   *err = PUNCH_OK;
   return s;
 }
@@ -612,7 +709,7 @@ int punch_set_input(punch_set *set, uint64_t now, const struct sockaddr *from,
   punch_session *s = punch_set_find(set, f.nonce);
   if (s != NULL) return punch_session_input_frame(s, now, from, &f);
   if (f.kind == PUNCH_REQUEST) {
-    early_store(set, now, from, &f);
+    early_store(set, now, from, &f, frame, len);
     return PUNCH_CACHED;
   }
   set->stats.unknown++;

@@ -31,6 +31,9 @@
 #define PUNCH_QUEUE 64             /* pending actions per session */
 #define PUNCH_EARLY_MAX 16         /* punch_set: cached early requests */
 #define PUNCH_EARLY_MAX_AGE_MS 3000
+#define PUNCH_TAG_MAX 16           /* bytes after the frame kept with an early request (a MAC) */
+#define PUNCH_REPLAY_WINDOW 256    /* request seqs remembered per peer tie-breaker */
+#define PUNCH_REPLAY_TIES 4        /* peer tie-breakers (peer sessions) remembered */
 
 /* Error codes: XX(name, value, message), negative like libuv's (the same
  * X-macro pattern as STUN_ERRNO_MAP).  The last two are also the reasons
@@ -45,7 +48,8 @@
  *   ECLOSED    the session has failed
  *   EEXIST     a session with this nonce exists
  *   ETIMEDOUT  failed: nothing heard from the peer
- *   EONEWAY    failed: the peer's requests came in, ours got no answer */
+ *   EONEWAY    failed: the peer's requests came in, ours got no answer
+ *   EREPLAY    a request seq (or a response to one of ours) seen before */
 #define PUNCH_ERRNO_MAP(XX)                                                          \
   XX(EINVAL, -1, "invalid argument")                                                 \
   XX(EMALFORMED, -2, "malformed punch frame")                                        \
@@ -57,7 +61,8 @@
   XX(ECLOSED, -8, "session failed")                                                  \
   XX(EEXIST, -9, "session exists")                                                   \
   XX(ETIMEDOUT, -10, "timeout: nothing heard from the peer")                         \
-  XX(EONEWAY, -11, "one-way: the peer's requests came in, ours got no answer")
+  XX(EONEWAY, -11, "one-way: the peer's requests came in, ours got no answer")                \
+  XX(EREPLAY, -12, "replayed frame")
 
 enum punch_error {
   PUNCH_OK = 0,
@@ -140,6 +145,7 @@ typedef struct punch_stats {
   uint64_t requests_received;
   uint64_t responses_received;
   uint64_t rejected;            /* frames refused with an error code */
+  uint64_t replayed;            /* of which requests/responses seen before (EREPLAY) */
   uint64_t actions_dropped;     /* transmits not queued: PUNCH_QUEUE full */
   unsigned candidates;
   unsigned rounds;
@@ -151,6 +157,15 @@ typedef struct punch_stats {
 punch_session *punch_session_new(const punch_config *cfg, const uint8_t nonce[PUNCH_NONCE_LEN],
                                  uint64_t tie_breaker);
 void punch_session_free(punch_session *s);
+
+/* Requests carry a seq that the peer never reuses (every retransmission
+ * is a new request), so a request whose (tie-breaker, seq) was seen before
+ * is a network duplicate or a replay: dropped (PUNCH_EREPLAY) with no
+ * response and no triggered check.  The last PUNCH_REPLAY_WINDOW seqs of
+ * the last PUNCH_REPLAY_TIES peer tie-breakers are remembered (a peer that
+ * punches again with the same nonce has a new tie-breaker); older seqs are
+ * dropped too.  Likewise only the first response to each of our requests
+ * counts. */
 
 /* Add a candidate of the peer; an address already known keeps its first
  * kind unless it was peer-reflexive.  While running, the new candidate is
@@ -202,7 +217,14 @@ typedef struct punch_set_stats {
   uint64_t expired;          /* dropped for age */
   uint64_t unknown;          /* responses/… for no session */
   uint64_t malformed;
+  uint64_t early_rejected;   /* cached requests that failed the session's check */
 } punch_set_stats;
+
+/* A check of an early request's bytes (frame and what followed it, at most
+ * PUNCH_TAG_MAX bytes) run when its session is added: 1 to replay it, 0
+ * to drop it (counted in early_rejected).  E.g. a MAC under the session
+ * key, which the set cannot know before the session exists. */
+typedef int (*punch_verify_fn)(void *arg, const uint8_t *frame, size_t len);
 
 punch_set *punch_set_new(unsigned max_sessions);
 void punch_set_free(punch_set *set);   /* frees its sessions */
@@ -210,11 +232,18 @@ void punch_set_free(punch_set *set);   /* frees its sessions */
  * *err (PUNCH_EEXIST, PUNCH_EFULL, PUNCH_EINVAL) on failure. */
 punch_session *punch_set_add(punch_set *set, uint64_t now, const punch_config *cfg,
                              const uint8_t nonce[PUNCH_NONCE_LEN], uint64_t tie_breaker, int *err);
+/* The same, replaying only the cached requests that verify(arg, ...)
+ * accepts (verify is called before this returns, never later). */
+punch_session *punch_set_add_verified(punch_set *set, uint64_t now, const punch_config *cfg,
+                                      const uint8_t nonce[PUNCH_NONCE_LEN], uint64_t tie_breaker,
+                                      punch_verify_fn verify, void *arg, int *err);
 void punch_set_remove(punch_set *set, punch_session *s);   /* and frees it */
 punch_session *punch_set_find(const punch_set *set, const uint8_t nonce[PUNCH_NONCE_LEN]);
 unsigned punch_set_count(const punch_set *set);
 /* Route a PUNCH frame: the session's result, PUNCH_CACHED, PUNCH_ENONCE
- * (a response for no session) or PUNCH_EMALFORMED. */
+ * (a response for no session) or PUNCH_EMALFORMED.  A cached request keeps
+ * its first len - PUNCH_FRAME_LEN bytes after the frame (at most
+ * PUNCH_TAG_MAX) for punch_set_add_verified. */
 int punch_set_input(punch_set *set, uint64_t now, const struct sockaddr *from,
                     const uint8_t *frame, size_t len);
 void punch_set_tick(punch_set *set, uint64_t now);

@@ -9,7 +9,8 @@
  * Invariants: a frame that parses rebuilds to the same 22 bytes; every
  * TRANSMIT is a well-formed frame of its own session to an address of a
  * known family; SUCCEEDED only from a session that says so, with the
- * selected address; nothing crashes or leaks.
+ * selected address; the early-request verifier sees the frame and at most
+ * PUNCH_TAG_MAX bytes after it; nothing crashes or leaks.
  */
 #include "fuzz.h"
 #include "punch.h"
@@ -49,6 +50,15 @@ static void init_pool(void) {
       }
     }
   }
+}
+
+/* The early cache hands its verifier the frame and at most PUNCH_TAG_MAX
+ * bytes after it; half of the requests pass. */
+static int verify_early(void *arg, const uint8_t *frame, size_t len) {
+  (void)arg;
+  FUZZ_ASSERT(len >= PUNCH_FRAME_LEN && len <= PUNCH_FRAME_LEN + PUNCH_TAG_MAX);
+  FUZZ_ASSERT(frame[0] == WIRE_PUNCH && frame[1] == PUNCH_REQUEST);
+  return frame[len - 1] & 1;
 }
 
 static void drain(punch_set *set) {
@@ -103,7 +113,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
     switch (op % 7) {
     case 0: {
       int err = 0;
-      if (s == NULL) punch_set_add(set, now, &cfg, nonces[arg % 4], fuzz_u32(&c), &err);
+      if (s == NULL && (op & 8))
+        punch_set_add_verified(set, now, &cfg, nonces[arg % 4], fuzz_u32(&c), verify_early, NULL, &err);
+      else if (s == NULL)
+        punch_set_add(set, now, &cfg, nonces[arg % 4], fuzz_u32(&c), &err);
       break;
     }
     case 1:

@@ -102,6 +102,7 @@ static void enqueue(struct wire_dir *d, uint64_t now, const void *buf, size_t le
     return;
   }
   uint32_t s = d->free_list[--d->nfree];
+  if (d->p.limit - d->nfree > d->c.qmax) d->c.qmax = d->p.limit - d->nfree;
   struct wire_slot *slot = &d->slots[s];
   slot->seq = d->next_seq++;
   slot->len = (uint32_t)len;
@@ -190,9 +191,10 @@ uint64_t wire_dir_next(const struct wire_dir *d, uint64_t now) {
 void wire_print_counters(FILE *out, const char *label, const struct wire_counters *c) {
   fprintf(out,
           "%s rx=%llu tx=%llu tx_bytes=%llu lost=%llu dup=%llu "
-          "reordered=%llu qdrop=%llu oversize=%llu write_err=%llu\n",
+          "reordered=%llu qdrop=%llu oversize=%llu write_err=%llu qmax=%llu\n",
           label, (unsigned long long)c->rx, (unsigned long long)c->tx,
           (unsigned long long)c->tx_bytes, (unsigned long long)c->lost, (unsigned long long)c->dup,
           (unsigned long long)c->reordered, (unsigned long long)c->qdrop,
-          (unsigned long long)c->oversize, (unsigned long long)c->write_err);
+          (unsigned long long)c->oversize, (unsigned long long)c->write_err,
+          (unsigned long long)c->qmax);
 }

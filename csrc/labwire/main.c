@@ -6,7 +6,8 @@
  * Each pass: release every frame now due in both directions, then sleep
  * until a TAP is readable, a signal comes, or the next frame falls due.
  * On SIGTERM/SIGINT the counters of each direction are printed and the
- * program exits 0; the TAPs vanish with their fds.
+ * program exits 0; the TAPs vanish with their fds.  SIGUSR1 prints the
+ * same counter lines (a snapshot) and the wire goes on.
  */
 /* ppoll(2) and setns(2) are GNU extensions */
 #define _GNU_SOURCE
@@ -59,6 +60,16 @@ static void receive(struct wire *w, int i) {
   }
 }
 
+static void print_counters(struct wire *w) {
+  char label[200];
+  snprintf(label, sizeof(label), "%s->%s", w->label[0], w->label[1]);
+  wire_print_counters(stdout, label, &w->dir[0].c);
+  snprintf(label, sizeof(label), "%s->%s", w->label[1], w->label[0]);
+  wire_print_counters(stdout, label, &w->dir[1].c);
+  fflush(stdout);
+  w->dir[0].c.qmax = w->dir[1].c.qmax = 0; /* the high-water mark restarts */
+}
+
 static int run(struct wire *w, int sigfd) {
   struct pollfd pfd[3] = {
       {.fd = w->fd[0], .events = POLLIN},
@@ -84,7 +95,14 @@ static int run(struct wire *w, int sigfd) {
       perror("natpunch-wire: ppoll");
       return 1;
     }
-    if (pfd[2].revents & POLLIN) return 0;
+    if (pfd[2].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sigfd, &si, sizeof si) == (ssize_t)sizeof si && si.ssi_signo == SIGUSR1) {
+        print_counters(w); /* a snapshot; the wire goes on */
+        continue;
+      }
+      return 0;
+    }
     for (int i = 0; i < 2; i++) {
       if (pfd[i].revents & (POLLERR | POLLHUP | POLLNVAL)) {
         /* the device went away (its namespace was
@@ -116,6 +134,7 @@ int main(int argc, char **argv) {
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
+  sigaddset(&mask, SIGUSR1);
   sigprocmask(SIG_BLOCK, &mask, NULL);
   int sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
   if (sigfd < 0) {
@@ -148,12 +167,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
 
   status = run(w, sigfd);
-  char label[200];
-  snprintf(label, sizeof(label), "%s->%s", w->label[0], w->label[1]);
-  wire_print_counters(stdout, label, &w->dir[0].c);
-  snprintf(label, sizeof(label), "%s->%s", w->label[1], w->label[0]);
-  wire_print_counters(stdout, label, &w->dir[1].c);
-  fflush(stdout);
+  print_counters(w);
 out:
   for (int i = 0; i < 2; i++) {
     if (w->fd[i] >= 0) close(w->fd[i]);

@@ -71,6 +71,7 @@ struct wire_counters {
   uint64_t qdrop;     /* dropped because the queue was full */
   uint64_t oversize;  /* longer than WIRE_MAX_FRAME */
   uint64_t write_err; /* filled in by the caller */
+  uint64_t qmax;      /* most frames held at once since the last counter line */
 };
 
 struct wire_slot {

@@ -13,9 +13,12 @@
  *   With key = 32 bytes, every frame of the session carries a 16-byte MAC
  *   after its 22 bytes (np_crypto.h; the core ignores bytes after byte 22),
  *   and frames for the session without a valid one are dropped and counted
- *   (punch_bad_mac).  Requests cached before the session existed cannot be
- *   checked: they may get a response and add a peer-reflexive candidate,
- *   but only a MACed response makes a path succeed.
+ *   (punch_bad_mac).  Requests that arrive before their session exists are
+ *   cached with their MAC (punch_early; at most PUNCH_EARLY_MAX, for
+ *   PUNCH_EARLY_MAX_AGE_MS: punch_early_dropped) and checked under the key
+ *   when the session starts, before anything acts on them
+ *   (punch_early_bad_mac).  Requests seen before (same tie-breaker and seq:
+ *   a replay or a duplicate) are dropped with no answer (punch_replayed).
  * An engine of the UDP hub (np_udp.h): frame PUNCH.
  */
 #include <stdlib.h>
@@ -28,8 +31,9 @@
 
 extern const np_udp_engine np_udp_punch_engine;
 
-enum { C_MALFORMED, C_UNMATCHED, C_BAD_MAC };
-static const char *const counters[] = {"punch_malformed", "punch_unmatched", "punch_bad_mac", NULL};
+enum { C_MALFORMED, C_UNMATCHED, C_BAD_MAC, C_REPLAYED, C_EARLY, C_EARLY_DROPPED, C_EARLY_BAD_MAC };
+static const char *const counters[] = {"punch_malformed", "punch_unmatched", "punch_bad_mac", "punch_replayed",
+                                       "punch_early", "punch_early_dropped", "punch_early_bad_mac", NULL};
 
 #define NP_PUNCH_MAX 64
 
@@ -133,6 +137,20 @@ static void drain(np_udp *u, np_punch *p) {
   if (d != UINT64_MAX) np_udp_arm(u, d);
 }
 
+/* The set's early-cache figures, as counters of the socket. */
+static void sync_early(np_udp *u, np_punch *p) {
+  punch_set_stats st;
+  punch_set_get_stats(p->set, &st);
+  slot(u)->counters[C_EARLY_DROPPED] = st.evicted + st.expired;
+  slot(u)->counters[C_EARLY_BAD_MAC] = st.early_rejected;
+}
+
+/* punch_verify_fn: an early request's MAC under the new session's key. */
+static int early_mac_ok(void *arg, const uint8_t *frame, size_t len) {
+  const uint8_t *key = arg;
+  return len >= PUNCH_FRAME_LEN + NP_MAC_TAG && np_mac16_ok(key, frame, PUNCH_FRAME_LEN, frame + PUNCH_FRAME_LEN);
+}
+
 static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
                                const struct sockaddr *from) {
   np_punch *p = punchctx(u);
@@ -149,7 +167,10 @@ static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   }
   int rc = punch_set_input(p->set, np_now_ms(u->h.ctx), from, frame, len);
   if (rc == PUNCH_EMALFORMED) slot(u)->counters[C_MALFORMED]++;
+  else if (rc == PUNCH_EREPLAY) slot(u)->counters[C_REPLAYED]++;
+  else if (rc == PUNCH_CACHED) slot(u)->counters[C_EARLY]++;
   else if (rc < 0) slot(u)->counters[C_UNMATCHED]++;
+  sync_early(u, p);
   drain(u, p);
 }
 
@@ -157,6 +178,7 @@ static uint64_t punch_engine_tick(np_udp *u, uint64_t now) {
   np_punch *p = slot(u)->state;
   if (!p) return UINT64_MAX;
   punch_set_tick(p->set, now);
+  sync_early(u, p);
   drain(u, p);
   for (unsigned i = 0; i < p->n;) {
     if (punch_session_finished(p->e[i].s, now) && p->e[i].cb_ref == LUA_NOREF) remove_at(u, p, i);
@@ -256,7 +278,9 @@ static int udp_punch(lua_State *L) {
   if (rr < 0) return np_push_error(L, rr);
   uint64_t now = np_now_ms(u->h.ctx);
   int err = 0;
-  punch_session *s = punch_set_add(p->set, now, &cfg, nonce, tie, &err);
+  punch_session *s = key ? punch_set_add_verified(p->set, now, &cfg, nonce, tie, early_mac_ok, keybuf, &err)
+                          : punch_set_add(p->set, now, &cfg, nonce, tie, &err);
+  sync_early(u, p);
   if (!s) return np_push_fail(L, punch_errname(err), punch_strerror(err));
   for (lua_Integer i = 0; i < nc; i++)
     punch_session_add_candidate(s, now, (struct sockaddr *)&addrs[i], (punch_cand_kind)kinds[i],

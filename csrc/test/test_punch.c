@@ -953,6 +953,100 @@ static void test_set_cache(suite *su) {
   punch_set_free(set);
 }
 
+/* Replays: a request (tie, seq) seen before gets no response and no
+ * triggered check, from any source; a response counts once. */
+static void test_replay_window(suite *su) {
+  punch_config cfg;
+  punch_config_default(&cfg);
+  punch_session *s = punch_session_new(&cfg, nonce1, 1);
+  struct sockaddr_storage peer, spoof, other;
+  sa_set(&peer, ip4(203, 0, 113, 9), 9000);
+  sa_set(&spoof, ip4(198, 51, 100, 77), 7777);
+  sa_set(&other, ip4(198, 51, 100, 78), 7778);
+  punch_session_add_candidate(s, 0, SA(&peer), PUNCH_CAND_PUBLIC, 1);
+  punch_session_start(s, 0);
+  (void)count_actions(s, PUNCH_TRANSMIT);
+  uint8_t b[PUNCH_FRAME_LEN];
+  CHECK(su, punch_session_input(s, 1, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_OK);
+  CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 2);   /* the response and a triggered check */
+  /* the same request again, from the peer or a spoofed source: nothing */
+  CHECK(su, punch_session_input(s, 2, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 3, SA(&spoof), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_EREPLAY);
+  CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 0);
+  punch_stats st;
+  punch_session_get_stats(s, &st);
+  CHECK(su, st.replayed == 2 && st.candidates == 1 && st.triggered == 1);
+  /* out of order within the window is fine, once */
+  CHECK(su, punch_session_input(s, 4, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 300, 9)) == PUNCH_OK);
+  CHECK(su, punch_session_input(s, 5, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 299, 9)) == PUNCH_OK);
+  CHECK(su, punch_session_input(s, 6, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 299, 9)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 7, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 45, 9)) == PUNCH_OK);
+  /* older than the window: dropped (seq 5 and 44 are 295 and 256 below 300) */
+  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 44, 9)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 1000, 9)) == PUNCH_OK);
+  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 300, 9)) == PUNCH_EREPLAY);
+  /* a new peer session (another tie-breaker) starts its own window */
+  CHECK(su, punch_session_input(s, 9, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 10)) == PUNCH_OK);
+  CHECK(su, punch_session_input(s, 9, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 10)) == PUNCH_EREPLAY);
+  (void)count_actions(s, PUNCH_TRANSMIT);
+  /* a response counts once: a replay of it from elsewhere adds no candidate */
+  punch_session_tick(s, 20);
+  punch_action a;
+  uint32_t seq = 0;
+  while (punch_session_pop(s, &a))
+    if (a.kind == PUNCH_TRANSMIT && a.data[1] == PUNCH_REQUEST) seq = be32(a.data + 10);
+  CHECK(su, seq != 0);
+  CHECK(su, punch_session_input(s, 21, SA(&spoof), b, frame(b, PUNCH_RESPONSE, nonce1, seq, 9)) == PUNCH_EPATH);
+  CHECK(su, punch_session_input(s, 22, SA(&other), b, frame(b, PUNCH_RESPONSE, nonce1, seq, 9)) == PUNCH_EREPLAY);
+  punch_session_get_stats(s, &st);
+  CHECK(su, st.candidates == 2);   /* peer + the first (EPATH) source only */
+  punch_session_free(s);
+}
+
+/* The set checks early requests with the session's verifier before
+ * replaying them, with the bytes that followed the frame. */
+static int verify_tag(void *arg, const uint8_t *frame, size_t len) {
+  int *calls = arg;
+  (*calls)++;
+  return len == PUNCH_FRAME_LEN + 4 && memcmp(frame + PUNCH_FRAME_LEN, "good", 4) == 0;
+}
+
+static void test_set_verified(suite *su) {
+  punch_config cfg;
+  punch_config_default(&cfg);
+  punch_set *set = punch_set_new(2);
+  uint8_t b[PUNCH_FRAME_LEN + PUNCH_TAG_MAX + 8];
+  struct sockaddr_storage good, bad, big;
+  sa_set(&good, ip4(203, 0, 113, 7), 7000);
+  sa_set(&bad, ip4(203, 0, 113, 8), 7000);
+  sa_set(&big, ip4(203, 0, 113, 9), 7000);
+  size_t n = frame(b, PUNCH_REQUEST, nonce1, 1, 9);
+  memcpy(b + n, "good", 4);
+  CHECK(su, punch_set_input(set, 0, SA(&good), b, n + 4) == PUNCH_CACHED);
+  memcpy(b + n, "evil", 4);
+  CHECK(su, punch_set_input(set, 0, SA(&bad), b, n + 4) == PUNCH_CACHED);
+  memset(b + n, 'g', sizeof b - n);   /* longer than PUNCH_TAG_MAX: kept truncated */
+  CHECK(su, punch_set_input(set, 0, SA(&big), b, sizeof b) == PUNCH_CACHED);
+  int calls = 0, err;
+  punch_session *s = punch_set_add_verified(set, 10, &cfg, nonce1, 1, verify_tag, &calls, &err);
+  CHECK(su, s != NULL && calls == 3);
+  punch_action a;
+  int to_good = 0, to_other = 0;
+  while (punch_set_pop(set, &a)) {
+    if (a.kind != PUNCH_TRANSMIT) continue;
+    if (addr_equal(SA(&a.addr), SA(&good))) to_good++;
+    else to_other++;
+  }
+  CHECK(su, to_good == 1 && to_other == 0);
+  punch_set_stats st;
+  punch_set_get_stats(set, &st);
+  CHECK(su, st.replayed == 1 && st.early_rejected == 2);
+  punch_stats ss;
+  punch_session_get_stats(s, &ss);
+  CHECK(su, ss.candidates == 1);   /* no peer-reflexive candidate from a forged one */
+  punch_set_free(set);
+}
+
 /* Random frames never crash a set or a session (ASan/UBSan build). */
 static void test_garbage(suite *su) {
   punch_config cfg;
@@ -985,7 +1079,7 @@ static void test_garbage(suite *su) {
     struct sockaddr_storage f;
     sa_set(&f, ip4(203, 0, 113, (unsigned)(r % 7)), (uint16_t)(r >> 20));
     int rc = punch_set_input(set, (uint64_t)i, SA(&f), b, len);
-    if (rc > PUNCH_CACHED || rc < PUNCH_EEXIST) bad++;
+    if (rc > PUNCH_CACHED || rc < PUNCH_EREPLAY) bad++;
     punch_set_tick(set, (uint64_t)i);
     while (punch_set_pop(set, &a)) {
     }
@@ -1001,6 +1095,8 @@ int main(void) {
   test_schedule(&su);
   test_session_rules(&su);
   test_set_cache(&su);
+  test_replay_window(&su);
+  test_set_verified(&su);
   test_garbage(&su);
   test_cone_pairs(&su);
   test_symmetric_cone(&su);

@@ -190,6 +190,51 @@ end
 -- h:output().
 function Topology:wire(name) return self.wires[name] end
 
+-- Pin the neighbour entries of hosts a and b (on one segment) to each
+-- other, so ARP (itself lossy on an impaired link) stays out of what is
+-- measured.
+function Topology:pin_neighbours(a, b)
+  local function mac(host)
+    local out = self:exec(host, { "ip", "-o", "link", "show", "eth0" })
+    return assert(out:match("link/ether (%x%x:%x%x:%x%x:%x%x:%x%x:%x%x)"), out)
+  end
+  proc.must({ "ip", "-n", self:ns(a), "neigh", "replace", self:addr(b), "lladdr", mac(b),
+    "dev", "eth0", "nud", "permanent" })
+  proc.must({ "ip", "-n", self:ns(b), "neigh", "replace", self:addr(a), "lladdr", mac(a),
+    "dev", "eth0", "nud", "permanent" })
+end
+
+-- The counters of node name's natpunch-wire so far (SIGUSR1: the wire
+-- prints them and goes on): { up = {...}, down = {...} }, up from the node
+-- into the internet, down towards it; fields rx, tx, lost, qdrop, qmax (the
+-- most frames held since the previous call), ...  nil, why when the link
+-- is not a wire or does not answer.
+function Topology:wire_counters(name)
+  local h = self.wires[name]
+  if not h or not h:alive() then return nil, "no natpunch-wire on " .. tostring(name) end
+  local function lines()
+    local list = {}
+    for line in h:output():gmatch("[^\n]*rx=[^\n]*") do list[#list + 1] = line end
+    return list
+  end
+  local before = #lines()
+  h:kill("USR1")
+  for _ = 1, 100 do
+    local list = lines()
+    if #list >= before + 2 then
+      local out = {}
+      for i = #list - 1, #list do
+        local f = {}
+        for k, v in list[i]:gmatch("([%w_]+)=(%d+)") do f[k] = tonumber(v) end
+        out[list[i]:match("^eth0@") and "up" or "down"] = f
+      end
+      return out
+    end
+    proc.sleep(0.02)
+  end
+  return nil, "natpunch-wire of " .. name .. " printed no counters"
+end
+
 -- How each link was built ("veth", "netem", "wire"), by node name.
 function Topology:links() return self.plan.links or {} end
 

@@ -280,6 +280,18 @@ function metrics.rendezvous(server)
   for _, k in ipairs(reasons) do m:set("natpunch_drops_total", drops[k] or 0, { reason = k }) end
   m:counter("natpunch_rx_packets_total", "Datagrams received"):set("natpunch_rx_packets_total", st.rx_packets or 0)
   m:counter("natpunch_tx_packets_total", "Datagrams sent"):set("natpunch_tx_packets_total", st.tx_packets or 0)
+  m:counter("natpunch_reports_total", "Punch reports from peers, accepted or refused")
+  m:set("natpunch_reports_total", st.reports or 0, { result = "accepted" })
+  m:set("natpunch_reports_total", st.reports_refused or 0, { result = "refused" })
+  -- the punch outcomes by method and NAT pair, and the setup-time
+  -- histogram, as the peers reported them (rendezvous report messages)
+  local reports = server.report_metrics and server:report_metrics()
+  if reports then
+    for _, f in ipairs(reports.families) do
+      m.families[#m.families + 1] = f
+      m.by_name[f.name] = f
+    end
+  end
   if st.redis then
     m:gauge("natpunch_redis_up", "1 when the shared registry (Redis) is reachable")
     m:set("natpunch_redis_up", st.redis == "up" and 1 or 0)

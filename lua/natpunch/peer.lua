@@ -42,6 +42,7 @@ local DEFAULTS = {
   keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
   keepalive_max = 120,     -- longest mapping lifetime tried (s)
   upgrade = 120,           -- s a relayed session goes on punching for a direct path (0: never)
+  report = true,           -- tell the server how each connect ended (its punch metrics)
 }
 
 local function now() return core.now() end
@@ -126,8 +127,10 @@ function Peer:_take_cookie(reply)
   if type(pk) ~= "string" or #pk ~= auth.KEY_LEN or type(reply.cookie) ~= "string" then
     return nil, "bad cookie reply"
   end
-  if self.server_key and not core.crypto.equal(self.server_key, pk) then
-    return nil, "server key mismatch"
+  local pin = self.pins[self.server_index] or self.server_key
+  if pin and not core.crypto.equal(pin, pk) then
+    return nil, "server key mismatch (pinned " .. auth.hex(pin):sub(1, 16) .. "..., the server sent "
+      .. auth.hex(pk):sub(1, 16) .. "...)"
   end
   if pk ~= self.server_pk then
     local k, err = auth.shared(self.keys, pk, "natpunch-control")
@@ -234,7 +237,9 @@ function Peer:register()
       return self.public
     end
     last = err
-    local final = err ~= "timeout"       -- an answer (e.g. "id taken") is final
+    -- an answer (e.g. "id taken") is final; a server with another key
+    -- than the pinned one is not that server: try the next
+    local final = err ~= "timeout" and not tostring(err):match("^server key mismatch")
     local nxt = (not final and i < #self.servers) and self.servers[idx % #self.servers + 1] or nil
     self:_emit({ event = "server_failed", server = self.servers[idx], reason = err, next = nxt })
     if final then break end
@@ -505,11 +510,23 @@ function Peer:connect(id, timeout)
   repeater:cancel()
   if not s then
     local reason = perr or "timeout"
+    self:_report(reply.nonce, rec.attempt.last or "none", "failed")
     self:_emit({ event = "failed", peer = id, reason = reason })
     return nil, reason
   end
   s.setup_ms = now() - started
+  self:_report(reply.nonce, s.method or "udp", "connected", s.setup_ms)
   return s
+end
+
+-- How the connect of an introduction ended, to the server that made it
+-- (a `report`, MACed like every request; no reply).  Only the asking side
+-- reports, once: the server counts it by method and by the two peers' NAT
+-- classes (docs/PROTOCOL.md).
+function Peer:_report(nonce, name, outcome, setup_ms)
+  if not self.report or self.closed or not self.ctl_key or not self.server_ip then return end
+  self.udp:send(self.server_ip, self.server_port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
+    method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }), "control")
 end
 
 function Peer:session(id)
@@ -745,9 +762,21 @@ function peer.new(opts)
   if type(opts.id) ~= "string" or opts.id == "" then error("peer: id (string) is required", 2) end
   local servers = opts.servers or { opts.server }
   if type(servers) ~= "table" or #servers == 0 then error("peer: server or servers is required", 2) end
-  for _, s in ipairs(servers) do addr.check(s, "peer: server", 2) end
+  -- "ip:port#HEX" pins that server's public key
+  local pins, plain = {}, {}
+  for i, s in ipairs(servers) do
+    local a, hex = tostring(s):match("^(.-)#(.*)$")
+    if a then
+      local pk = auth.unhex(hex)
+      if not pk or #pk ~= auth.KEY_LEN then error("peer: the key after '#' in a server must be 64 hex digits", 2) end
+      pins[i], s = pk, a
+    end
+    addr.check(s, "peer: server", 2)
+    plain[i] = s
+  end
+  servers = plain
   local self = setmetatable({
-    id = opts.id, servers = servers, server_index = 1,
+    id = opts.id, servers = servers, server_index = 1, pins = pins,
     on_message = opts.on_message, on_session = opts.on_session, on_event = opts.on_event,
     verbose = opts.verbose and true or false, registered = false, touching = {},
     pending = {}, sessions = {}, by_peer = {}, intros = {}, early = {}, tx_seq = 0, advertised = {},

@@ -4,7 +4,12 @@
 -- that any server can find any peer:
 --
 --   np:peer:<id>   hash {srv, public, private, key}, expiring with the
---                  registration (PEXPIRE ttl; refreshed with it)
+--                  registration (PEXPIRE ttl; refreshed with it).  The id
+--                  is bound to its key across all servers: a server writes
+--                  the hash only if it holds no key or the same key (one
+--                  script, so two servers cannot both win), and refuses a
+--                  new registration of an id Redis holds under another key
+--                  (claim)
 --   np:srv:<srv>   pub/sub channel of one server: introductions it must
 --                  deliver to its own peers
 --
@@ -31,6 +36,13 @@ local RESYNC_BATCH = 1000         -- peers re-published per loop turn
 -- moved to another server since).
 local DEL_IF_OWNER = "if redis.call('hget', KEYS[1], 'srv') == ARGV[1] then "
   .. "return redis.call('del', KEYS[1]) else return 0 end"
+
+-- Write a peer's hash unless the id is held under another key: 1 written,
+-- 0 refused.  KEYS[1] the hash; ARGV key, srv, public, private, ttl (ms).
+local SET_IF_KEY = "local k = redis.call('hget', KEYS[1], 'key') "
+  .. "if k and k ~= ARGV[1] then return 0 end "
+  .. "redis.call('hset', KEYS[1], 'key', ARGV[1], 'srv', ARGV[2], 'public', ARGV[3], 'private', ARGV[4]) "
+  .. "redis.call('pexpire', KEYS[1], ARGV[5]) return 1"
 
 --- "redis://HOST:PORT" (HOST an IP literal or localhost) -> ip, port; or
 -- nil, message.
@@ -147,16 +159,42 @@ function Shared:_on_message(payload)
   if self.on_message then self.on_message(m) end
 end
 
---- Mirror a local record to Redis (registration or refresh).
+--- Mirror a local record to Redis (registration or refresh); not over a
+-- hash that holds the id under another key (counted: conflicts; that can
+-- happen only after Redis lost or expired the hash while this server
+-- still held the peer, e.g. Redis down meanwhile).
 function Shared:publish_peer(rec)
   if not self:up() then return false end
-  local key = self:_key(rec.id)
   local ms = math.max(1, math.floor(rec.expires - core.now()))
-  self.cmd:command({ "HSET", key, "srv", self.server_id, "public", rec.public, "private", rec.private,
-    "key", rec.key })
-  self.cmd:command({ "PEXPIRE", key, ms })
+  self.cmd:command({ "EVAL", SET_IF_KEY, 1, self:_key(rec.id), rec.key, self.server_id, rec.public,
+    rec.private, ms }, function(err, n)
+    if not err and n == 0 then
+      self.counters.conflicts = self.counters.conflicts + 1
+      self:_log("id " .. rec.id .. " is held under another key in Redis: not published")
+    end
+  end)
   self.counters.published = self.counters.published + 1
   return true
+end
+
+--- Bind id to key (the peer's raw public key) in Redis before a new local
+-- registration: cb(true) if Redis held no key or the same key for it (the
+-- hash is written, with public, private and ttl_ms), cb(false) if another
+-- key holds it (another server's peer), cb(nil, err) if Redis could not
+-- answer (the registration then goes on locally, as when Redis is down).
+function Shared:claim(id, key, public, private, ttl_ms, cb)
+  if not self:up() then return cb(nil, "redis down") end
+  self.counters.claims = self.counters.claims + 1
+  local ok = self.cmd:command({ "EVAL", SET_IF_KEY, 1, self:_key(id), key, self.server_id, public, private,
+    math.max(1, math.floor(ttl_ms)) }, function(err, n)
+    if err then return cb(nil, err) end
+    if n == 0 then
+      self.counters.claims_refused = self.counters.claims_refused + 1
+      return cb(false)
+    end
+    cb(true)
+  end)
+  if not ok then cb(nil, "redis down") end
 end
 
 --- A local record went away (expired or unregistered).
@@ -225,7 +263,7 @@ function M.new(opts)
     on_message = opts.on_message, log = opts.log, state = "down", retry_ms = RETRY_MIN_MS,
     retry = core.timer(), resync_timer = core.timer(),
     counters = { redis_up = 0, redis_down = 0, published = 0, lookups = 0, sent = 0, resynced = 0,
-      bad_messages = 0 },
+      bad_messages = 0, claims = 0, claims_refused = 0, conflicts = 0 },
   }, Shared)
   self:_connect()
   return self

@@ -17,6 +17,7 @@ local auth = require "natpunch.auth"
 local candidates = require "natpunch.candidates"
 local turn = require "natpunch.turn"
 local registry = require "natpunch.registry"
+local metrics = require "natpunch.metrics"
 local registry_redis = require "natpunch.registry_redis"
 
 local rendezvous = {}
@@ -144,7 +145,7 @@ end
 -- With it, the request must carry the peer's public key and a MAC under
 -- the key the peer and this server share; the id is bound to that key
 -- until the registration expires (trust on first use).
-function Server:_on_register(m, ip, port, size)
+function Server:_on_register(m, ip, port, size, claimed)
   local id = m.id
   if not valid_id(id) then return self:_error(ip, port, m, "invalid id", size) end
   local pk = m.pk
@@ -211,6 +212,22 @@ function Server:_on_register(m, ip, port, size)
   end
   local expires = core.now() + self.ttl * 1000
   local text = table.concat(private, ",")
+  if not rec and not claimed and self.shared and self.shared:up() then
+    -- shared registry: the id may be held by another server's peer; Redis
+    -- binds it to one key across all servers (registry_redis.claim), and
+    -- the registration goes on once Redis has answered
+    if self.claiming[id] then return count(self, "claims_pending") end
+    self.claiming[id] = true
+    return self.shared:claim(id, pk, public, text, self.ttl * 1000, function(ok)
+      self.claiming[id] = nil
+      if self.closed then return end
+      if ok == false then
+        count(self, "id_taken")
+        return self:_auth_error(tmp, m, "id taken")
+      end
+      self:_on_register(m, ip, port, size, true)
+    end)
+  end
   -- the NAT behaviour the peer discovered ("EI/APD"), passed on in introductions
   local nat = type(m.nat) == "string" and #m.nat <= 12 and m.nat:match("^%a+/%a+$") or nil
   if not rec then
@@ -219,7 +236,7 @@ function Server:_on_register(m, ip, port, size)
     sec = { mac_key = key, window = auth.window() }
     sec.window:accept(seq)
     self.sec[id] = sec
-    if nat then rec.nat = nat end     -- a field more only for peers that discovered theirs
+    if nat then rec.nat = nat end     -- a slot of every record (registry.record)
     self:_event({ event = "registered", peer = id, public = public, private = text, nat = nat })
   else
     rec.nat = nat or rec.nat
@@ -295,7 +312,8 @@ function Server:_introduce(a, b, tx_for_a, nonce)
     self.counters.reintroductions = self.counters.reintroductions + 1
     return
   end
-  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now() }
+  a.last_intro = { tx = tx_for_a, target = b.id, nonce = nonce, at = core.now(),
+    pair = rendezvous.nat_pair(a.nat, b.nat) }   -- for the asker's report (_on_report)
   self.counters.introductions = self.counters.introductions + 1
   self:_event({ event = "introduced", from = a.id, to = b.id, nonce = nonce, server = b.srv })
 end
@@ -378,6 +396,66 @@ function Server:_connect_to(from, to, m)
   self:_introduce(from, to, m.tx)
 end
 
+--------------------------------------------------------------- reports
+
+-- Label values of the punch reports, from a fixed set each, so that what
+-- peers send cannot grow the metrics: at most 7 NAT classes (28 pairs),
+-- 7 method names and 2 outcomes.
+local NAT_CLASSES = { open = true, firewall = true, ["full-cone"] = true, ["restricted-cone"] = true,
+  ["port-restricted-cone"] = true, symmetric = true }
+
+--- A NAT code as registered ("EI/APD") -> its classic name, or "unknown".
+function rendezvous.nat_class(code)
+  local d = code and require("natpunch.discover").parse_code(code)
+  return d and NAT_CLASSES[d.type] and d.type or "unknown"
+end
+
+--- The unordered pair of two peers' NAT classes: "full-cone+symmetric".
+function rendezvous.nat_pair(a, b)
+  local x, y = rendezvous.nat_class(a), rendezvous.nat_class(b)
+  if x > y then x, y = y, x end
+  return x .. "+" .. y
+end
+
+--- A reported method name -> a built-in method's name, "none" or "other".
+function rendezvous.method_label(name)
+  if name == "none" then return name end
+  return type(name) == "string" and require("natpunch.method").BUILTIN[name] and name or "other"
+end
+
+local MAX_SETUP_MS = 3600 * 1000
+
+-- How an introduction ended, from the peer that asked for it (only it,
+-- only once per introduction, MACed from its registered address): counted
+-- by method, outcome and the two peers' NAT classes, setup time observed
+-- by method.  No reply, so no amplification.
+function Server:_on_report(m, ip, port)
+  local rec = self:_sender(m, ip, port)
+  if not rec then return end
+  local last = rec.last_intro
+  local outcome = m.outcome
+  local setup = tonumber(m.setup_ms)
+  if not last or last.nonce ~= m.nonce or last.reported or (outcome ~= "connected" and outcome ~= "failed")
+    or (m.setup_ms ~= nil and not (setup and setup >= 0 and setup <= MAX_SETUP_MS)) then
+    return count(self, "reports_refused")
+  end
+  last.reported = true
+  local name = rendezvous.method_label(m.method)
+  self.reports:inc("natpunch_punch_total", { method = name, outcome = outcome, nat_pair = last.pair })
+  if outcome == "connected" and setup then
+    self.reports:observe("natpunch_setup_ms", setup, { method = name })
+  end
+  count(self, "reports")
+  self:_event({ event = "report", peer = rec.id, target = last.target, method = name, outcome = outcome,
+    nat_pair = last.pair, setup_ms = setup })
+end
+
+--- The punch reports as a metrics set (natpunch.metrics): natpunch_punch_total
+-- {method, outcome, nat_pair} and the natpunch_setup_ms histogram {method}.
+function Server:report_metrics()
+  return self.reports
+end
+
 -- Only the key an id is bound to can unregister it, from its address.
 function Server:_on_unregister(m, ip, port)
   local rec = self:_sender(m, ip, port)
@@ -409,6 +487,7 @@ local handlers = {
   register = Server._on_register,
   connect = Server._on_connect,
   unregister = Server._on_unregister,
+  report = Server._on_report,
 }
 
 function Server:_on_packet(err, data, ip, port, kind)
@@ -573,7 +652,13 @@ function rendezvous.new(opts)
   self.counters = { registrations = 0, introductions = 0, reintroductions = 0, errors = 0, malformed = 0,
     dropped = 0, replies_suppressed = 0, cookies = 0, bad_mac = 0, replayed = 0, wrong_source = 0,
     id_taken = 0, quota = 0, rate_limited = 0, candidates_dropped = 0, internal_errors = 0,
-    stun_limited = 0, kx_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0 }
+    stun_limited = 0, kx_limited = 0, opaque_dropped = 0, remote_introductions = 0, remote_unknown = 0,
+    reports = 0, reports_refused = 0 }
+  self.reports = metrics.new()
+  self.reports:counter("natpunch_punch_total", "Punch outcomes reported by the peers that asked for an introduction,"
+    .. " by method, outcome and the two peers' NAT classes")
+  self.reports:histogram("natpunch_setup_ms", "Setup time reported by the peers that connected (ms), by method",
+    metrics.SETUP_BUCKETS)
   -- security (docs/SECURITY.md): the server's key pair, the cookie secret
   -- (never leaves the process), an optional deployment secret for tokens
   if opts.key_file then
@@ -594,6 +679,7 @@ function rendezvous.new(opts)
   if self.stun_rate then self.stun_limiter = auth.limiter(self.stun_rate, math.max(1, self.stun_rate), STUN_SOURCES) end
   self.kx_limiter = auth.limiter(self.kx_rate, self.kx_burst, STUN_SOURCES)
   self.kx_cache, self.kx_cached = {}, 0
+  self.claiming = {}   -- ids whose registration waits for Redis's claim
   local ok, err, code = self:_bind(ip, port, opts)
   if not ok then return nil, err, code end
   self.udp:touch_config{ accept = "known" }   -- it never touches: no touch state for anyone

@@ -81,7 +81,10 @@ function upgrade.race(order, peer, intro, deadline, attempt, on_direct)
   local first = sched.future()
   local d_reason, p_reason, d_done, p_done
   local function both_failed()
-    if d_done and p_done and not first:is_set() then first:set(nil, reasons_of(d_reason, p_reason)) end
+    if d_done and p_done and not first:is_set() then
+      attempt.last = p_attempt.last or d_attempt.last   -- what a failed connect reports
+      first:set(nil, reasons_of(d_reason, p_reason))
+    end
   end
   sched.spawn(function()
     local link, ctx = method.try(direct, peer, intro, deadline, d_attempt)

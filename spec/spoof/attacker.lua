@@ -1,7 +1,9 @@
--- The attacker of spec/spoof_spec.lua, run inside the lab's attacker
--- namespace only.  Source addresses are forged there by nftables SNAT rules
--- keyed on the attacker's local port (see the spec); this script only sends
--- from the port the rule for that forgery matches.  Prints one JSON line.
+-- The attacker of spec/spoof_spec.lua and of the raw-socket cases of
+-- spec/amplification_spec.lua, run inside the lab's attacker namespace (or
+-- on loopback).  Forged datagrams leave through build/natpunch-spoof (a raw
+-- socket with IP_HDRINCL: csrc/tools/spoof.c, which refuses any address
+-- outside the lab's ranges and loopback); the answers the attacker itself
+-- needs come to ordinary sockets.  Prints one JSON line.
 --
 --   lua5.4 attacker.lua ROOT MODE ARGS...
 local root = arg[1]
@@ -15,17 +17,29 @@ local json = require "natpunch.json"
 
 local mode = arg[2]
 
-local function sock(bind_ip, port)
-  local u = core.udp()
-  assert(u:bind(bind_ip, port))
-  local got = 0
-  u:recv_start(function(_, data) got = got + #data end, { raw = true })
-  return u, function() return got end
-end
-
 local function split(ap)
   local ip, port = ap:match("^(.-):(%d+)$")
   return ip, tonumber(port)
+end
+
+-- Forged datagrams, sent in one batch by natpunch-spoof: spoof(src, dst,
+-- payload) queues one (payload as it goes on the wire: the first byte is
+-- the frame kind), spoof.flush() sends them and returns the tool's
+-- {sent, bytes} (bytes: whole IP packets).
+local spoof = setmetatable({ lines = {} }, { __call = function(self, src, dst, payload)
+  self.lines[#self.lines + 1] = src .. " " .. dst .. " "
+    .. payload:gsub(".", function(c) return string.format("%02x", c:byte()) end)
+end })
+function spoof.flush()
+  local tmp = os.tmpname()
+  local f = assert(io.popen(root .. "/build/natpunch-spoof > " .. tmp, "w"))
+  f:write(table.concat(spoof.lines, "\n"), "\n")
+  local ok, _, code = f:close()
+  local r = io.open(tmp):read("a")
+  os.remove(tmp)
+  assert(ok, "natpunch-spoof failed (" .. tostring(code) .. "): " .. r)
+  spoof.lines = {}
+  return assert(json.decode(r), r)
 end
 
 local out = { mode = mode }
@@ -44,11 +58,10 @@ if mode == "lenient-server" then
 end
 natpunch.run(function()
   if mode == "spoof-register" then
-    -- ARGS: bind_ip sport server count: registrations and connects "from" the
-    -- victim (SNAT), as a reflection/amplification attacker would send them
-    local u = sock(arg[3], tonumber(arg[4]))
-    local sip, sport = split(arg[5])
-    local n = tonumber(arg[6])
+    -- ARGS: victim_ip:port server count: registrations and connects "from"
+    -- the victim, as a reflection/amplification attacker would send them
+    local victim, server = arg[3], arg[4]
+    local n = tonumber(arg[5])
     local kp = auth.keypair()
     local sent = 0
     for i = 1, n do
@@ -61,24 +74,24 @@ natpunch.run(function()
         msg.encode({ t = "connect", id = "alice", target = "alice", tx = "d" .. i }, msg.MIN_REQUEST),
       }
       for _, b in ipairs(bodies) do
-        u:send(sip, sport, b, "control")
+        spoof(victim, server, "\x04" .. b)
         sent = sent + #b + 1
       end
-      if i % 10 == 0 then natpunch.sleep(0.01) end
     end
+    local r = spoof.flush()
     natpunch.sleep(0.3)
-    out.sent_bytes = sent
+    out.sent_bytes, out.sent_datagrams, out.sent_ip_bytes = sent, r.sent, r.bytes
   elseif mode == "takeover" then
-    -- ARGS: bind_ip spoof_sport own_sport server id: register `id` with our
-    -- own key from the owner's address (forged) and from ours, then
+    -- ARGS: bind_ip owner_ip:port own_sport server id: register `id` with
+    -- our own key from the owner's address (forged) and from ours, then
     -- unregister it from the owner's address
-    local sip, sport = split(arg[6])
+    local owner, server = arg[4], arg[6]
+    local sip, sport = split(server)
     local id = arg[7]
     local kp = auth.keypair()
-    local forged = sock(arg[3], tonumber(arg[4]))
-    forged:send(sip, sport, msg.encode({ t = "register", id = id, pk = kp.pk, tx = "f1" }, msg.MIN_REQUEST),
-      "control")
-    forged:send(sip, sport, msg.encode({ t = "unregister", id = id }, msg.MIN_REQUEST), "control")
+    spoof(owner, server, "\x04" .. msg.encode({ t = "register", id = id, pk = kp.pk, tx = "f1" }, msg.MIN_REQUEST))
+    spoof(owner, server, "\x04" .. msg.encode({ t = "unregister", id = id }, msg.MIN_REQUEST))
+    out.forged = spoof.flush().sent
     -- and from our own address, completing the cookie exchange
     local own = core.udp()
     assert(own:bind(arg[3], tonumber(arg[5])))
@@ -99,24 +112,23 @@ natpunch.run(function()
       out.answer = r and r.t
       out.reason = r and r.reason
     end
-    own:close(); forged:close()
+    own:close()
   elseif mode == "forge-introduce" then
-    -- ARGS: bind_ip sport target cand,cand,...: "server" messages to a peer
-    -- (the SNAT rule makes them come from the peer's rendezvous)
-    local u = sock(arg[3], tonumber(arg[4]))
-    local tip, tport = split(arg[5])
+    -- ARGS: server_ip:port target cand,cand,...: "server" messages to a
+    -- peer, forged from its rendezvous's address
+    local server, target = arg[3], arg[4]
     local fields = { t = "introduce", peer = "evil", role = "accept", public = "203.0.113.77:9",
-      private = arg[6], pk = auth.keypair().pk }
+      private = arg[5], pk = auth.keypair().pk }
     for i = 1, 20 do
       fields.nonce = string.format("%016x", i)
-      u:send(tip, tport, msg.encode(fields), "control")
+      spoof(server, target, "\x04" .. msg.encode(fields))
       local f = auth.seal(auth.keypair().pk, "s", { t = "introduce", peer = "evil", role = "accept",
         public = fields.public, private = fields.private, pk = fields.pk, nonce = string.format("%016x", 100 + i) },
         i)
-      u:send(tip, tport, msg.encode(f), "control")
+      spoof(server, target, "\x04" .. msg.encode(f))
     end
+    out.sent = spoof.flush().sent
     natpunch.sleep(0.3)
-    out.sent = 40
   elseif mode == "evil-peer" then
     -- ARGS: server id target cand,cand,...: a registered peer that
     -- advertises forbidden candidates and connects to target

@@ -63,11 +63,19 @@ local function check_value(o, v, opts, key)
     -- port 0 (any free port) makes sense where we bind, not where we send
     local port_zero = o.port_zero
     if port_zero == nil then port_zero = o[1]:match("server") == nil end
-    local host, port, kind = check.endpoint(v, { port_zero = port_zero })
+    -- o.pin: "ADDR#HEX" pins the server's public key (kept in the value)
+    local ep, pin = v, ""
+    if o.pin and v:find("#", 1, true) then
+      ep, pin = v:match("^(.-)(#.*)$")
+      if not pin:match("^#" .. string.rep("%x", 64) .. "$") then
+        return nil, name .. ": the key after '#' in '" .. check.printable(v) .. "' must be 64 hex digits"
+      end
+    end
+    local host, port, kind = check.endpoint(ep, { port_zero = port_zero })
     if not host then return nil, name .. ": " .. check.printable(port) end
     if kind == "name" then
       unresolved[#unresolved + 1] = { opts = opts, key = key, text = v, host = host, port = port,
-        multi = o.multi and true or false }
+        multi = o.multi and true or false, suffix = pin }
     end
   elseif o.type == "id" then
     local id, err = check.id(v)
@@ -154,7 +162,7 @@ function cli.resolve_names()
   for _, u in ipairs(todo) do
     local ip, err = dns.resolve(u.host)
     if not ip then return nil, "cannot resolve host '" .. u.host .. "': " .. tostring(err) end
-    local value = addr.format(ip, u.port)
+    local value = addr.format(ip, u.port) .. (u.suffix or "")
     local list = u.multi and u.opts[u.key] or nil
     if list then
       for j, v in ipairs(list) do

@@ -28,6 +28,7 @@ local UP_OPTIONS = {
   { "dup", arg = "P", help = "duplicate P of the frames" },
   { "reorder", arg = "P", help = "send P of the frames at once, ahead of delayed ones" },
   { "rate", arg = "R", help = "rate limit (10mbit)" },
+  { "limit", arg = "N", help = "queue of the link in frames (default 1000)" },
   { "impair", arg = "HOW", default = "auto",
     help = "auto (netem if the kernel has it, else natpunch-wire), netem or wire" },
   { "prefix", arg = "P", help = "name prefix of everything made (default np + 4 hex digits)" },
@@ -161,7 +162,7 @@ local function up(lab, argv)
   local pp
   if opts.port_preservation then pp = true elseif opts.no_port_preservation then pp = false end
   local link
-  for _, k in ipairs({ "delay", "jitter", "loss", "dup", "reorder", "rate" }) do
+  for _, k in ipairs({ "delay", "jitter", "loss", "dup", "reorder", "rate", "limit" }) do
     if opts[k] then link = link or {}; link[k] = opts[k] end
   end
   local ok, t = pcall(lab.topology, lab.standard{

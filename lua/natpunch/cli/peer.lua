@@ -10,8 +10,9 @@ local EXTRA_REPLY_WAIT = 0.5    -- seconds to collect further replies after the 
 local SEND_FIRST, SEND_MAX = 0.2, 1   -- seconds between repeated --send datagrams (like ping)
 
 local OPTIONS = {
-  { "server", arg = "ADDR:PORT", type = "addr", multi = true,
-    help = "rendezvous server (IP or host name); several are tried in order (failover)" },
+  { "server", arg = "ADDR:PORT", type = "addr", multi = true, pin = true,
+    help = "rendezvous server (IP or host name); several are tried in order (failover); "
+      .. "ADDR:PORT#KEY pins that server's public key (64 hex digits, printed by natpunch rendezvous)" },
   { "id", arg = "ID", type = "id", help = "this peer's id (" .. cli.check.ID_RULE .. ")" },
   { "connect", arg = "ID", type = "id", help = "connect to the peer registered as ID, then exit" },
   { "send", arg = "TEXT", type = "text",
@@ -36,7 +37,7 @@ local OPTIONS = {
   { "candidate", arg = "IP:PORT", type = "addr", multi = true,
     help = "also advertise this endpoint (a port forward, a VPN address); repeatable" },
   { "key", arg = "FILE", help = "load this peer's key seed from FILE (created if missing)" },
-  { "server-key", arg = "HEX", help = "accept only a server with this public key" },
+  { "server-key", arg = "HEX", help = "accept only servers with this public key (one key for all; see ADDR:PORT#KEY)" },
   { "secret", arg = "SECRET", help = "deployment secret: mint a registration token" },
   { "token", arg = "TOKEN", help = "registration token (expiry:id:hmac) minted by the operator" },
   { "allow", arg = "CLASS", multi = true,

@@ -70,7 +70,8 @@ M.usage = table.concat({
   cli.options_help(OPTIONS),
   "",
   "With --json, stdout carries one JSON object per line, and nothing else:",
-  '  {"event":"listening","address":"127.0.0.1:3478"}      (always first)',
+  '  {"event":"listening","address":"127.0.0.1:3478","key":HEX}   (always first; key: pin it',
+  '                                                  with natpunch peer --server ADDR#KEY)',
   '  {"event":"registered","peer":"alice","public":"IP:PORT","private":"IP:PORT,..."}',
   '  {"event":"introduced","from":"alice","to":"bob","nonce":"..."}',
   '  {"event":"expired","peer":"alice"}      (timed out or unregistered)',
@@ -171,8 +172,10 @@ function M.run(argv)
       server:close()
       return cli.OK
     end
-    event({ event = "listening", address = address, workers = opts.workers > 1 and opts.workers or nil })
-    out.log("natpunch rendezvous: server key ", server:key())
+    event({ event = "listening", address = address, key = server:key(),
+      workers = opts.workers > 1 and opts.workers or nil })
+    out.log("natpunch rendezvous: server key ", server:key(), " (peers pin it: natpunch peer --server ",
+      address, "#", server:key(), ")")
     if opts.metrics then
       local msrv, merr = require("natpunch.metrics").serve(opts.metrics, function()
         return require("natpunch.metrics").rendezvous(server)

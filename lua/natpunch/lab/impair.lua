@@ -1,11 +1,13 @@
 -- natpunch.lab.impair: a link's impairment (delay, jitter, loss, dup,
 -- reorder, rate), parsed once and turned into either netem arguments or
 -- natpunch-wire arguments.  Both apply the same impairment in each
--- direction, so a round trip through a link sees twice the delay.
+-- direction, so a round trip through a link sees twice the delay.  `limit`
+-- is the queue of the link in frames (default 1000, as netem's): a small one
+-- is a bottleneck with a small buffer.
 
 local impair = {}
 
-impair.KEYS = { "delay", "jitter", "loss", "dup", "reorder", "rate" }
+impair.KEYS = { "delay", "jitter", "loss", "dup", "reorder", "rate", "limit" }
 
 local TIME_UNITS = { us = 1e-6, ms = 1e-3, s = 1 }
 local RATE_UNITS = {
@@ -48,6 +50,15 @@ function impair.rate(v, what)
   return tonumber(num) * scale
 end
 
+-- 50 / "50" -> frames (1..100000)
+function impair.limit(v, what)
+  local n = math.tointeger(tonumber(v))
+  if not n or n < 1 or n > 100000 then
+    error(("lab: %s: bad limit %q (frames, 1..100000)"):format(what, tostring(v)), 3)
+  end
+  return n
+end
+
 -- Normalise a user table {delay="50ms", loss="5%", ...} into numbers, or
 -- nil when it asks for nothing.
 function impair.parse(t, what)
@@ -69,12 +80,13 @@ function impair.parse(t, what)
     dup = t.dup and impair.percent(t.dup, what) or 0,
     reorder = t.reorder and impair.percent(t.reorder, what) or 0,
     rate = t.rate and impair.rate(t.rate, what) or nil,
+    limit = t.limit and impair.limit(t.limit, what) or nil,
   }
   if p.jitter > p.delay then
     error(("lab: %s: jitter larger than delay"):format(what), 2)
   end
   if p.delay == 0 and p.loss == 0 and p.dup == 0 and p.reorder == 0
-    and not p.rate then
+    and not p.rate and not p.limit then
     return nil
   end
   return p
@@ -91,6 +103,7 @@ function impair.netem_args(p)
   if p.dup > 0 then a[#a + 1] = "duplicate"; a[#a + 1] = pct(p.dup) end
   if p.reorder > 0 then a[#a + 1] = "reorder"; a[#a + 1] = pct(p.reorder) end
   if p.rate then a[#a + 1] = "rate"; a[#a + 1] = ("%dbit"):format(p.rate) end
+  if p.limit then a[#a + 1] = "limit"; a[#a + 1] = tostring(p.limit) end
   return a
 end
 
@@ -99,6 +112,7 @@ function impair.wire_args(p)
   local a = { "--delay", ms(p.delay), "--jitter", ms(p.jitter),
     "--loss", pct(p.loss), "--dup", pct(p.dup), "--reorder", pct(p.reorder) }
   if p.rate then a[#a + 1] = "--rate"; a[#a + 1] = ("%dbit"):format(p.rate) end
+  if p.limit then a[#a + 1] = "--limit"; a[#a + 1] = tostring(p.limit) end
   return a
 end
 
@@ -112,6 +126,7 @@ function impair.describe(p)
   if p.dup > 0 then parts[#parts + 1] = "dup " .. pct(p.dup) end
   if p.reorder > 0 then parts[#parts + 1] = "reorder " .. pct(p.reorder) end
   if p.rate then parts[#parts + 1] = ("rate %dbit"):format(p.rate) end
+  if p.limit then parts[#parts + 1] = ("limit %d"):format(p.limit) end
   return table.concat(parts, " ")
 end
 

@@ -187,7 +187,7 @@ function method.try(order, peer, intro, deadline, attempt)
     local budget = (peer.method_budget and peer.method_budget[name]) or m.budget
     if budget and i < #order then mdl = math.min(deadline, core.now() + budget * 1000) end
     local ctx = method.context(name, peer, intro, mdl)
-    attempt.ctx = ctx
+    attempt.ctx, attempt.last = ctx, name   -- last: the method tried last (a failed connect's report)
     local fut = sched.future()
     ctx.task = sched.spawn(function() fut:set(m.run(ctx)) end)
     local wait_s = math.max(0, (mdl + GRACE_MS - core.now()) / 1000)
