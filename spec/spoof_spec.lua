@@ -12,7 +12,10 @@
 --     unregister does nothing; the owner is still reachable afterwards;
 --   - forged "server" introductions make a peer send nothing, and even an
 --     authenticated introduction from a compromised server that passes
---     forbidden candidates makes the peer probe none of them.
+--     forbidden candidates makes the peer probe none of them;
+--   - frames an on-path attacker copies from one peer to another (punch,
+--     touch, data), replayed "from" a bystander during the punch session,
+--     draw nothing toward the bystander.
 local lab = require "natpunch.lab"
 local proc = require "natpunch.lab.proc"
 local json = require "natpunch.json"
@@ -186,6 +189,36 @@ describe("spoofing in the lab #lab", function()
     assert.is_true(after.to_attacker.packets > 0, "bob did not punch at all")
     assert.equal(0, after.forbidden.packets)
     assert.equal(before.to_victim.packets, after.to_victim.packets)
+
+    -- 5. an on-path attacker: what dave sends alice is copied to the
+    -- attacker (nftables dup in dave's namespace, DNAT to the attacker's
+    -- socket in its own), which replays every frame "from" the bystander
+    -- while alice's punch session still runs: alice answers none of them
+    nft(t, "q", "table ip tap {\n  chain out {\n    type filter hook output priority 0; policy accept;\n"
+      .. "    ip daddr " .. PEER .. " udp dport 4000 dup to " .. ATTACKER .. "\n  }\n}\n")
+    nft(t, "m", "table ip tap {\n  chain pre {\n    type nat hook prerouting priority dstnat; policy accept;\n"
+      .. "    ip daddr " .. PEER .. " udp dport 4000 dnat to " .. ATTACKER .. ":5555\n  }\n}\n")
+    local tap = t:spawn("m", proc.preload({ helper.lua, root .. "/spec/spoof/attacker.lua", root,
+      "capture-replay", ATTACKER .. ":5555", VICTIM .. ":40001", PEER .. ":4000" }))
+    assert.truthy(tap:expect('"event":"capturing"', 10), tap:output())
+    before = counters(t, "p", "count")
+    local forged0 = counters(t, "m", "count").forged.packets
+    out, code = t:exec("q", natpunch_argv("peer", "--server", SERVER .. ":3478", "--id", "dave",
+      "--connect", "alice", "--touch", "again", "--json", "--timeout", "10"))
+    assert.equal(0, code, out)
+    assert.truthy(tap:expect('"mode":"capture%-replay"', 10), tap:output())
+    r = json.decode(tap:output():match('({"mode":"capture%-replay".-})\n'))
+    proc.sleep(0.5)
+    after = counters(t, "p", "count")
+    local forged = counters(t, "m", "count").forged.packets - forged0
+    print(("on-path replay: %d frames of dave's captured (%s), %d replayed from the bystander; "
+      .. "alice sent %d datagrams to the bystander"):format(r.captured, json.encode(r.kinds), forged,
+      after.to_victim.packets - before.to_victim.packets))
+    assert.is_true((r.kinds.punch_request or 0) >= 1, "no punch request captured")
+    assert.equal(r.captured, r.sent)
+    assert.equal(r.captured, forged)
+    assert.equal(before.to_victim.packets, after.to_victim.packets)
+    tap:stop()
     bob:stop(); lenient:stop(); alice:stop(); rv:stop()
   end)
 end)

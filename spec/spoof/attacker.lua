@@ -56,6 +56,38 @@ if mode == "lenient-server" then
   end, { timeout = 70 })
   os.exit(0)
 end
+if mode == "capture-replay" then
+  -- ARGS: listen victim target: an on-path attacker; the spec copies what
+  -- one peer sends another to `listen` (nftables dup + DNAT).  Half a
+  -- second after the first copy, every frame captured is replayed to
+  -- target "from" the victim, while the punch session still runs
+  natpunch.run(function()
+    local lip, lport = split(arg[3])
+    local u = core.udp()
+    assert(u:bind(lip, lport))
+    local frames, first = {}, natpunch.future()
+    u:recv_start(function(_, data)
+      frames[#frames + 1] = data
+      if not first:is_set() then first:set(true) end
+    end, { raw = true })
+    print(json.encode({ event = "capturing" }, { "event" }))
+    io.stdout:flush()
+    first:wait(20)
+    natpunch.sleep(0.5)
+    u:close()
+    local kinds = {}
+    for _, d in ipairs(frames) do
+      local k = d:byte(1) == 8 and (d:byte(2) == 0 and "punch_request" or "punch_response")
+        or ({ [5] = "data", [6] = "touch", [7] = "touch_ack" })[d:byte(1)] or "other"
+      kinds[k] = (kinds[k] or 0) + 1
+      spoof(arg[4], arg[5], d)
+    end
+    local r = #frames > 0 and spoof.flush() or { sent = 0 }
+    out.captured, out.kinds, out.sent = #frames, kinds, r.sent
+  end, { timeout = 30 })
+  print(json.encode(out, { "mode" }))
+  os.exit(0)
+end
 natpunch.run(function()
   if mode == "spoof-register" then
     -- ARGS: victim_ip:port server count: registrations and connects "from"
