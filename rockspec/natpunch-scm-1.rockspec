@@ -77,6 +77,7 @@ build = {
         "csrc/lua/np_timer.c",
         "csrc/lua/np_udp.c",
         "csrc/lua/np_udp_batch.c",
+        "csrc/lua/np_udp_path.c",
         "csrc/lua/np_udp_relay.c",
         "csrc/lua/np_udp_punch.c",
         "csrc/lua/np_udp_touch.c",
@@ -159,6 +160,7 @@ build = {
     ["natpunch.tcp_session"] = "lua/natpunch/tcp_session.lua",
     ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",
     ["natpunch.turn"] = "lua/natpunch/turn.lua",
+    ["natpunch.upgrade"] = "lua/natpunch/upgrade.lua",
   },
   install = {
     bin = { natpunch = "bin/natpunch" },

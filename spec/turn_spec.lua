@@ -99,6 +99,17 @@ describe("natpunch.turn", function()
         local st = a:stats()
         assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
         assert.equal(0, st.relay_errors)
+        -- unbind (after an upgrade to a direct path): the route goes; a
+        -- later bind takes the same number again (the server still has it
+        -- bound to b, and would refuse another) and relays again
+        assert.is_true(c:unbind(bip, bport))
+        assert.is_false(c:unbind(bip, bport))
+        assert.equal(0x4000, assert(c:bind(bip, bport)))
+        b_got = natpunch.future()
+        assert(a:send(bip, bport, "again", "data"))
+        data, ip, port = b_got:wait(3)
+        assert.equal("again", data)
+        assert.same({ rip, rport }, { ip, port })
         c:close()
         a:close()
         b:close()

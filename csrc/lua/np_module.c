@@ -12,11 +12,14 @@ extern const np_udp_engine np_udp_touch_engine;   /* np_udp_touch.c */
 extern const np_udp_engine np_udp_punch_engine;   /* np_udp_punch.c */
 extern const np_udp_engine np_udp_batch_engine;   /* np_udp_batch.c */
 extern const np_udp_engine np_udp_relay_engine;   /* np_udp_relay.c */
+extern const np_udp_engine np_udp_path_engine;    /* np_udp_path.c */
 
 static const np_udp_engine *const udp_engines[] = {
   &np_udp_touch_engine,
   &np_udp_punch_engine,
   &np_udp_batch_engine,
+  /* before relay: a peer's path wins over its TURN channel */
+  &np_udp_path_engine,
   &np_udp_relay_engine,
   NULL,
 };

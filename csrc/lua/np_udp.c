@@ -314,6 +314,9 @@ void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *
     u->st.rx_unknown++;
     return;
   }
+  struct sockaddr_storage alias;
+  for (const np_udp_engine *const *e = u->engines; *e; e++)
+    if ((*e)->source) from = (*e)->source(u, p, n, from, &alias);
   switch (p[0]) {
   case 0x00: case 0x01: case 0x02: case 0x03:
     u->st.rx_stun++;

@@ -3,7 +3,8 @@
  *
  * np_udp.c owns the socket: bind, send, the receive demux by first byte,
  * one deadline timer, the socket's counters.  Everything else that lives on
- * a socket is an engine (np_udp_touch.c, np_udp_punch.c, np_udp_batch.c):
+ * a socket is an engine (np_udp_touch.c, np_udp_punch.c, np_udp_batch.c,
+ * np_udp_relay.c, np_udp_path.c):
  * a row of the engine table given to np_udp_open by the module's
  * registration (np_module.c), in the shape of libjuice's conn_mode_entry_t.
  * Dependencies point one way: engines call the socket (the functions
@@ -49,6 +50,11 @@ typedef struct np_udp_engine {
    * here first: 1 when the engine sent it another way (the TURN relay
    * engine wraps it for its server, np_udp_relay.c). */
   int (*route)(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len);
+  /* Every datagram received (before the demux) is offered here first: the
+   * address it counts as coming from, `from` itself or one the engine
+   * wrote into *out (np_udp_path.c: a peer's new path speaks for it). */
+  const struct sockaddr *(*source)(np_udp *u, const uint8_t *p, size_t n,
+                                   const struct sockaddr *from, struct sockaddr_storage *out);
   /* Send what it holds now: before a direct send, at the end of a receive
    * batch, before the socket stops receiving or closes. */
   void (*flush)(np_udp *u);

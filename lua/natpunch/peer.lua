@@ -23,6 +23,7 @@ local choose = require "natpunch.method.choose"
 local options = require "natpunch.options"
 local auth = require "natpunch.auth"
 local server_set = require "natpunch.servers"
+local upgrade = require "natpunch.upgrade"
 
 local peer = {}
 
@@ -43,6 +44,7 @@ local DEFAULTS = {
   keepalive = false,       -- "auto": refresh period from a measured mapping lifetime (natpunch.keepalive)
   keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
   keepalive_max = 120,     -- longest mapping lifetime tried (s)
+  upgrade = 120,           -- s a relayed session goes on punching for a direct path (0: never)
   report = true,           -- tell the server how each connect ended (its punch metrics)
 }
 
@@ -523,7 +525,11 @@ function Peer:_on_introduce(m, e)
   local order, budgets = choose.filter(method.order(self.methods, intro.methods, intro.role), intro)
   rec.attempt.budget = budgets
   sched.spawn(function()
-    local link, ctx = method.try(order, self, intro, started + self.connect_timeout * 1000, rec.attempt)
+    -- the relay runs alongside the direct methods; a relayed session moves
+    -- to a direct path when one appears (natpunch.upgrade)
+    local later = {}
+    local link, ctx, race = upgrade.race(order, self, intro, started + self.connect_timeout * 1000,
+      rec.attempt, function(l, c) if later.fn then later.fn(l, c) end end)
     if rec.superseded then return end      -- another server's introduction connected
     if not link then
       rec.done:set(nil, ctx)
@@ -546,8 +552,38 @@ function Peer:_on_introduce(m, e)
       transport = s.transport, method = s.method, methods = table.concat(order, ","), family = s.family,
       setup_ms = s.setup_ms, server = rec.server })
     rec.done:set(s)
+    s.connected_at = now()
+    if race and s.path == "relay" then self:_keep_trying(s, intro, race, later) end
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
+end
+
+-- A relayed session: the direct methods go on (race); a link they give
+-- moves the session to it; when they fail, a slow punch in the
+-- background goes on for `upgrade` seconds (natpunch.upgrade).
+function Peer:_keep_trying(s, intro, race, later)
+  s._upgrade = race
+  local function background()
+    if s.closed or self.closed or not self.upgrade or self.upgrade <= 0 then return end
+    sched.spawn(function()
+      local h = {}
+      s._upgrade = h
+      local l = upgrade.punch(self, intro, self.upgrade, h)
+      if l and not s.closed then upgrade.switch(s, l) end
+    end)
+  end
+  function later.fn(l)
+    if s.closed or self.closed then return end
+    -- a link on the peer's own socket (udp, predict) can take over; one
+    -- with sockets of its own (birthday) cannot carry this session
+    if l and l.socket == self.udp and l.route then
+      upgrade.switch(s, l)
+    else
+      if l and l.close then l:close() end
+      background()
+    end
+  end
+  if race.direct_done then background() end
 end
 
 --- Connect to the peer registered under id: ask a server for an
@@ -745,6 +781,8 @@ function Session:close()
   if self.closed then return end
   self.closed = true
   local owner = self.owner
+  if self._upgrade and self._upgrade.cancel then self._upgrade.cancel() end
+  upgrade.forget(self)
   if self.link.route and owner.sessions[self.link.route] == self then owner.sessions[self.link.route] = nil end
   if owner.by_peer[self.peer] == self then owner.by_peer[self.peer] = nil end
   self.link:close()
@@ -875,6 +913,9 @@ function peer.new(opts)
   }, Peer)
   for k, v in pairs(DEFAULTS) do
     if opts[k] ~= nil then self[k] = opts[k] else self[k] = v end
+  end
+  if type(self.upgrade) ~= "number" or self.upgrade < 0 then
+    error("peer: upgrade must be a number of seconds (0: never)", 2)
   end
   -- (refresh defaults to nil, so the loop above never sees it)
   if opts.refresh ~= nil then

@@ -187,16 +187,32 @@ function Client:bind(ip, port)
     local ok, err, code = self:permit(ip)
     if not ok then return nil, err, code end
   end
-  local ch = self.next_channel
+  -- a peer unbound a while ago still has its channel on the server (until
+  -- it expires), and the server refuses another number for it: reuse it
+  local ch = self.unbound[key] or self.next_channel
   local m, err, code = self:_request({ method = "channel_bind", channel_number = ch,
     xor_peer_address = { ip = ip, port = port } }, "channel bind")
   if not m then return nil, err, code end
-  self.next_channel = ch < CHANNEL_LAST and ch + 1 or CHANNEL_FIRST
+  if self.unbound[key] then self.unbound[key] = nil
+  else self.next_channel = ch < CHANNEL_LAST and ch + 1 or CHANNEL_FIRST end
   local ok, rerr, rcode = self.udp:relay_add(ip, port, self.server_ip, self.server_port, ch)
   if not ok then return nil, rerr, rcode end
   self.channels[key] = ch
   self.n_channels = self.n_channels + 1
   return ch
+end
+
+--- Forget the channel toward peer ip:port: the socket's route goes and
+-- the binding is no longer refreshed (TURN has no unbind: it expires on
+-- the server, RFC 8656 §12).  true if there was one.
+function Client:unbind(ip, port)
+  local key = addr.format(ip, port)
+  if not self.channels[key] then return false end
+  self.unbound[key] = self.channels[key]
+  self.channels[key] = nil
+  self.n_channels = self.n_channels - 1
+  if not self.udp:is_closed() then self.udp:relay_remove(ip, port) end
+  return true
 end
 
 function Client:_start_refresh()
@@ -259,7 +275,7 @@ function turn.client(opts)
   if not ip then error("turn.client: server: " .. tostring(port), 2) end
   local self = setmetatable({ server = addr.format(ip, port), server_ip = ip, server_port = port,
     lifetime = opts.lifetime or LIFETIME, software = opts.software, on_event = opts.on_event,
-    pending = {}, permitted = {}, channels = {}, n_channels = 0, next_channel = CHANNEL_FIRST },
+    pending = {}, permitted = {}, channels = {}, unbound = {}, n_channels = 0, next_channel = CHANNEL_FIRST },
     Client)
   if opts.secret then
     assert(opts.id, "turn.client: secret needs id")

@@ -49,7 +49,7 @@ local OPTIONS = {
   { "methods", arg = "LIST",
     help = "traversal methods to try, in order (comma-separated: udp, predict, birthday, relay, tcp; "
       .. "default: udp, then predict or birthday when the introduction says a side is symmetric, "
-      .. "then relay when a TURN server is known)" },
+      .. "and relay alongside them when a TURN server is known)" },
   { "turn", arg = "URL", help = "TURN server for the relay method: turn://USER:PASS@HOST:PORT" },
   { "json", help = "print events as JSON, one object per line" },
 }
@@ -115,7 +115,8 @@ M.usage = table.concat({
   "\"registered\" comes once per server; \"connected\" has \"server\": the server that",
   "introduced the peers.  Also: server_failed (a server did not answer the first",
   "registration; the others go on), server_down / server_up (a server stopped",
-  "answering / answers again; \"up\" counts the servers up), touch_failed, and with",
+  "answering / answers again; \"up\" counts the servers up), touch_failed, path_changed",
+  "(a relayed session moved to a direct path: from, path, remote, method), and with",
   "-v: trying, retransmit,",
   "punching, answered, punch_failed.  Every event ends with \"time\":",
   "milliseconds since the command started.  Bytes that are not UTF-8 are escaped as",
@@ -140,6 +141,9 @@ local function human(ev)
   elseif e == "connected" then
     return string.format("connected to %s at %s (%s path, %s, %s, %d ms%s)", ev.peer, ev.remote, ev.path,
       ev.transport, tostring(ev.method), ev.setup_ms, ev.server and (", introduced by " .. ev.server) or "")
+  elseif e == "path_changed" then
+    return string.format("path to %s changed: %s -> %s at %s (%s)", ev.peer, ev.from, ev.path, ev.remote,
+      tostring(ev.method))
   elseif e == "message" then
     return string.format("message from %s (%s): %s", ev.peer, ev.kind or "data", ev.data)
   elseif e == "touch_acked" then

@@ -10,6 +10,7 @@ local nft = require "natpunch.lab.nft"
 local impair = require "natpunch.lab.impair"
 local state = require "natpunch.lab.state"
 local plan = require "natpunch.lab.plan"
+local nat_types = require "natpunch.lab.nat_types"
 
 local build = {}
 local Topology = {}     -- methods for natpunch.lab's Topology
@@ -261,6 +262,43 @@ function Topology:_record_node(n)
   })
 end
 
+-- Write router n's ruleset (lab/nft.lua) to a log file and load it;
+-- `head` goes first in the same nft transaction.
+function Topology:_load_rules(n, head, suffix)
+  local rules = nft.ruleset({ type = n.type, public = n.addr,
+    hairpin = n.hairpin, port_preservation = n.port_preservation,
+    timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
+    tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
+    forward = n.forward })
+  -- the IPv6 firewall once, at the first load (set_nat_type swaps the ip table only)
+  if n.ipv6 and head == "" then rules = rules .. nft.firewall6() end
+  local path = state.log_path(self.prefix, n.name .. suffix)
+  state.append(self.prefix, "log", path)
+  local f = assert(io.open(path, "w"))
+  f:write(head, rules)
+  f:close()
+  proc.must({ "ip", "netns", "exec", n.ns, "nft", "-f", path })
+end
+
+--- Give NAT router `name` of a running lab another behaviour (a type of
+-- lab/nat_types.lua), in one nftables transaction: the mappings the
+-- kernel tracks stay, new ones follow the new rules (a lab "opening the
+-- way" under a running session, spec/upgrade_lab_spec.lua).  Port
+-- preservation becomes the new type's default unless opts.port_preservation.
+function Topology:set_nat_type(name, nat_type, opts)
+  local n = self:node(name)
+  if n.role ~= "nat" then error(("lab: %s is not a NAT router"):format(name), 2) end
+  local e = nat_types.get(nat_type)
+  if not e then error(("lab: unknown NAT type %q"):format(tostring(nat_type)), 2) end
+  if not self.up_ then error("lab: set_nat_type needs a running lab (t:up())", 2) end
+  n.type = e.id
+  n.port_preservation = (opts and opts.port_preservation ~= nil) and opts.port_preservation
+    or e.port_preservation
+  self.rules_loaded = (self.rules_loaded or 0) + 1
+  self:_load_rules(n, "table ip natpunch {}\ndelete table ip natpunch\n",
+    "-nft-" .. self.rules_loaded)
+end
+
 function Topology:_build()
   local p = self.plan
   state.create(self.prefix)
@@ -296,18 +334,7 @@ function Topology:_build()
       -- the internet routes this NAT's IPv6 LAN to it
       must_ip("-n", inet, "-6", "route", "add", n.lan6, "via", n.addr6)
     end
-    local rules = nft.ruleset({ type = n.type, public = n.addr,
-      hairpin = n.hairpin, port_preservation = n.port_preservation,
-      timeout = math.max(n.udp_timeout, n.udp_stream_timeout),
-      tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
-      forward = n.forward })
-    if n.ipv6 then rules = rules .. nft.firewall6() end
-    local path = state.log_path(self.prefix, n.name .. "-nft")
-    state.append(self.prefix, "log", path)
-    local f = assert(io.open(path, "w"))
-    f:write(rules)
-    f:close()
-    proc.must({ "ip", "netns", "exec", n.ns, "nft", "-f", path })
+    self:_load_rules(n, "", "-nft")
     self:_record_node(n)
   end
   for _, n in ipairs(p.hosts) do

@@ -11,12 +11,24 @@
 -- or handed out by the rendezvous (natpunch rendezvous --turn HOST:PORT
 -- --turn-secret SECRET: REST-API credentials in the registration reply).
 -- Advertises: addr = the relayed "ip:port".
+--
+-- The relay runs alongside the direct methods (`parallel`, natpunch.upgrade):
+-- it is used as soon as it works, while they go on trying, and the
+-- session moves to a direct path when one appears.
+local core = require "natpunch.core"
 local turn = require "natpunch.turn"
 local addr = require "natpunch.addr"
 local candidates = require "natpunch.candidates"
 local udp = require "natpunch.method.udp"
 
-local relay = { name = "relay", transport = "udp" }
+local relay = { name = "relay", transport = "udp", parallel = true }
+
+-- The relay's punch runs while the direct methods punch with the
+-- introduction's nonce: its own nonce, which both sides derive alike.
+local function relay_nonce(intro)
+  local n = intro.punch_nonce or intro.nonce
+  return core.crypto.hash("relay" .. n, intro.punch_key, 16):sub(1, 8)
+end
 
 -- The TURN configuration: the peer's own, else what the server handed out.
 local function config(peer, reply)
@@ -66,11 +78,22 @@ function relay.run(ctx)
   if not ip then return nil, "bad relayed address: " .. tostring(port) end
   local ch, err = c:bind(ip, port)
   if not ch then return nil, err end
-  local sub = setmetatable({ candidates = { { ip, port, "public" } } }, { __index = ctx })
+  local intro = setmetatable({ punch_nonce = relay_nonce(ctx.intro) }, { __index = ctx.intro })
+  local sub = setmetatable({ candidates = { { ip, port, "public" } }, intro = intro }, { __index = ctx })
   local link, perr = udp.run(sub)
   if not link then return nil, perr end
   link.path = "relay"
   return link
+end
+
+--- After an upgrade: forget the channel toward the other peer's relayed
+-- address ip:port (the socket's route goes; the binding is no longer
+-- refreshed and expires on the server).  The allocation stays: it is this
+-- peer's advertised relayed address, for its other sessions and the next
+-- introductions.
+function relay.release(peer, ip, port)
+  if peer.turn_client then return peer.turn_client:unbind(ip, port) end
+  return false
 end
 
 function relay.close(peer)

@@ -49,9 +49,12 @@ function udp.run(ctx)
       candidates = table.concat(list, ", ") })
   end
   local fut = sched.future()
+  -- ctx.punch: the pace of a punch in the background (natpunch.upgrade)
+  local pace = ctx.punch or {}
   local ok, err = sock:punch({
     nonce = nonce, key = ctx.intro.punch_key, candidates = ctx.candidates,
     timeout = math.max(1, math.floor(ctx:remaining() * 1000)),
+    interval = pace.interval, max_interval = pace.max_interval,
   }, function(perr, ip, port, kind, rtt)
     fut:set(perr, ip, port, kind, rtt)
   end)
