@@ -631,12 +631,12 @@ function Peer:connect(id, timeout)
   repeater:cancel()
   if not s then
     local reason = perr or "timeout"
-    self:_report(reply.nonce, rec.attempt.last or "none", "failed")
+    self:_report(via, reply.nonce, rec.attempt.last or "none", "failed")
     self:_emit({ event = "failed", peer = id, reason = reason })
     return nil, reason
   end
   s.setup_ms = now() - started
-  self:_report(reply.nonce, s.method or "udp", "connected", s.setup_ms)
+  self:_report(via, reply.nonce, s.method or "udp", "connected", s.setup_ms)
   return s
 end
 
@@ -644,10 +644,11 @@ end
 -- (a `report`, MACed like every request; no reply).  Only the asking side
 -- reports, once: the server counts it by method and by the two peers' NAT
 -- classes (docs/PROTOCOL.md).
-function Peer:_report(nonce, name, outcome, setup_ms)
-  if not self.report or self.closed or not self.ctl_key or not self.server_ip then return end
-  self.udp:send(self.server_ip, self.server_port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
-    method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }), "control")
+-- e: the server entry that introduced us (natpunch.servers).
+function Peer:_report(e, nonce, name, outcome, setup_ms)
+  if not self.report or self.closed or not e or not e.ctl_key then return end
+  self.udp:send(e.ip, e.port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
+    method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }, nil, e), "control")
 end
 
 function Peer:session(id)
