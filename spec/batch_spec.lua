@@ -10,11 +10,7 @@ local natpunch = require "natpunch"
 local CLIENTS = 4
 local PER_CLIENT = 40   -- 160 small datagrams: well inside the default receive buffer
 
-local function socket()
-  local u = core.udp()
-  assert(u:bind("127.0.0.1", 0))
-  return u, select(2, u:getsockname())
-end
+local socket = helper.socket
 
 local function stun_server()
   local srv, port = socket()

@@ -31,6 +31,15 @@ function helper.until_true(cond, timeout)
   return cond() and true or false
 end
 
+--- A UDP socket bound to 127.0.0.1 on a port the system picks; returns the
+-- socket and that port.
+function helper.socket()
+  local core = require "natpunch.core"
+  local u = core.udp()
+  assert(u:bind("127.0.0.1", 0))
+  return u, select(2, u:getsockname())
+end
+
 --- A relay on loopback between ports a_port and b_port that drops (opts.loss),
 -- duplicates (opts.dup) and delays by 0-30 ms, so reorders (opts.reorder),
 -- datagrams both ways, from a seeded generator (opts.seed).  Returns the
@@ -38,13 +47,8 @@ end
 -- opts.drop(data, toward_b), if given, drops the datagrams it returns true for.
 function helper.lossy_relay(opts, a_port, b_port)
   local core = require "natpunch.core"
-  local function socket()
-    local u = core.udp()
-    assert(u:bind("127.0.0.1", 0))
-    return u, select(2, u:getsockname())
-  end
-  local ra, ra_port = socket()
-  local rb, rb_port = socket()
+  local ra, ra_port = helper.socket()
+  local rb, rb_port = helper.socket()
   local rng_state = opts.seed
   local function rand()   -- small LCG: deterministic and local to this relay
     rng_state = (rng_state * 1103515245 + 12345) % 2147483648

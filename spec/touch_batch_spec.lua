@@ -5,11 +5,7 @@ local helper = require "spec.helper"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
 
-local function socket()
-  local u = core.udp()
-  assert(u:bind("127.0.0.1", 0))
-  return u, select(2, u:getsockname())
-end
+local socket = helper.socket
 
 -- inside a task: wait by sleeping (the loop runs meanwhile)
 local function wait_for(cond, seconds)
