@@ -5,11 +5,7 @@ local helper = require "spec.helper"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
 
-local function socket()
-  local u = core.udp()
-  assert(u:bind("127.0.0.1", 0))
-  return u, select(2, u:getsockname())
-end
+local socket = helper.socket
 
 local lossy_relay = helper.lossy_relay
 
@@ -152,20 +148,32 @@ describe("deadline timer", function()
       local done = natpunch.future()
       assert(a:punch({ nonce = nonce, candidates = { { "127.0.0.1", b_port, "public" } }, timeout = 10000 },
         function(err) done:set(err == nil) end))
-      assert.is_true(done:wait(2))
+      assert.is_true(done:wait(10))
       -- the flood comes from another process, so that packets arrive at
-      -- any moment of a's loop (also just as a deadline falls due)
+      -- any moment of a's loop (also just as a deadline falls due).  It lasts
+      -- until this side says stop on ctl (at most about 30 s), not for a
+      -- fixed count: under load the retransmissions below take longer, and
+      -- the flood must not end before they are counted.
+      local ctl, ctl_port = socket()
+      local child_port
+      ctl:recv_start(function(_, data, _, port) if data == "hello" then child_port = port end end, { raw = true })
       local hex = request:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
       local child = io.popen(helper.lua .. [[ -e '
-        package.cpath = os.getenv("NATPUNCH_BUILD") .. "/?.so;" .. package.cpath
+        package.cpath = ]] .. ("%q"):format(helper.build .. "/?.so;") .. [[ .. package.cpath
         local core = require "natpunch.core"
         local req = (]] .. ("%q"):format(hex) .. [[):gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
         local u = core.udp(); u:bind("127.0.0.1", 0)
         local t = core.timer(); local n = 0
+        local stopped = false
+        local function stop()
+          if not stopped then stopped = true; t:close(); u:close() end
+        end
+        u:recv_start(function(_, data) if data == "stop" then stop() end end, { raw = true })
+        u:send("127.0.0.1", ]] .. ctl_port .. [[, "hello")
         t:start(0, 1, function()
           for _ = 1, 5 do u:send("127.0.0.1", ]] .. a_port .. [[, req) end
           n = n + 1
-          if n >= 3000 then t:close(); u:close() end
+          if n >= 30000 then stop() end
         end)
         core.run()' 2>&1]])
       local dead = socket()
@@ -180,23 +188,32 @@ describe("deadline timer", function()
         return cond()
       end
       local rx0 = a:stats().rx_punch
-      assert.is_true(wait_for(function() return a:stats().rx_punch > rx0 + 50 end, 20), "the flood did not arrive")
-      a:touch_config{ initial_rto = 100, min_rto = 100, max_rto = 100, max_retries = 10 }
-      assert(a:touch("127.0.0.1", dead_port, "x", function() end))
+      local arrived = wait_for(function() return a:stats().rx_punch > rx0 + 50 end, 20)
+      a:touch_config{ initial_rto = 100, min_rto = 100, max_rto = 100, max_retries = 15 }
+      -- giving up is an event too: it comes only after all 15 retries
+      local gave_up = false
+      assert(a:touch("127.0.0.1", dead_port, "x", function(err) gave_up = err ~= nil end))
       local rx1 = a:stats().rx_punch
       -- one transmission every 100 ms; the bug gave none while the flood lasted
       local most = 0
       local function retransmitted()
         local info = a:touch_info("127.0.0.1", dead_port)
-        most = math.max(most, info and info.retransmitted or 0)
+        most = math.max(most, info and info.retransmitted or 0, gave_up and 15 or 0)
         return most
       end
-      local ok = wait_for(function() return retransmitted() >= 6 end, 5)
+      local ok = arrived and wait_for(function() return retransmitted() >= 6 end, 15)
       local rx2 = a:stats().rx_punch
+      if child_port then
+        ctl:send("127.0.0.1", child_port, "stop")
+        natpunch.sleep(0.05)     -- let the loop send it before reading blocks
+      end
+      local out = child:read("a")
       child:close()
+      ctl:close()
+      assert.is_true(arrived, "the flood did not arrive: " .. out)
       assert.is_true(rx2 > rx1, "the flood went on while the touch was retransmitted")
       assert.is_true(ok, "retransmitted " .. retransmitted())
       a:close(); b:close()
-    end)
+    end, 90)
   end)
 end)
