@@ -47,10 +47,10 @@
 #include "stun.h"
 
 #define MAX_SOCKETS 64
-#define MAX_WINDOW 4096
-#define IO_BATCH 64          /* datagrams per sendmmsg / recvmmsg call */
-#define REQ_SIZE STUN_HEADER_SIZE   /* a Binding request with no attributes */
-#define ANSWER_CAP 1500
+#define MAX_WINDOW  4096
+#define IO_BATCH    64               /* datagrams per sendmmsg / recvmmsg call */
+#define REQ_SIZE    STUN_HEADER_SIZE /* a Binding request with no attributes */
+#define ANSWER_CAP  1500
 
 struct slot {
   uint64_t sent_ns;
@@ -60,9 +60,9 @@ struct slot {
 
 struct src {
   int fd;
-  struct stun_addr self;   /* what the server must report back */
+  struct stun_addr self; /* what the server must report back */
   struct slot *slots;
-  uint16_t *free_slots;    /* stack of free slot indices */
+  uint16_t *free_slots; /* stack of free slot indices */
   unsigned nfree;
 };
 
@@ -77,8 +77,8 @@ struct opts {
 
 struct result {
   uint64_t sent, answered, lost, unmatched, bad_answer, send_errors;
-  uint64_t t0_ns, t1_ns;    /* first request sent, last answer received */
-  uint32_t *lat_ns;   /* one per answer */
+  uint64_t t0_ns, t1_ns; /* first request sent, last answer received */
+  uint32_t *lat_ns;      /* one per answer */
   double cpu_s;
 };
 
@@ -137,23 +137,38 @@ static int parse_server(const char *s, struct sockaddr_in *sa) {
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o) {
-  *o = (struct opts){.requests = 200000, .sockets = 4, .window = 32, .timeout_ms = 500,
-                     .duration = 3.0, .label = "server"};
+  *o = (struct opts){.requests = 200000,
+                     .sockets = 4,
+                     .window = 32,
+                     .timeout_ms = 500,
+                     .duration = 3.0,
+                     .label = "server"};
   int have_server = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--json")) o->json = 1;
-    else if (!strcmp(a, "--probe")) o->probe = 1;
-    else if (!v) return -1;
-    else if (!strcmp(a, "--server")) have_server = parse_server(v, &o->server) == 0, i++;
-    else if (!strcmp(a, "--requests")) o->requests = strtoull(v, NULL, 10), i++;
-    else if (!strcmp(a, "--sockets")) o->sockets = (unsigned)strtoul(v, NULL, 10), i++;
-    else if (!strcmp(a, "--window")) o->window = (unsigned)strtoul(v, NULL, 10), i++;
-    else if (!strcmp(a, "--duration")) o->duration = strtod(v, NULL), i++;
-    else if (!strcmp(a, "--timeout-ms")) o->timeout_ms = (unsigned)strtoul(v, NULL, 10), i++;
-    else if (!strcmp(a, "--label")) o->label = v, i++;
-    else return -1;
+    if (!strcmp(a, "--json"))
+      o->json = 1;
+    else if (!strcmp(a, "--probe"))
+      o->probe = 1;
+    else if (!v)
+      return -1;
+    else if (!strcmp(a, "--server"))
+      have_server = parse_server(v, &o->server) == 0, i++;
+    else if (!strcmp(a, "--requests"))
+      o->requests = strtoull(v, NULL, 10), i++;
+    else if (!strcmp(a, "--sockets"))
+      o->sockets = (unsigned)strtoul(v, NULL, 10), i++;
+    else if (!strcmp(a, "--window"))
+      o->window = (unsigned)strtoul(v, NULL, 10), i++;
+    else if (!strcmp(a, "--duration"))
+      o->duration = strtod(v, NULL), i++;
+    else if (!strcmp(a, "--timeout-ms"))
+      o->timeout_ms = (unsigned)strtoul(v, NULL, 10), i++;
+    else if (!strcmp(a, "--label"))
+      o->label = v, i++;
+    else
+      return -1;
   }
   if (!have_server || o->sockets < 1 || o->sockets > MAX_SOCKETS || o->window < 1 ||
       o->window > MAX_WINDOW || o->requests < 1 || o->requests > 100000000 ||
@@ -162,7 +177,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
   if (o->probe) {
     o->sockets = 1;
     o->window = 1;
-    o->requests = 30;   /* one every 100 ms: 3 s */
+    o->requests = 30; /* one every 100 ms: 3 s */
     o->timeout_ms = 100;
     o->duration = 3.5;
   }
@@ -228,9 +243,9 @@ static void send_some(struct gen *g, unsigned i) {
     }
     g->next_seq += ok;
     g->r.sent += ok;
-    for (unsigned m = n; m-- > ok;) s->free_slots[s->nfree++] = used[m];   /* not sent */
+    for (unsigned m = n; m-- > ok;) s->free_slots[s->nfree++] = used[m]; /* not sent */
     if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) g->r.send_errors++;
-    if (ok < n) return;   /* send buffer full: wait for answers */
+    if (ok < n) return; /* send buffer full: wait for answers */
   }
 }
 
@@ -242,9 +257,9 @@ static void check_answer(struct gen *g, unsigned i, const uint8_t *p, size_t len
     return;
   }
   unsigned k = get16(m.tid + 2);
-  if (get16(m.tid) != i || k >= g->o.window || get32(m.tid + 8) != g->nonce ||
-      !s->slots[k].busy || s->slots[k].seq != get32(m.tid + 4)) {
-    g->r.unmatched++;   /* late (given up already), duplicated or foreign */
+  if (get16(m.tid) != i || k >= g->o.window || get32(m.tid + 8) != g->nonce || !s->slots[k].busy ||
+      s->slots[k].seq != get32(m.tid + 4)) {
+    g->r.unmatched++; /* late (given up already), duplicated or foreign */
     return;
   }
   const struct stun_addr *mapped = (m.has & STUN_HAS_XOR_MAPPED) ? &m.xor_mapped
@@ -253,7 +268,7 @@ static void check_answer(struct gen *g, unsigned i, const uint8_t *p, size_t len
   if (m.cls != STUN_CLASS_SUCCESS || m.method != STUN_METHOD_BINDING || !mapped ||
       mapped->family != s->self.family || mapped->port != s->self.port ||
       memcmp(mapped->ip, s->self.ip, 4) != 0) {
-    g->r.bad_answer++;   /* the request is still given up by its timeout */
+    g->r.bad_answer++; /* the request is still given up by its timeout */
     return;
   }
   uint64_t rtt = t - s->slots[k].sent_ns;
@@ -307,11 +322,11 @@ static void run(struct gen *g) {
   g->r.t0_ns = now_ns();
   for (;;) {
     uint64_t t = now_ns();
-    if (t >= deadline) {   /* time is up: no more requests, wait for the last answers */
+    if (t >= deadline) { /* time is up: no more requests, wait for the last answers */
       if (outstanding(g) == 0 || t >= drain_end || g->o.probe) break;
     } else if (g->o.probe) {
       if (g->r.answered > 0) break;
-      if (t >= next_probe && outstanding(g) == 0) {   /* one request per 100 ms */
+      if (t >= next_probe && outstanding(g) == 0) { /* one request per 100 ms */
         send_some(g, 0);
         next_probe = t + 100000000u;
       }
@@ -325,11 +340,11 @@ static void run(struct gen *g) {
     t = now_ns();
     if (t >= next_expire) {
       expire(g, t, 0);
-      next_expire = t + 10000000u;   /* every 10 ms */
+      next_expire = t + 10000000u; /* every 10 ms */
     }
   }
   if (g->r.answered == 0) g->r.t1_ns = now_ns();
-  expire(g, 0, 1);   /* what is still out when time is up counts as lost */
+  expire(g, 0, 1); /* what is still out when time is up counts as lost */
 }
 
 static int cmp_u32(const void *a, const void *b) {
@@ -354,8 +369,8 @@ static void report(const struct gen *g) {
            ",\"unmatched\":%" PRIu64 ",\"bad_answer\":%" PRIu64 ",\"send_errors\":%" PRIu64
            ",\"seconds\":%.4f,\"rps\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,\"sockets\":%u"
            ",\"window\":%u,\"loadgen_cpu_pct\":%.1f}\n",
-           g->o.label, r->sent, r->answered, r->lost, r->unmatched, r->bad_answer,
-           r->send_errors, secs, rps, p50, p99, g->o.sockets, g->o.window, load);
+           g->o.label, r->sent, r->answered, r->lost, r->unmatched, r->bad_answer, r->send_errors,
+           secs, rps, p50, p99, g->o.sockets, g->o.window, load);
   } else {
     printf("%s: %" PRIu64 "/%" PRIu64 " answered in %.3f s: %.0f req/s, p50 %.1f us, p99 %.1f us"
            " (lost %" PRIu64 ", unmatched %" PRIu64 ", bad %" PRIu64 ", loadgen cpu %.0f%%)\n",
@@ -392,7 +407,8 @@ int main(int argc, char **argv) {
   uint8_t rnd[4];
   g->ep = epoll_create1(EPOLL_CLOEXEC);
   g->r.lat_ns = malloc(g->o.requests * sizeof *g->r.lat_ns);
-  if (g->ep < 0 || !g->r.lat_ns || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd || open_sources(g) < 0) {
+  if (g->ep < 0 || !g->r.lat_ns || getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd ||
+      open_sources(g) < 0) {
     perror("loadgen: setup");
     free_gen(g);
     return 1;

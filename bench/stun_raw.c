@@ -28,7 +28,7 @@
 #include "stun.h"
 
 #define BATCH 64
-#define SLOT 1500   /* requests larger than an Ethernet MTU are not ours to answer */
+#define SLOT  1500 /* requests larger than an Ethernet MTU are not ours to answer */
 
 struct server {
   int fd;
@@ -51,7 +51,7 @@ static int parse_listen(const char *s, struct sockaddr_in *sa) {
   sa->sin_family = AF_INET;
   sa->sin_port = htons((uint16_t)port);
   if (port < 0 || port > 65535 || inet_pton(AF_INET, ip, &sa->sin_addr) != 1) return -1;
-  return (ntohl(sa->sin_addr.s_addr) >> 24) == 127 ? 0 : -1;   /* loopback only */
+  return (ntohl(sa->sin_addr.s_addr) >> 24) == 127 ? 0 : -1; /* loopback only */
 }
 
 /* One recvmmsg batch in, one sendmmsg batch out.  The receive blocks for
@@ -60,7 +60,9 @@ static int serve_batch(struct server *s) {
   for (int i = 0; i < BATCH; i++) {
     s->in_iov[i] = (struct iovec){.iov_base = s->in[i], .iov_len = SLOT};
     s->in_msg[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &s->from[i],
-      .msg_namelen = sizeof s->from[i], .msg_iov = &s->in_iov[i], .msg_iovlen = 1}};
+                                                .msg_namelen = sizeof s->from[i],
+                                                .msg_iov = &s->in_iov[i],
+                                                .msg_iovlen = 1}};
   }
   int n = recvmmsg(s->fd, s->in_msg, BATCH, MSG_WAITFORONE, NULL);
   if (n < 0) return errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
@@ -76,8 +78,9 @@ static int serve_batch(struct server *s) {
     }
     s->out_iov[out] = (struct iovec){.iov_base = s->out[out], .iov_len = (size_t)len};
     s->out_msg[out] = (struct mmsghdr){.msg_hdr = {.msg_name = &s->from[i],
-      .msg_namelen = s->in_msg[i].msg_hdr.msg_namelen, .msg_iov = &s->out_iov[out],
-      .msg_iovlen = 1}};
+                                                   .msg_namelen = s->in_msg[i].msg_hdr.msg_namelen,
+                                                   .msg_iov = &s->out_iov[out],
+                                                   .msg_iovlen = 1}};
     out++;
   }
   for (int sent = 0; sent < out;) {
@@ -86,7 +89,7 @@ static int serve_batch(struct server *s) {
       s->answered += (uint64_t)r;
       sent += r;
     } else if (errno != EINTR) {
-      s->send_errors++;   /* blocking socket: a real error, skip that datagram */
+      s->send_errors++; /* blocking socket: a real error, skip that datagram */
       sent++;
     }
   }
@@ -98,8 +101,10 @@ int main(int argc, char **argv) {
   long seconds = 60;
   int have_listen = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!strcmp(argv[i], "--listen")) have_listen = parse_listen(argv[i + 1], &addr) == 0;
-    else if (!strcmp(argv[i], "--seconds")) seconds = strtol(argv[i + 1], NULL, 10);
+    if (!strcmp(argv[i], "--listen"))
+      have_listen = parse_listen(argv[i + 1], &addr) == 0;
+    else if (!strcmp(argv[i], "--seconds"))
+      seconds = strtol(argv[i + 1], NULL, 10);
   }
   if (!have_listen || argc % 2 == 0 || seconds < 1 || seconds > 3600) {
     fprintf(stderr, "usage: stun_raw --listen 127.0.0.1:PORT [--seconds N]\n");

@@ -61,7 +61,8 @@ static int parse(const char *text, struct sockaddr_in *sa) {
   if (inet_pton(AF_INET, ip, &sa->sin_addr) != 1) return -1;
   uint32_t a = ntohl(sa->sin_addr.s_addr);
   /* loopback or the lab's ranges only */
-  if (a == 0x7f000001u || (a >> 8) == 0xcb0071u || (a >> 8) == 0xc63364u || (a >> 17) == (0xc6120000u >> 17))
+  if (a == 0x7f000001u || (a >> 8) == 0xcb0071u || (a >> 8) == 0xc63364u ||
+      (a >> 17) == (0xc6120000u >> 17))
     return 0;
   return -1;
 }
@@ -85,7 +86,7 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, 
   struct sockaddr_in from[BATCH];
   uint64_t end = now_ns() + (uint64_t)(seconds * 1e9), n = 0;
   uint64_t first = 0, last = 0, bytes = 0, distinct = 0, maxseq = 0;
-  size_t seen_cap = 1u << 24;   /* sequence numbers tracked for "distinct" */
+  size_t seen_cap = 1u << 24; /* sequence numbers tracked for "distinct" */
   unsigned char *seen = idle > 0 ? calloc(seen_cap / 8, 1) : NULL;
   struct timeval tv = {0, 50000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -94,8 +95,8 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, 
   while (now_ns() < end) {
     for (int i = 0; i < BATCH; i++) {
       iin[i] = (struct iovec){bufs[i], MAXSZ};
-      in[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i],
-                                      .msg_iov = &iin[i], .msg_iovlen = 1};
+      in[i].msg_hdr = (struct msghdr){
+          .msg_name = &from[i], .msg_namelen = sizeof from[i], .msg_iov = &iin[i], .msg_iovlen = 1};
     }
     int got = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
     if (got <= 0) {
@@ -121,8 +122,10 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, 
         memcpy(acks[i], bufs[i], in[i].msg_len >= 8 ? 8 : in[i].msg_len);
         iout[i] = (struct iovec){acks[i], 8};
       }
-      out[i].msg_hdr = (struct msghdr){.msg_name = &from[i], .msg_namelen = sizeof from[i],
-                                       .msg_iov = &iout[i], .msg_iovlen = 1};
+      out[i].msg_hdr = (struct msghdr){.msg_name = &from[i],
+                                       .msg_namelen = sizeof from[i],
+                                       .msg_iov = &iout[i],
+                                       .msg_iovlen = 1};
     }
     int sent = 0;
     while (sent < got) {
@@ -168,12 +171,16 @@ static int oneway(const struct sockaddr_in *to, long count, size_t size, double 
     }
     uint64_t seq = (uint64_t)i;
     memcpy(payload, &seq, 8);
-    if (send(fd, payload, size, 0) < 0) errs++; else sent++;
+    if (send(fd, payload, size, 0) < 0)
+      errs++;
+    else
+      sent++;
   }
   double secs = (double)(now_ns() - t0) / 1e9;
   printf("{\"mode\":\"oneway\",\"count\":%ld,\"size\":%zu,\"sent\":%ld,\"send_errors\":%ld,"
          "\"seconds\":%.6f,\"offered_mbit_per_s\":%.3f}\n",
-         count, size, sent, errs, secs, secs > 0 ? (double)sent * (double)(size + 28) * 8 / secs / 1e6 : 0.0);
+         count, size, sent, errs, secs,
+         secs > 0 ? (double)sent * (double)(size + 28) * 8 / secs / 1e6 : 0.0);
   close(fd);
   return 0;
 }
@@ -293,7 +300,8 @@ int main(int argc, char **argv) {
   double seconds = 60, idle = 0, rate = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (!strcmp(a, "--sink") || !strcmp(a, "--blast") || !strcmp(a, "--echo") || !strcmp(a, "--ping")) {
+    if (!strcmp(a, "--sink") || !strcmp(a, "--blast") || !strcmp(a, "--echo") ||
+        !strcmp(a, "--ping")) {
       mode = a + 2;
     } else if ((!strcmp(a, "--listen") || !strcmp(a, "--server")) && v) {
       where = v;
@@ -319,10 +327,12 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--oneway")) {
       one_way = 1;
     } else {
-      fprintf(stderr, "usage: udp_blast --sink|--echo --listen IP:PORT [--seconds N] [--idle S]\n"
-                      "       udp_blast --blast --server IP:PORT [--count N] [--size B] [--window W]\n"
-                      "       udp_blast --blast --oneway --server IP:PORT [--count N] [--size B] [--rate BIT/S]\n"
-                      "       udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]\n");
+      fprintf(stderr,
+              "usage: udp_blast --sink|--echo --listen IP:PORT [--seconds N] [--idle S]\n"
+              "       udp_blast --blast --server IP:PORT [--count N] [--size B] [--window W]\n"
+              "       udp_blast --blast --oneway --server IP:PORT [--count N] [--size B] [--rate "
+              "BIT/S]\n"
+              "       udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]\n");
       return 2;
     }
   }
@@ -335,6 +345,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(mode, "sink")) return serve(&sa, 0, seconds, idle);
   if (!strcmp(mode, "echo")) return serve(&sa, 1, seconds, 0);
-  if (!strcmp(mode, "blast")) return one_way ? oneway(&sa, count, size, rate) : blast(&sa, count, size, window);
+  if (!strcmp(mode, "blast"))
+    return one_way ? oneway(&sa, count, size, rate) : blast(&sa, count, size, window);
   return ping(&sa, count, size);
 }

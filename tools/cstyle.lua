@@ -13,11 +13,11 @@
 -- branch that edits it, and several helpers edit csrc/ at the same time.
 -- A file joins FORMATTED once nobody has pending work on it (run
 -- `clang-format-14 -i FILE` and add it here).  Not yet (being edited when
--- the rest was formatted): bench/*.c, csrc/core/punch.[ch], csrc/core/touch.[ch],
--- csrc/fuzz/fuzz_punch.c, csrc/fuzz/fuzz_touch.c, csrc/lua/np_module.c,
--- csrc/lua/np_redis.c, csrc/lua/np_udp*.[ch], csrc/test/test_punch.c,
--- csrc/test/test_touch.c.
+-- the rest was formatted): csrc/core/punch.[ch], csrc/core/touch.[ch],
+-- csrc/fuzz/fuzz_punch.c, csrc/fuzz/fuzz_touch.c, csrc/lua/np_udp*.[ch],
+-- csrc/test/test_punch.c, csrc/test/test_touch.c.
 local FORMATTED = {
+  "bench/loadgen.c", "bench/stun_raw.c", "bench/udp_blast.c",
   "csrc/core/addr.c", "csrc/core/addr.h", "csrc/core/bytes.h", "csrc/core/crc32.c",
   "csrc/core/crypto.h", "csrc/core/hash.c", "csrc/core/stun.c", "csrc/core/stun.h",
   "csrc/core/stun_write.c", "csrc/core/turn.c", "csrc/core/turn.h", "csrc/core/wipe.c",
@@ -27,10 +27,11 @@ local FORMATTED = {
   "csrc/fuzz/mkseeds.c", "csrc/labwire/engine.c", "csrc/labwire/main.c", "csrc/labwire/opts.c",
   "csrc/labwire/rng.c", "csrc/labwire/sim.c", "csrc/labwire/tap.c", "csrc/labwire/wire.h",
   "csrc/lua/natpunch.h", "csrc/lua/np_core.c", "csrc/lua/np_crypto.c", "csrc/lua/np_crypto.h",
-  "csrc/lua/np_dns.c", "csrc/lua/np_inet.c", "csrc/lua/np_signal.c", "csrc/lua/np_stdio.c",
+  "csrc/lua/np_dns.c", "csrc/lua/np_inet.c", "csrc/lua/np_module.c", "csrc/lua/np_redis.c",
+  "csrc/lua/np_signal.c", "csrc/lua/np_stdio.c",
   "csrc/lua/np_stun.c", "csrc/lua/np_tcp.c", "csrc/lua/np_tcp_punch.c", "csrc/lua/np_timer.c",
   "csrc/readline/np_readline.c", "csrc/test/check.h", "csrc/test/test_regress.c",
-  "csrc/test/test_stun.c", "csrc/test/test_turn.c", "csrc/test/vectors.h",
+  "csrc/test/test_stun.c", "csrc/test/test_turn.c", "csrc/test/vectors.h", "csrc/tools/spoof.c",
 }
 local CLANG_FORMAT = os.getenv("CLANG_FORMAT") or "clang-format-14"
 

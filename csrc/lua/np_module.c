@@ -8,39 +8,33 @@
 #include "np_udp.h"
 
 /* The engines of the UDP socket: a new one is a new file and one row. */
-extern const np_udp_engine np_udp_touch_engine;   /* np_udp_touch.c */
-extern const np_udp_engine np_udp_punch_engine;   /* np_udp_punch.c */
-extern const np_udp_engine np_udp_batch_engine;   /* np_udp_batch.c */
-extern const np_udp_engine np_udp_relay_engine;   /* np_udp_relay.c */
-extern const np_udp_engine np_udp_path_engine;    /* np_udp_path.c */
+extern const np_udp_engine np_udp_touch_engine; /* np_udp_touch.c */
+extern const np_udp_engine np_udp_punch_engine; /* np_udp_punch.c */
+extern const np_udp_engine np_udp_batch_engine; /* np_udp_batch.c */
+extern const np_udp_engine np_udp_relay_engine; /* np_udp_relay.c */
+extern const np_udp_engine np_udp_path_engine;  /* np_udp_path.c */
 
 static const np_udp_engine *const udp_engines[] = {
-  &np_udp_touch_engine,
-  &np_udp_punch_engine,
-  &np_udp_batch_engine,
-  /* before relay: a peer's path wins over its TURN channel */
-  &np_udp_path_engine,
-  &np_udp_relay_engine,
-  NULL,
+    &np_udp_touch_engine,
+    &np_udp_punch_engine,
+    &np_udp_batch_engine,
+    /* before relay: a peer's path wins over its TURN channel */
+    &np_udp_path_engine,
+    &np_udp_relay_engine,
+    NULL,
 };
 
 NP_EXPORT int luaopen_natpunch_core(lua_State *L) {
-  np_core_open(L);   /* ctx, module table */
+  np_core_open(L); /* ctx, module table */
   /* each part registers its classes and constructors into the module
    * table; run as closures so they see ctx as upvalue 1 too */
   static const struct {
     lua_CFunction open;
-    const void *arg;   /* upvalue 2 when not NULL */
+    const void *arg; /* upvalue 2 when not NULL */
   } parts[] = {
-    {np_timer_open, NULL},
-    {np_udp_open, udp_engines},
-    {np_tcp_open, NULL},
-    {np_tcp_punch_open, NULL},
-    {np_stdio_open, NULL},
-    {np_dns_open, NULL},
-    {np_signal_open, NULL},
-    {np_redis_open, NULL},
-    {np_inet_open, NULL},
+      {np_timer_open, NULL},     {np_udp_open, udp_engines}, {np_tcp_open, NULL},
+      {np_tcp_punch_open, NULL}, {np_stdio_open, NULL},      {np_dns_open, NULL},
+      {np_signal_open, NULL},    {np_redis_open, NULL},      {np_inet_open, NULL},
   };
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
     lua_pushvalue(L, -2);

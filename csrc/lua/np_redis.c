@@ -29,7 +29,7 @@
 #include <hiredis/adapters/libuv.h>
 #include "natpunch.h"
 
-#define NP_REDIS_MT "natpunch.redis"
+#define NP_REDIS_MT       "natpunch.redis"
 #define NP_REDIS_MAX_ARGS 4096
 
 /* Lifetime: the struct is freed once both the userdata has let go of it
@@ -39,19 +39,19 @@
  * pending reply callbacks, which point here. */
 typedef struct np_redis {
   np_ctx *ctx;
-  redisAsyncContext *ac;    /* NULL once it cannot take commands */
-  int held;                 /* hiredis still refers to this struct */
+  redisAsyncContext *ac; /* NULL once it cannot take commands */
+  int held;              /* hiredis still refers to this struct */
   void (*adapter_cleanup)(void *);
   int connected;
-  int closed;               /* the Lua side is gone: call no Lua */
-  int self_ref;             /* pins the userdata while ac is alive */
+  int closed;   /* the Lua side is gone: call no Lua */
+  int self_ref; /* pins the userdata while ac is alive */
   int on_connect_ref, on_disconnect_ref, on_message_ref;
   long pending;
 } np_redis;
 
 typedef struct np_redis_cmd {
   np_redis *r;
-  int cb_ref;               /* LUA_NOREF: fire and forget */
+  int cb_ref; /* LUA_NOREF: fire and forget */
 } np_redis_cmd;
 
 static np_redis *check_redis(lua_State *L) {
@@ -63,12 +63,8 @@ static void push_reply(lua_State *L, const redisReply *rep, int in_array) {
   switch (rep->type) {
   case REDIS_REPLY_STRING:
   case REDIS_REPLY_STATUS:
-  case REDIS_REPLY_ERROR:
-    lua_pushlstring(L, rep->str, rep->len);
-    break;
-  case REDIS_REPLY_INTEGER:
-    lua_pushinteger(L, (lua_Integer)rep->integer);
-    break;
+  case REDIS_REPLY_ERROR: lua_pushlstring(L, rep->str, rep->len); break;
+  case REDIS_REPLY_INTEGER: lua_pushinteger(L, (lua_Integer)rep->integer); break;
   case REDIS_REPLY_ARRAY:
     lua_createtable(L, (int)rep->elements, 0);
     for (size_t i = 0; i < rep->elements; i++) {
@@ -76,13 +72,17 @@ static void push_reply(lua_State *L, const redisReply *rep, int in_array) {
       lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
     break;
-  default:   /* REDIS_REPLY_NIL */
-    if (in_array) lua_pushboolean(L, 0); else lua_pushnil(L);
+  default: /* REDIS_REPLY_NIL */
+    if (in_array)
+      lua_pushboolean(L, 0);
+    else
+      lua_pushnil(L);
   }
 }
 
 static void unref_cb(np_redis *r, int *ref) {
-  if (*ref != LUA_NOREF && r->ctx->L && !r->ctx->closing) luaL_unref(r->ctx->L, LUA_REGISTRYINDEX, *ref);
+  if (*ref != LUA_NOREF && r->ctx->L && !r->ctx->closing)
+    luaL_unref(r->ctx->L, LUA_REGISTRYINDEX, *ref);
   *ref = LUA_NOREF;
 }
 
@@ -111,14 +111,32 @@ static void poll_cb(uv_poll_t *handle, int status, int events) {
 }
 
 static void poll_update(redisLibuvEvents *p) {
-  if (p->events) uv_poll_start(&p->handle, p->events, poll_cb);
-  else uv_poll_stop(&p->handle);
+  if (p->events)
+    uv_poll_start(&p->handle, p->events, poll_cb);
+  else
+    uv_poll_stop(&p->handle);
 }
 
-static void add_read(void *privdata) { redisLibuvEvents *p = privdata; p->events |= UV_READABLE; poll_update(p); }
-static void del_read(void *privdata) { redisLibuvEvents *p = privdata; p->events &= ~UV_READABLE; poll_update(p); }
-static void add_write(void *privdata) { redisLibuvEvents *p = privdata; p->events |= UV_WRITABLE; poll_update(p); }
-static void del_write(void *privdata) { redisLibuvEvents *p = privdata; p->events &= ~UV_WRITABLE; poll_update(p); }
+static void add_read(void *privdata) {
+  redisLibuvEvents *p = privdata;
+  p->events |= UV_READABLE;
+  poll_update(p);
+}
+static void del_read(void *privdata) {
+  redisLibuvEvents *p = privdata;
+  p->events &= ~UV_READABLE;
+  poll_update(p);
+}
+static void add_write(void *privdata) {
+  redisLibuvEvents *p = privdata;
+  p->events |= UV_WRITABLE;
+  poll_update(p);
+}
+static void del_write(void *privdata) {
+  redisLibuvEvents *p = privdata;
+  p->events &= ~UV_WRITABLE;
+  poll_update(p);
+}
 
 /* The adapter's cleanup runs when hiredis frees a context; when it was
  * never connected no disconnect callback follows, so this is its end. */
@@ -136,7 +154,10 @@ static void call_status(np_redis *r, int ref, const char *err) {
   if (r->closed || ref == LUA_NOREF) return;
   lua_State *L = np_cb_push(r->ctx, ref);
   if (!L) return;
-  if (err) lua_pushstring(L, err); else lua_pushnil(L);
+  if (err)
+    lua_pushstring(L, err);
+  else
+    lua_pushnil(L);
   np_call(r->ctx, 1);
 }
 
@@ -147,7 +168,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
     /* hiredis frees ac after this callback (on_cleanup), without on_disconnect */
     char err[128];
     snprintf(err, sizeof err, "ECONNREFUSED: %s", ac->errstr[0] ? ac->errstr : "cannot connect");
-    r->ac = NULL;   /* being freed: a close from the callback must not free it again */
+    r->ac = NULL; /* being freed: a close from the callback must not free it again */
     call_status(r, r->on_connect_ref, err);
     return;
   }
@@ -159,11 +180,12 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
   np_redis *r = ac->data;
   if (!r) return;
   char err[128];
-  snprintf(err, sizeof err, "%s", status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "connection lost"));
+  snprintf(err, sizeof err, "%s",
+           status == REDIS_OK ? "closed" : (ac->errstr[0] ? ac->errstr : "connection lost"));
   r->connected = 0;
-  r->ac = NULL;  /* being freed: a close from the callback must not free it again */
+  r->ac = NULL; /* being freed: a close from the callback must not free it again */
   call_status(r, r->on_disconnect_ref, err);
-  release(r);    /* last use of r: it may be freed here */
+  release(r); /* last use of r: it may be freed here */
 }
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata) {
@@ -205,8 +227,10 @@ static void on_sub(redisAsyncContext *ac, void *reply, void *privdata) {
   lua_State *L = np_cb_push(r->ctx, r->on_message_ref);
   if (!L) return;
   lua_pushlstring(L, ch->str, ch->len);
-  if (payload->type == REDIS_REPLY_STRING) lua_pushlstring(L, payload->str, payload->len);
-  else lua_pushnil(L);
+  if (payload->type == REDIS_REPLY_STRING)
+    lua_pushlstring(L, payload->str, payload->len);
+  else
+    lua_pushnil(L);
   lua_pushlstring(L, kind->str, kind->len);
   np_call(r->ctx, 3);
 }
@@ -285,17 +309,22 @@ static int redis_command(lua_State *L) {
   size_t *lens = malloc((size_t)n * sizeof *lens);
   np_redis_cmd *cmd = malloc(sizeof *cmd);
   if (!argv || !lens || !cmd) {
-    free(argv); free(lens); free(cmd);
+    free(argv);
+    free(lens);
+    free(cmd);
     return luaL_error(L, "out of memory");
   }
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, 2, i);
     int t = lua_type(L, -1);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) {
-      free(argv); free(lens); free(cmd);
-      return luaL_error(L, "bad argument #2 to 'command' (item %d is not a string or number)", (int)i);
+      free(argv);
+      free(lens);
+      free(cmd);
+      return luaL_error(L, "bad argument #2 to 'command' (item %d is not a string or number)",
+                        (int)i);
     }
-    argv[i - 1] = lua_tolstring(L, -1, &lens[i - 1]);   /* kept alive on the stack */
+    argv[i - 1] = lua_tolstring(L, -1, &lens[i - 1]); /* kept alive on the stack */
   }
   cmd->r = r;
   cmd->cb_ref = LUA_NOREF;
@@ -352,8 +381,10 @@ static int redis_close(lua_State *L) {
   unref_cb(r, &r->on_connect_ref);
   unref_cb(r, &r->on_disconnect_ref);
   unref_cb(r, &r->on_message_ref);
-  if (r->ac) redisAsyncFree(r->ac);   /* now or, inside a hiredis callback, right after it */
-  else if (!r->held) free(r);         /* else release() frees it */
+  if (r->ac)
+    redisAsyncFree(r->ac); /* now or, inside a hiredis callback, right after it */
+  else if (!r->held)
+    free(r); /* else release() frees it */
   return 0;
 }
 
@@ -363,15 +394,13 @@ static int redis_is_closed(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg redis_methods[] = {
-  {"command", redis_command},
-  {"subscribe", redis_subscribe},
-  {"connected", redis_connected},
-  {"pending", redis_pending},
-  {"close", redis_close},
-  {"is_closed", redis_is_closed},
-  {NULL, NULL}
-};
+static const luaL_Reg redis_methods[] = {{"command", redis_command},
+                                         {"subscribe", redis_subscribe},
+                                         {"connected", redis_connected},
+                                         {"pending", redis_pending},
+                                         {"close", redis_close},
+                                         {"is_closed", redis_is_closed},
+                                         {NULL, NULL}};
 
 int np_redis_open(lua_State *L) {
   np_class(L, NP_REDIS_MT, redis_methods);

@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_PAYLOAD 1472
+#define MAX_PAYLOAD  1472
 #define LINE_MAX_LEN (2 * MAX_PAYLOAD + 128)
 
 typedef struct endpoint {
@@ -57,9 +57,9 @@ static int is_loopback(uint32_t ip) {
 
 /* The address ranges the project may use (GUIDE.md, "Networks"). */
 static int allowed(uint32_t ip) {
-  return in_net(ip, 0xcb007100u, 24) ||   /* 203.0.113.0/24 */
-         in_net(ip, 0xc6336400u, 24) ||   /* 198.51.100.0/24 */
-         in_net(ip, 0xc6120000u, 15) ||   /* 198.18.0.0/15 */
+  return in_net(ip, 0xcb007100u, 24) || /* 203.0.113.0/24 */
+         in_net(ip, 0xc6336400u, 24) || /* 198.51.100.0/24 */
+         in_net(ip, 0xc6120000u, 15) || /* 198.18.0.0/15 */
          is_loopback(ip);
 }
 
@@ -123,10 +123,10 @@ static size_t build(uint8_t *pkt, const endpoint *src, const endpoint *dst, cons
                     size_t len, uint16_t id) {
   size_t total = 20 + 8 + len;
   memset(pkt, 0, 28);
-  pkt[0] = 0x45;                  /* version 4, IHL 5 */
+  pkt[0] = 0x45; /* version 4, IHL 5 */
   put16(pkt + 2, (uint16_t)total);
   put16(pkt + 4, id);
-  pkt[8] = 64;                    /* TTL */
+  pkt[8] = 64; /* TTL */
   pkt[9] = IPPROTO_UDP;
   put32(pkt + 12, src->ip);
   put32(pkt + 16, dst->ip);
@@ -185,7 +185,7 @@ int main(int argc, char **argv) {
     }
   }
   int lab_ns = in_lab_netns();
-  int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);   /* implies IP_HDRINCL */
+  int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW); /* implies IP_HDRINCL */
   if (fd < 0) {
     fprintf(stderr, "natpunch-spoof: raw socket: %s (needs CAP_NET_RAW)\n", strerror(errno));
     return 1;
@@ -209,7 +209,8 @@ int main(int argc, char **argv) {
       break;
     }
     if (!allowed(src.ip) || !allowed(dst.ip)) {
-      rc = refuse(lineno, "address outside 203.0.113.0/24, 198.51.100.0/24, 198.18.0.0/15, 127.0.0.0/8");
+      rc = refuse(lineno,
+                  "address outside 203.0.113.0/24, 198.51.100.0/24, 198.18.0.0/15, 127.0.0.0/8");
       break;
     }
     if (is_loopback(src.ip) != is_loopback(dst.ip)) {
