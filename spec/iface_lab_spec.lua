@@ -14,8 +14,6 @@
 -- NATPUNCH_IFACE_RUNS=N repeats each connection N times (default 3); the
 -- setup times go to stderr (docs/TRAVERSAL.md).  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
-local proc = require "natpunch.lab.proc"
-local state = require "natpunch.lab.state"
 local labhelper = require "spec.labhelper"
 
 local RV4, RV6 = labhelper.RV .. ":" .. labhelper.PORT, "[2001:db8::11]:3478"
@@ -30,20 +28,6 @@ local function summary(list)
   local t = { table.unpack(list) }
   table.sort(t)
   return ("median %d ms (%d-%d)"):format(t[(#t + 1) // 2], t[1], t[#t])
-end
-
-local function coturn_conf(prefix)
-  local base = state.log_path(prefix, "coturn-iface")
-  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(prefix, "log", base .. suffix) end
-  local f = assert(io.open(base .. ".conf", "w"))
-  f:write(table.concat({
-    "listening-port=3478", "listening-ip=" .. TURN_IP, "relay-ip=" .. TURN_IP,
-    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. SECRET,
-    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
-    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
-  }, "\n"))
-  f:close()
-  return base .. ".conf"
 end
 
 labhelper.describe("#lab several interfaces and IPv6", function()
@@ -145,17 +129,11 @@ labhelper.describe("#lab several interfaces and IPv6", function()
 
   local relay_it = labhelper.skip_reason{ tools = { "turnserver" } } and pending or it
   relay_it("dual-stack peers connect directly over IPv6 rather than through the IPv4 relay", function()
-    local turnd = t:spawn("s2", { "turnserver", "-c", coturn_conf(t.prefix) })
+    local turnd = labhelper.coturn(t, { host = "s2", probe = "s1", ip = TURN_IP, secret = SECRET,
+      name = "coturn-iface" })
     local rvt = t:spawn("s1", np({ "rendezvous", "--listen", RV_TURN, "--json",
       "--turn", TURN_IP .. ":3478", "--turn-secret", SECRET }))
     assert(rvt:expect('"event":"listening"', 10), rvt:output())
-    local ready = false
-    for _ = 1, 50 do
-      local out = t:exec("s1", { "timeout", "2", "turnutils_stunclient", "-p", "3478", TURN_IP })
-      if out:match("reflexive addr") then ready = true break end
-      proc.sleep(0.1)
-    end
-    assert(ready, "coturn did not start: " .. turnd:output())
     local six, relay = {}, {}
     for _ = 1, RUNS do
       -- both families: the IPv6 candidates win over the relay

@@ -36,6 +36,12 @@
 --     in the background on host; returns its handle once it has registered.
 --   L:run_peer(host, args)  the same run to the end: output, exit code,
 --     events(output).
+--   L:pair(connector, acceptor, opts)  one connection between two hosts: a
+--     waiter `--id ID-w` on acceptor (--timeout opts.wait, default 40) and
+--     `--id ID-c --connect ID-w --touch opts.touch` on connector (--timeout
+--     opts.timeout, default 30), both with --methods opts.methods when set
+--     (opts.id = ID).  Returns the connector's events, its exit code, the
+--     waiter's events, and all output (connector, waiter, rendezvous).
 -- labhelper.events(text)  the first event of each name among the JSON lines
 --     of text: { connected = {...}, message = {...}, ... }.
 -- labhelper.assert_gone(prefix, opts)  no namespace, link or state file of
@@ -51,6 +57,11 @@
 --     times (setup_table) and checks nothing is left.  Pending per case
 --     when the lab cannot run.
 -- labhelper.setup_table(title, results)  those setup times as text.
+-- labhelper.coturn(t, opts)  a coturn turnserver on host opts.host of the
+--     running topology t, listening on opts.ip:3478 with REST-API secret
+--     opts.secret (its files logged under opts.name, removed with the lab's
+--     state); returns its handle once a Binding request from host
+--     opts.probe is answered (within about 5 s, else it fails).
 local lab = require "natpunch.lab"
 local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
@@ -203,6 +214,27 @@ function Lab:run_peer(host, args)
   return out, code, labhelper.events(out)
 end
 
+function Lab:pair(connector, acceptor, opts)
+  local id = opts.id
+  local wargs = { "--id", id .. "-w", "--timeout", tostring(opts.wait or 40) }
+  local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", opts.touch,
+    "--timeout", tostring(opts.timeout or 30) }
+  if opts.methods then
+    for _, args in ipairs({ wargs, cargs }) do
+      args[#args + 1] = "--methods"
+      args[#args + 1] = opts.methods
+    end
+  end
+  local waiter = self:spawn_peer(acceptor, wargs)
+  local out, code, ev = self:run_peer(connector, cargs)
+  -- the waiter's side of it: its connected event comes a moment later
+  if code == 0 then waiter:expect('"event":"connected"', 5) end
+  waiter:stop()
+  local all = out .. "\n--- waiter\n" .. waiter:output()
+  if self.rv then all = all .. "\n--- rendezvous\n" .. self.rv:output() end
+  return ev, code, labhelper.events(waiter:output()), all
+end
+
 function labhelper.lab(desc, opts)
   opts = opts or {}
   local L = setmetatable({ server = labhelper.RV .. ":" .. labhelper.PORT }, Lab)
@@ -226,6 +258,28 @@ function labhelper.lab(desc, opts)
     end
   end)
   return L
+end
+
+
+--- coturn on t's host opts.host (see the head of this file).
+function labhelper.coturn(t, opts)
+  local base = state.log_path(t.prefix, opts.name)
+  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(t.prefix, "log", base .. suffix) end
+  local f = assert(io.open(base .. ".conf", "w"))
+  f:write(table.concat({
+    "listening-port=3478", "listening-ip=" .. opts.ip, "relay-ip=" .. opts.ip,
+    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. opts.secret,
+    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
+    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
+  }, "\n"))
+  f:close()
+  local turnd = t:spawn(opts.host, { "turnserver", "-c", base .. ".conf" })
+  for _ = 1, 50 do
+    local out = t:exec(opts.probe, { "timeout", "2", "turnutils_stunclient", "-p", "3478", opts.ip })
+    if out:match("reflexive addr") then return turnd end
+    proc.sleep(0.1)
+  end
+  error("coturn did not start: " .. turnd:output())
 end
 
 return labhelper
