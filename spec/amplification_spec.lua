@@ -38,6 +38,22 @@ local function control(fields, pad)
   return "\x04" .. msg.encode(fields, pad)
 end
 
+-- a peer on loopback in the middle of punching toward "x" under nonce:
+-- returns it, the other side's keypair, the derived keys, and punch_req(i),
+-- the i-th PUNCH request MACed as the other peer would send it
+local function punching_peer(nonce)
+  local p = assert(natpunch.peer{ server = "127.0.0.1:9", id = "p", bind = "127.0.0.1:0" })
+  local kp = auth.keypair()
+  p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = nonce,
+    public = "127.0.0.1:9", private = "", pk = kp.pk })
+  local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = nonce })
+  local function punch_req(i)
+    local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
+    return f .. core.crypto.hash(f, keys.punch, 16)
+  end
+  return p, kp, keys, punch_req
+end
+
 describe("amplification", function()
   it("every natpunch message type from an unverified source: bytes out <= bytes in", function()
     helper.run(function()
@@ -93,17 +109,9 @@ describe("amplification", function()
 
   it("a peer answers unverified sources with no more than they sent", function()
     helper.run(function()
-      local p = assert(natpunch.peer{ server = "127.0.0.1:9", id = "p", bind = "127.0.0.1:0" })
-      local _, ip, port = p:address()
       -- the peer is punching: requests with its (derived) nonce get answered
-      local kp = auth.keypair()
-      p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = "0011223344556677",
-        public = "127.0.0.1:9", private = "", pk = kp.pk })
-      local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = "0011223344556677" })
-      local function punch_req(i)
-        local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
-        return f .. core.crypto.hash(f, keys.punch, 16)
-      end
+      local p, _, keys, punch_req = punching_peer("0011223344556677")
+      local _, ip, port = p:address()
       local cases = {
         { "control from a non-server", function() return control({ t = "introduce" }, msg.MIN_REQUEST) end },
         { "STUN Binding request", function()
@@ -147,16 +155,8 @@ describe("amplification", function()
       local rv, ip, port = server()
       local b = assert(natpunch.peer{ server = rv:address(), id = "b", bind = "127.0.0.1:0" })
       assert(b:register())
-      local p = assert(natpunch.peer{ server = "127.0.0.1:9", id = "p", bind = "127.0.0.1:0" })
+      local p, kp, _, punch_req = punching_peer("8899aabbccddeeff")
       local _, pip, pport = p:address()
-      local kp = auth.keypair()
-      p:_on_introduce({ t = "introduce", peer = "x", role = "accept", nonce = "8899aabbccddeeff",
-        public = "127.0.0.1:9", private = "", pk = kp.pk })
-      local keys = getmetatable(p)._intro_keys({ keys = kp }, { pk = p.keys.pk, nonce = "8899aabbccddeeff" })
-      local function punch_req(i)
-        local f = string.pack(">BB", 8, 0) .. keys.nonce .. string.pack(">I4", i) .. "tiebreak"
-        return f .. core.crypto.hash(f, keys.punch, 16)
-      end
       -- the other peer's genuine requests reach p first (these are what an
       -- on-path attacker can capture)
       local genuine = core.udp(); assert(genuine:bind("127.0.0.1", 0)); genuine:recv_start(function() end)
