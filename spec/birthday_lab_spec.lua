@@ -8,7 +8,6 @@ local lab = require "natpunch.lab"
 local labhelper = require "spec.labhelper"
 
 local RUNS = tonumber(os.getenv("NATPUNCH_BIRTHDAY_RUNS")) or 6
-local events = labhelper.events
 
 local function median(list)
   if #list == 0 then return nil end
@@ -25,20 +24,7 @@ labhelper.describe("#lab birthday punching: symmetric (random) x port-restricted
   -- output and the waiter's events.  methods: a --methods list, or false
   -- for the default (chosen from the introduction)
   local function pair(connector, acceptor, id, methods)
-    local wargs = { "--id", id .. "-w", "--timeout", "40" }
-    local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", "birthday", "--timeout", "30" }
-    if methods then
-      for _, args in ipairs({ wargs, cargs }) do
-        args[#args + 1] = "--methods"
-        args[#args + 1] = methods
-      end
-    end
-    local waiter = L:spawn_peer(acceptor, wargs)
-    local out, code, ev = L:run_peer(connector, cargs)
-    if code == 0 then waiter:expect('"event":"connected"', 5) end
-    waiter:stop()
-    local all = out .. "\n--- waiter\n" .. waiter:output()
-    local wev = events(waiter:output())
+    local ev, code, wev, all = L:pair(connector, acceptor, { id = id, touch = "birthday", methods = methods })
     return code == 0 and ev or nil, ev.birthday or wev.birthday, all, wev
   end
 
