@@ -10,11 +10,7 @@ local helper = require "spec.helper"
 local core = require "natpunch.core"
 local natpunch = require "natpunch"
 
-local function socket()
-  local u = core.udp()
-  assert(u:bind("127.0.0.1", 0))
-  return u, select(2, u:getsockname())
-end
+local socket = helper.socket
 
 -- a <-> ra | rb <-> b: a knows b as ra, b knows a as rb
 local function relay(a_port, b_port)
