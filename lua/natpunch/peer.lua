@@ -758,14 +758,7 @@ function Session:receive(timeout)
     local m = table.remove(self.inbox, 1)
     return m[1], m[2]
   end
-  return sched.wait(function(wake)
-    table.insert(self.waiting, wake)
-    return function()
-      for i, w in ipairs(self.waiting) do
-        if w == wake then table.remove(self.waiting, i) break end
-      end
-    end
-  end, timeout)
+  return sched.wait_in(self.waiting, timeout)
 end
 
 --- Unreliable send over the session's path.

@@ -111,14 +111,7 @@ function Session:receive(timeout)
     return m[1], m[2]
   end
   if self.closed then return nil, "closed" end
-  return sched.wait(function(wake)
-    table.insert(self.waiting, wake)
-    return function()
-      for i, w in ipairs(self.waiting) do
-        if w == wake then table.remove(self.waiting, i) break end
-      end
-    end
-  end, timeout)
+  return sched.wait_in(self.waiting, timeout)
 end
 
 function Session:close()
