@@ -184,7 +184,7 @@ traversal-docs: deps-test all
 	$(LUA) bin/natpunch lab matrix --hard --repeat $(TRAVERSAL_RUNS) --markdown > build/traversal-hard.md; \
 	rc=$$?; $(LUA) tools/splice_doc.lua docs/TRAVERSAL.md hard_matrix < build/traversal-hard.md && exit $$rc
 
-build/bench/%: bench/%.c $(PURE_SRC) $(HDRS)
+build/bench/%: bench/%.c bench/ipv4_port.h $(PURE_SRC) $(HDRS)
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -Icsrc/core -o $@ $< $(PURE_SRC) $(NETTLE_LIBS) -lm
 

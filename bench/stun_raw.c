@@ -25,6 +25,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include "ipv4_port.h"
 #include "stun.h"
 
 #define BATCH 64
@@ -41,17 +42,8 @@ struct server {
 };
 
 static int parse_listen(const char *s, struct sockaddr_in *sa) {
-  char ip[64];
-  const char *colon = strrchr(s, ':');
-  if (!colon || (size_t)(colon - s) >= sizeof ip) return -1;
-  memcpy(ip, s, (size_t)(colon - s));
-  ip[colon - s] = 0;
-  long port = strtol(colon + 1, NULL, 10);
-  memset(sa, 0, sizeof *sa);
-  sa->sin_family = AF_INET;
-  sa->sin_port = htons((uint16_t)port);
-  if (port < 0 || port > 65535 || inet_pton(AF_INET, ip, &sa->sin_addr) != 1) return -1;
-  return (ntohl(sa->sin_addr.s_addr) >> 24) == 127 ? 0 : -1; /* loopback only */
+  if (parse_ipv4_port(s, sa) != 0) return -1;
+  return ipv4_is_loopback(sa) ? 0 : -1; /* loopback only */
 }
 
 /* One recvmmsg batch in, one sendmmsg batch out.  The receive blocks for

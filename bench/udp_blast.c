@@ -39,6 +39,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "ipv4_port.h"
 
 #define BATCH 64
 #define MAXSZ 65536
@@ -50,15 +51,7 @@ static uint64_t now_ns(void) {
 }
 
 static int parse(const char *text, struct sockaddr_in *sa) {
-  char ip[64];
-  const char *colon = strrchr(text, ':');
-  if (!colon || colon - text >= (long)sizeof ip) return -1;
-  memcpy(ip, text, (size_t)(colon - text));
-  ip[colon - text] = 0;
-  memset(sa, 0, sizeof *sa);
-  sa->sin_family = AF_INET;
-  sa->sin_port = htons((uint16_t)atoi(colon + 1));
-  if (inet_pton(AF_INET, ip, &sa->sin_addr) != 1) return -1;
+  if (parse_ipv4_port(text, sa) != 0) return -1;
   uint32_t a = ntohl(sa->sin_addr.s_addr);
   /* loopback or the lab's ranges only */
   if (a == 0x7f000001u || (a >> 8) == 0xcb0071u || (a >> 8) == 0xc63364u ||

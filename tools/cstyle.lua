@@ -17,7 +17,7 @@
 -- csrc/fuzz/fuzz_punch.c, csrc/fuzz/fuzz_touch.c, csrc/lua/np_udp*.[ch],
 -- csrc/test/test_punch.c, csrc/test/test_touch.c.
 local FORMATTED = {
-  "bench/loadgen.c", "bench/stun_raw.c", "bench/udp_blast.c",
+  "bench/ipv4_port.h", "bench/loadgen.c", "bench/stun_raw.c", "bench/udp_blast.c",
   "csrc/core/addr.c", "csrc/core/addr.h", "csrc/core/bytes.h", "csrc/core/crc32.c",
   "csrc/core/crypto.h", "csrc/core/hash.c", "csrc/core/stun.c", "csrc/core/stun.h",
   "csrc/core/stun_write.c", "csrc/core/turn.c", "csrc/core/turn.h", "csrc/core/wipe.c",
