@@ -151,11 +151,19 @@ local function node_text(n)
   return table.concat(parts, "  ")
 end
 
+-- The options of a subcommand that takes no operands; nil and the exit
+-- code when there is nothing more to do (a usage error, or --help shown).
+local function parse_plain(name, argv, options)
+  local opts, rest = cli.parse(argv, options)
+  if not opts then return nil, cli.usage_error(name, rest) end
+  if opts.help then print(M.usage) return nil, cli.OK end
+  if #rest > 0 then return nil, cli.usage_error(name, "unexpected '" .. rest[1] .. "'") end
+  return opts
+end
+
 local function up(lab, argv)
-  local opts, rest = cli.parse(argv, UP_OPTIONS)
-  if not opts then return cli.usage_error("lab up", rest) end
-  if opts.help then print(M.usage) return cli.OK end
-  if #rest > 0 then return cli.usage_error("lab up", "unexpected '" .. rest[1] .. "'") end
+  local opts, code = parse_plain("lab up", argv, UP_OPTIONS)
+  if not opts then return code end
   for _, k in ipairs({ "a", "b", "c" }) do
     if not lab.canonical_type(opts[k]) then
       return cli.usage_error("lab up", "--" .. k .. ": unknown NAT type '" .. opts[k]
@@ -232,10 +240,8 @@ local function exec(lab, argv)
 end
 
 local function status(lab, argv)
-  local opts, rest = cli.parse(argv, PREFIX_OPTIONS)
-  if not opts then return cli.usage_error("lab status", rest) end
-  if opts.help then print(M.usage) return cli.OK end
-  if #rest > 0 then return cli.usage_error("lab status", "unexpected '" .. rest[1] .. "'") end
+  local opts, code = parse_plain("lab status", argv, PREFIX_OPTIONS)
+  if not opts then return code end
   local out = out_for(opts.json)
   local labs = lab.list()
   if #labs == 0 and not opts.json then print("no lab is up") end
@@ -268,10 +274,8 @@ local function status(lab, argv)
 end
 
 local function down(lab, argv)
-  local opts, rest = cli.parse(argv, PREFIX_OPTIONS)
-  if not opts then return cli.usage_error("lab down", rest) end
-  if opts.help then print(M.usage) return cli.OK end
-  if #rest > 0 then return cli.usage_error("lab down", "unexpected '" .. rest[1] .. "'") end
+  local opts, code = parse_plain("lab down", argv, PREFIX_OPTIONS)
+  if not opts then return code end
   if opts.prefix and not opts.prefix:match("^[a-z][a-z0-9]*$") then
     return cli.usage_error("lab down", "bad --prefix '" .. opts.prefix .. "'")
   end
