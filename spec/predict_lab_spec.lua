@@ -35,21 +35,8 @@ labhelper.describe("#lab port prediction: symmetric (sequential) x port-restrict
   -- Returns the connecting side's events and the waiter's.
   local function pair(connector, acceptor, id, methods, want)
     if methods == nil then methods = "udp,predict" end
-    local wargs = { "--id", id .. "-w", "--timeout", "30" }
-    local cargs = { "--id", id .. "-c", "--connect", id .. "-w", "--touch", "predicted", "--timeout", "25" }
-    if methods then
-      for _, args in ipairs({ wargs, cargs }) do
-        args[#args + 1] = "--methods"
-        args[#args + 1] = methods
-      end
-    end
-    local waiter = L:spawn_peer(acceptor, wargs)
-    local out, code, ev = L:run_peer(connector, cargs)
-    -- the waiter's side of it: its connected event comes a moment later
-    if code == 0 then waiter:expect('"event":"connected"', 5) end
-    local wev = labhelper.events(waiter:output())
-    waiter:stop()
-    local all = out .. "\n--- waiter\n" .. waiter:output() .. "\n--- rendezvous\n" .. L.rv:output()
+    local ev, code, wev, all = L:pair(connector, acceptor,
+      { id = id, touch = "predicted", methods = methods, wait = 30, timeout = 25 })
     assert.equal(0, code, all)
     assert.equal(want or "predict", ev.connected.method, all)
     assert.equal(want or "predict", wev.connected and wev.connected.method, all)
