@@ -122,6 +122,7 @@ build = {
     ["natpunch.json"] = "lua/natpunch/json.lua",
     ["natpunch.keepalive"] = "lua/natpunch/keepalive.lua",
     ["natpunch.lab"] = "lua/natpunch/lab.lua",
+    ["natpunch.lab.coturn"] = "lua/natpunch/lab/coturn.lua",
     ["natpunch.lab.discovery"] = "lua/natpunch/lab/discovery.lua",
     ["natpunch.lab.impair"] = "lua/natpunch/lab/impair.lua",
     ["natpunch.lab.ip4"] = "lua/natpunch/lab/ip4.lua",

@@ -61,11 +61,13 @@
 --     running topology t, listening on opts.ip:3478 with REST-API secret
 --     opts.secret (its files logged under opts.name, removed with the lab's
 --     state); returns its handle once a Binding request from host
---     opts.probe is answered (within about 5 s, else it fails).
+--     opts.probe is answered (within about 5 s, else it fails): the
+--     spec side of natpunch.lab.coturn.
 local lab = require "natpunch.lab"
 local matrix = require "natpunch.lab.matrix"
 local proc = require "natpunch.lab.proc"
 local state = require "natpunch.lab.state"
+local coturn = require "natpunch.lab.coturn"
 local json = require "natpunch.json"
 local helper = require "spec.helper"
 -- A required module does not see the spec file's environment, where busted
@@ -263,23 +265,8 @@ end
 
 --- coturn on t's host opts.host (see the head of this file).
 function labhelper.coturn(t, opts)
-  local base = state.log_path(t.prefix, opts.name)
-  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(t.prefix, "log", base .. suffix) end
-  local f = assert(io.open(base .. ".conf", "w"))
-  f:write(table.concat({
-    "listening-port=3478", "listening-ip=" .. opts.ip, "relay-ip=" .. opts.ip,
-    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. opts.secret,
-    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
-    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
-  }, "\n"))
-  f:close()
-  local turnd = t:spawn(opts.host, { "turnserver", "-c", base .. ".conf" })
-  for _ = 1, 50 do
-    local out = t:exec(opts.probe, { "timeout", "2", "turnutils_stunclient", "-p", "3478", opts.ip })
-    if out:match("reflexive addr") then return turnd end
-    proc.sleep(0.1)
-  end
-  error("coturn did not start: " .. turnd:output())
+  local turnd, err = coturn.start(t, opts)
+  return turnd or error(err)
 end
 
 return labhelper
