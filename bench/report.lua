@@ -117,11 +117,15 @@ p("")
 if S.stun then
   p("## STUN Binding: natpunch vs a raw C server")
   p("")
-  p("| server | req/s | x raw | CPU us/req |")
-  p("| --- | ---: | ---: | ---: |")
+  p("| server | req/s | x raw | CPU us/req | x raw (CPU per request) |")
+  p("| --- | ---: | ---: | ---: | ---: |")
   local bars = {}
+  local base_cpu
+  for _, r in ipairs(S.stun) do if r.name == "raw" then base_cpu = r.cpu_us end end
   for _, r in ipairs(S.stun) do
-    p(("| %s | %.0f | %.2f | %s |"):format(r.title, r.rps, r.ratio or 0, r.cpu_us and ("%.2f"):format(r.cpu_us) or "-"))
+    p(("| %s | %.0f | %.2f | %s | %s |"):format(r.title, r.rps, r.ratio or 0,
+      r.cpu_us and ("%.2f"):format(r.cpu_us) or "-",
+      (r.cpu_us and base_cpu) and ("%.2f"):format(r.cpu_us / base_cpu) or "-"))
     bars[#bars + 1] = { r.title, r.rps, ("%.0f req/s (%.2fx)"):format(r.rps, r.ratio or 0),
       color = r.name == "raw" and "#888" or nil }
   end
@@ -129,6 +133,11 @@ if S.stun then
     .. "one core each, loopback", bars))
   p("")
   p("![STUN throughput per server](bench/stun.svg)")
+  p("")
+  p("Read `req/s` together with the CPU each server spent per answered request: the load generator shares")
+  p("the machine with other work, and when it cannot keep a server busy (a server's core well below 100 %,")
+  p("`make bench` prints CPU %) the req/s ratios show the load generator's luck more than the server's cost,")
+  p("while CPU us/req does not depend on it (bench/README.md, \"The columns\").")
   p("")
   p("The Lua-hook row answers every STUN request in a Lua function (decode, answer, send from Lua) instead of in C:")
   p("the cost of running Lua on every packet. Goal: >= 0.6x raw.")
