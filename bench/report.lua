@@ -14,7 +14,8 @@ if not input then
   os.exit(2)
 end
 local f = assert(io.open(input, "r"))
-local run = assert(json.decode(f:read("a")), "not a recorded run: " .. input)
+local raw = f:read("a")
+local run = assert(json.decode(raw), "not a recorded run: " .. input)
 f:close()
 os.execute("mkdir -p '" .. outdir .. "/bench'")
 
@@ -109,18 +110,22 @@ p("")
 p("- command: `", m.command or "?", "`")
 p("- date: ", m.date or "?", "; machine: ", m.cpu or "?", ", ", tostring(m.cpus or "?"), " CPUs, Linux ",
   m.kernel or "?")
-p("- other work was running on the machine at the same time (8 sessions share its 2 cores), so figures vary by")
-p("  several per cent between runs; the ratios are what to read.")
+p("- other work was running on the machine at the same time (other helpers' sessions share its 2 cores), so")
+p("  figures vary by several per cent between runs; the ratios are what to read.")
 p("")
 
 if S.stun then
   p("## STUN Binding: natpunch vs a raw C server")
   p("")
-  p("| server | req/s | x raw | CPU us/req |")
-  p("| --- | ---: | ---: | ---: |")
+  p("| server | req/s | x raw | CPU us/req | x raw (CPU per request) |")
+  p("| --- | ---: | ---: | ---: | ---: |")
   local bars = {}
+  local base_cpu
+  for _, r in ipairs(S.stun) do if r.name == "raw" then base_cpu = r.cpu_us end end
   for _, r in ipairs(S.stun) do
-    p(("| %s | %.0f | %.2f | %s |"):format(r.title, r.rps, r.ratio or 0, r.cpu_us and ("%.2f"):format(r.cpu_us) or "-"))
+    p(("| %s | %.0f | %.2f | %s | %s |"):format(r.title, r.rps, r.ratio or 0,
+      r.cpu_us and ("%.2f"):format(r.cpu_us) or "-",
+      (r.cpu_us and base_cpu) and ("%.2f"):format(r.cpu_us / base_cpu) or "-"))
     bars[#bars + 1] = { r.title, r.rps, ("%.0f req/s (%.2fx)"):format(r.rps, r.ratio or 0),
       color = r.name == "raw" and "#888" or nil }
   end
@@ -128,6 +133,11 @@ if S.stun then
     .. "one core each, loopback", bars))
   p("")
   p("![STUN throughput per server](bench/stun.svg)")
+  p("")
+  p("Read `req/s` together with the CPU each server spent per answered request: the load generator shares")
+  p("the machine with other work, and when it cannot keep a server busy (a server's core well below 100 %,")
+  p("`make bench` prints CPU %) the req/s ratios show the load generator's luck more than the server's cost,")
+  p("while CPU us/req does not depend on it (bench/README.md, \"The columns\").")
   p("")
   p("The Lua-hook row answers every STUN request in a Lua function (decode, answer, send from Lua) instead of in C:")
   p("the cost of running Lua on every packet. Goal: >= 0.6x raw.")
@@ -155,7 +165,9 @@ if S.touch then
     "bulk: messages per second (1200 bytes, window 64)", {
       { "raw C blast-and-ack", t.raw_bulk.msgs_per_s, ("%.0f msgs/s"):format(t.raw_bulk.msgs_per_s), color = "#888" },
       { "natpunch touch", t.touch_bulk.msgs_per_s, ("%.0f msgs/s (%.2fx)"):format(t.touch_bulk.msgs_per_s,
-        t.bulk_ratio) } }))
+        t.bulk_ratio) },
+      t.touch_bulk_batch and { "touch, batch callbacks", t.touch_bulk_batch.msgs_per_s,
+        ("%.0f msgs/s (%.2fx)"):format(t.touch_bulk_batch.msgs_per_s, t.bulk_batch_ratio) } or nil }))
   p("![touch throughput](bench/touch.svg)")
   p("")
   p("Both sides use the same window (64 unacknowledged 1200-byte messages) and the kernel's default socket")
@@ -240,28 +252,72 @@ if S.redis then
     :format(r.introductions, r.introductions_delivered))
   p(("p50 %.2f ms, p99 %.2f ms; memory per peer: Redis %.0f B, each rendezvous process (RSS) %s B.")
     :format(r.intro_p50_ms or -1, r.intro_p99_ms or -1, r.redis_bytes_per_peer or -1, table.concat(per, ", ")))
+  p(("%d registrations were refused or lost. The driver registers many ids from each of its sockets, all from")
+    :format(r.registration_failures or 0))
+  p("127.0.0.1, so the servers run with `--max-per-ip` and `--max-per-socket` raised to fit the load (the defaults")
+  p("would refuse most of them, as a server should for one address).")
   p("")
 end
 
 if S.punch then
-  p("## Punch setup time in the NAT lab (25 ms per link)")
+  p("## Punch setup time per method in the NAT lab (25 ms per link)")
   p("")
-  p("| method | cases | median setup | median ratio to the ideal (RTT server + RTT peers) |")
-  p("| --- | ---: | ---: | ---: |")
-  local series = {}
+  p("`natpunch lab matrix --delay 25ms`: peers behind the lab's NATs, 25 ms one way on every link into the lab's")
+  p("internet but the servers'. udp: the cone pairs (and sym -> full, double NAT); predict: symseq -> prc;")
+  p("birthday: sym -> prc; relay: sym -> sym through coturn on s2. Setup time is what the connecting peer reports")
+  p("(from its connect request to the connected path). The ideal, per case, from the RTTs ping measured in the")
+  p("same case:")
+  p("")
+  p("- udp, predict, birthday: RTT to the rendezvous (the introduction) + RTT between the peers (one punch check")
+  p("  there and back). For birthday this is the lucky case where the first probe hits; the method needs on")
+  p("  average hundreds of probes into random ports, paced, so its ratio is far above 1 by design.")
+  p("- relay: RTT to the rendezvous + one RTT to the TURN server (the ChannelBind to the other's relayed address)")
+  p("  + the RTT of the relayed path (a -> coturn -> b and back). coturn sits beside the rendezvous on the lab's")
+  p("  undelayed internet, so its RTT is the RTT to the rendezvous, and the relayed path crosses the same two")
+  p("  delayed links as the direct one, so its RTT is the peers' RTT: ideal = 2 x RTT server + RTT peers.")
+  p("")
+  p("Goal: median <= 1.2x the ideal.")
+  p("")
+  p("| method | pairs | runs | p50 setup | p90 | max | ideal (p50) | median x ideal | goal met |")
+  p("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
   for _, r in ipairs(S.punch) do
-    p(("| %s | %d | %.0f ms | %s |"):format(r.method, #r.cases, r.median_setup_ms or -1,
-      r.median_ratio and ("%.2f"):format(r.median_ratio) or "-"))
-    local values = {}
-    for _, c in ipairs(r.cases) do values[#values + 1] = c.setup_ms end
-    series[#series + 1] = { r.method, values }
+    local probes = {}
+    for _, c in ipairs(r.cases) do if c.probes then probes[#probes + 1] = c.probes end end
+    table.sort(probes)
+    local pairs_ = table.concat(r.pairs or {}, ", ")
+    if #(r.pairs or {}) > 2 then pairs_ = #r.pairs .. " pairs" end
+    p(("| %s | %s | %d | %.0f ms | %.0f ms | %.0f ms | %s | %s | %s |"):format(r.method, pairs_, #r.cases,
+      r.median_setup_ms or -1, r.p90_setup_ms or -1, r.max_setup_ms or -1,
+      r.median_ideal_ms and ("%.0f ms"):format(r.median_ideal_ms) or "-",
+      r.median_ratio and ("%.2f"):format(r.median_ratio) or "-",
+      (r.median_ratio and (r.median_ratio <= 1.2 and "yes" or "no") or "-")
+      .. (probes[1] and (" (median %d probes)"):format(probes[(#probes + 1) // 2]) or "")))
   end
-  write(outdir .. "/bench/setup.svg", histogram("Punch setup time per method, lab at 25 ms per link", series,
-    { 0, 50, 100, 150, 200, 300, 500, 1000, 5000 }))
+  if (S.punch_failures or 0) > 0 then
+    p("")
+    p(("%d runs did not connect within the matrix's timeout; they are left out of the figures."):format(
+      S.punch_failures))
+  end
   p("")
-  p("![setup-time histogram per method](bench/setup.svg)")
-  p("")
+  for _, r in ipairs(S.punch) do
+    local values, lo, hi = {}, math.huge, 0
+    for _, c in ipairs(r.cases) do
+      values[#values + 1] = c.setup_ms
+      lo, hi = math.min(lo, c.setup_ms), math.max(hi, c.setup_ms)
+    end
+    -- 8 bins over the method's own range (rounded out to 10 ms)
+    lo, hi = math.floor(lo / 10) * 10, math.ceil((hi + 1) / 10) * 10
+    local step = math.max(10, math.ceil((hi - lo) / 8 / 10) * 10)
+    local edges = {}
+    for i = 0, 8 do edges[#edges + 1] = lo + i * step end
+    local file = "setup-" .. r.method:gsub("[^%w]", "") .. ".svg"
+    write(outdir .. "/bench/" .. file, histogram(("Setup time, %s (%d runs; ideal p50 %s)"):format(r.method, #values,
+      r.median_ideal_ms and ("%.0f ms"):format(r.median_ideal_ms) or "-"), { { r.method, values } }, edges))
+    p(("![setup-time histogram, %s](bench/%s)"):format(r.method, file))
+    p("")
+  end
 end
 
 write(outdir .. "/BENCH.md", table.concat(md, "\n") .. "\n")
+write(outdir .. "/bench/run.json", raw)             -- the recorded run the page was made from
 print("wrote " .. outdir .. "/BENCH.md and " .. outdir .. "/bench/*.svg")

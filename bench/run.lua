@@ -30,7 +30,7 @@ local STUN_RAW = root .. "/build/bench/stun_raw"
 local SAFETY_LIMIT = 90   -- seconds: `timeout` kills a server left behind
 
 local opts = { json = false, duration = 1.5, rounds = 5, requests = 600000, sockets = 4, window = 32,
-  suite = "stun,touch,wire,registry,redis,punch" }
+  suite = "stun,touch,wire,registry,redis,punch", setup_runs = 6 }
 
 local function q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
@@ -54,7 +54,8 @@ end
 local function usage(msg)
   io.stderr:write("bench/run.lua: ", msg, "\n",
     "usage: lua5.4 bench/run.lua [--json] [--duration S] [--rounds N] [--only NAME,...]\n",
-    "       [--suite stun,touch,wire,registry,redis,punch] [--quick] [--record FILE.json]\n")
+    "       [--suite stun,touch,wire,registry,redis,punch] [--quick] [--record FILE.json]\n",
+    "       [--setup-runs N]\n")
   os.exit(2)
 end
 
@@ -69,11 +70,13 @@ local function parse_args()
     elseif a == "--suite" and v then opts.suite = v; i = i + 1
     elseif a == "--quick" then opts.quick = true
     elseif a == "--record" and v then opts.record = v; i = i + 1
+    elseif a == "--setup-runs" and tonumber(v) then opts.setup_runs = math.floor(tonumber(v)); i = i + 1
     else usage("bad argument '" .. tostring(a) .. "'") end
     i = i + 1
   end
   if opts.duration <= 0 or opts.duration > 10 then usage("--duration must be in (0, 10]") end
   if opts.rounds < 1 or opts.rounds > 5 then usage("--rounds must be 1..5") end
+  if opts.setup_runs < 1 or opts.setup_runs > 50 then usage("--setup-runs must be 1..50") end
 end
 
 --- A free UDP port on 127.0.0.1, from the kernel.
@@ -511,51 +514,108 @@ end
 
 -- ------------------------------------------------------------ punch (lab)
 
+-- The ideal setup time of a case, per method, from the RTTs the matrix
+-- measured by ping in the same case (bench/README.md):
+--   udp, predict, birthday: RTT to the rendezvous (the introduction) + RTT
+--     between the peers (one punch check there and back); for birthday that
+--     is the lucky case where the first probe hits;
+--   relay: RTT to the rendezvous + one RTT to the TURN server (ChannelBind
+--     to the other's relayed address, relay.run) + the RTT of the relayed
+--     path (a -> coturn -> b and back).  coturn sits on s2, beside s1 on the
+--     lab's undelayed internet, so the RTT to it is the RTT to the server,
+--     and the relayed path crosses the same two delayed links as the direct
+--     one, so its RTT is the peers' RTT: 2 x rtt_server + rtt_peer.
+local function ideal_ms(method, c)
+  if not (c.rtt_server_ms and c.rtt_peer_ms) then return nil end
+  if method == "relay" then return 2 * c.rtt_server_ms + c.rtt_peer_ms end
+  return c.rtt_server_ms + c.rtt_peer_ms
+end
+
+local function matrix_cases(only, repeat_n, cases)
+  local prefix = ("bb%04x"):format(math.random(0, 0xffff))
+  local text = capture("timeout 900 lua5.4 " .. q(root .. "/bin/natpunch") .. " lab matrix --delay 25ms --only "
+    .. only .. " --repeat " .. repeat_n .. " --prefix " .. prefix .. " --json 2>&1")
+  os.execute("lua5.4 " .. q(root .. "/bin/natpunch") .. " lab down --prefix " .. prefix .. " >/dev/null 2>&1")
+  local n, failed = 0, 0
+  for line in text:gmatch("[^\n]+") do
+    local ok, ev = pcall(json.decode, line)
+    if ok and type(ev) == "table" and ev.event == "case" then
+      if ev.connected and ev.setup_ms then
+        ev.method = ev.method or ev.transport or "udp"
+        ev.ideal_ms = ideal_ms(ev.method, ev)
+        ev.ideal_ratio = ev.ideal_ms and ev.ideal_ms >= 10 and ev.setup_ms / ev.ideal_ms or nil
+        ev.phase_ms, ev.problems = nil, nil
+        cases[#cases + 1] = ev
+        n = n + 1
+      else
+        failed = failed + 1
+      end
+    end
+  end
+  return n, failed, text
+end
+
 local function punch_suite()
   if capture("id -u"):match("%d+") ~= "0" then
     print("Punch setup time in the lab: skipped (needs root for network namespaces)")
     return
   end
-  io.stderr:write("bench: punch setup time in the NAT lab (25 ms per link)\n")
-  local only = "full-full,full-restricted,restricted-prc,prc-prc,prc-full,sym-full,full-sym,double-nat"
-  local text = capture("timeout 600 lua5.4 " .. q(root .. "/bin/natpunch") .. " lab matrix --delay 25ms --only "
-    .. only .. " --json 2>&1")
-  local cases = {}
-  for line in text:gmatch("[^\n]+") do
-    local ev = json.decode(line)
-    if type(ev) == "table" and ev.event == "case" and ev.setup_ms then
-      if ev.rtt_server_ms and ev.rtt_peer_ms then ev.ideal_ms = ev.rtt_server_ms + ev.rtt_peer_ms end
-      cases[#cases + 1] = ev
-    end
-  end
+  math.randomseed(os.time())
+  local runs = opts.quick and math.min(opts.setup_runs, 2) or opts.setup_runs
+  local cone_runs = math.max(1, (runs + 2) // 3)
+  local cases, failures, tails = {}, 0, {}
+  io.stderr:write(("bench: punch setup time in the NAT lab (25 ms per link): cone pairs x %d\n"):format(cone_runs))
+  local cone = "full-full,full-restricted,restricted-prc,prc-prc,prc-full,sym-full,full-sym,double-nat"
+  local n, f, text = matrix_cases(cone, cone_runs, cases)
+  failures = failures + f
+  if n == 0 then tails[#tails + 1] = text:sub(-300) end
+  io.stderr:write(("bench: punch setup time: predict, birthday, relay x %d\n"):format(runs))
+  n, f, text = matrix_cases("hard-symseq-prc,hard-sym-prc,hard-sym-sym", runs, cases)
+  failures = failures + f
+  if n == 0 then tails[#tails + 1] = text:sub(-300) end
   if #cases == 0 then
-    print("Punch setup time in the lab: failed: " .. text:sub(-300))
+    print("Punch setup time in the lab: failed: " .. table.concat(tails, " / "))
     return
   end
-  local by_method = {}
+  local by_method, order = {}, { "udp", "predict", "birthday", "relay" }
   for _, c in ipairs(cases) do
-    local m = c.method or c.transport or "udp"
-    by_method[m] = by_method[m] or {}
-    table.insert(by_method[m], c)
-  end
-  print("Punch setup time in the NAT lab, 25 ms per link (natpunch lab matrix --delay 25ms)")
-  local line = "%-8s %6s %10s %10s %12s"
-  print(line:format("method", "cases", "median ms", "ideal ms", "median ratio"))
-  local rows = {}
-  for m, list in pairs(by_method) do
-    local ratios, setups, ideals = {}, {}, {}
-    for _, c in ipairs(list) do
-      setups[#setups + 1] = c.setup_ms
-      if c.ratio then ratios[#ratios + 1] = c.ratio end
-      if c.ideal_ms then ideals[#ideals + 1] = c.ideal_ms end
+    if not by_method[c.method] then
+      by_method[c.method] = {}
+      local known = false
+      for _, m in ipairs(order) do known = known or m == c.method end
+      if not known then order[#order + 1] = c.method end
     end
-    table.sort(ratios); table.sort(setups); table.sort(ideals)
-    local med = function(t) return t[(#t + 1) // 2] end
-    print(line:format(m, #list, ("%.0f"):format(med(setups)), ideals[1] and ("%.0f"):format(med(ideals)) or "-",
-      ratios[1] and ("%.2f"):format(med(ratios)) or "-"))
-    rows[#rows + 1] = { method = m, cases = list, median_setup_ms = med(setups), median_ratio = med(ratios) }
+    table.insert(by_method[c.method], c)
   end
+  print(("Punch setup time in the NAT lab, 25 ms per link (natpunch lab matrix --delay 25ms; cone pairs x %d,"
+    .. " symseq-prc, sym-prc, sym-sym x %d)"):format(cone_runs, runs))
+  local line = "%-9s %-22s %5s %9s %9s %9s %9s %10s"
+  print(line:format("method", "pairs", "runs", "p50 ms", "p90 ms", "max ms", "ideal ms", "x ideal"))
+  local rows = {}
+  local function pick(t, q_) return t[math.max(1, math.ceil(#t * q_))] end
+  for _, m in ipairs(order) do
+    local list = by_method[m]
+    if list then
+      local ratios, setups, ideals, pairs_, seen = {}, {}, {}, {}, {}
+      for _, c in ipairs(list) do
+        setups[#setups + 1] = c.setup_ms
+        if c.ideal_ratio then ratios[#ratios + 1] = c.ideal_ratio end
+        if c.ideal_ms then ideals[#ideals + 1] = c.ideal_ms end
+        if not seen[c.pair] then seen[c.pair] = true; pairs_[#pairs_ + 1] = c.pair end
+      end
+      table.sort(ratios); table.sort(setups); table.sort(ideals)
+      local pairs_text = #pairs_ > 2 and (#pairs_ .. " pairs") or table.concat(pairs_, ",")
+      print(line:format(m, pairs_text, #list, ("%.0f"):format(pick(setups, 0.5)), ("%.0f"):format(pick(setups, 0.9)),
+        ("%.0f"):format(setups[#setups]), ideals[1] and ("%.0f"):format(pick(ideals, 0.5)) or "-",
+        ratios[1] and ("%.2f"):format(pick(ratios, 0.5)) or "-"))
+      rows[#rows + 1] = { method = m, pairs = pairs_, cases = list, median_setup_ms = pick(setups, 0.5),
+        p90_setup_ms = pick(setups, 0.9), max_setup_ms = setups[#setups], median_ideal_ms = pick(ideals, 0.5),
+        median_ratio = pick(ratios, 0.5) }
+    end
+  end
+  if failures > 0 then print(("(%d runs did not connect and are left out of the figures)"):format(failures)) end
   recorded.suites.punch = rows
+  recorded.suites.punch_failures = failures
 end
 
 local function main()
