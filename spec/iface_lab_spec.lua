@@ -14,16 +14,17 @@
 -- NATPUNCH_IFACE_RUNS=N repeats each connection N times (default 3); the
 -- setup times go to stderr (docs/TRAVERSAL.md).  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
-local proc = require "natpunch.lab.proc"
-local state = require "natpunch.lab.state"
+local util = require "natpunch.lab.matrix.util"
+local iface = require "natpunch.lab.matrix.kinds.iface"
+local runner = require "natpunch.lab.matrix.runner"
 local labhelper = require "spec.labhelper"
 
-local RV4, RV6 = labhelper.RV .. ":" .. labhelper.PORT, "[2001:db8::11]:3478"
-local RV_TURN = "203.0.113.2:3479"          -- the same host, handing out TURN credentials
-local TURN_IP, SECRET = "198.51.100.2", "lab-iface-secret"
+-- (the hard matrix's iface cases connect the same way: iface.connect)
+local RV4, RV6, RV_TURN = iface.RV4, iface.RV6, iface.RV_TURN
+local TURN_IP, SECRET = iface.TURN_IP, iface.SECRET
 local RUNS = math.max(1, math.min(50, tonumber(os.getenv("NATPUNCH_IFACE_RUNS") or "") or 3))
 
-local np, events = labhelper.natpunch, labhelper.events
+local np = labhelper.natpunch
 
 -- "median X ms (min-max Y-Z)" of a list of setup times
 local function summary(list)
@@ -32,27 +33,12 @@ local function summary(list)
   return ("median %d ms (%d-%d)"):format(t[(#t + 1) // 2], t[1], t[#t])
 end
 
-local function coturn_conf(prefix)
-  local base = state.log_path(prefix, "coturn-iface")
-  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(prefix, "log", base .. suffix) end
-  local f = assert(io.open(base .. ".conf", "w"))
-  f:write(table.concat({
-    "listening-port=3478", "listening-ip=" .. TURN_IP, "relay-ip=" .. TURN_IP,
-    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. SECRET,
-    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
-    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
-  }, "\n"))
-  f:close()
-  return base .. ".conf"
-end
-
 labhelper.describe("#lab several interfaces and IPv6", function()
   -- the lab, with the IPv4 rendezvous on s1 (labhelper: up in setup, down
   -- and checked gone in teardown, also after a failure)
   local L = labhelper.lab(lab.iface(), { rendezvous = true })
   local t, rv6
   local figures = {}
-  local seq = 0
 
   setup(function()
     t = L.t
@@ -64,22 +50,12 @@ labhelper.describe("#lab several interfaces and IPv6", function()
     if #figures > 0 then io.stderr:write("\n  " .. table.concat(figures, "\n  ") .. "\n") end
   end)
 
-  -- A waiting peer in host `who` (a fresh id each time), then a connecting
-  -- one in host `from`; returns the connector's events and output.
-  local function connect(who, from, server, extra_wait, extra_connect, timeout)
-    seq = seq + 1
-    local id = ("%s%d"):format(who, seq)
-    local args = { "peer", "--server", server, "--id", id, "--json", "--timeout", "60" }
-    for _, w in ipairs(extra_wait or {}) do args[#args + 1] = w end
-    local waiter = t:spawn(who, np(args))
-    assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    if server == RV_TURN then assert(waiter:expect('"event":"relay_allocated"', 15), waiter:output()) end
-    local cargs = { "peer", "--server", server, "--id", from .. seq, "--connect", id,
-      "--touch", "over " .. from, "--timeout", tostring(timeout or 10), "--json", "-v" }
-    for _, w in ipairs(extra_connect or {}) do cargs[#cargs + 1] = w end
-    local out, code = t:exec(from, np(cargs))
-    waiter:stop()
-    return events(out), out .. "\n--- waiting peer\n" .. waiter:output(), code
+  -- A waiting peer in host `who`, then a connecting one in host `from`
+  -- (iface.connect); returns the connector's events and output.
+  local u = { cmd = runner.command(), seq = 0 }
+  local function connect(...)
+    u.t = t
+    return iface.connect(u, ...)
   end
 
   it("uses only 2001:db8::/32 for IPv6, and the firewalls drop what nobody inside asked for", function()
@@ -145,17 +121,10 @@ labhelper.describe("#lab several interfaces and IPv6", function()
 
   local relay_it = labhelper.skip_reason{ tools = { "turnserver" } } and pending or it
   relay_it("dual-stack peers connect directly over IPv6 rather than through the IPv4 relay", function()
-    local turnd = t:spawn("s2", { "turnserver", "-c", coturn_conf(t.prefix) })
+    local turnd = util.start_coturn(t, "s2", "s1", TURN_IP, SECRET, "coturn-iface")
     local rvt = t:spawn("s1", np({ "rendezvous", "--listen", RV_TURN, "--json",
       "--turn", TURN_IP .. ":3478", "--turn-secret", SECRET }))
     assert(rvt:expect('"event":"listening"', 10), rvt:output())
-    local ready = false
-    for _ = 1, 50 do
-      local out = t:exec("s1", { "timeout", "2", "turnutils_stunclient", "-p", "3478", TURN_IP })
-      if out:match("reflexive addr") then ready = true break end
-      proc.sleep(0.1)
-    end
-    assert(ready, "coturn did not start: " .. turnd:output())
     local six, relay = {}, {}
     for _ = 1, RUNS do
       -- both families: the IPv6 candidates win over the relay
