@@ -3,7 +3,9 @@
 -- which splices its table into the document with tools/splice_doc.lua).
 -- One run of each case through the real lab NATs and coturn, with the
 -- peers' default methods: the table must show every case connected, as
--- expected, by its method.  The splice tool is checked without root.
+-- expected, by its method, on its path; among them the cases of their own
+-- kind (natpunch.lab.matrix.kinds: failover, upgrade, dual-homed, IPv6-only,
+-- dual-stack), each run once.  The splice tool is checked without root.
 -- Tags: #lab.
 local helper = require "spec.helper"
 local lab = require "natpunch.lab"
@@ -52,20 +54,27 @@ describe("#lab natpunch lab matrix --hard --markdown", function()
     return
   end
   it("connects every hard case by its method, with the default methods", function()
+    local matrix = require "natpunch.lab.matrix.cases"
+    local names, title_case = matrix.names("hard"), {}
+    for _, name in ipairs(names) do title_case[matrix.case(name).title] = name end
+    assert.is_true(#names >= 10)
     local out, code = run(helper.cli() .. " lab matrix --hard --markdown 2>&1")
     -- progress went to stderr (merged here), the table to stdout
     assert.equal(0, code, out)
     assert.matches("`natpunch lab matrix --hard --markdown` (as root)", out, 1, true)
     local rows = 0
     for line in out:gmatch("[^\n]+") do
-      local title, won, conn, expected = line:match("^| (.-) | (%a+) | (%d+/%d+) %(%d+%%%) | (%d+/%d+) |")
+      local title, won, path, conn, expected =
+        line:match("^| (.-) | (%a+) | (%a+) | (%d+/%d+) %(%d+%%%) | (%d+/%d+) |")
       if title then
         rows = rows + 1
-        assert.equal(title:match("via (%a+)"), won, line)
+        local name = assert(title_case[title], "no case titled " .. title)
+        assert.equal(matrix.case(name).method, won, line)
+        assert.equal(matrix.case(name).path, path, line)
         assert.equal("1/1", conn, line)
         assert.equal("1/1", expected, line)
       end
     end
-    assert.equal(5, rows, out)
+    assert.equal(#names, rows, out)
   end)
 end)

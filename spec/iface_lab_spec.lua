@@ -14,14 +14,16 @@
 -- NATPUNCH_IFACE_RUNS=N repeats each connection N times (default 3); the
 -- setup times go to stderr (docs/TRAVERSAL.md).  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
+local iface = require "natpunch.lab.matrix.kinds.iface"
+local runner = require "natpunch.lab.matrix.runner"
 local labhelper = require "spec.labhelper"
 
-local RV4, RV6 = labhelper.RV .. ":" .. labhelper.PORT, "[2001:db8::11]:3478"
-local RV_TURN = "203.0.113.2:3479"          -- the same host, handing out TURN credentials
-local TURN_IP, SECRET = "198.51.100.2", "lab-iface-secret"
+-- (the hard matrix's iface cases connect the same way: iface.connect)
+local RV4, RV6, RV_TURN = iface.RV4, iface.RV6, iface.RV_TURN
+local TURN_IP, SECRET = iface.TURN_IP, iface.SECRET
 local RUNS = math.max(1, math.min(50, tonumber(os.getenv("NATPUNCH_IFACE_RUNS") or "") or 3))
 
-local np, events = labhelper.natpunch, labhelper.events
+local np = labhelper.natpunch
 
 -- "median X ms (min-max Y-Z)" of a list of setup times
 local function summary(list)
@@ -36,7 +38,6 @@ labhelper.describe("#lab several interfaces and IPv6", function()
   local L = labhelper.lab(lab.iface(), { rendezvous = true })
   local t, rv6
   local figures = {}
-  local seq = 0
 
   setup(function()
     t = L.t
@@ -48,22 +49,12 @@ labhelper.describe("#lab several interfaces and IPv6", function()
     if #figures > 0 then io.stderr:write("\n  " .. table.concat(figures, "\n  ") .. "\n") end
   end)
 
-  -- A waiting peer in host `who` (a fresh id each time), then a connecting
-  -- one in host `from`; returns the connector's events and output.
-  local function connect(who, from, server, extra_wait, extra_connect, timeout)
-    seq = seq + 1
-    local id = ("%s%d"):format(who, seq)
-    local args = { "peer", "--server", server, "--id", id, "--json", "--timeout", "60" }
-    for _, w in ipairs(extra_wait or {}) do args[#args + 1] = w end
-    local waiter = t:spawn(who, np(args))
-    assert(waiter:expect('"event":"registered"', 15), waiter:output())
-    if server == RV_TURN then assert(waiter:expect('"event":"relay_allocated"', 15), waiter:output()) end
-    local cargs = { "peer", "--server", server, "--id", from .. seq, "--connect", id,
-      "--touch", "over " .. from, "--timeout", tostring(timeout or 10), "--json", "-v" }
-    for _, w in ipairs(extra_connect or {}) do cargs[#cargs + 1] = w end
-    local out, code = t:exec(from, np(cargs))
-    waiter:stop()
-    return events(out), out .. "\n--- waiting peer\n" .. waiter:output(), code
+  -- A waiting peer in host `who`, then a connecting one in host `from`
+  -- (iface.connect); returns the connector's events and output.
+  local u = { cmd = runner.command(), seq = 0 }
+  local function connect(...)
+    u.t = t
+    return iface.connect(u, ...)
   end
 
   it("uses only 2001:db8::/32 for IPv6, and the firewalls drop what nobody inside asked for", function()

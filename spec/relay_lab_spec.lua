@@ -14,26 +14,12 @@
 -- is acked exactly once.  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
 local proc = require "natpunch.lab.proc"
-local state = require "natpunch.lab.state"
+local util = require "natpunch.lab.matrix.util"
 local core = require "natpunch.core"
 local labhelper = require "spec.labhelper"
 
 local RV, TURN_IP = "203.0.113.2", "198.51.100.2"
 local SECRET = "lab-turn-secret"
-
-local function coturn_conf(prefix)
-  local base = state.log_path(prefix, "coturn-relay")
-  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(prefix, "log", base .. suffix) end
-  local f = assert(io.open(base .. ".conf", "w"))
-  f:write(table.concat({
-    "listening-port=3478", "listening-ip=" .. TURN_IP, "relay-ip=" .. TURN_IP,
-    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. SECRET,
-    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
-    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
-  }, "\n"))
-  f:close()
-  return base .. ".conf"
-end
 
 local events, natpunch = labhelper.events, labhelper.natpunch
 
@@ -50,18 +36,11 @@ labhelper.describe("#lab relay fallback through coturn", function()
 
   -- coturn on s2 and a rendezvous handing out its credentials on s1
   local function relay_lab(t)
-    local turnd = t:spawn("s2", { "turnserver", "-c", coturn_conf(t.prefix) })
+    -- (coturn answers a Binding request from the lab's internet side first)
+    local turnd = util.start_coturn(t, "s2", "p", TURN_IP, SECRET, "coturn-relay")
     local rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json",
       "--turn", TURN_IP .. ":3478", "--turn-secret", SECRET }))
     assert(rv:expect('"event":"listening"', 10), rv:output())
-    -- coturn answers a Binding request from the lab's internet side
-    local ready = false
-    for _ = 1, 50 do
-      local out = t:exec("p", { "timeout", "2", "turnutils_stunclient", "-p", "3478", TURN_IP })
-      if out:match("reflexive addr") then ready = true break end
-      proc.sleep(0.1)
-    end
-    assert(ready, "coturn did not start: " .. turnd:output())
     return turnd, rv
   end
 

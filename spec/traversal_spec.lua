@@ -94,7 +94,8 @@ describe("natpunch.lab.matrix (no root needed)", function()
 
   it("has hard cases apart (symmetric NATs, the method that must win), left out of all", function()
     local hard = matrix.names("hard")
-    assert.same({ "hard-symseq-prc", "hard-prc-symseq", "hard-sym-prc", "hard-prc-sym", "hard-sym-sym" }, hard)
+    assert.same({ "hard-symseq-prc", "hard-prc-symseq", "hard-sym-prc", "hard-prc-sym", "hard-sym-sym",
+      "hard-failover", "hard-upgrade", "hard-dual-homed", "hard-ipv6-only", "hard-dual-stack" }, hard)
     for _, name in ipairs(matrix.names("all")) do assert.is_nil(name:match("^hard"), name) end
     assert.equal("predict", matrix.case("hard-symseq-prc").method)
     assert.equal("birthday", matrix.case("hard-prc-sym").method)
@@ -109,6 +110,19 @@ describe("natpunch.lab.matrix (no root needed)", function()
     assert.truthy(hosts.st and hosts.s2 and hosts.s1)
     assert.equal("symseq", nats.naseq)
     assert.equal("symseq", nats.nbseq)
+    -- the cases of their own kind build their own labs: nothing of theirs here
+    for _, name in ipairs({ "hard-failover", "hard-upgrade", "hard-dual-homed", "hard-ipv6-only",
+      "hard-dual-stack" }) do
+      local c = matrix.case(name)
+      assert.is_string(c.unit, name)
+      assert.is_table(require("natpunch.lab.matrix.kinds." .. c.unit).describe({}).hosts, name)
+      assert.is_nil(hosts[c.connector], name)
+    end
+    assert.same({ "s1" }, (function()
+      local only = {}
+      for _, h in ipairs(matrix.describe({ "hard-failover", "hard-ipv6-only" }).hosts) do only[#only + 1] = h.name end
+      return only
+    end)())
   end)
 
   it("builds one NAT per side and type, impairing only links into the internet", function()

@@ -299,11 +299,16 @@ end
 -- One human line per case result.
 local function case_text(r)
   local function ms(v) return v and ("%.1f"):format(v) or "-" end
-  local line = ("%-23s %-8s %-9s %-8s %6s  rtt %s/%s ms  ratio %s  server non-control %s")
-    :format(r.pair, r.expect, r.connected and "connected" or "FAILED", r.path or "-",
-      r.setup_ms and (r.setup_ms .. " ms") or "-", ms(r.rtt_server_ms), ms(r.rtt_peer_ms),
-      r.ratio and ("%.2f"):format(r.ratio) or "-", tostring(r.server_other))
-  if r.method then line = line .. ("  via %s (of %s)"):format(r.method, tostring(r.methods)) end
+  local line = ("%-23s %-8s %-9s %-8s %6s"):format(r.pair, r.expect, r.connected and "connected" or "FAILED",
+    r.path or "-", r.setup_ms and (r.setup_ms .. " ms") or "-")
+  -- (the cases of their own kind, natpunch.lab.matrix.kinds, time something else and count nothing)
+  if r.server_other then
+    line = line .. ("  rtt %s/%s ms  ratio %s  server non-control %s"):format(ms(r.rtt_server_ms),
+      ms(r.rtt_peer_ms), r.ratio and ("%.2f"):format(r.ratio) or "-", tostring(r.server_other))
+  end
+  if r.method then
+    line = line .. ("  via %s"):format(r.method) .. (r.methods and (" (of %s)"):format(r.methods) or "")
+  end
   if r.probes then line = line .. ("  %d probes"):format(r.probes) end
   if r.reason then line = line .. "  reason: " .. r.reason end
   if not r.pass then line = line .. "\n    NOT AS EXPECTED: " .. table.concat(r.problems, "; ") end

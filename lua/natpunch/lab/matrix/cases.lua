@@ -100,6 +100,27 @@ hard{ name = "hard-sym-prc", a = "sym", b = "prc", method = "birthday" }
 hard{ name = "hard-prc-sym", a = "prc", b = "sym", method = "birthday" }
 hard{ name = "hard-sym-sym", a = "sym", b = "sym", method = "relay", path = "relay", server = "st",
   turn = true, title = "sym -> sym via relay (coturn on s2)" }
+-- Hard cases of their own kind, each in its own lab: unit names the
+-- module natpunch.lab.matrix.kinds.<unit> that builds the lab and runs the
+-- case (its describe, up, down, run; variant: which of the kind's cases).
+local function unit(c)
+  c.kind, c.hard, c.timeout = c.unit, true, c.timeout or 30
+  c.connector, c.acceptor = c.connector or "a", c.acceptor or "b"
+  add(c)
+end
+unit{ name = "hard-failover", unit = "failover", a = "prc", b = "prc", method = "udp",
+  title = "failover: s1 killed, prc -> prc via udp through s2 (kill to connection)" }
+unit{ name = "hard-upgrade", unit = "upgrade", a = "sym", b = "sym -> full", method = "udp",
+  title = "relayed sym -> sym upgrades to direct udp when b's NAT opens (open to path_changed)" }
+unit{ name = "hard-dual-homed", unit = "iface", variant = "dualhome", a = "sym + prc LAN", b = "prc",
+  connector = "h", method = "udp", path = "private",
+  title = "dual-homed (eth0 behind sym, eth1 on prc's LAN) -> prc via udp" }
+unit{ name = "hard-ipv6-only", unit = "iface", variant = "v6only", a = "fw6", b = "fw6",
+  connector = "x", acceptor = "y", method = "udp", path = "private",
+  title = "IPv6-only, firewall -> firewall via udp" }
+unit{ name = "hard-dual-stack", unit = "iface", variant = "dualstack", a = "sym + fw6", b = "sym + fw6",
+  connector = "d1", acceptor = "d2", method = "udp", path = "private",
+  title = "dual-stack sym -> sym via udp over IPv6 (not the IPv4 relay)" }
 end
 
 -- The cases of the registry as it is now (rebuilt when it changed).
@@ -205,7 +226,8 @@ function matrix.describe(names, opts)
   local by_name = select(2, cases())
   for _, name in ipairs(names) do
     local c = assert(by_name[name], name)
-    for _, h in ipairs({ c.connector, c.acceptor }) do
+    -- (a case of its own kind builds its own lab)
+    for _, h in ipairs(c.unit and {} or { c.connector, c.acceptor }) do
       if not side(h) then
         if h == "h1" or h == "h2" then
           nat("nhair", { type = "prc", hairpin = true })
@@ -224,6 +246,7 @@ function matrix.describe(names, opts)
         end
       end
     end
+    if c.unit then goto next end
     if c.turn then host("s2", { public = S2 }) end
     if c.server == "st" then host("st", { public = ST }) end
     if c.server == "rv" then
@@ -232,6 +255,7 @@ function matrix.describe(names, opts)
           { proto = "tcp", port = PORT, to = "rv" } } })
       host("rv", { behind = "nrv" })
     end
+    ::next::
   end
   return { prefix = opts.prefix, impair = opts.impair, nats = nats,
     hosts = hosts }

@@ -21,7 +21,7 @@ function report.summarize(results)
     local s = by[r.case]
     if not s then
       s = { case = r.case, pair = r.pair, title = r.title, expect = r.expect, runs = 0, connected = 0,
-        passed = 0, setups = {}, ratios = {}, rs = {}, rp = {}, probes = {}, methods = {} }
+        passed = 0, setups = {}, ratios = {}, rs = {}, rp = {}, probes = {}, methods = {}, paths = {} }
       by[r.case] = s
       order[#order + 1] = s
     end
@@ -31,6 +31,7 @@ function report.summarize(results)
     if r.setup_ms then s.setups[#s.setups + 1] = r.setup_ms end
     if r.probes then s.probes[#s.probes + 1] = r.probes end
     if r.method then s.methods[r.method] = (s.methods[r.method] or 0) + 1 end
+    if r.connected and r.path then s.paths[r.path] = (s.paths[r.path] or 0) + 1 end
     if r.ratio then s.ratios[#s.ratios + 1] = r.ratio end
     if r.rtt_server_ms then s.rs[#s.rs + 1] = r.rtt_server_ms end
     if r.rtt_peer_ms then s.rp[#s.rp + 1] = r.rtt_peer_ms end
@@ -49,7 +50,7 @@ function report.summarize(results)
   return order
 end
 
--- "birthday 49, udp 1": the methods that won, most first.
+-- "birthday 49, udp 1": the methods (or paths) that won, most first.
 local function method_text(methods)
   local list = {}
   for m, n in pairs(methods or {}) do list[#list + 1] = { m, n } end
@@ -60,15 +61,15 @@ local function method_text(methods)
 end
 
 --- A Markdown table of summaries (report.summarize): case, the method that
--- won, connected (and as expected) out of runs, setup median / 90th
+-- won, the path it made (relay, public, private), connected (and as expected) out of runs, setup median / 90th
 -- percentile / max, median birthday probes.
 function report.markdown(summaries)
-  local L = { "| case | won by | connected | as expected | setup median | p90 | max | probes (median) |",
-    "|---|---|---|---|---|---|---|---|" }
+  local L = { "| case | won by | path | connected | as expected | setup median | p90 | max | probes (median) |",
+    "|---|---|---|---|---|---|---|---|---|" }
   local function ms(v) return v and (math.floor(v + 0.5) .. " ms") or "-" end
   for _, s in ipairs(summaries) do
-    L[#L + 1] = ("| %s | %s | %d/%d (%d%%) | %d/%d | %s | %s | %s | %s |"):format(s.title or s.pair,
-      method_text(s.methods), s.connected, s.runs, math.floor(100 * s.connected / s.runs + 0.5),
+    L[#L + 1] = ("| %s | %s | %s | %d/%d (%d%%) | %d/%d | %s | %s | %s | %s |"):format(s.title or s.pair,
+      method_text(s.methods), method_text(s.paths), s.connected, s.runs, math.floor(100 * s.connected / s.runs + 0.5),
       s.passed, s.runs, ms(s.setup_ms), ms(s.setup_p90_ms), ms(s.setup_max_ms),
       s.probes and tostring(math.floor(s.probes + 0.5)) or "-")
   end

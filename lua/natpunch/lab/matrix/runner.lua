@@ -6,6 +6,7 @@ local proc = require "natpunch.lab.proc"
 local nat_types = require "natpunch.lab.nat_types"
 local cases = require "natpunch.lab.matrix.cases"
 local report = require "natpunch.lab.matrix.report"
+local util = require "natpunch.lab.matrix.util"
 
 local matrix = {}
 
@@ -13,7 +14,6 @@ local PORT = cases.PORT
 -- A waiting peer runs without --timeout, so its punch gives up after
 -- natpunch peer's default (lua/natpunch/cli/peer.lua DEFAULT_TIMEOUT).
 local PEER_PUNCH_TIMEOUT = 10
-local STEP = 0.02                 -- polling interval (s)
 local median = report.median
 
 ---------------------------------------------------------------------------
@@ -40,71 +40,8 @@ function matrix.command()
   return { "natpunch" }
 end
 
-local function clock_ms()
-  local p = io.open("/proc/uptime", "r")
-  local up = p and p:read("n")
-  if p then p:close() end
-  return math.floor((up or os.time()) * 1000)
-end
-
-
--- JSON lines of a process log, decoded, in order.
-local function events(h, from)
-  local json = require "natpunch.json"
-  local out = {}
-  local text = h:output()
-  if from then text = text:sub(from + 1) end
-  for line in text:gmatch("[^\n]+") do
-    if line:sub(1, 1) == "{" then
-      local ev = json.decode(line)
-      if ev then out[#out + 1] = ev end
-    end
-  end
-  return out
-end
-
-local function find(evs, pred)
-  for _, ev in ipairs(evs) do
-    if pred(ev) then return ev end
-  end
-  return nil
-end
-
--- Poll until cond() holds or seconds pass; returns cond()'s value.
-local function poll(cond, seconds)
-  local deadline = clock_ms() + seconds * 1000
-  repeat
-    local v = cond()
-    if v then return v end
-    proc.sleep(STEP)
-  until clock_ms() >= deadline
-  return cond()
-end
-
--- A process and its descendants, children first read from
--- /proc/PID/task/*/children, as handles that know their start time (so a
--- reused pid is never signalled).
-local function tree(h, out)
-  out = out or {}
-  out[#out + 1] = h
-  local tasks = proc.run({ "sh", "-c", "cat /proc/" .. math.tointeger(h.pid)
-    .. "/task/*/children 2>/dev/null" })
-  for pid in tasks:gmatch("%d+") do
-    local start = proc.start_time(pid)
-    if start then tree(proc.handle(tonumber(pid), start), out) end
-  end
-  return out
-end
-
--- Stop a process started through `sh -c` and what it started.  Only ever
--- positive pids: a negative one means a process group to the shell's kill
--- builtin, but procps kill(1) (which runs when the lab drops LD_PRELOAD
--- through env) needs "--" before it and otherwise signals every process.
-local function stop_tree(h)
-  if not h:alive() then return end
-  local all = tree(h)
-  for i = #all, 1, -1 do all[i]:stop(1) end
-end
+local clock_ms, events, find, poll = util.clock_ms, util.events, util.find, util.poll
+local stop_tree = util.stop_tree
 
 local function ip_of(endpoint) return endpoint and endpoint:match("^(.*):%d+$") end
 
@@ -193,25 +130,7 @@ end
 -- rendezvous on st hands credentials out for (as spec/relay_lab_spec.lua).
 function Runner:_start_turn()
   if self.turnd then return end
-  local state = require "natpunch.lab.state"
-  local t = self.t
-  local base = state.log_path(t.prefix, "coturn-matrix")
-  for _, suffix in ipairs({ ".conf", ".log", ".pid", ".db" }) do state.append(t.prefix, "log", base .. suffix) end
-  local f = assert(io.open(base .. ".conf", "w"))
-  f:write(table.concat({
-    "listening-port=3478", "listening-ip=" .. cases.S2, "relay-ip=" .. cases.S2,
-    "min-port=49152", "max-port=49252", "use-auth-secret", "static-auth-secret=" .. cases.TURN_SECRET,
-    "realm=lab.natpunch", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
-    "log-file=" .. base .. ".log", "simple-log", "pidfile=" .. base .. ".pid", "userdb=" .. base .. ".db", "",
-  }, "\n"))
-  f:close()
-  self.turnd = t:spawn("s2", { "turnserver", "-c", base .. ".conf" })
-  -- ready when it answers a Binding request from the internet side
-  local ready = poll(function()
-    local out = t:exec("st", { "timeout", "2", "turnutils_stunclient", "-p", "3478", cases.S2 })
-    return out:match("reflexive addr") ~= nil
-  end, 10)
-  if not ready then error("matrix: coturn did not start: " .. self.turnd:output(), 0) end
+  self.turnd = util.start_coturn(self.t, "s2", "st", cases.S2, cases.TURN_SECRET, "coturn-matrix")
 end
 
 function Runner:_start_server(host)
@@ -249,7 +168,10 @@ end
 function Runner:up()
   self.t:up()
   local ok, err = pcall(function()
-    for _, name in ipairs(self.names_) do self:_start_server(cases.by_name()[name].server) end
+    for _, name in ipairs(self.names_) do
+      local c = cases.by_name()[name]
+      if not c.unit then self:_start_server(c.server) end
+    end
   end)
   if not ok then
     self:down()
@@ -259,6 +181,11 @@ function Runner:up()
 end
 
 function Runner:down()
+  for _, u in pairs(self.units or {}) do
+    pcall(u.kind.down, u)
+    u.t:down()
+  end
+  self.units = {}
   self.servers = {}
   if self.turnd then self.turnd:stop() end
   self.turnd = nil
@@ -317,6 +244,7 @@ end
 --   (no problems), and logs (what each process printed) when not pass.
 function Runner:run_case(name)
   local c = assert(cases.by_name()[name], "matrix: unknown case")
+  if c.unit then return self:_run_unit(c) end
   local t = self.t
   self.seq = self.seq + 1
   local server = self:_start_server(c.server)
@@ -483,6 +411,45 @@ function Runner:run_case(name)
     res.logs = { connector = a and a:output() or "", acceptor = b:output(),
       rendezvous = server.proc:output():sub(rv_from + 1) }
   end
+  return res
+end
+
+-- A case of its own kind (c.unit, natpunch.lab.matrix.kinds.<unit>): in
+-- that kind's own lab, built on its first case and kept for the next ones
+-- and the repeats.  The kind's run(u, c) returns a result with connected,
+-- path, method, setup_ms (what the kind times) and problems.
+function Runner:_unit(c)
+  self.units = self.units or {}
+  local u = self.units[c.unit]
+  if u then return u end
+  local kind = require("natpunch.lab.matrix.kinds." .. c.unit)
+  local prefix
+  if self.opts.prefix then
+    self.unit_n = (self.unit_n or 0) + 1
+    prefix = self.opts.prefix:sub(1, 6) .. "u" .. self.unit_n
+  end
+  u = { kind = kind, cmd = self.cmd, opts = self.opts, seq = 0 }
+  u.t = lab.topology(kind.describe({ prefix = prefix }))
+  self.units[c.unit] = u
+  u.t:up()
+  kind.up(u)
+  return u
+end
+
+function Runner:_run_unit(c)
+  local u = self:_unit(c)
+  u.seq = u.seq + 1
+  local res = c.unit_run and u.kind[c.unit_run](u, c) or u.kind.run(u, c)
+  res.case, res.pair, res.a, res.b, res.title, res.expect = c.name, c.pair, c.a, c.b, c.title, c.expect
+  res.want_path = c.path
+  res.connected = res.connected or false
+  res.problems = res.problems or {}
+  local function want(cond, text) if not cond then table.insert(res.problems, text) end end
+  want(res.connected, "did not connect" .. (res.reason and (": " .. res.reason) or ""))
+  want(not res.connected or res.path == c.path, ("path %s, expected %s"):format(tostring(res.path), c.path))
+  want(not res.connected or res.method == c.method,
+    ("connected via %s, expected %s"):format(tostring(res.method), c.method))
+  res.pass = #res.problems == 0
   return res
 end
 
