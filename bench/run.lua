@@ -391,17 +391,66 @@ local function pair(name, server_cmd, client_cmd, eof_stops)
   return res
 end
 
+-- a receiver on CPU 0 that serves several client runs (stop it with stop())
+local function serve(name, cmd, eof_stops)
+  local port = free_port()
+  local proc = start(name, cmd(port))
+  proc.eof_stops, proc.port = eof_stops, port
+  for _ = 1, 100 do
+    if (read_file(proc.log) or ""):find("ready", 1, true) then return proc end
+    sleep(0.05)
+  end
+  stop(proc)
+  error(name .. " did not start: " .. (read_file(proc.log) or ""):sub(-300), 0)
+end
+
+-- The round trips: raw and touch ping-pong interleaved against one echo
+-- server and one touch receiver started once, pairs of runs in alternating
+-- order (raw first, then touch first) so that drift on the machine hits
+-- both alike.  Each run gives its p50; the figure is the median of the
+-- p50s of each side, and the spread the least and greatest ratio of a pair.
+local function ping_rounds(pairs_n, pings, lua)
+  local raw, touch, ratios = {}, {}, {}
+  local echo = serve("echo", function(p)
+    return q(UDP_BLAST) .. " --echo --listen 127.0.0.1:" .. p .. " --seconds 120"
+  end)
+  local ok, err = pcall(function()
+    local recv = serve("touch-recv", function(p) return lua .. " --recv --port " .. p .. " --seconds 120" end, true)
+    local ok2, err2 = pcall(function()
+      local function raw_run()
+        return json_line(capture(pin(1) .. q(UDP_BLAST) .. " --ping --server 127.0.0.1:" .. echo.port
+          .. " --count " .. pings .. " --size 32 2>&1"))
+      end
+      local function touch_run()
+        return json_line(capture(pin(1) .. lua .. " --ping --to 127.0.0.1:" .. recv.port
+          .. " --count " .. pings .. " --size 32 2>&1"))
+      end
+      for i = 1, pairs_n do
+        local r, t
+        if i % 2 == 1 then r = raw_run(); t = touch_run() else t = touch_run(); r = raw_run() end
+        raw[#raw + 1], touch[#touch + 1] = r, t
+        ratios[#ratios + 1] = t.p50_us / r.p50_us
+      end
+    end)
+    stop(recv)
+    if not ok2 then error(err2, 0) end
+  end)
+  stop(echo)
+  if not ok then error(err, 0) end
+  return raw, touch, ratios
+end
+
 local function touch_suite()
   if not read_file(UDP_BLAST) then error(UDP_BLAST .. " is missing: run `make bench`", 0) end
   local n = opts.quick and 20000 or 200000
-  local pings = opts.quick and 1000 or 5000
+  local pings = opts.quick and 500 or 2000
   local lua = "lua5.4 " .. q(TOUCH_PEER)
   local rows = {}
   local function median(list, key)
     table.sort(list, function(a, b) return (a[key] or 0) < (b[key] or 0) end)
     return list[(#list + 1) // 2]
   end
-  local runs = { raw_bulk = {}, touch_bulk = {}, touch_bulk_batch = {}, raw_ping = {}, touch_ping = {} }
+  local runs = { raw_bulk = {}, touch_bulk = {}, touch_bulk_batch = {} }
   local rounds = math.min(opts.rounds, 3)
   for round = 1, rounds do
     io.stderr:write(("bench: touch round %d/%d\n"):format(round, rounds))
@@ -421,20 +470,20 @@ local function touch_suite()
     end, function(p)
       return lua .. " --bulk --batch --to 127.0.0.1:" .. p .. " --count " .. n .. " --size 1200 --window 64"
     end, true))
-    table.insert(runs.raw_ping, pair("echo", function(p)
-      return q(UDP_BLAST) .. " --echo --listen 127.0.0.1:" .. p .. " --seconds 60"
-    end, function(p)
-      return q(UDP_BLAST) .. " --ping --server 127.0.0.1:" .. p .. " --count " .. pings .. " --size 32"
-    end))
-    table.insert(runs.touch_ping, pair("touch-recv", function(p)
-      return lua .. " --recv --port " .. p
-    end, function(p)
-      return lua .. " --ping --to 127.0.0.1:" .. p .. " --count " .. pings .. " --size 32"
-    end, true))
+  end
+  -- per round, before median() sorts the lists
+  local per_round = {}
+  for i = 1, #runs.raw_bulk do
+    per_round[i] = (runs.touch_bulk[i].msgs_per_s or 0) / runs.raw_bulk[i].msgs_per_s
   end
   local rb, tb = median(runs.raw_bulk, "msgs_per_s"), median(runs.touch_bulk, "msgs_per_s")
   local tbb = median(runs.touch_bulk_batch, "msgs_per_s")
-  local rp, tp = median(runs.raw_ping, "p50_us"), median(runs.touch_ping, "p50_us")
+  local ping_pairs = 4 * opts.rounds
+  io.stderr:write(("bench: touch round trips, %d interleaved pairs of %d pings\n"):format(ping_pairs, pings))
+  local raw_pings, touch_pings, rtt_ratios = ping_rounds(ping_pairs, pings, lua)
+  local rp, tp = median(raw_pings, "p50_us"), median(touch_pings, "p50_us")
+  table.sort(rtt_ratios)
+  table.sort(per_round)
   print(("Touch between two processes on 127.0.0.1 (receiver CPU 0, sender CPU 1), 1200-byte messages,"
     .. " window 64; median of %d rounds"):format(rounds))
   local line = "%-34s %10s %9s %7s %14s"
@@ -451,12 +500,20 @@ local function touch_suite()
     rp.answered .. "/" .. rp.count))
   print(line:format("natpunch touch (until acked)", ("%.1f"):format(tp.p50_us), ("%.1f"):format(tp.p99_us),
     ("%.2f"):format(tp.p50_us / rp.p50_us), tp.answered .. "/" .. tp.count))
+  print(("round trip: median p50 of %d interleaved runs each (%d pings a run); x base over the pairs:"
+    .. " min %.2f, median %.2f, max %.2f; bulk x base over the rounds: min %.2f, max %.2f"):format(ping_pairs,
+    pings, rtt_ratios[1], rtt_ratios[(#rtt_ratios + 1) // 2], rtt_ratios[#rtt_ratios], per_round[1],
+    per_round[#per_round]))
   rows.raw_bulk, rows.touch_bulk, rows.raw_ping, rows.touch_ping = rb, tb, rp, tp
   rows.touch_bulk_batch = tbb
   rows.touch_bulk.stats, tbb.stats = nil, nil
   rows.bulk_ratio = tb.msgs_per_s / rb.msgs_per_s
   rows.bulk_batch_ratio = tbb.msgs_per_s / rb.msgs_per_s
   rows.rtt_ratio = tp.p50_us / rp.p50_us
+  rows.rtt_pairs, rows.rtt_pings = ping_pairs, pings
+  rows.rtt_ratio_min, rows.rtt_ratio_max = rtt_ratios[1], rtt_ratios[#rtt_ratios]
+  rows.rtt_ratio_pair_median = rtt_ratios[(#rtt_ratios + 1) // 2]
+  rows.bulk_ratio_min, rows.bulk_ratio_max = per_round[1], per_round[#per_round]
   recorded.suites.touch = rows
 end
 
