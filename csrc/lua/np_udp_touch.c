@@ -609,7 +609,8 @@ static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt,
     return (int)dflt;
   }
   lua_Integer v = luaL_checkinteger(L, -1);
-  if (v < 0 || (unsigned long)v > max) luaL_error(L, "touch_config: %s out of range (0..%lu)", name, max);
+  if (v < 0 || (unsigned long)v > max)
+    luaL_error(L, "touch_config: %s out of range (0..%I)", name, (lua_Integer)max);
   lua_pop(L, 1);
   return (int)v;
 }
