@@ -116,14 +116,22 @@ function discover.allocation(ports, locals)
   local preserving = #ports > 0
   for i, p in ipairs(ports) do if p ~= locals[i] then preserving = false end end
   if preserving then return { pattern = "preserving", ports = ports } end
-  local delta
+  -- sequential: most deltas equal (the common delta), every delta of its
+  -- sign and small; a gap (another socket took a port between two
+  -- probes) does not make it random
+  local deltas, count, delta = {}, {}, nil
   for i = 2, #ports do
     local d = ports[i] - ports[i - 1]
-    if delta == nil then delta = d elseif d ~= delta then delta = false end
+    deltas[#deltas + 1] = d
+    count[d] = (count[d] or 0) + 1
+    if delta == nil or count[d] > count[delta] then delta = d end
   end
-  if delta and delta ~= 0 and math.abs(delta) <= 16 then
-    return { pattern = "sequential", delta = delta, ports = ports }
+  local ok = delta ~= nil and delta ~= 0 and math.abs(delta) <= 16 and count[delta] * 2 > #deltas
+  for _, d in ipairs(deltas) do
+    if not ok then break end
+    if d * delta <= 0 or math.abs(d) > 16 then ok = false end
   end
+  if ok then return { pattern = "sequential", delta = delta, ports = ports } end
   return { pattern = "random", ports = ports }
 end
 
