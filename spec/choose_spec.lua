@@ -64,9 +64,20 @@ describe("choose: the methods a pair tries", function()
 
   it("gives udp a short budget when a hard method follows it", function()
     local _, b = pick("random", "preserving")
-    assert.equal(choose.UDP_BEFORE_HARD_S, b.udp)
+    assert.equal(choose.UDP_BEFORE_HARD_MAX_S, b.udp)     -- the server's RTT unknown
     _, b = pick("preserving", "preserving")
     assert.is_nil(b.udp)
+  end)
+
+  it("scales udp's budget before birthday by the round trip to the server", function()
+    local intro = { your_alloc = "random", alloc = "preserving" }
+    local function budget(rtt) return select(2, choose.filter(ALL, intro, rtt)).udp end
+    assert.equal(choose.UDP_BEFORE_HARD_S, budget(0.1))          -- the lab without delay
+    assert.equal(choose.UDP_BEFORE_HARD_S, budget(50))           -- 25 ms per link
+    assert.near(choose.UDP_HARD_RTTS * 0.12, budget(120), 1e-9)
+    assert.equal(choose.UDP_BEFORE_HARD_MAX_S, budget(201))      -- 100 ms per link
+    assert.equal(choose.UDP_BEFORE_HARD_MAX_S, budget(nil))
+    assert.is_true(choose.udp_before_hard(120) > choose.udp_before_hard(80))
   end)
 end)
 

@@ -522,7 +522,8 @@ function Peer:_on_introduce(m, e)
   end
   intro.punch_nonce, intro.punch_key, intro.touch_key = keys.nonce, keys.punch, keys.touch
   intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
-  local order, budgets = choose.filter(method.order(self.methods, intro.methods, intro.role), intro)
+  local order, budgets = choose.filter(method.order(self.methods, intro.methods, intro.role), intro,
+    e and e.rtt_ms)
   rec.attempt.budget = budgets
   sched.spawn(function()
     -- the relay runs alongside the direct methods; a relayed session moves

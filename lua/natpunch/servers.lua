@@ -16,6 +16,7 @@
 -- does not answer (Peer:_request), which wakes that task at once.  Events:
 -- registered (a server's first answer), server_failed (it never answered
 -- the first registration), server_down and server_up.
+local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local addr = require "natpunch.addr"
 
@@ -117,9 +118,14 @@ end
 -- One registration attempt; true once the server answered.
 function Set:_register_once(e)
   local p = self.peer
+  local sent = core.now()
   local reply, err = p:_register_at(e, p.register_timeout)
   if p.closed then return nil, "closed" end
   if reply then
+    -- the round trip to this server (with any retransmission: an upper
+    -- bound), the lowest seen; natpunch.method.choose scales udp's budget by it
+    local rtt = core.now() - sent
+    e.rtt_ms = math.min(e.rtt_ms or rtt, rtt)
     self:_up(e, reply)
     return true
   end

@@ -39,15 +39,28 @@ choose.DEFAULT = { "udp", "predict", "birthday" }
 local MAX_DELTA = 16
 
 --- udp's budget (s) when birthday follows it: long enough for a
--- symmetric NAT against a cone that lets the new port in (in the lab at
--- 100 ms between the peers udp connects those pairs in about 2 RTTs,
--- 155-207 ms), short enough that birthday gets its time (its median is
--- about 1.6 s on its own).  A pair slower than this (peers more than about
--- 250 ms apart) still connects: birthday's easy side goes on punching as
--- udp does, and a cone that lets the new port in also lets a probe in.
+-- symmetric NAT against a cone that lets the new port in, short enough
+-- that birthday gets its time (its median is about 1.6 s on its own).  udp
+-- connects those pairs in about 2 RTTs between the peers (155-207 ms at
+-- 100 ms in the lab; 606 ms at 400 ms with 5 % loss), and two peers behind
+-- NATs are about two server round trips apart, so the budget is
+-- UDP_HARD_RTTS server round trips (the introducing server's, measured at
+-- registration), at least UDP_BEFORE_HARD_S and at most
+-- UDP_BEFORE_HARD_MAX_S.  The bounds matter: when one side's udp gives up
+-- while the other's has just succeeded, the two name different paths.
 -- Otherwise udp keeps its own budget (5 s, before relay) or the whole
 -- timeout.
 choose.UDP_BEFORE_HARD_S = 0.6
+choose.UDP_BEFORE_HARD_MAX_S = 1.5
+choose.UDP_HARD_RTTS = 8
+
+--- udp's budget (s) before birthday for a round trip of rtt_ms to the
+-- server (nil: unknown, the upper bound).
+function choose.udp_before_hard(rtt_ms)
+  if type(rtt_ms) ~= "number" then return choose.UDP_BEFORE_HARD_MAX_S end
+  local s = choose.UDP_HARD_RTTS * rtt_ms / 1000
+  return math.max(choose.UDP_BEFORE_HARD_S, math.min(choose.UDP_BEFORE_HARD_MAX_S, s))
+end
 
 --- The `alloc` code of a natpunch.discover allocation result, or nil
 -- when fewer than two probes were answered.
@@ -82,8 +95,9 @@ end
 --- The methods of `order` that apply to this introduction (a new list,
 -- order kept), and budgets { [name] = seconds } for natpunch.method.try.
 -- intro: alloc, nat (the other side), your_alloc, your_nat (this side),
--- as the rendezvous sent them.
-function choose.filter(order, intro)
+-- as the rendezvous sent them; rtt_ms: the round trip to the server that
+-- sent it (choose.udp_before_hard).
+function choose.filter(order, intro, rtt_ms)
   local mine = choose.side(intro.your_alloc, intro.your_nat)
   local theirs = choose.side(intro.alloc, intro.nat)
   local known = mine ~= nil and theirs ~= nil
@@ -104,7 +118,7 @@ function choose.filter(order, intro)
   local budgets = {}
   for i, name in ipairs(out) do
     local nxt = out[i + 1]
-    if name == "udp" and nxt == "birthday" then budgets.udp = choose.UDP_BEFORE_HARD_S end
+    if name == "udp" and nxt == "birthday" then budgets.udp = choose.udp_before_hard(rtt_ms) end
   end
   return out, budgets
 end
