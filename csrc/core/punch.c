@@ -15,10 +15,10 @@
  *  | 0x08 | kind |   nonce (8 bytes)   |  seq (u32)  |  tie-breaker (u64)  |
  *  +------+------+---------------------+-------------+---------------------+
  */
-#define OFF_KIND 1
+#define OFF_KIND  1
 #define OFF_NONCE 2
-#define OFF_SEQ 10
-#define OFF_TIE 14
+#define OFF_SEQ   10
+#define OFF_TIE   14
 
 #define NO_CAND 0xff
 
@@ -26,14 +26,14 @@ typedef struct cand {
   struct sockaddr_storage addr;
   uint8_t kind;
   uint32_t priority;
-  uint64_t last_triggered;   /* rate limit of triggered checks */
+  uint64_t last_triggered; /* rate limit of triggered checks */
   int triggered_once;
 } cand;
 
 typedef struct sent_req {
-  uint32_t seq;              /* 0: empty */
+  uint32_t seq; /* 0: empty */
   uint8_t cand;
-  uint8_t answered;          /* a response came: the next one is a replay */
+  uint8_t answered; /* a response came: the next one is a replay */
   uint64_t at;
 } sent_req;
 
@@ -44,7 +44,7 @@ typedef struct replay_win {
   uint64_t tie;
   uint32_t top;
   uint64_t bits[PUNCH_REPLAY_WINDOW / 64];
-  uint64_t last;             /* when it last accepted a seq (oldest is reused) */
+  uint64_t last; /* when it last accepted a seq (oldest is reused) */
 } replay_win;
 
 typedef struct qent {
@@ -69,11 +69,11 @@ struct punch_session {
   uint32_t interval;
   uint32_t next_seq;
   int heard_request;
-  int lingered;              /* succeeded and start + timeout has passed */
+  int lingered; /* succeeded and start + timeout has passed */
 
   cand cands[PUNCH_MAX_CANDIDATES];
   unsigned ncands;
-  sent_req hist[PUNCH_HISTORY];   /* indexed by seq % PUNCH_HISTORY */
+  sent_req hist[PUNCH_HISTORY]; /* indexed by seq % PUNCH_HISTORY */
   replay_win win[PUNCH_REPLAY_TIES];
 
   unsigned selected;
@@ -140,7 +140,7 @@ int punch_parse(const uint8_t *buf, size_t len, punch_frame *out) {
   memcpy(out->nonce, buf + OFF_NONCE, PUNCH_NONCE_LEN);
   out->seq = be32(buf + OFF_SEQ);
   out->tie = be64(buf + OFF_TIE);
-  if (out->seq == 0) return PUNCH_EMALFORMED;   /* seqs start at 1 */
+  if (out->seq == 0) return PUNCH_EMALFORMED; /* seqs start at 1 */
   return PUNCH_OK;
 }
 
@@ -417,7 +417,7 @@ static int input_request(punch_session *s, uint64_t now, const struct sockaddr *
 static int input_response(punch_session *s, uint64_t now, const struct sockaddr *from,
                           const punch_frame *f) {
   s->stats.responses_received++;
-  if (s->state != PUNCH_STATE_RUNNING) return PUNCH_OK;   /* late: ignored */
+  if (s->state != PUNCH_STATE_RUNNING) return PUNCH_OK; /* late: ignored */
   sent_req *h = &s->hist[f->seq % PUNCH_HISTORY];
   if (h->seq != f->seq) {
     s->stats.rejected++;
@@ -461,9 +461,9 @@ int punch_session_input_frame(punch_session *s, uint64_t now, const struct socka
   } else if (memcmp(f->nonce, s->nonce, PUNCH_NONCE_LEN) != 0) {
     rc = PUNCH_ENONCE;
   } else if (s->state == PUNCH_STATE_FAILED) {
-    rc = PUNCH_ECLOSED;   /* do not let the peer believe in a path we gave up */
+    rc = PUNCH_ECLOSED; /* do not let the peer believe in a path we gave up */
   } else if (f->tie == s->tie) {
-    rc = PUNCH_ESELF;     /* e.g. a candidate that is our own address */
+    rc = PUNCH_ESELF; /* e.g. a candidate that is our own address */
   } else if (f->kind == PUNCH_REQUEST) {
     return input_request(s, now, from, f);
   } else {
@@ -549,14 +549,14 @@ typedef struct early_req {
   uint64_t at;
   struct sockaddr_storage from;
   punch_frame f;
-  uint8_t raw[PUNCH_FRAME_LEN + PUNCH_TAG_MAX];   /* the frame and its tag, for the check */
+  uint8_t raw[PUNCH_FRAME_LEN + PUNCH_TAG_MAX]; /* the frame and its tag, for the check */
   uint8_t rawlen;
 } early_req;
 
 struct punch_set {
   punch_session **sessions;
   unsigned cap, count;
-  unsigned pop_next;          /* round-robin start of punch_set_pop */
+  unsigned pop_next; /* round-robin start of punch_set_pop */
   early_req early[PUNCH_EARLY_MAX];
   punch_set_stats stats;
 };
@@ -698,8 +698,8 @@ void punch_set_remove(punch_set *set, punch_session *s) {
   }
 }
 
-int punch_set_input(punch_set *set, uint64_t now, const struct sockaddr *from,
-                    const uint8_t *frame, size_t len) {
+int punch_set_input(punch_set *set, uint64_t now, const struct sockaddr *from, const uint8_t *frame,
+                    size_t len) {
   punch_frame f;
   if (punch_parse(frame, len, &f) != PUNCH_OK) {
     set->stats.malformed++;

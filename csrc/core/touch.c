@@ -18,38 +18,38 @@
  * An ack with flag TOUCH_ACK_F_RANGES also acknowledges the n ranges of ids
  * [first, first + count) that follow (docs/PROTOCOL.md, "Touch").
  */
-#define OFF_FLAGS 1
-#define OFF_EPOCH 2
-#define OFF_ID 6
-#define OFF_XMIT 10
+#define OFF_FLAGS   1
+#define OFF_EPOCH   2
+#define OFF_ID      6
+#define OFF_XMIT    10
 #define OFF_NRANGES 11
-#define RANGE_LEN 6   /* first u32, count u16 */
+#define RANGE_LEN   6 /* first u32, count u16 */
 
 /* RFC 6298 section 2: clock granularity G.  Our clock counts milliseconds. */
-#define CLOCK_G_US 1000u
+#define CLOCK_G_US  1000u
 #define WINDOW_MASK (TOUCH_WINDOW - 1u)
-#define SERIAL_HALF 0x80000000u   /* RFC 1982 serial number comparison */
+#define SERIAL_HALF 0x80000000u /* RFC 1982 serial number comparison */
 
 enum { SLOT_FREE = 0, SLOT_INFLIGHT, SLOT_DONE };
 enum { Q_TX_DATA = 1, Q_TX_ACK, Q_DELIVER, Q_ACKED, Q_FAILED };
 
 typedef struct touch_slot {
   uint8_t state;
-  uint8_t unsent;          /* accepted, waiting for room in the congestion window */
-  uint8_t xmit;            /* number of the latest transmission */
-  uint8_t tx_pending;      /* a Q_TX_DATA entry for this slot is queued */
-  uint8_t passed;          /* acks of messages sent after its latest transmission */
+  uint8_t unsent;     /* accepted, waiting for room in the congestion window */
+  uint8_t xmit;       /* number of the latest transmission */
+  uint8_t tx_pending; /* a Q_TX_DATA entry for this slot is queued */
+  uint8_t passed;     /* acks of messages sent after its latest transmission */
   uint32_t id;
-  uint32_t rto_ms;         /* timeout armed after the latest transmission */
+  uint32_t rto_ms; /* timeout armed after the latest transmission */
   uint64_t deadline;
   uint64_t sent_at[TOUCH_MAX_RETRIES + 1];
   size_t frame_len;
-  uint8_t *frame;          /* max_payload + TOUCH_HEADER_LEN bytes */
+  uint8_t *frame; /* max_payload + TOUCH_HEADER_LEN bytes */
 } touch_slot;
 
 typedef struct touch_entry {
   uint8_t kind;
-  uint16_t index;          /* slot or receive buffer */
+  uint16_t index; /* slot or receive buffer */
   uint32_t id;
   uint32_t rtt_ms;
 } touch_entry;
@@ -61,7 +61,7 @@ typedef struct rx_filter {
   uint32_t epoch;
   uint32_t base;
   uint64_t bits[TOUCH_WINDOW / 64];
-  int has_top;             /* top: the highest id delivered */
+  int has_top; /* top: the highest id delivered */
   uint32_t top;
   /* One ack is owed for every data frame since the last one popped; it
    * names the latest of them (id, xmit: the RTT sample) and carries the
@@ -69,7 +69,7 @@ typedef struct rx_filter {
   int ack_due;
   uint32_t ack_id;
   uint8_t ack_xmit;
-  uint32_t ack_budget;     /* bytes of the frames it answers: its size limit */
+  uint32_t ack_budget; /* bytes of the frames it answers: its size limit */
 } rx_filter;
 
 struct touch_peer {
@@ -82,10 +82,10 @@ struct touch_peer {
    * ids from there on wait for the window (always a suffix). */
   uint32_t tail, unsent_from;
   unsigned slots_used;
-  unsigned nslots;         /* 0 until the first touch_send, then max_in_flight */
+  unsigned nslots; /* 0 until the first touch_send, then max_in_flight */
   touch_slot *slots;
-  uint8_t *frames;         /* one block holding every slot's frame */
-  uint64_t *acked_sent;    /* nslots: send times of the messages one ack resolved */
+  uint8_t *frames;      /* one block holding every slot's frame */
+  uint64_t *acked_sent; /* nslots: send times of the messages one ack resolved */
 
   int have_rtt;
   uint64_t srtt_us;
@@ -95,8 +95,8 @@ struct touch_peer {
    * congestion avoidance, one message after a timeout): at most cwnd
    * messages transmitted and unresolved; the others wait, unsent. */
   unsigned cwnd, ssthresh, cwnd_acc;
-  unsigned outstanding;    /* transmitted and not yet acked or failed */
-  uint64_t recover_after;  /* one window reduction per loss event */
+  unsigned outstanding;   /* transmitted and not yet acked or failed */
+  uint64_t recover_after; /* one window reduction per loss event */
 
   /* The current and the previous sender epoch: frames of the old one still
    * in the network after a restart are filtered, not taken for a third. */
@@ -105,9 +105,9 @@ struct touch_peer {
   size_t rx_len[TOUCH_RX_BUFS];
   uint8_t rx_used[TOUCH_RX_BUFS];
 
-  touch_entry *queue;      /* ring; capacity bounds every kind of entry */
+  touch_entry *queue; /* ring; capacity bounds every kind of entry */
   unsigned qcap, qhead, qcount;
-  uint8_t ack_frame[TOUCH_ACK_MAX];   /* the last ack popped */
+  uint8_t ack_frame[TOUCH_ACK_MAX]; /* the last ack popped */
 
   touch_stats stats;
 };
@@ -245,21 +245,21 @@ static uint32_t current_rto_ms(const touch_peer *p) {
   uint64_t rto;
   if (!p->have_rtt) return p->cfg.initial_rto_ms;
   uint64_t var4 = 4 * p->rttvar_us;
-  rto = p->srtt_us + (var4 > CLOCK_G_US ? var4 : CLOCK_G_US);   /* (2.3) */
+  rto = p->srtt_us + (var4 > CLOCK_G_US ? var4 : CLOCK_G_US); /* (2.3) */
   rto = (rto + 999) / 1000;
-  if (rto < p->cfg.min_rto_ms) rto = p->cfg.min_rto_ms;          /* (2.4) */
-  if (rto > p->cfg.max_rto_ms) rto = p->cfg.max_rto_ms;          /* (2.5) */
+  if (rto < p->cfg.min_rto_ms) rto = p->cfg.min_rto_ms; /* (2.4) */
+  if (rto > p->cfg.max_rto_ms) rto = p->cfg.max_rto_ms; /* (2.5) */
   return (uint32_t)rto;
 }
 
 static void rtt_sample(touch_peer *p, uint64_t rtt_ms) {
-  if (rtt_ms > 3600000) rtt_ms = 3600000;   /* a caller's clock jump, not a path */
+  if (rtt_ms > 3600000) rtt_ms = 3600000; /* a caller's clock jump, not a path */
   uint64_t r = rtt_ms * 1000;
-  if (!p->have_rtt) {                                            /* (2.2) */
+  if (!p->have_rtt) { /* (2.2) */
     p->srtt_us = r;
     p->rttvar_us = r / 2;
     p->have_rtt = 1;
-  } else {                                                       /* (2.3) */
+  } else { /* (2.3) */
     uint64_t diff = p->srtt_us > r ? p->srtt_us - r : r - p->srtt_us;
     p->rttvar_us = (3 * p->rttvar_us + diff) / 4;
     p->srtt_us = (7 * p->srtt_us + r) / 8;
@@ -273,7 +273,7 @@ void touch_seed_rtt(touch_peer *p, uint32_t rtt_ms) {
 /* ---- action queue ---- */
 
 static touch_entry *enqueue(touch_peer *p, uint8_t kind, unsigned index, uint32_t id) {
-  if (p->qcount == p->qcap) return NULL;   /* cannot happen: see qcap */
+  if (p->qcount == p->qcap) return NULL; /* cannot happen: see qcap */
   touch_entry *e = &p->queue[(p->qhead + p->qcount) % p->qcap];
   p->qcount++;
   e->kind = kind;
@@ -285,7 +285,7 @@ static touch_entry *enqueue(touch_peer *p, uint8_t kind, unsigned index, uint32_
 
 static void queue_transmit(touch_peer *p, unsigned slot) {
   touch_slot *s = &p->slots[slot];
-  if (s->tx_pending) return;   /* the queued one will carry the new xmit */
+  if (s->tx_pending) return; /* the queued one will carry the new xmit */
   if (enqueue(p, Q_TX_DATA, slot, s->id) != NULL) s->tx_pending = 1;
 }
 
@@ -295,7 +295,8 @@ static void owe_ack(rx_filter *f, uint32_t id, uint8_t xmit, size_t len) {
   f->ack_due = 1;
   f->ack_id = id;
   f->ack_xmit = xmit;
-  if (f->ack_budget < TOUCH_ACK_MAX) f->ack_budget += (uint32_t)(len < TOUCH_ACK_MAX ? len : TOUCH_ACK_MAX);
+  if (f->ack_budget < TOUCH_ACK_MAX)
+    f->ack_budget += (uint32_t)(len < TOUCH_ACK_MAX ? len : TOUCH_ACK_MAX);
 }
 
 static int bit_get(const rx_filter *f, uint32_t id) {
@@ -325,7 +326,7 @@ static uint32_t skip_down(const rx_filter *f, uint32_t id, uint32_t *left, int s
  * the ack header; returns how many. */
 static unsigned write_ranges(const rx_filter *f, uint8_t *out, unsigned max) {
   if (!f->has_top) return 0;
-  uint32_t left = f->top - f->base + 1;   /* ids in [base, top] */
+  uint32_t left = f->top - f->base + 1; /* ids in [base, top] */
   uint32_t id = f->top;
   unsigned n = 0;
   while (left > 0 && n < max) {
@@ -333,7 +334,7 @@ static unsigned write_ranges(const rx_filter *f, uint8_t *out, unsigned max) {
     if (left == 0) break;
     uint32_t hi = id;
     id = skip_down(f, id, &left, 1);
-    uint32_t count = hi - id;              /* ids id+1 .. hi */
+    uint32_t count = hi - id; /* ids id+1 .. hi */
     put_be32(out + n * RANGE_LEN, id + 1);
     out[n * RANGE_LEN + 4] = (uint8_t)(count >> 8);
     out[n * RANGE_LEN + 5] = (uint8_t)count;
@@ -359,7 +360,8 @@ static size_t make_ack(touch_peer *p, rx_filter *f) {
   p->stats.acks_sent++;
   if (budget < OFF_NRANGES + 1) return TOUCH_ACK_LEN;
   unsigned max = (budget - (OFF_NRANGES + 1)) / RANGE_LEN;
-  unsigned n = write_ranges(f, a + OFF_NRANGES + 1, max < TOUCH_ACK_RANGES ? max : TOUCH_ACK_RANGES);
+  unsigned n =
+      write_ranges(f, a + OFF_NRANGES + 1, max < TOUCH_ACK_RANGES ? max : TOUCH_ACK_RANGES);
   a[OFF_FLAGS] = TOUCH_ACK_F_RANGES;
   a[OFF_NRANGES] = (uint8_t)n;
   return OFF_NRANGES + 1 + (size_t)n * RANGE_LEN;
@@ -376,7 +378,7 @@ int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags) {
     case Q_TX_DATA: {
       touch_slot *s = &p->slots[e->index];
       s->tx_pending = 0;
-      if (s->state != SLOT_INFLIGHT || s->id != e->id) continue;  /* resolved meanwhile */
+      if (s->state != SLOT_INFLIGHT || s->id != e->id) continue; /* resolved meanwhile */
       out->kind = TOUCH_TRANSMIT;
       out->data = s->frame;
       out->len = s->frame_len;
@@ -396,16 +398,16 @@ int touch_pop_ex(touch_peer *p, touch_action *out, unsigned flags) {
       out->kind = e->kind == Q_ACKED ? TOUCH_ACKED : TOUCH_FAILED;
       out->rtt_ms = e->rtt_ms;
       return 1;
-    default:
-      continue;
+    default: continue;
     }
   }
   if (flags & TOUCH_POP_HOLD_ACKS) return 0;
   if (flags & TOUCH_POP_ONLY_ACKS)
     for (int i = 0; i < TOUCH_RX_BUFS; i++)
       if (p->rx_used[i]) return 0;
-  rx_filter *f = p->cur.valid && p->cur.ack_due ? &p->cur
-               : p->prev.valid && p->prev.ack_due ? &p->prev : NULL;
+  rx_filter *f = p->cur.valid && p->cur.ack_due     ? &p->cur
+                 : p->prev.valid && p->prev.ack_due ? &p->prev
+                                                    : NULL;
   if (f == NULL) return 0;
   memset(out, 0, sizeof *out);
   out->kind = TOUCH_TRANSMIT;
@@ -426,7 +428,7 @@ int touch_acks_due(const touch_peer *p) {
 /* ---- sender ---- */
 
 static uint32_t id_next(uint32_t id) {
-  return id + 1 == 0 ? 1 : id + 1;   /* 0 is never a valid id */
+  return id + 1 == 0 ? 1 : id + 1; /* 0 is never a valid id */
 }
 
 /* The slot holding id (in flight or resolved and not popped), or NULL. */
@@ -686,7 +688,7 @@ static int input_ack(touch_peer *p, uint64_t now, const uint8_t *f, size_t len) 
     ack_range(p, be32(r + k * RANGE_LEN),
               (unsigned)r[k * RANGE_LEN + 4] << 8 | r[k * RANGE_LEN + 5], now, &nacked);
   if (nacked == 0) {
-    p->stats.stale_acks++;   /* a duplicate ack of resolved messages */
+    p->stats.stale_acks++; /* a duplicate ack of resolved messages */
     return TOUCH_OK;
   }
   fast_retransmit(p, p->acked_sent, nacked, now);
@@ -757,7 +759,7 @@ static int input_data(touch_peer *p, const uint8_t *f, size_t len) {
   }
   if (diff < TOUCH_WINDOW && bit_get(flt, id)) {
     p->stats.duplicates++;
-    owe_ack(flt, id, xmit, len);   /* our earlier ack may have been lost */
+    owe_ack(flt, id, xmit, len); /* our earlier ack may have been lost */
     return TOUCH_OK;
   }
   int rb = free_rx_buf(p);

@@ -36,18 +36,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TOUCH_HEADER_LEN 11      /* type, flags, epoch, id, xmit */
-#define TOUCH_ACK_LEN 11         /* the shortest ack: no ranges */
-#define TOUCH_ACK_F_RANGES 0x01  /* ack flag: ranges of delivered ids follow */
-#define TOUCH_ACK_RANGES 16      /* at most this many ranges per ack */
-#define TOUCH_ACK_MAX (TOUCH_ACK_LEN + 1 + 6 * TOUCH_ACK_RANGES)
+#define TOUCH_HEADER_LEN   11   /* type, flags, epoch, id, xmit */
+#define TOUCH_ACK_LEN      11   /* the shortest ack: no ranges */
+#define TOUCH_ACK_F_RANGES 0x01 /* ack flag: ranges of delivered ids follow */
+#define TOUCH_ACK_RANGES   16   /* at most this many ranges per ack */
+#define TOUCH_ACK_MAX      (TOUCH_ACK_LEN + 1 + 6 * TOUCH_ACK_RANGES)
 /* Receive window in ids.  A sender never has an id in flight that is
  * max_in_flight or more above its oldest unresolved id, so a window at least
  * that wide never skips an id the sender may still get acknowledged. */
-#define TOUCH_WINDOW 1024
-#define TOUCH_MAX_RETRIES 15     /* xmit counter history kept per message */
-#define TOUCH_RX_BUFS 4          /* deliveries waiting to be popped */
-#define TOUCH_INITIAL_CWND 10    /* messages: RFC 6928's initial window */
+#define TOUCH_WINDOW       1024
+#define TOUCH_MAX_RETRIES  15 /* xmit counter history kept per message */
+#define TOUCH_RX_BUFS      4  /* deliveries waiting to be popped */
+#define TOUCH_INITIAL_CWND 10 /* messages: RFC 6928's initial window */
 /* Largest UDP payload over IPv4 (65535 - 20 - 8) less our header. */
 #define TOUCH_PAYLOAD_LIMIT (65507 - TOUCH_HEADER_LEN)
 
@@ -61,14 +61,14 @@
  *   EBUSY      no free receive buffer: frame dropped unacked
  *   ENOMEM     touch_send could not allocate the sender's slots
  *   ETIMEDOUT  a message was never acknowledged (TOUCH_FAILED) */
-#define TOUCH_ERRNO_MAP(XX)                                    \
-  XX(EINVAL, -1, "invalid argument")                           \
-  XX(E2BIG, -2, "message too long")                            \
-  XX(EFULL, -3, "too many messages in flight")                 \
-  XX(EMALFORMED, -4, "malformed touch frame")                  \
-  XX(ESTALE, -5, "acknowledgement for another epoch")          \
-  XX(EBUSY, -6, "receive buffers full")                        \
-  XX(ENOMEM, -7, "out of memory")                              \
+#define TOUCH_ERRNO_MAP(XX)                           \
+  XX(EINVAL, -1, "invalid argument")                  \
+  XX(E2BIG, -2, "message too long")                   \
+  XX(EFULL, -3, "too many messages in flight")        \
+  XX(EMALFORMED, -4, "malformed touch frame")         \
+  XX(ESTALE, -5, "acknowledgement for another epoch") \
+  XX(EBUSY, -6, "receive buffers full")               \
+  XX(ENOMEM, -7, "out of memory")                     \
   XX(ETIMEDOUT, -8, "touch was not acknowledged")
 
 enum touch_error {
@@ -83,18 +83,18 @@ const char *touch_errname(int err);
 const char *touch_strerror(int err);
 
 typedef struct touch_config {
-  uint32_t initial_rto_ms;   /* RTO before the first RTT sample */
+  uint32_t initial_rto_ms; /* RTO before the first RTT sample */
   uint32_t min_rto_ms;
   uint32_t max_rto_ms;
-  unsigned max_retries;      /* retransmissions before FAILED, <= TOUCH_MAX_RETRIES */
-  unsigned max_in_flight;    /* 1 .. TOUCH_WINDOW */
-  size_t max_payload;        /* bytes, <= TOUCH_PAYLOAD_LIMIT */
+  unsigned max_retries;   /* retransmissions before FAILED, <= TOUCH_MAX_RETRIES */
+  unsigned max_in_flight; /* 1 .. TOUCH_WINDOW */
+  size_t max_payload;     /* bytes, <= TOUCH_PAYLOAD_LIMIT */
 } touch_config;
 
 /* initial 250 ms, min 50 ms, max 3000 ms, 6 retries, 64 in flight, 1200 B
  * (docs/PROTOCOL.md explains each). */
 void touch_config_default(touch_config *cfg);
-int touch_config_check(const touch_config *cfg);          /* 0 or TOUCH_EINVAL */
+int touch_config_check(const touch_config *cfg); /* 0 or TOUCH_EINVAL */
 /* Upper bound on the time from a message's first transmission to its
  * FAILED: (max_retries + 1) * max_rto_ms.  A receiver that forgets an idle
  * peer sooner than this (plus the path delay) may deliver a late
@@ -140,16 +140,16 @@ void touch_tick(touch_peer *p, uint64_t now);
 uint64_t touch_next_deadline(const touch_peer *p);
 
 typedef enum touch_action_kind {
-  TOUCH_TRANSMIT = 1,  /* data/len: a whole frame to send to the peer */
-  TOUCH_DELIVER,       /* data/len: a payload for the application, once */
-  TOUCH_ACKED,         /* id was delivered; rtt_ms of the answered transmission */
-  TOUCH_FAILED         /* id was not acknowledged in time */
+  TOUCH_TRANSMIT = 1, /* data/len: a whole frame to send to the peer */
+  TOUCH_DELIVER,      /* data/len: a payload for the application, once */
+  TOUCH_ACKED,        /* id was delivered; rtt_ms of the answered transmission */
+  TOUCH_FAILED        /* id was not acknowledged in time */
 } touch_action_kind;
 
 typedef struct touch_action {
   touch_action_kind kind;
   uint32_t id;
-  const uint8_t *data;   /* valid until the next touch_send/input/tick/free */
+  const uint8_t *data; /* valid until the next touch_send/input/tick/free */
   size_t len;
   uint32_t rtt_ms;
 } touch_action;
@@ -180,26 +180,26 @@ int touch_acks_due(const touch_peer *p);
 int touch_idle(const touch_peer *p);
 
 typedef struct touch_stats {
-  uint64_t sent;            /* messages accepted by touch_send */
-  uint64_t transmissions;   /* data frames queued, first ones included */
+  uint64_t sent;          /* messages accepted by touch_send */
+  uint64_t transmissions; /* data frames queued, first ones included */
   uint64_t retransmitted;
   uint64_t acked;
   uint64_t failed;
   uint64_t delivered;
-  uint64_t duplicates;      /* data frames already delivered (re-acked) */
-  uint64_t too_old;         /* data frames below the receive window (re-acked) */
-  uint64_t acks_sent;       /* ack frames popped (one may answer several data frames) */
-  uint64_t stale_acks;      /* acks for another epoch or a resolved id */
-  uint64_t rx_busy;         /* data frames dropped: no receive buffer */
+  uint64_t duplicates; /* data frames already delivered (re-acked) */
+  uint64_t too_old;    /* data frames below the receive window (re-acked) */
+  uint64_t acks_sent;  /* ack frames popped (one may answer several data frames) */
+  uint64_t stale_acks; /* acks for another epoch or a resolved id */
+  uint64_t rx_busy;    /* data frames dropped: no receive buffer */
   uint64_t malformed;
-  uint64_t epoch_changes;   /* the peer restarted with a new epoch */
+  uint64_t epoch_changes;     /* the peer restarted with a new epoch */
   uint64_t congestion_events; /* losses (timeout or fast retransmit) that cut the window */
   uint64_t fast_retransmits;  /* retransmitted before the timeout: overtaken 3 times */
-  uint32_t srtt_ms;         /* 0 until the first sample */
+  uint32_t srtt_ms;           /* 0 until the first sample */
   uint32_t rttvar_ms;
-  uint32_t rto_ms;          /* RTO a new message would start with */
-  unsigned in_flight;       /* slots in use (sent or waiting for the window) */
-  unsigned cwnd;            /* congestion window, messages */
+  uint32_t rto_ms;    /* RTO a new message would start with */
+  unsigned in_flight; /* slots in use (sent or waiting for the window) */
+  unsigned cwnd;      /* congestion window, messages */
   unsigned ssthresh;
 } touch_stats;
 

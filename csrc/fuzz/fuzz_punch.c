@@ -39,11 +39,11 @@ static void init_pool(void) {
       struct sockaddr_in6 *a = (struct sockaddr_in6 *)&pool[i];
       a->sin6_family = AF_INET6;
       a->sin6_port = htons((uint16_t)(40000 + i % 6));
-      if (i < 6) {  /* ::ffff:198.51.100.x, the same endpoints as 0 and 1 */
+      if (i < 6) { /* ::ffff:198.51.100.x, the same endpoints as 0 and 1 */
         a->sin6_addr.s6_addr[10] = a->sin6_addr.s6_addr[11] = 0xff;
         a->sin6_addr.s6_addr[12] = 198, a->sin6_addr.s6_addr[13] = 51;
         a->sin6_addr.s6_addr[14] = 100, a->sin6_addr.s6_addr[15] = (uint8_t)(i - 4);
-      } else {      /* 2001:db8::x */
+      } else { /* 2001:db8::x */
         a->sin6_addr.s6_addr[0] = 0x20, a->sin6_addr.s6_addr[1] = 0x01;
         a->sin6_addr.s6_addr[2] = 0x0d, a->sin6_addr.s6_addr[3] = 0xb8;
         a->sin6_addr.s6_addr[15] = (uint8_t)i;
@@ -114,14 +114,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t len) {
     case 0: {
       int err = 0;
       if (s == NULL && (op & 8))
-        punch_set_add_verified(set, now, &cfg, nonces[arg % 4], fuzz_u32(&c), verify_early, NULL, &err);
+        punch_set_add_verified(set, now, &cfg, nonces[arg % 4], fuzz_u32(&c), verify_early, NULL,
+                               &err);
       else if (s == NULL)
         punch_set_add(set, now, &cfg, nonces[arg % 4], fuzz_u32(&c), &err);
       break;
     }
     case 1:
-      if (s) punch_session_add_candidate(s, now, (struct sockaddr *)&pool[(arg >> 2) % POOL],
-                                         (punch_cand_kind)((arg >> 5) % 4), fuzz_u32(&c));
+      if (s)
+        punch_session_add_candidate(s, now, (struct sockaddr *)&pool[(arg >> 2) % POOL],
+                                    (punch_cand_kind)((arg >> 5) % 4), fuzz_u32(&c));
       break;
     case 2:
       if (s) punch_session_start(s, now);

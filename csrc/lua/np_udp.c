@@ -101,7 +101,8 @@ static int udp_bind(lua_State *L) {
   int one = 1;
   if ((reuseaddr && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) ||
       (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
-      (ifname && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname)) < 0)) {
+      (ifname &&
+       setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname, (socklen_t)strlen(ifname)) < 0)) {
     int err = errno;
     close(fd);
     return np_push_error(L, uv_translate_sys_error(err));
@@ -204,7 +205,8 @@ int np_udp_send_soon(np_udp *u, const struct sockaddr *to, int prefix, const voi
   return np_udp_send_now(u, to, prefix, data, len);
 }
 
-int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
+                    size_t len) {
   /* libuv would open a new socket for a closing handle ("deferred bind")
    * and then abort in uv__udp_finish_close */
   if (uv_is_closing(&u->h.u.handle)) {
@@ -318,10 +320,15 @@ void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *
   for (const np_udp_engine *const *e = u->engines; *e; e++)
     if ((*e)->source) from = (*e)->source(u, p, n, from, &alias);
   switch (p[0]) {
-  case 0x00: case 0x01: case 0x02: case 0x03:
+  case 0x00:
+  case 0x01:
+  case 0x02:
+  case 0x03:
     u->st.rx_stun++;
-    if (u->stun_server) answer_stun(u, p, n, from);
-    else np_udp_deliver(u, "stun", p, n, from);
+    if (u->stun_server)
+      answer_stun(u, p, n, from);
+    else
+      np_udp_deliver(u, "stun", p, n, from);
     break;
   case WIRE_CONTROL:
     u->st.rx_control++;
@@ -352,7 +359,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   /* closed from a callback inside a recvmmsg batch: libuv 1.44 still hands
    * over the rest of the batch; the socket is gone, drop it */
   if (uv_is_closing((uv_handle_t *)handle)) return;
-  if (addr == NULL) batch_end(u);   /* UV_UDP_MMSG_FREE, nothing, or an error */
+  if (addr == NULL) batch_end(u); /* UV_UDP_MMSG_FREE, nothing, or an error */
   if (nread == 0 && addr == NULL) return;
   if (nread < 0) {
     lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
@@ -363,7 +370,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   }
   if (!addr) return;
   if (flags & UV_UDP_PARTIAL) {
-    u->st.rx_truncated++;   /* larger than a slot: never happens below 64 KiB */
+    u->st.rx_truncated++; /* larger than a slot: never happens below 64 KiB */
     return;
   }
   u->st.rx_packets++;
@@ -372,7 +379,7 @@ static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
   if (flags & UV_UDP_MMSG_CHUNK) u->in_batch = 1;
   struct sockaddr_storage from;
   if (u->dual && addr->sa_family == AF_INET6 && addr_copy(&from, addr) == 0) {
-    addr_normalize(&from);   /* an IPv4 peer of a dual-stack socket */
+    addr_normalize(&from); /* an IPv4 peer of a dual-stack socket */
     addr = (const struct sockaddr *)&from;
   }
   np_udp_input(u, (const uint8_t *)buf->base, (size_t)nread, addr);
@@ -460,16 +467,30 @@ void np_udp_arm(np_udp *u, uint64_t deadline) {
 
 /* ----------------------------------------------------------------- stats */
 
-#define STAT(name) do { lua_pushinteger(L, (lua_Integer)u->st.name); lua_setfield(L, -2, #name); } while (0)
+#define STAT(name)                               \
+  do {                                           \
+    lua_pushinteger(L, (lua_Integer)u->st.name); \
+    lua_setfield(L, -2, #name);                  \
+  } while (0)
 
 /* udp:stats(): the socket's counters, then rx_<engine> and each engine's
  * own counters by the names it registered. */
 static int udp_stats(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   lua_createtable(L, 0, 32);
-  STAT(rx_packets); STAT(rx_bytes); STAT(tx_packets); STAT(tx_bytes); STAT(tx_queued);
-  STAT(tx_errors); STAT(rx_stun); STAT(rx_control); STAT(rx_data); STAT(rx_unknown);
-  STAT(rx_truncated); STAT(stun_answered); STAT(stun_rejected);
+  STAT(rx_packets);
+  STAT(rx_bytes);
+  STAT(tx_packets);
+  STAT(tx_bytes);
+  STAT(tx_queued);
+  STAT(tx_errors);
+  STAT(rx_stun);
+  STAT(rx_control);
+  STAT(rx_data);
+  STAT(rx_unknown);
+  STAT(rx_truncated);
+  STAT(stun_answered);
+  STAT(stun_rejected);
   for (unsigned i = 0; u->engines[i]; i++) {
     const np_udp_engine *e = u->engines[i];
     if (e->nframes) {
@@ -518,19 +539,17 @@ static int udp_is_closed(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg udp_methods[] = {
-  {"bind", udp_bind},
-  {"getsockname", udp_getsockname},
-  {"send", udp_send},
-  {"recv_start", udp_recv_start},
-  {"recv_stop", udp_recv_stop},
-  {"stun_server", udp_stun_server},
-  {"stats", udp_stats},
-  {"fileno", udp_fileno},
-  {"close", udp_close},
-  {"is_closed", udp_is_closed},
-  {NULL, NULL}
-};
+static const luaL_Reg udp_methods[] = {{"bind", udp_bind},
+                                       {"getsockname", udp_getsockname},
+                                       {"send", udp_send},
+                                       {"recv_start", udp_recv_start},
+                                       {"recv_stop", udp_recv_stop},
+                                       {"stun_server", udp_stun_server},
+                                       {"stats", udp_stats},
+                                       {"fileno", udp_fileno},
+                                       {"close", udp_close},
+                                       {"is_closed", udp_is_closed},
+                                       {NULL, NULL}};
 
 /* Called with the ctx as upvalue 1 and the engine table (a light userdata:
  * const np_udp_engine *const[], NULL-terminated) as upvalue 2. */

@@ -18,9 +18,9 @@
 
 #define NP_UDP_MT "natpunch.udp"
 
-#define NP_UDP_MAX_ENGINES 8
+#define NP_UDP_MAX_ENGINES  8
 #define NP_UDP_MAX_COUNTERS 16
-#define NP_UDP_MAX_FRAMES 4
+#define NP_UDP_MAX_FRAMES   4
 
 typedef struct np_udp np_udp;
 
@@ -82,15 +82,15 @@ typedef struct np_udp_stats {
 struct np_udp {
   np_handle h;
   int recv_cb_ref;
-  int raw;           /* deliver every datagram as is, no demux */
+  int raw; /* deliver every datagram as is, no demux */
   int receiving;
   int stun_server;   /* answer STUN Binding requests in C */
   char software[64]; /* SOFTWARE attribute of answers, "" for none */
   int bound;
-  int dual;          /* AF_INET6 without IPV6_V6ONLY: IPv4 as ::ffff:a.b.c.d */
-  int in_batch;      /* inside one recvmmsg batch: engines may hold sends */
+  int dual;     /* AF_INET6 without IPV6_V6ONLY: IPv4 as ::ffff:a.b.c.d */
+  int in_batch; /* inside one recvmmsg batch: engines may hold sends */
   np_udp_stats st;
-  uv_timer_t *timer; /* the engines' deadline timer, lazily */
+  uv_timer_t *timer;                   /* the engines' deadline timer, lazily */
   const np_udp_engine *const *engines; /* NULL-terminated, from np_udp_open */
   uint8_t by_frame[256];               /* first byte -> engine index + 1, 0: none */
   np_udp_slot slot[NP_UDP_MAX_ENGINES];

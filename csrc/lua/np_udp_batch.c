@@ -30,7 +30,7 @@
  *   udp:batching([enable]) -> enabled   (on by default)
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE   /* sendmmsg */
+#define _GNU_SOURCE /* sendmmsg */
 #endif
 #include <errno.h>
 #include <stddef.h>
@@ -56,7 +56,7 @@ typedef struct np_txq {
   int off; /* udp:batching(false) */
   unsigned n;
   size_t used, cap;
-  uint8_t *bytes; /* cap bytes */
+  uint8_t *bytes;    /* cap bytes */
   uv_prepare_t soon; /* flushes before the loop waits; started while n > 0 outside a batch */
   int soon_init;
   struct mmsghdr msgs[NP_TXQ_SLOTS];
@@ -100,7 +100,8 @@ static void flush_soon(np_udp *u, np_txq *q) {
 /* Queue a datagram: 1 when queued, 0 when the caller must send it now
  * (batching off, too large, or no memory; the queue has been flushed
  * first, so the order of datagrams is kept). */
-static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const void *data, size_t len) {
+static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
+                     size_t len) {
   size_t total = len + (prefix >= 0);
   np_txq *q = txq(u);
   if (!q || q->off) return 0;
@@ -109,7 +110,7 @@ static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const voi
     return 0;
   }
   if (q->n == NP_TXQ_SLOTS || q->used + total > q->cap) batch_flush(u);
-  if (total > q->cap) {   /* empty now: the bytes may move */
+  if (total > q->cap) { /* empty now: the bytes may move */
     uint8_t *big = realloc(q->bytes, NP_TXQ_LARGE);
     if (!big) return 0;
     q->bytes = big;
@@ -124,8 +125,10 @@ static int batch_put(np_udp *u, const struct sockaddr *to, int prefix, const voi
   memcpy(p, data, len);
   memcpy(&q->to[i], to, addr_len(to));
   q->iov[i] = (struct iovec){.iov_base = start, .iov_len = total};
-  q->msgs[i] = (struct mmsghdr){.msg_hdr = {
-    .msg_name = &q->to[i], .msg_namelen = addr_len(to), .msg_iov = &q->iov[i], .msg_iovlen = 1}};
+  q->msgs[i] = (struct mmsghdr){.msg_hdr = {.msg_name = &q->to[i],
+                                            .msg_namelen = addr_len(to),
+                                            .msg_iov = &q->iov[i],
+                                            .msg_iovlen = 1}};
   if (!u->in_batch) flush_soon(u, q);
   return 1;
 }
@@ -139,7 +142,7 @@ static void batch_flush(np_udp *u) {
    * stay put until the next batch_put, after this returns */
   q->n = 0;
   q->used = 0;
-  if (uv_is_closing(&u->h.u.handle)) {   /* see np_udp_send_now */
+  if (uv_is_closing(&u->h.u.handle)) { /* see np_udp_send_now */
     u->st.tx_errors += n;
     return;
   }
@@ -157,9 +160,9 @@ static void batch_flush(np_udp *u) {
         for (int k = 0; k < r; k++) u->st.tx_bytes += q->iov[i + k].iov_len;
         i += (unsigned)r;
       } else if (r == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
-        break;   /* the rest waits in libuv's queue, in order */
+        break; /* the rest waits in libuv's queue, in order */
       } else {
-        u->st.tx_errors++;   /* sendmmsg reports the failing datagram: skip it */
+        u->st.tx_errors++; /* sendmmsg reports the failing datagram: skip it */
         i++;
       }
     }
@@ -182,8 +185,10 @@ static void batch_free(np_udp *u) {
   np_txq *q = sl->state;
   sl->state = NULL;
   if (!q) return;
-  if (q->soon_init) uv_close((uv_handle_t *)&q->soon, on_soon_closed);
-  else txq_free(q);
+  if (q->soon_init)
+    uv_close((uv_handle_t *)&q->soon, on_soon_closed);
+  else
+    txq_free(q);
 }
 
 /* udp:batching([enable]) -> enabled: whether sends made in C during a
@@ -201,16 +206,13 @@ static int udp_batching(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg methods[] = {
-  {"batching", udp_batching},
-  {NULL, NULL}
-};
+static const luaL_Reg methods[] = {{"batching", udp_batching}, {NULL, NULL}};
 
 const np_udp_engine np_udp_batch_engine = {
-  .name = "batch",
-  .counters = counters,
-  .methods = methods,
-  .send = batch_put,
-  .flush = batch_flush,
-  .free = batch_free,
+    .name = "batch",
+    .counters = counters,
+    .methods = methods,
+    .send = batch_put,
+    .flush = batch_flush,
+    .free = batch_free,
 };

@@ -88,7 +88,7 @@ static const struct sockaddr *path_source(np_udp *u, const uint8_t *p, size_t n,
   entry *e = by_via(ps, from);
   if (!e) return from;
   slot(u)->counters[C_IN]++;
-  memcpy(out, &e->peer, sizeof *out);   /* the entry may go while the frame is handled */
+  memcpy(out, &e->peer, sizeof *out); /* the entry may go while the frame is handled */
   return (struct sockaddr *)out;
 }
 
@@ -147,17 +147,17 @@ static int udp_path_get(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-  {"path_set", udp_path_set},
-  {"path_clear", udp_path_clear},
-  {"path_get", udp_path_get},
-  {NULL, NULL},
+    {"path_set", udp_path_set},
+    {"path_clear", udp_path_clear},
+    {"path_get", udp_path_get},
+    {NULL, NULL},
 };
 
 const np_udp_engine np_udp_path_engine = {
-  .name = "path",
-  .counters = counters,
-  .methods = methods,
-  .route = path_route,
-  .source = path_source,
-  .free = path_free,
+    .name = "path",
+    .counters = counters,
+    .methods = methods,
+    .route = path_route,
+    .source = path_source,
+    .free = path_free,
 };

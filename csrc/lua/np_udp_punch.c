@@ -32,14 +32,15 @@
 extern const np_udp_engine np_udp_punch_engine;
 
 enum { C_MALFORMED, C_UNMATCHED, C_BAD_MAC, C_REPLAYED, C_EARLY, C_EARLY_DROPPED, C_EARLY_BAD_MAC };
-static const char *const counters[] = {"punch_malformed", "punch_unmatched", "punch_bad_mac", "punch_replayed",
-                                       "punch_early", "punch_early_dropped", "punch_early_bad_mac", NULL};
+static const char *const counters[] = {
+    "punch_malformed", "punch_unmatched",     "punch_bad_mac",       "punch_replayed",
+    "punch_early",     "punch_early_dropped", "punch_early_bad_mac", NULL};
 
 #define NP_PUNCH_MAX 64
 
 typedef struct np_punch_entry {
   punch_session *s;
-  int cb_ref;        /* LUA_NOREF once called */
+  int cb_ref; /* LUA_NOREF once called */
   int has_key;
   uint8_t key[NP_MAC_KEY];
 } np_punch_entry;
@@ -148,7 +149,8 @@ static void sync_early(np_udp *u, np_punch *p) {
 /* punch_verify_fn: an early request's MAC under the new session's key. */
 static int early_mac_ok(void *arg, const uint8_t *frame, size_t len) {
   const uint8_t *key = arg;
-  return len >= PUNCH_FRAME_LEN + NP_MAC_TAG && np_mac16_ok(key, frame, PUNCH_FRAME_LEN, frame + PUNCH_FRAME_LEN);
+  return len >= PUNCH_FRAME_LEN + NP_MAC_TAG &&
+         np_mac16_ok(key, frame, PUNCH_FRAME_LEN, frame + PUNCH_FRAME_LEN);
 }
 
 static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
@@ -156,7 +158,7 @@ static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   np_punch *p = punchctx(u);
   if (!p) return;
   if (len >= PUNCH_FRAME_LEN) {
-    punch_session *s = punch_set_find(p->set, frame + 2);   /* nonce: bytes 2..9 */
+    punch_session *s = punch_set_find(p->set, frame + 2); /* nonce: bytes 2..9 */
     np_punch_entry *e = s ? entry_of(p, s) : NULL;
     if (e && e->has_key &&
         (len < PUNCH_FRAME_LEN + NP_MAC_TAG ||
@@ -166,10 +168,14 @@ static void punch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
     }
   }
   int rc = punch_set_input(p->set, np_now_ms(u->h.ctx), from, frame, len);
-  if (rc == PUNCH_EMALFORMED) slot(u)->counters[C_MALFORMED]++;
-  else if (rc == PUNCH_EREPLAY) slot(u)->counters[C_REPLAYED]++;
-  else if (rc == PUNCH_CACHED) slot(u)->counters[C_EARLY]++;
-  else if (rc < 0) slot(u)->counters[C_UNMATCHED]++;
+  if (rc == PUNCH_EMALFORMED)
+    slot(u)->counters[C_MALFORMED]++;
+  else if (rc == PUNCH_EREPLAY)
+    slot(u)->counters[C_REPLAYED]++;
+  else if (rc == PUNCH_CACHED)
+    slot(u)->counters[C_EARLY]++;
+  else if (rc < 0)
+    slot(u)->counters[C_UNMATCHED]++;
   sync_early(u, p);
   drain(u, p);
 }
@@ -181,8 +187,10 @@ static uint64_t punch_engine_tick(np_udp *u, uint64_t now) {
   sync_early(u, p);
   drain(u, p);
   for (unsigned i = 0; i < p->n;) {
-    if (punch_session_finished(p->e[i].s, now) && p->e[i].cb_ref == LUA_NOREF) remove_at(u, p, i);
-    else i++;
+    if (punch_session_finished(p->e[i].s, now) && p->e[i].cb_ref == LUA_NOREF)
+      remove_at(u, p, i);
+    else
+      i++;
   }
   return punch_set_next_deadline(p->set);
 }
@@ -262,24 +270,30 @@ static int udp_punch(lua_State *L) {
     np_parse_addr(L, c + 1, c + 2, &addrs[i - 1]);
     lua_rawgeti(L, c, 3);
     const char *k = luaL_optstring(L, -1, "public");
-    if (strcmp(k, "private") == 0) kinds[i - 1] = PUNCH_CAND_PRIVATE;
-    else if (strcmp(k, "public") == 0) kinds[i - 1] = PUNCH_CAND_PUBLIC;
-    else return luaL_error(L, "punch: candidate kind must be 'private' or 'public'");
+    if (strcmp(k, "private") == 0)
+      kinds[i - 1] = PUNCH_CAND_PRIVATE;
+    else if (strcmp(k, "public") == 0)
+      kinds[i - 1] = PUNCH_CAND_PUBLIC;
+    else
+      return luaL_error(L, "punch: candidate kind must be 'private' or 'public'");
     lua_settop(L, cands);
   }
 
   if (!u->receiving)
-    return np_push_fail(L, "ENOTCONN", "socket is not receiving (call recv_start first: answers arrive there)");
+    return np_push_fail(L, "ENOTCONN",
+                        "socket is not receiving (call recv_start first: answers arrive there)");
   np_punch *p = punchctx(u);
   if (!p) return luaL_error(L, "out of memory");
-  if (p->n >= NP_PUNCH_MAX) return np_push_fail(L, "EFULL", "too many punch sessions on this socket");
+  if (p->n >= NP_PUNCH_MAX)
+    return np_push_fail(L, "EFULL", "too many punch sessions on this socket");
   uint64_t tie; /* ICE-like tie-breaker (RFC 8445 section 7.3.1.1) */
   int rr = uv_random(NULL, NULL, &tie, sizeof tie, 0, NULL);
   if (rr < 0) return np_push_error(L, rr);
   uint64_t now = np_now_ms(u->h.ctx);
   int err = 0;
-  punch_session *s = key ? punch_set_add_verified(p->set, now, &cfg, nonce, tie, early_mac_ok, keybuf, &err)
-                          : punch_set_add(p->set, now, &cfg, nonce, tie, &err);
+  punch_session *s =
+      key ? punch_set_add_verified(p->set, now, &cfg, nonce, tie, early_mac_ok, keybuf, &err)
+          : punch_set_add(p->set, now, &cfg, nonce, tie, &err);
   sync_early(u, p);
   if (!s) return np_push_fail(L, punch_errname(err), punch_strerror(err));
   for (lua_Integer i = 0; i < nc; i++)
@@ -318,18 +332,15 @@ static int udp_punch_cancel(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-  {"punch", udp_punch},
-  {"punch_cancel", udp_punch_cancel},
-  {NULL, NULL}
-};
+    {"punch", udp_punch}, {"punch_cancel", udp_punch_cancel}, {NULL, NULL}};
 
 const np_udp_engine np_udp_punch_engine = {
-  .name = "punch",
-  .frames = {WIRE_PUNCH},
-  .nframes = 1,
-  .counters = counters,
-  .methods = methods,
-  .input = punch_engine_input,
-  .tick = punch_engine_tick,
-  .free = punch_engine_free,
+    .name = "punch",
+    .frames = {WIRE_PUNCH},
+    .nframes = 1,
+    .counters = counters,
+    .methods = methods,
+    .input = punch_engine_input,
+    .tick = punch_engine_tick,
+    .free = punch_engine_free,
 };

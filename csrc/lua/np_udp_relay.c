@@ -28,12 +28,12 @@
 extern const np_udp_engine np_udp_relay_engine;
 
 enum { C_IN, C_OUT, C_UNKNOWN, C_NESTED, C_ERRORS };
-static const char *const counters[] = {"relay_in", "relay_out", "relay_unknown", "relay_nested",
-                                       "relay_errors", NULL};
+static const char *const counters[] = {"relay_in",     "relay_out",    "relay_unknown",
+                                       "relay_nested", "relay_errors", NULL};
 
-#define RELAY_MAX_ROUTES 16
+#define RELAY_MAX_ROUTES   16
 #define RELAY_CHANNEL_LAST 0x43FF
-#define RELAY_BUF (TURN_CHANNEL_HEADER + 65535)
+#define RELAY_BUF          (TURN_CHANNEL_HEADER + 65535)
 
 typedef struct route {
   struct sockaddr_storage peer, server;
@@ -93,7 +93,7 @@ static void relay_pass_on(np_udp *u, const uint8_t *p, size_t n, const struct so
   }
   sl->counters[C_IN]++;
   struct sockaddr_storage from;
-  memcpy(&from, peer, sizeof from);   /* the route may go while it runs */
+  memcpy(&from, peer, sizeof from); /* the route may go while it runs */
   np_udp_input(u, p, n, (struct sockaddr *)&from);
 }
 
@@ -134,8 +134,8 @@ static int udp_relay_add(lua_State *L) {
   if (!rl) return np_push_error(L, UV_ENOMEM);
   route *r = by_peer(rl, (struct sockaddr *)&peer);
   for (unsigned i = 0; i < rl->n && !r; i++)
-    if (rl->r[i].channel == ch && addr_equal((struct sockaddr *)&rl->r[i].server,
-                                             (struct sockaddr *)&server))
+    if (rl->r[i].channel == ch &&
+        addr_equal((struct sockaddr *)&rl->r[i].server, (struct sockaddr *)&server))
       return luaL_error(L, "relay_add: channel 0x%04x is bound to another peer", (int)ch);
   if (!r) {
     if (rl->n == RELAY_MAX_ROUTES) return np_push_error(L, UV_ENOSPC);
@@ -170,19 +170,19 @@ static int udp_relay_input(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-  {"relay_add", udp_relay_add},
-  {"relay_remove", udp_relay_remove},
-  {"relay_input", udp_relay_input},
-  {NULL, NULL},
+    {"relay_add", udp_relay_add},
+    {"relay_remove", udp_relay_remove},
+    {"relay_input", udp_relay_input},
+    {NULL, NULL},
 };
 
 const np_udp_engine np_udp_relay_engine = {
-  .name = "relay",
-  .frames = {0x40, 0x41, 0x42, 0x43},
-  .nframes = 4,
-  .counters = counters,
-  .methods = methods,
-  .input = relay_input,
-  .route = relay_route,
-  .free = relay_free,
+    .name = "relay",
+    .frames = {0x40, 0x41, 0x42, 0x43},
+    .nframes = 4,
+    .counters = counters,
+    .methods = methods,
+    .input = relay_input,
+    .route = relay_route,
+    .free = relay_free,
 };

@@ -55,14 +55,31 @@
 
 extern const np_udp_engine np_udp_touch_engine;
 
-enum { C_DELIVERED, C_DUPLICATES, C_ACKED, C_FAILED, C_RETRANSMITS, C_MALFORMED, C_EVICTED,
-       C_REFUSED, C_UNSOLICITED, C_BAD_MAC };
-static const char *const counters[] = {"touch_delivered", "touch_duplicates", "touch_acked",
-                                       "touch_failed", "touch_retransmits", "touch_malformed",
-                                       "touch_peers_evicted", "touch_refused", "touch_unsolicited",
-                                       "touch_bad_mac", NULL};
+enum {
+  C_DELIVERED,
+  C_DUPLICATES,
+  C_ACKED,
+  C_FAILED,
+  C_RETRANSMITS,
+  C_MALFORMED,
+  C_EVICTED,
+  C_REFUSED,
+  C_UNSOLICITED,
+  C_BAD_MAC
+};
+static const char *const counters[] = {"touch_delivered",
+                                       "touch_duplicates",
+                                       "touch_acked",
+                                       "touch_failed",
+                                       "touch_retransmits",
+                                       "touch_malformed",
+                                       "touch_peers_evicted",
+                                       "touch_refused",
+                                       "touch_unsolicited",
+                                       "touch_bad_mac",
+                                       NULL};
 
-#define TM_BUCKETS 256
+#define TM_BUCKETS           256
 #define TM_DEFAULT_MAX_PEERS 4096
 
 typedef struct tm_cb {
@@ -71,21 +88,21 @@ typedef struct tm_cb {
 } tm_cb;
 
 typedef struct tm_entry {
-  struct tm_entry *next;                 /* hash chain */
-  struct tm_entry *lru_prev, *lru_next;  /* all states, most recently used first */
-  struct tm_entry *act_prev, *act_next;  /* states with work pending */
+  struct tm_entry *next;                /* hash chain */
+  struct tm_entry *lru_prev, *lru_next; /* all states, most recently used first */
+  struct tm_entry *act_prev, *act_next; /* states with work pending */
   int active;
   struct sockaddr_storage addr;
   touch_peer *peer;
   uint64_t last_used;
-  int busy;             /* actions being processed: never evict */
+  int busy; /* actions being processed: never evict */
   unsigned ncb, cbcap;
-  tm_cb *cbs;           /* cbcap = max_in_flight slots */
-  int has_key;          /* frames to and from it carry a MAC (udp:touch_key) */
+  tm_cb *cbs;  /* cbcap = max_in_flight slots */
+  int has_key; /* frames to and from it carry a MAC (udp:touch_key) */
   uint8_t key[NP_MAC_KEY];
-  int acks_held;        /* on the flush list: acks held for the batch end */
+  int acks_held; /* on the flush list: acks held for the batch end */
   struct tm_entry *held_next;
-  char host[INET6_ADDRSTRLEN];   /* its address as text, for the callbacks */
+  char host[INET6_ADDRSTRLEN]; /* its address as text, for the callbacks */
   int port;
 } tm_entry;
 
@@ -93,14 +110,14 @@ typedef struct np_touchmap {
   tm_entry *buckets[TM_BUCKETS];
   tm_entry *lru_head, *lru_tail;
   tm_entry *act_head;
-  int accept_known;     /* TOUCH frames only from endpoints with a state */
+  int accept_known; /* TOUCH frames only from endpoints with a state */
   unsigned count, max_peers;
   uint32_t seed;
   touch_config cfg;
-  uint64_t idle_ms;     /* an idle peer older than this is dropped */
-  tm_entry *held;       /* entries with acks held until the batch ends */
-  int batch_cb, done_cb;        /* on_touch_batch, on_touch_done */
-  int batch_list, done_list;    /* arrays being filled, LUA_NOREF when empty */
+  uint64_t idle_ms;          /* an idle peer older than this is dropped */
+  tm_entry *held;            /* entries with acks held until the batch ends */
+  int batch_cb, done_cb;     /* on_touch_batch, on_touch_done */
+  int batch_list, done_list; /* arrays being filled, LUA_NOREF when empty */
   int nbatch, ndone;
 } np_touchmap;
 
@@ -109,15 +126,24 @@ static np_udp_slot *slot(np_udp *u) {
 }
 
 static void lru_unlink(np_touchmap *m, tm_entry *e) {
-  if (e->lru_prev) e->lru_prev->lru_next = e->lru_next; else m->lru_head = e->lru_next;
-  if (e->lru_next) e->lru_next->lru_prev = e->lru_prev; else m->lru_tail = e->lru_prev;
+  if (e->lru_prev)
+    e->lru_prev->lru_next = e->lru_next;
+  else
+    m->lru_head = e->lru_next;
+  if (e->lru_next)
+    e->lru_next->lru_prev = e->lru_prev;
+  else
+    m->lru_tail = e->lru_prev;
   e->lru_prev = e->lru_next = NULL;
 }
 
 static void lru_push_front(np_touchmap *m, tm_entry *e) {
   e->lru_prev = NULL;
   e->lru_next = m->lru_head;
-  if (m->lru_head) m->lru_head->lru_prev = e; else m->lru_tail = e;
+  if (m->lru_head)
+    m->lru_head->lru_prev = e;
+  else
+    m->lru_tail = e;
   m->lru_head = e;
 }
 
@@ -137,7 +163,10 @@ static void act_set(np_touchmap *m, tm_entry *e, int on) {
     if (m->act_head) m->act_head->act_prev = e;
     m->act_head = e;
   } else {
-    if (e->act_prev) e->act_prev->act_next = e->act_next; else m->act_head = e->act_next;
+    if (e->act_prev)
+      e->act_prev->act_next = e->act_next;
+    else
+      m->act_head = e->act_next;
     if (e->act_next) e->act_next->act_prev = e->act_prev;
     e->act_prev = e->act_next = NULL;
   }
@@ -302,11 +331,15 @@ static int take_cb(tm_entry *e, uint32_t id) {
 static void call_result(np_udp *u, int ref, uint32_t id, int failed, uint32_t rtt) {
   lua_State *L = np_cb_push(u->h.ctx, ref);
   if (!L) return;
-  if (failed) np_push_cb_error(L, touch_errname(TOUCH_ETIMEDOUT), touch_strerror(TOUCH_ETIMEDOUT));
-  else lua_pushnil(L);
+  if (failed)
+    np_push_cb_error(L, touch_errname(TOUCH_ETIMEDOUT), touch_strerror(TOUCH_ETIMEDOUT));
+  else
+    lua_pushnil(L);
   lua_pushinteger(L, id);
-  if (failed) lua_pushnil(L);
-  else lua_pushinteger(L, rtt);
+  if (failed)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, rtt);
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   np_call(u->h.ctx, 3);
 }
@@ -333,7 +366,8 @@ static void list_push_peer(lua_State *L, const tm_entry *e) {
   lua_setfield(L, -2, "port");
 }
 
-static void collect_delivery(np_udp *u, np_touchmap *m, tm_entry *e, const uint8_t *data, size_t len) {
+static void collect_delivery(np_udp *u, np_touchmap *m, tm_entry *e, const uint8_t *data,
+                             size_t len) {
   lua_State *L = list_append(u, &m->batch_list, &m->nbatch);
   if (!L) return;
   lua_pushlstring(L, (const char *)data, len);
@@ -343,7 +377,8 @@ static void collect_delivery(np_udp *u, np_touchmap *m, tm_entry *e, const uint8
   lua_pop(L, 1);
 }
 
-static void collect_outcome(np_udp *u, np_touchmap *m, tm_entry *e, uint32_t id, int failed, uint32_t rtt) {
+static void collect_outcome(np_udp *u, np_touchmap *m, tm_entry *e, uint32_t id, int failed,
+                            uint32_t rtt) {
   lua_State *L = list_append(u, &m->done_list, &m->ndone);
   if (!L) return;
   lua_pushinteger(L, id);
@@ -379,7 +414,7 @@ static void emit_lists(np_udp *u, int batch_end) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
     np_call(u->h.ctx, 1);
-    if (uv_is_closing(&u->h.u.handle)) return;   /* closed from the callback */
+    if (uv_is_closing(&u->h.u.handle)) return; /* closed from the callback */
     m = slot(u)->state;
   }
 }
@@ -390,7 +425,7 @@ static void send_frame(np_udp *u, tm_entry *e, const uint8_t *data, size_t len) 
     np_udp_send_soon(u, (struct sockaddr *)&e->addr, -1, data, len);
     return;
   }
-  uint8_t small[1536];   /* every default-sized frame; larger ones on the heap */
+  uint8_t small[1536]; /* every default-sized frame; larger ones on the heap */
   uint8_t *buf = len + NP_MAC_TAG <= sizeof small ? small : malloc(len + NP_MAC_TAG);
   if (!buf) return;
   memcpy(buf, data, len);
@@ -409,22 +444,25 @@ static void drain(np_udp *u, tm_entry *e, int hold) {
   e->busy++;
   while (touch_pop_ex(e->peer, &a, hold ? TOUCH_POP_HOLD_ACKS : 0)) {
     switch (a.kind) {
-    case TOUCH_TRANSMIT:
-      send_frame(u, e, a.data, a.len);
-      break;
+    case TOUCH_TRANSMIT: send_frame(u, e, a.data, a.len); break;
     case TOUCH_DELIVER:
       slot(u)->counters[C_DELIVERED]++;
-      if (m && m->batch_cb != LUA_NOREF) collect_delivery(u, m, e, a.data, a.len);
-      else if (e->host[0]) np_udp_deliver_named(u, "touch", a.data, a.len, e->host, e->port);
-      else np_udp_deliver(u, "touch", a.data, a.len, (struct sockaddr *)&e->addr);
+      if (m && m->batch_cb != LUA_NOREF)
+        collect_delivery(u, m, e, a.data, a.len);
+      else if (e->host[0])
+        np_udp_deliver_named(u, "touch", a.data, a.len, e->host, e->port);
+      else
+        np_udp_deliver(u, "touch", a.data, a.len, (struct sockaddr *)&e->addr);
       break;
     case TOUCH_ACKED:
     case TOUCH_FAILED: {
       int failed = a.kind == TOUCH_FAILED;
       slot(u)->counters[failed ? C_FAILED : C_ACKED]++;
       int ref = take_cb(e, a.id);
-      if (ref != LUA_NOREF) call_result(u, ref, a.id, failed, a.rtt_ms);
-      else if (m && m->done_cb != LUA_NOREF) collect_outcome(u, m, e, a.id, failed, a.rtt_ms);
+      if (ref != LUA_NOREF)
+        call_result(u, ref, a.id, failed, a.rtt_ms);
+      else if (m && m->done_cb != LUA_NOREF)
+        collect_outcome(u, m, e, a.id, failed, a.rtt_ms);
       break;
     }
     }
@@ -438,7 +476,7 @@ static void drain(np_udp *u, tm_entry *e, int hold) {
   }
   uint64_t d = touch_next_deadline(e->peer);
   if (m) act_set(m, e, !touch_idle(e->peer) || d != UINT64_MAX);
-  if (d != UINT64_MAX) np_udp_arm(u, d);   /* only ever moves the timer earlier */
+  if (d != UINT64_MAX) np_udp_arm(u, d); /* only ever moves the timer earlier */
 }
 
 /* The flush hook: the acks held for the batch leave now (one per entry and
@@ -461,7 +499,7 @@ static void touch_engine_flush(np_udp *u) {
 static void release_acks(np_udp *u, tm_entry *e) {
   touch_action a;
   np_touchmap *m = slot(u)->state;
-  if (m && m->batch_list != LUA_NOREF) return;   /* deliveries not handed over yet */
+  if (m && m->batch_list != LUA_NOREF) return; /* deliveries not handed over yet */
   while (touch_pop_ex(e->peer, &a, TOUCH_POP_ONLY_ACKS)) send_frame(u, e, a.data, a.len);
 }
 
@@ -476,8 +514,10 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
   int create = frame[0] == WIRE_TOUCH && !m->accept_known;
   tm_entry *e = lookup(u, from, create, &err);
   if (!e) {
-    if (frame[0] == WIRE_TOUCH && m->accept_known) c[C_UNSOLICITED]++;
-    else if (err != UV_ENOBUFS) c[C_MALFORMED]++;
+    if (frame[0] == WIRE_TOUCH && m->accept_known)
+      c[C_UNSOLICITED]++;
+    else if (err != UV_ENOBUFS)
+      c[C_MALFORMED]++;
     return;
   }
   if (e->has_key) {
@@ -557,16 +597,17 @@ static int udp_touch(lua_State *L) {
   int has_cb = !lua_isnoneornil(L, 5);
   if (has_cb || !mm || mm->done_cb == LUA_NOREF) luaL_checktype(L, 5, LUA_TFUNCTION);
   if (!u->receiving)
-    return np_push_fail(L, "ENOTCONN", "socket is not receiving (call recv_start first: acks arrive there)");
+    return np_push_fail(L, "ENOTCONN",
+                        "socket is not receiving (call recv_start first: acks arrive there)");
   int err;
   tm_entry *e = lookup(u, (struct sockaddr *)&ss, 1, &err);
   if (!e) return push_lookup_error(L, err);
-  release_acks(u, e);   /* e may stay on the held list: nothing left to pop */
+  release_acks(u, e); /* e may stay on the held list: nothing left to pop */
   uint32_t id = 0;
   int rc = touch_send(e->peer, np_now_ms(u->h.ctx), (const uint8_t *)data, len, &id);
   if (rc < 0) return np_push_fail(L, touch_errname(rc), touch_strerror(rc));
   if (has_cb) {
-    tm_cb *c = &e->cbs[id % e->cbcap];   /* free: see take_cb */
+    tm_cb *c = &e->cbs[id % e->cbcap]; /* free: see take_cb */
     lua_pushvalue(L, 5);
     c->id = id;
     c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -588,8 +629,10 @@ static int set_batch_cb(lua_State *L, int done) {
   np_touchmap *m = touchmap(u, &err);
   if (!m) return np_push_error(L, err);
   int *ref = done ? &m->done_cb : &m->batch_cb;
-  if (lua_isnil(L, 2)) np_unref(L, ref);
-  else np_setref(L, ref, 2);
+  if (lua_isnil(L, 2))
+    np_unref(L, ref);
+  else
+    np_setref(L, ref, 2);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -602,7 +645,8 @@ static int udp_on_touch_done(lua_State *L) {
   return set_batch_cb(L, 1);
 }
 
-static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt, unsigned long max) {
+static int opt_uint(lua_State *L, int idx, const char *name, unsigned long dflt,
+                    unsigned long max) {
   lua_getfield(L, idx, name);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -635,14 +679,18 @@ static int udp_touch_config(lua_State *L) {
   int accept_known = m->accept_known;
   if (!lua_isnil(L, -1)) {
     const char *acc = luaL_checkstring(L, -1);
-    if (strcmp(acc, "known") == 0) accept_known = 1;
-    else if (strcmp(acc, "any") == 0) accept_known = 0;
-    else return luaL_error(L, "touch_config: accept must be \"any\" or \"known\"");
+    if (strcmp(acc, "known") == 0)
+      accept_known = 1;
+    else if (strcmp(acc, "any") == 0)
+      accept_known = 0;
+    else
+      return luaL_error(L, "touch_config: accept must be \"any\" or \"known\"");
   }
   lua_pop(L, 1);
   if (touch_config_check(&c) != 0 || max_peers == 0)
-    return luaL_error(L, "touch_config: inconsistent values (need min_rto <= initial_rto <= max_rto, "
-                         "max_in_flight >= 1, max_peers >= 1)");
+    return luaL_error(L,
+                      "touch_config: inconsistent values (need min_rto <= initial_rto <= max_rto, "
+                      "max_in_flight >= 1, max_peers >= 1)");
   m->cfg = c;
   m->max_peers = max_peers;
   m->accept_known = accept_known;
@@ -664,10 +712,29 @@ static int udp_touch_info(lua_State *L) {
   touch_stats s;
   touch_get_stats(e->peer, &s);
   lua_createtable(L, 0, 12);
-#define F(name) do { lua_pushinteger(L, (lua_Integer)s.name); lua_setfield(L, -2, #name); } while (0)
-  F(sent); F(transmissions); F(retransmitted); F(acked); F(failed); F(delivered);
-  F(duplicates); F(too_old); F(malformed); F(epoch_changes); F(srtt_ms); F(rttvar_ms);
-  F(rto_ms); F(in_flight); F(cwnd); F(ssthresh); F(congestion_events); F(fast_retransmits);
+#define F(name)                              \
+  do {                                       \
+    lua_pushinteger(L, (lua_Integer)s.name); \
+    lua_setfield(L, -2, #name);              \
+  } while (0)
+  F(sent);
+  F(transmissions);
+  F(retransmitted);
+  F(acked);
+  F(failed);
+  F(delivered);
+  F(duplicates);
+  F(too_old);
+  F(malformed);
+  F(epoch_changes);
+  F(srtt_ms);
+  F(rttvar_ms);
+  F(rto_ms);
+  F(in_flight);
+  F(cwnd);
+  F(ssthresh);
+  F(congestion_events);
+  F(fast_retransmits);
 #undef F
   return 1;
 }
@@ -707,26 +774,24 @@ static int udp_touch_key(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg methods[] = {
-  {"touch_seed", udp_touch_seed},
-  {"touch_key", udp_touch_key},
-  {"touch", udp_touch},
-  {"touch_config", udp_touch_config},
-  {"touch_info", udp_touch_info},
-  {"on_touch_batch", udp_on_touch_batch},
-  {"on_touch_done", udp_on_touch_done},
-  {NULL, NULL}
-};
+static const luaL_Reg methods[] = {{"touch_seed", udp_touch_seed},
+                                   {"touch_key", udp_touch_key},
+                                   {"touch", udp_touch},
+                                   {"touch_config", udp_touch_config},
+                                   {"touch_info", udp_touch_info},
+                                   {"on_touch_batch", udp_on_touch_batch},
+                                   {"on_touch_done", udp_on_touch_done},
+                                   {NULL, NULL}};
 
 const np_udp_engine np_udp_touch_engine = {
-  .name = "touch",
-  .frames = {WIRE_TOUCH, WIRE_TOUCH_ACK},
-  .nframes = 2,
-  .counters = counters,
-  .methods = methods,
-  .input = touch_engine_input,
-  .tick = touch_engine_tick,
-  .flush = touch_engine_flush,
-  .batch_end = touch_engine_batch_end,
-  .free = touch_engine_free,
+    .name = "touch",
+    .frames = {WIRE_TOUCH, WIRE_TOUCH_ACK},
+    .nframes = 2,
+    .counters = counters,
+    .methods = methods,
+    .input = touch_engine_input,
+    .tick = touch_engine_tick,
+    .flush = touch_engine_flush,
+    .batch_end = touch_engine_batch_end,
+    .free = touch_engine_free,
 };

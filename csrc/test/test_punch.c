@@ -40,19 +40,19 @@ static uint32_t sa_ip(const struct sockaddr_storage *ss) {
 
 /* ---- simulated Internet with NATs (RFC 4787 vocabulary in comments) ---- */
 
-#define LAN_MS 1
-#define MAP_MAX 64
+#define LAN_MS   1
+#define MAP_MAX  64
 #define PERM_MAX 256
-#define PKT_MAX 4096
-#define NAT_MAX 5
+#define PKT_MAX  4096
+#define NAT_MAX  5
 #define HOST_MAX 6
 #define PAIR_MAX 4
 
 typedef enum nat_type {
-  NAT_FULL_CONE,         /* endpoint-independent mapping and filtering */
-  NAT_RESTRICTED,        /* EIM, address-dependent filtering */
-  NAT_PORT_RESTRICTED,   /* EIM, address-and-port-dependent filtering */
-  NAT_SYMMETRIC          /* address-and-port-dependent mapping and filtering */
+  NAT_FULL_CONE,       /* endpoint-independent mapping and filtering */
+  NAT_RESTRICTED,      /* EIM, address-dependent filtering */
+  NAT_PORT_RESTRICTED, /* EIM, address-and-port-dependent filtering */
+  NAT_SYMMETRIC        /* address-and-port-dependent mapping and filtering */
 } nat_type;
 
 static const char *nat_name(nat_type t) {
@@ -73,7 +73,7 @@ typedef struct perm {
 typedef struct nat {
   nat_type type;
   uint32_t pub_ip;
-  uint32_t lan;          /* /24 prefix of its LAN */
+  uint32_t lan; /* /24 prefix of its LAN */
   int hairpin;
   uint16_t next_port;
   mapping map[MAP_MAX];
@@ -85,14 +85,14 @@ typedef struct nat {
 typedef struct host {
   uint32_t ip;
   uint16_t port;
-  int nat;               /* -1: on the public Internet */
+  int nat; /* -1: on the public Internet */
   uint64_t tie;
   punch_set *set;
 } host;
 
 typedef struct pkt {
   uint64_t at;
-  int lan;               /* delivered inside this NAT's LAN, or -1 */
+  int lan; /* delivered inside this NAT's LAN, or -1 */
   uint32_t src_ip, dst_ip;
   uint16_t src_port, dst_port;
   size_t len;
@@ -108,7 +108,7 @@ typedef struct outcome {
   struct sockaddr_storage addr;
   int kind, reason;
   uint32_t rtt;
-  unsigned req_after;    /* requests transmitted after success */
+  unsigned req_after; /* requests transmitted after success */
   struct sockaddr_storage cand[4];
   int ckind[4];
   unsigned ncand;
@@ -118,13 +118,13 @@ typedef struct outcome {
 typedef struct pairing {
   int host[2];
   uint8_t nonce[PUNCH_NONCE_LEN];
-  struct sockaddr_storage srflx[2];   /* as the rendezvous server saw each */
+  struct sockaddr_storage srflx[2]; /* as the rendezvous server saw each */
   outcome side[2];
 } pairing;
 
 typedef struct world {
   uint64_t now;
-  uint32_t wan_ms;       /* one way across the Internet */
+  uint32_t wan_ms; /* one way across the Internet */
   punch_config cfg;
   nat nats[NAT_MAX];
   unsigned nnat;
@@ -137,7 +137,7 @@ typedef struct world {
   unsigned filtered, unroutable, overflow, self_rejects;
 } world;
 
-static const uint32_t server_ip = 0xc6336401;   /* 198.51.100.1, rendezvous */
+static const uint32_t server_ip = 0xc6336401; /* 198.51.100.1, rendezvous */
 #define SERVER_PORT 3478
 
 static world *world_new(uint32_t wan_ms) {
@@ -174,7 +174,8 @@ static int add_host(world *w, int nat_idx, uint32_t ip, uint16_t port) {
 
 /* Outbound translation: the mapping's external port (created if needed,
  * RFC 4787 section 4.1) and a filter permission for the destination. */
-static uint16_t nat_out(world *w, nat *n, uint32_t ip, uint16_t port, uint32_t dip, uint16_t dport) {
+static uint16_t nat_out(world *w, nat *n, uint32_t ip, uint16_t port, uint32_t dip,
+                        uint16_t dport) {
   mapping *m = NULL;
   for (unsigned i = 0; i < n->nmap && m == NULL; i++) {
     mapping *c = &n->map[i];
@@ -248,18 +249,20 @@ static void host_send(world *w, const host *h, uint32_t dip, uint16_t dport, con
     return;
   }
   nat *n = &w->nats[h->nat];
-  if ((dip & 0xffffff00u) == n->lan) {   /* same LAN: straight there */
+  if ((dip & 0xffffff00u) == n->lan) { /* same LAN: straight there */
     enqueue(w, w->now + LAN_MS, h->nat, h->ip, h->port, dip, dport, data, len);
     return;
   }
-  if (is_lab_private(dip)) {             /* another LAN's private address */
+  if (is_lab_private(dip)) { /* another LAN's private address */
     w->unroutable++;
     return;
   }
   uint16_t ext = nat_out(w, n, h->ip, h->port, dip, dport);
-  if (dip == n->pub_ip) {                /* hairpinning, RFC 4787 section 6 */
-    if (n->hairpin) enqueue(w, w->now + 2 * LAN_MS, -1, n->pub_ip, ext, dip, dport, data, len);
-    else w->unroutable++;
+  if (dip == n->pub_ip) { /* hairpinning, RFC 4787 section 6 */
+    if (n->hairpin)
+      enqueue(w, w->now + 2 * LAN_MS, -1, n->pub_ip, ext, dip, dport, data, len);
+    else
+      w->unroutable++;
     return;
   }
   enqueue(w, w->now + w->wan_ms, -1, n->pub_ip, ext, dip, dport, data, len);
@@ -452,14 +455,15 @@ static void test_cone_pairs(suite *su) {
       consistent += good && addr_equal(SA(&A->addr), SA(&p->srflx[1])) &&
                     addr_equal(SA(&B->addr), SA(&p->srflx[0]));
       quiet += A->req_after == 0 && B->req_after == 0;
-      if (!good) printf("  %s + %s: A %u/%u B %u/%u\n", nat_name(cones[i]), nat_name(cones[j]),
-                        A->successes, A->failures, B->successes, B->failures);
+      if (!good)
+        printf("  %s + %s: A %u/%u B %u/%u\n", nat_name(cones[i]), nat_name(cones[j]), A->successes,
+               A->failures, B->successes, B->failures);
       world_free(w);
     }
   CHECK(su, ok == 9);
-  CHECK(su, fast == 9);         /* success one RTT after the start */
-  CHECK(su, consistent == 9);   /* both picked the same flow */
-  CHECK(su, quiet == 9);        /* no probing after success */
+  CHECK(su, fast == 9);       /* success one RTT after the start */
+  CHECK(su, consistent == 9); /* both picked the same flow */
+  CHECK(su, quiet == 9);      /* no probing after success */
 }
 
 /* Symmetric NAT on one side: the cone side learns the symmetric side's new
@@ -476,7 +480,8 @@ static void test_symmetric_cone(suite *su) {
       CHECK(su, ended && S->successes == 1 && C->successes == 1);
       CHECK(su, C->kind == PUNCH_CAND_PEER_REFLEXIVE);
       CHECK(su, !addr_equal(SA(&C->addr), SA(&p->srflx[sym_side])));
-      CHECK(su, S->kind == PUNCH_CAND_PUBLIC && addr_equal(SA(&S->addr), SA(&p->srflx[1 - sym_side])));
+      CHECK(su,
+            S->kind == PUNCH_CAND_PUBLIC && addr_equal(SA(&S->addr), SA(&p->srflx[1 - sym_side])));
       /* sym side: one RTT; cone side: its triggered check adds half. */
       CHECK(su, S->at <= RTT && C->at <= RTT + RTT / 2);
       printf("  symmetric + %s (sym side %c): sym ok at %llu ms, cone ok at %llu ms via %s\n",
@@ -495,7 +500,7 @@ static void test_hopeless(suite *su) {
     world *w = two_nats(NAT_SYMMETRIC, others[i], &p, 0, 0);
     int ended = sim_run(w, 60000);
     outcome *A = &p->side[0], *B = &p->side[1];
-    CHECK(su, ended && w->now < 60000);   /* never hangs */
+    CHECK(su, ended && w->now < 60000); /* never hangs */
     CHECK(su, A->failures == 1 && B->failures == 1 && A->successes == 0 && B->successes == 0);
     CHECK(su, A->at == w->cfg.timeout_ms && B->at == w->cfg.timeout_ms);
     /* Each side's requests die at the other's NAT: the symmetric side
@@ -505,8 +510,9 @@ static void test_hopeless(suite *su) {
     CHECK(su, w->filtered > 0);
     punch_stats st;
     punch_session_get_stats(A->sess, &st);
-    CHECK(su, st.rounds > 10 && st.rounds < 40);   /* backed off to 200 ms */
-    CHECK(su, punch_session_finished(A->sess, w->now) && punch_set_next_deadline(w->hosts[0].set) == UINT64_MAX);
+    CHECK(su, st.rounds > 10 && st.rounds < 40); /* backed off to 200 ms */
+    CHECK(su, punch_session_finished(A->sess, w->now) &&
+                  punch_set_next_deadline(w->hosts[0].set) == UINT64_MAX);
     world_free(w);
   }
 }
@@ -536,7 +542,7 @@ static void test_same_nat(suite *su) {
   int a = add_host(w, n, ip4(198, 18, 0, 10), 5000);
   int b = add_host(w, n, ip4(198, 18, 0, 11), 6000);
   pairing *p = introduce(w, a, b, 0, 0);
-  for (int s = 0; s < 2; s++) {   /* drop the private candidate */
+  for (int s = 0; s < 2; s++) { /* drop the private candidate */
     p->side[s].cand[0] = p->side[s].cand[1];
     p->side[s].ckind[0] = p->side[s].ckind[1];
     p->side[s].ncand = 1;
@@ -578,7 +584,7 @@ static void test_skewed_start(suite *su) {
     CHECK(su, A->successes == 1 && B->successes == 1);
     CHECK(su, B->at == k + RTT);
     CHECK(su, A->at <= k + RTT + RTT / 2);
-    CHECK(su, w->filtered > 0);   /* A's first round died at B's NAT */
+    CHECK(su, w->filtered > 0); /* A's first round died at B's NAT */
     printf("  skewed start (B +%llu ms, RTT %d): A ok at %llu ms, B at %llu ms\n",
            (unsigned long long)k, RTT, (unsigned long long)A->at, (unsigned long long)B->at);
     world_free(w);
@@ -613,7 +619,8 @@ static void test_multi_peer(suite *su) {
   nat_type types[3] = {NAT_FULL_CONE, NAT_RESTRICTED, NAT_SYMMETRIC};
   int peers[3];
   for (int i = 0; i < 3; i++) {
-    int n = add_nat(w, types[i], ip4(203, 0, 113, (unsigned)(2 + i)), ip4(198, 18, (unsigned)(1 + i), 0), 1);
+    int n = add_nat(w, types[i], ip4(203, 0, 113, (unsigned)(2 + i)),
+                    ip4(198, 18, (unsigned)(1 + i), 0), 1);
     peers[i] = add_host(w, n, ip4(198, 18, (unsigned)(1 + i), 10), 5000);
   }
   pairing *p[3];
@@ -628,14 +635,15 @@ static void test_multi_peer(suite *su) {
     char t1[ADDR_TEXT_MAX], t2[ADDR_TEXT_MAX];
     addr_to_text(SA(&H->addr), t1, sizeof t1);
     addr_to_text(SA(&P->addr), t2, sizeof t2);
-    if (!good) printf("  multi %d: H %u/%u %s, P %u/%u %s\n", i, H->successes, H->failures, t1, P->successes, P->failures, t2);
+    if (!good)
+      printf("  multi %d: H %u/%u %s, P %u/%u %s\n", i, H->successes, H->failures, t1, P->successes,
+             P->failures, t2);
     ok += good;
   }
   CHECK(su, ended && ok == 3);
   CHECK(su, punch_set_count(w->hosts[h].set) == 3);
   world_free(w);
 }
-
 
 /* ---- addr.c ---- */
 
@@ -647,8 +655,8 @@ static int parses(const char *text) {
 static int roundtrips(const char *text) {
   struct sockaddr_storage ss;
   char buf[ADDR_TEXT_MAX];
-  return addr_parse(text, &ss) == 0 && addr_to_text(SA(&ss), buf, sizeof buf) == (int)strlen(text) &&
-         strcmp(buf, text) == 0;
+  return addr_parse(text, &ss) == 0 &&
+         addr_to_text(SA(&ss), buf, sizeof buf) == (int)strlen(text) && strcmp(buf, text) == 0;
 }
 
 static int private_text(const char *text) {
@@ -660,10 +668,27 @@ static int private_text(const char *text) {
 static void test_addr(suite *su) {
   CHECK(su, roundtrips("203.0.113.5:3478"));
   CHECK(su, roundtrips("0.0.0.0:0") && roundtrips("255.255.255.255:65535"));
-  CHECK(su, roundtrips("[2001:db8::1]:443") && roundtrips("[::1]:1") && roundtrips("[::ffff:1.2.3.4]:9"));
-  const char *bad[] = {"", ":", "1.2.3.4", "1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:-1", "1.2.3.4:80x",
-                       "1.2.3.4: 80", "1.2.3.256:80", "host:80", "::1:80", "[::1]", "[::1]:",
-                       "[::1]80", "[1.2.3.4]:80", "[::1]:123456", "[]:80", "[::1:80", "1.2.3.4:100000"};
+  CHECK(su, roundtrips("[2001:db8::1]:443") && roundtrips("[::1]:1") &&
+                roundtrips("[::ffff:1.2.3.4]:9"));
+  const char *bad[] = {"",
+                       ":",
+                       "1.2.3.4",
+                       "1.2.3.4:",
+                       "1.2.3.4:65536",
+                       "1.2.3.4:-1",
+                       "1.2.3.4:80x",
+                       "1.2.3.4: 80",
+                       "1.2.3.256:80",
+                       "host:80",
+                       "::1:80",
+                       "[::1]",
+                       "[::1]:",
+                       "[::1]80",
+                       "[1.2.3.4]:80",
+                       "[::1]:123456",
+                       "[]:80",
+                       "[::1:80",
+                       "1.2.3.4:100000"};
   int rejected = 0;
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) rejected += !parses(bad[i]);
   CHECK(su, rejected == (int)(sizeof bad / sizeof *bad));
@@ -684,19 +709,22 @@ static void test_addr(suite *su) {
   memset(&none, 0, sizeof none);
   none.ss_family = AF_UNIX;
   char buf[ADDR_TEXT_MAX];
-  CHECK(su, addr_copy(&c, SA(&none)) == -1 && addr_len(SA(&none)) == 0 && !addr_equal(SA(&none), SA(&none)));
+  CHECK(su, addr_copy(&c, SA(&none)) == -1 && addr_len(SA(&none)) == 0 &&
+                !addr_equal(SA(&none), SA(&none)));
   CHECK(su, addr_to_text(SA(&none), buf, sizeof buf) == -1 && buf[0] == '\0');
   CHECK(su, addr_to_text(SA(&a), buf, 8) == -1 && buf[0] == '\0');
   CHECK(su, addr_from_ip("198.18.0.1", 80, &c) == 0 && addr_port(SA(&c)) == 80);
   CHECK(su, addr_from_ip("[::1]", 80, &c) == -1);
   /* Private vs public labels. */
-  const char *priv[] = {"10.1.2.3:1", "172.16.0.1:1", "172.31.255.255:1", "192.168.1.1:1",
-                        "198.18.0.10:1", "198.19.255.1:1", "127.0.0.1:1", "169.254.9.9:1",
-                        "100.64.0.1:1", "[fc00::1]:1", "[fd12:3456::1]:1", "[fe80::1]:1",
-                        "[::1]:1", "[::ffff:192.168.0.1]:1"};
-  const char *pub[] = {"203.0.113.1:1", "198.51.100.7:1", "172.32.0.1:1", "172.15.255.255:1",
-                       "198.20.0.1:1", "198.17.255.255:1", "100.128.0.1:1", "8.8.8.8:1",
-                       "[2001:db8::1]:1", "[fec0::1]:1", "[::ffff:203.0.113.1]:1"};
+  const char *priv[] = {"10.1.2.3:1",    "172.16.0.1:1",          "172.31.255.255:1",
+                        "192.168.1.1:1", "198.18.0.10:1",         "198.19.255.1:1",
+                        "127.0.0.1:1",   "169.254.9.9:1",         "100.64.0.1:1",
+                        "[fc00::1]:1",   "[fd12:3456::1]:1",      "[fe80::1]:1",
+                        "[::1]:1",       "[::ffff:192.168.0.1]:1"};
+  const char *pub[] = {
+      "203.0.113.1:1",   "198.51.100.7:1",   "172.32.0.1:1",          "172.15.255.255:1",
+      "198.20.0.1:1",    "198.17.255.255:1", "100.128.0.1:1",         "8.8.8.8:1",
+      "[2001:db8::1]:1", "[fec0::1]:1",      "[::ffff:203.0.113.1]:1"};
   int np = 0, nq = 0;
   for (size_t i = 0; i < sizeof priv / sizeof *priv; i++) np += private_text(priv[i]) == 1;
   for (size_t i = 0; i < sizeof pub / sizeof *pub; i++) nq += private_text(pub[i]) == 0;
@@ -730,10 +758,11 @@ static void test_frame(suite *su) {
   punch_frame f;
   size_t len = frame(b, PUNCH_RESPONSE, nonce1, 0x01020304, 0x1122334455667788ull);
   CHECK(su, len == PUNCH_FRAME_LEN && b[0] == WIRE_PUNCH && b[1] == 1);
-  CHECK(su, memcmp(b + 2, nonce1, 8) == 0 && b[10] == 1 && b[13] == 4 && b[14] == 0x11 && b[21] == 0x88);
-  CHECK(su, punch_parse(b, len, &f) == PUNCH_OK && f.kind == PUNCH_RESPONSE && f.seq == 0x01020304 &&
-                f.tie == 0x1122334455667788ull);
-  CHECK(su, punch_parse(b, len + 10, &f) == PUNCH_OK);   /* trailing bytes ignored */
+  CHECK(su, memcmp(b + 2, nonce1, 8) == 0 && b[10] == 1 && b[13] == 4 && b[14] == 0x11 &&
+                b[21] == 0x88);
+  CHECK(su, punch_parse(b, len, &f) == PUNCH_OK && f.kind == PUNCH_RESPONSE &&
+                f.seq == 0x01020304 && f.tie == 0x1122334455667788ull);
+  CHECK(su, punch_parse(b, len + 10, &f) == PUNCH_OK); /* trailing bytes ignored */
   int bad = 0;
   for (size_t l = 0; l < PUNCH_FRAME_LEN; l++) bad += punch_parse(b, l, &f) == PUNCH_EMALFORMED;
   CHECK(su, bad == PUNCH_FRAME_LEN);
@@ -743,14 +772,15 @@ static void test_frame(suite *su) {
   b[0] = WIRE_TOUCH;
   CHECK(su, punch_parse(b, len, &f) == PUNCH_EMALFORMED);
   frame(b, PUNCH_REQUEST, nonce1, 0, 1);
-  CHECK(su, punch_parse(b, len, &f) == PUNCH_EMALFORMED);   /* seq 0 */
+  CHECK(su, punch_parse(b, len, &f) == PUNCH_EMALFORMED); /* seq 0 */
   CHECK(su, strcmp(punch_errname(PUNCH_ENONCE), "ENONCE") == 0);
   CHECK(su, strcmp(punch_errname(PUNCH_FAIL_TIMEOUT), "ETIMEDOUT") == 0);
   CHECK(su, strcmp(punch_errname(PUNCH_FAIL_ONE_WAY), "EONEWAY") == 0);
   CHECK_ERRNO_MAP(su, PUNCH_ERRNO_MAP, punch_errname, punch_strerror);
   punch_config c;
   punch_config_default(&c);
-  CHECK(su, punch_config_check(&c) == PUNCH_OK && c.initial_interval_ms == 20 && c.max_interval_ms == 200);
+  CHECK(su, punch_config_check(&c) == PUNCH_OK && c.initial_interval_ms == 20 &&
+                c.max_interval_ms == 200);
   c.max_interval_ms = 10;
   CHECK(su, punch_config_check(&c) == PUNCH_EINVAL && punch_session_new(&c, nonce1, 1) == NULL);
 }
@@ -763,7 +793,7 @@ static void test_schedule(suite *su) {
   sa_set(&c, ip4(203, 0, 113, 9), 9);
   CHECK(su, punch_session_add_candidate(s, 0, SA(&c), PUNCH_CAND_PUBLIC, 1) == PUNCH_OK);
   CHECK(su, punch_session_next_deadline(s) == UINT64_MAX);
-  CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 0);   /* nothing before start */
+  CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 0); /* nothing before start */
   punch_session_start(s, 1000);
   uint64_t times[64];
   unsigned n = 0, failed = 0;
@@ -788,7 +818,7 @@ static void test_schedule(suite *su) {
   int sched_ok = n > 7;
   for (int i = 0; i < 7 && sched_ok; i++) sched_ok = times[i] == want[i];
   CHECK(su, sched_ok);
-  CHECK(su, n == 7 + (6000 - 1 - 1700) / 200);   /* rounds before the timeout */
+  CHECK(su, n == 7 + (6000 - 1 - 1700) / 200); /* rounds before the timeout */
   CHECK(su, failed == 1 && failed_at == 6000 && reason == PUNCH_FAIL_TIMEOUT);
   CHECK(su, punch_session_state(s) == PUNCH_STATE_FAILED && punch_session_finished(s, now));
   /* A failed session is silent. */
@@ -825,16 +855,21 @@ static void test_session_rules(suite *su) {
   punch_session_get_stats(s, &st);
   CHECK(su, st.candidates == 2);
   /* Other nonce, our own request, malformed: refused, nothing sent. */
-  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_REQUEST, nonce2, 1, 5)) == PUNCH_ENONCE);
-  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_RESPONSE, nonce2, seq_c1, 5)) == PUNCH_ENONCE);
-  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_REQUEST, nonce1, 1, 100)) == PUNCH_ESELF);
+  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_REQUEST, nonce2, 1, 5)) ==
+                PUNCH_ENONCE);
+  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_RESPONSE, nonce2, seq_c1, 5)) ==
+                PUNCH_ENONCE);
+  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_REQUEST, nonce1, 1, 100)) ==
+                PUNCH_ESELF);
   CHECK(su, punch_session_input(s, 1, SA(&c1), b, 10) == PUNCH_EMALFORMED);
-  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_RESPONSE, nonce1, 999, 5)) == PUNCH_ESTALE);
+  CHECK(su, punch_session_input(s, 1, SA(&c1), b, frame(b, PUNCH_RESPONSE, nonce1, 999, 5)) ==
+                PUNCH_ESTALE);
   CHECK(su, punch_session_pop(s, &a) == 0);
   CHECK(su, punch_session_controlling(s) == -1);
   /* A request from an unknown address X: response to X, X becomes
    * peer-reflexive and gets a triggered check at once. */
-  CHECK(su, punch_session_input(s, 5, SA(&x), b, frame(b, PUNCH_REQUEST, nonce1, 77, 50)) == PUNCH_OK);
+  CHECK(su,
+        punch_session_input(s, 5, SA(&x), b, frame(b, PUNCH_REQUEST, nonce1, 77, 50)) == PUNCH_OK);
   int resp = 0, req = 0;
   uint32_t trig_seq = 0;
   while (punch_session_pop(s, &a)) {
@@ -851,27 +886,33 @@ static void test_session_rules(suite *su) {
   punch_session_input(s, 10, SA(&x), b, frame(b, PUNCH_REQUEST, nonce1, 78, 50));
   CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 1);
   /* A response to c1's request arriving from c2: not a success. */
-  CHECK(su, punch_session_input(s, 12, SA(&c2), b, frame(b, PUNCH_RESPONSE, nonce1, seq_c1, 50)) == PUNCH_EPATH);
+  CHECK(su, punch_session_input(s, 12, SA(&c2), b, frame(b, PUNCH_RESPONSE, nonce1, seq_c1, 50)) ==
+                PUNCH_EPATH);
   CHECK(su, count_actions(s, PUNCH_SUCCEEDED) == 0);
   /* The response to the triggered check: success via X. */
-  CHECK(su, punch_session_input(s, 25, SA(&x), b, frame(b, PUNCH_RESPONSE, nonce1, trig_seq, 50)) == PUNCH_OK);
+  CHECK(su, punch_session_input(s, 25, SA(&x), b, frame(b, PUNCH_RESPONSE, nonce1, trig_seq, 50)) ==
+                PUNCH_OK);
   CHECK(su, punch_session_pop(s, &a) == 1 && a.kind == PUNCH_SUCCEEDED);
-  CHECK(su, addr_equal(SA(&a.addr), SA(&x)) && a.cand_kind == PUNCH_CAND_PEER_REFLEXIVE && a.rtt_ms == 20);
+  CHECK(su, addr_equal(SA(&a.addr), SA(&x)) && a.cand_kind == PUNCH_CAND_PEER_REFLEXIVE &&
+                a.rtt_ms == 20);
   int kind;
   uint32_t rtt;
-  CHECK(su, punch_session_selected(s, &got, &kind, &rtt) == PUNCH_OK && addr_equal(SA(&got), SA(&x)) && rtt == 20);
+  CHECK(su, punch_session_selected(s, &got, &kind, &rtt) == PUNCH_OK &&
+                addr_equal(SA(&got), SA(&x)) && rtt == 20);
   /* After success: answer requests, no probing, one more deadline (the
    * end of the linger period), then finished. */
   punch_session_input(s, 30, SA(&c1), b, frame(b, PUNCH_REQUEST, nonce1, 79, 50));
-  CHECK(su, punch_session_pop(s, &a) == 1 && a.kind == PUNCH_TRANSMIT && a.data[1] == PUNCH_RESPONSE);
+  CHECK(su,
+        punch_session_pop(s, &a) == 1 && a.kind == PUNCH_TRANSMIT && a.data[1] == PUNCH_RESPONSE);
   CHECK(su, punch_session_pop(s, &a) == 0);
   punch_session_input(s, 31, SA(&c1), b, frame(b, PUNCH_RESPONSE, nonce1, seq_c1, 50));
-  CHECK(su, count_actions(s, PUNCH_SUCCEEDED) == 0);   /* only the winning path */
+  CHECK(su, count_actions(s, PUNCH_SUCCEEDED) == 0); /* only the winning path */
   CHECK(su, punch_session_next_deadline(s) == cfg.timeout_ms && !punch_session_finished(s, 100));
   punch_session_tick(s, 100);
   CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 0);
   punch_session_tick(s, cfg.timeout_ms);
-  CHECK(su, punch_session_finished(s, cfg.timeout_ms) && punch_session_next_deadline(s) == UINT64_MAX);
+  CHECK(su,
+        punch_session_finished(s, cfg.timeout_ms) && punch_session_next_deadline(s) == UINT64_MAX);
   /* Trickled candidate while running: checked at once. */
   punch_session *t = punch_session_new(&cfg, nonce2, 1);
   punch_session_start(t, 0);
@@ -901,11 +942,13 @@ static void test_set_cache(suite *su) {
   int err;
   /* Unknown nonce: requests are cached, responses refused. */
   sa_set(&from, ip4(203, 0, 113, 7), 7000);
-  CHECK(su, punch_set_input(set, 0, SA(&from), b, frame(b, PUNCH_RESPONSE, nonce1, 1, 9)) == PUNCH_ENONCE);
+  CHECK(su, punch_set_input(set, 0, SA(&from), b, frame(b, PUNCH_RESPONSE, nonce1, 1, 9)) ==
+                PUNCH_ENONCE);
   CHECK(su, punch_set_input(set, 0, SA(&from), b, 5) == PUNCH_EMALFORMED);
   /* 5 requests from one source keep one entry (the latest)... */
   for (uint32_t seq = 1; seq <= 5; seq++)
-    CHECK(su, punch_set_input(set, seq, SA(&from), b, frame(b, PUNCH_REQUEST, nonce1, seq, 9)) == PUNCH_CACHED);
+    CHECK(su, punch_set_input(set, seq, SA(&from), b, frame(b, PUNCH_REQUEST, nonce1, seq, 9)) ==
+                  PUNCH_CACHED);
   /* ... and 20 other sources overflow the cache: the oldest go first. */
   for (unsigned i = 0; i < 20; i++) {
     struct sockaddr_storage f2;
@@ -927,15 +970,16 @@ static void test_set_cache(suite *su) {
     responses++;
     CHECK(su, a.session == s);
   }
-  CHECK(su, responses == PUNCH_EARLY_MAX && ordered);   /* replayed in arrival order */
+  CHECK(su, responses == PUNCH_EARLY_MAX && ordered); /* replayed in arrival order */
   punch_set_get_stats(set, &st);
   CHECK(su, st.replayed == PUNCH_EARLY_MAX);
   punch_stats ss;
   punch_session_get_stats(s, &ss);
-  CHECK(su, ss.candidates == PUNCH_EARLY_MAX);   /* each became peer-reflexive */
+  CHECK(su, ss.candidates == PUNCH_EARLY_MAX); /* each became peer-reflexive */
   CHECK(su, punch_set_add(set, 41, &cfg, nonce1, 1, &err) == NULL && err == PUNCH_EEXIST);
   /* Age bound: a request older than PUNCH_EARLY_MAX_AGE_MS is not replayed. */
-  CHECK(su, punch_set_input(set, 100, SA(&from), b, frame(b, PUNCH_REQUEST, nonce2, 1, 9)) == PUNCH_CACHED);
+  CHECK(su, punch_set_input(set, 100, SA(&from), b, frame(b, PUNCH_REQUEST, nonce2, 1, 9)) ==
+                PUNCH_CACHED);
   punch_session *s2 = punch_set_add(set, 100 + PUNCH_EARLY_MAX_AGE_MS + 1, &cfg, nonce2, 1, &err);
   CHECK(su, s2 != NULL);
   int n = 0;
@@ -948,7 +992,8 @@ static void test_set_cache(suite *su) {
   CHECK(su, punch_set_add(set, 200, &cfg, nonce3, 1, &err) == NULL && err == PUNCH_EFULL);
   punch_set_remove(set, s2);
   CHECK(su, punch_set_count(set) == 1 && punch_set_find(set, nonce2) == NULL);
-  CHECK(su, punch_set_input(set, 201, SA(&from), b, frame(b, PUNCH_REQUEST, nonce1, 1, 9)) == PUNCH_OK);
+  CHECK(su,
+        punch_set_input(set, 201, SA(&from), b, frame(b, PUNCH_REQUEST, nonce1, 1, 9)) == PUNCH_OK);
   CHECK(su, punch_set_pop(set, &a) == 1 && a.session == s && a.data[1] == PUNCH_RESPONSE);
   punch_set_free(set);
 }
@@ -967,27 +1012,39 @@ static void test_replay_window(suite *su) {
   punch_session_start(s, 0);
   (void)count_actions(s, PUNCH_TRANSMIT);
   uint8_t b[PUNCH_FRAME_LEN];
-  CHECK(su, punch_session_input(s, 1, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_OK);
-  CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 2);   /* the response and a triggered check */
+  CHECK(su,
+        punch_session_input(s, 1, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_OK);
+  CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 2); /* the response and a triggered check */
   /* the same request again, from the peer or a spoofed source: nothing */
-  CHECK(su, punch_session_input(s, 2, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_EREPLAY);
-  CHECK(su, punch_session_input(s, 3, SA(&spoof), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 2, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) ==
+                PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 3, SA(&spoof), b, frame(b, PUNCH_REQUEST, nonce1, 5, 9)) ==
+                PUNCH_EREPLAY);
   CHECK(su, count_actions(s, PUNCH_TRANSMIT) == 0);
   punch_stats st;
   punch_session_get_stats(s, &st);
   CHECK(su, st.replayed == 2 && st.candidates == 1 && st.triggered == 1);
   /* out of order within the window is fine, once */
-  CHECK(su, punch_session_input(s, 4, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 300, 9)) == PUNCH_OK);
-  CHECK(su, punch_session_input(s, 5, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 299, 9)) == PUNCH_OK);
-  CHECK(su, punch_session_input(s, 6, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 299, 9)) == PUNCH_EREPLAY);
-  CHECK(su, punch_session_input(s, 7, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 45, 9)) == PUNCH_OK);
+  CHECK(su, punch_session_input(s, 4, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 300, 9)) ==
+                PUNCH_OK);
+  CHECK(su, punch_session_input(s, 5, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 299, 9)) ==
+                PUNCH_OK);
+  CHECK(su, punch_session_input(s, 6, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 299, 9)) ==
+                PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 7, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 45, 9)) ==
+                PUNCH_OK);
   /* older than the window: dropped (seq 5 and 44 are 295 and 256 below 300) */
-  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 44, 9)) == PUNCH_EREPLAY);
-  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 1000, 9)) == PUNCH_OK);
-  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 300, 9)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 44, 9)) ==
+                PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 1000, 9)) ==
+                PUNCH_OK);
+  CHECK(su, punch_session_input(s, 8, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 300, 9)) ==
+                PUNCH_EREPLAY);
   /* a new peer session (another tie-breaker) starts its own window */
-  CHECK(su, punch_session_input(s, 9, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 10)) == PUNCH_OK);
-  CHECK(su, punch_session_input(s, 9, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 10)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 9, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 10)) ==
+                PUNCH_OK);
+  CHECK(su, punch_session_input(s, 9, SA(&peer), b, frame(b, PUNCH_REQUEST, nonce1, 5, 10)) ==
+                PUNCH_EREPLAY);
   (void)count_actions(s, PUNCH_TRANSMIT);
   /* a response counts once: a replay of it from elsewhere adds no candidate */
   punch_session_tick(s, 20);
@@ -996,10 +1053,12 @@ static void test_replay_window(suite *su) {
   while (punch_session_pop(s, &a))
     if (a.kind == PUNCH_TRANSMIT && a.data[1] == PUNCH_REQUEST) seq = be32(a.data + 10);
   CHECK(su, seq != 0);
-  CHECK(su, punch_session_input(s, 21, SA(&spoof), b, frame(b, PUNCH_RESPONSE, nonce1, seq, 9)) == PUNCH_EPATH);
-  CHECK(su, punch_session_input(s, 22, SA(&other), b, frame(b, PUNCH_RESPONSE, nonce1, seq, 9)) == PUNCH_EREPLAY);
+  CHECK(su, punch_session_input(s, 21, SA(&spoof), b, frame(b, PUNCH_RESPONSE, nonce1, seq, 9)) ==
+                PUNCH_EPATH);
+  CHECK(su, punch_session_input(s, 22, SA(&other), b, frame(b, PUNCH_RESPONSE, nonce1, seq, 9)) ==
+                PUNCH_EREPLAY);
   punch_session_get_stats(s, &st);
-  CHECK(su, st.candidates == 2);   /* peer + the first (EPATH) source only */
+  CHECK(su, st.candidates == 2); /* peer + the first (EPATH) source only */
   punch_session_free(s);
 }
 
@@ -1025,7 +1084,7 @@ static void test_set_verified(suite *su) {
   CHECK(su, punch_set_input(set, 0, SA(&good), b, n + 4) == PUNCH_CACHED);
   memcpy(b + n, "evil", 4);
   CHECK(su, punch_set_input(set, 0, SA(&bad), b, n + 4) == PUNCH_CACHED);
-  memset(b + n, 'g', sizeof b - n);   /* longer than PUNCH_TAG_MAX: kept truncated */
+  memset(b + n, 'g', sizeof b - n); /* longer than PUNCH_TAG_MAX: kept truncated */
   CHECK(su, punch_set_input(set, 0, SA(&big), b, sizeof b) == PUNCH_CACHED);
   int calls = 0, err;
   punch_session *s = punch_set_add_verified(set, 10, &cfg, nonce1, 1, verify_tag, &calls, &err);
@@ -1034,8 +1093,10 @@ static void test_set_verified(suite *su) {
   int to_good = 0, to_other = 0;
   while (punch_set_pop(set, &a)) {
     if (a.kind != PUNCH_TRANSMIT) continue;
-    if (addr_equal(SA(&a.addr), SA(&good))) to_good++;
-    else to_other++;
+    if (addr_equal(SA(&a.addr), SA(&good)))
+      to_good++;
+    else
+      to_other++;
   }
   CHECK(su, to_good == 1 && to_other == 0);
   punch_set_stats st;
@@ -1043,7 +1104,7 @@ static void test_set_verified(suite *su) {
   CHECK(su, st.replayed == 1 && st.early_rejected == 2);
   punch_stats ss;
   punch_session_get_stats(s, &ss);
-  CHECK(su, ss.candidates == 1);   /* no peer-reflexive candidate from a forged one */
+  CHECK(su, ss.candidates == 1); /* no peer-reflexive candidate from a forged one */
   punch_set_free(set);
 }
 
@@ -1081,8 +1142,7 @@ static void test_garbage(suite *su) {
     int rc = punch_set_input(set, (uint64_t)i, SA(&f), b, len);
     if (rc > PUNCH_CACHED || rc < PUNCH_EREPLAY) bad++;
     punch_set_tick(set, (uint64_t)i);
-    while (punch_set_pop(set, &a)) {
-    }
+    while (punch_set_pop(set, &a)) {}
   }
   CHECK(su, bad == 0);
   punch_set_free(set);

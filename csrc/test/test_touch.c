@@ -31,7 +31,7 @@ static unsigned rng_below(rng *r, unsigned n) {
 /* ---- simulated channel between peer 0 and peer 1 ---- */
 
 #define CHAN_MAX 8192
-#define PKT_MAX 1300
+#define PKT_MAX  1300
 
 typedef struct packet {
   uint64_t at;
@@ -43,16 +43,16 @@ typedef struct packet {
 typedef struct channel {
   rng r;
   unsigned loss_pct, dup_pct;
-  uint32_t latency_ms, jitter_ms;   /* jitter > 0 reorders */
-  int cut;                          /* drop everything */
-  int in_batch;                     /* run() is handing over the packets due now */
+  uint32_t latency_ms, jitter_ms; /* jitter > 0 reorders */
+  int cut;                        /* drop everything */
+  int in_batch;                   /* run() is handing over the packets due now */
   unsigned count;
   uint64_t sent, lost, duplicated;
-  packet *q;                        /* CHAN_MAX entries, unordered */
+  packet *q; /* CHAN_MAX entries, unordered */
 } channel;
 
-static void chan_init(channel *c, uint64_t seed, unsigned loss, unsigned dup,
-                      uint32_t latency, uint32_t jitter) {
+static void chan_init(channel *c, uint64_t seed, unsigned loss, unsigned dup, uint32_t latency,
+                      uint32_t jitter) {
   memset(c, 0, sizeof *c);
   c->r.s = seed;
   c->loss_pct = loss;
@@ -116,15 +116,15 @@ static int chan_take(channel *c, uint64_t now, packet *out) {
 
 typedef struct side {
   touch_peer *tp;
-  unsigned nmsg;                 /* messages this side must send */
-  unsigned next;                 /* next message index to send */
-  uint32_t id_of[MSG_MAX];       /* index -> touch id */
+  unsigned nmsg;           /* messages this side must send */
+  unsigned next;           /* next message index to send */
+  uint32_t id_of[MSG_MAX]; /* index -> touch id */
   uint8_t acked[MSG_MAX], failed[MSG_MAX];
-  unsigned delivered[MSG_MAX];   /* deliveries received from the other side */
-  unsigned corrupt;              /* delivered payloads that did not match */
+  unsigned delivered[MSG_MAX]; /* deliveries received from the other side */
+  unsigned corrupt;            /* delivered payloads that did not match */
   unsigned efull, max_in_flight_seen;
   unsigned acked_n, failed_n, outcome_twice;
-  int batch;                     /* hold acks until every due packet is in */
+  int batch; /* hold acks until every due packet is in */
 } side;
 
 /* Payload of message i from side s: index, origin, then filler bytes
@@ -163,8 +163,10 @@ static void drain(side *sd, int me, side *other, channel *c, uint64_t now) {
       chan_send(c, now, 1 - me, a.data, a.len);
     } else if (a.kind == TOUCH_DELIVER) {
       unsigned idx;
-      if (payload_ok(a.data, a.len, (unsigned)(1 - me), &idx)) s->delivered[idx]++;
-      else s->corrupt++;
+      if (payload_ok(a.data, a.len, (unsigned)(1 - me), &idx))
+        s->delivered[idx]++;
+      else
+        s->corrupt++;
     } else {
       unsigned idx = index_of_id(s, a.id);
       if (idx == MSG_MAX) {
@@ -206,10 +208,10 @@ static uint64_t run(side *sd, channel *c, uint64_t start, uint64_t limit) {
   uint64_t now = start;
   for (unsigned step = 0; step < 2000000; step++) {
     packet pk;
-    c->in_batch = 1;   /* the packets due now form one receive batch */
+    c->in_batch = 1; /* the packets due now form one receive batch */
     while (chan_take(c, now, &pk)) {
       touch_input(sd[pk.to].tp, now, pk.bytes, pk.len);
-      drain(sd, pk.to, &sd[1 - pk.to], c, now);   /* as the socket glue does */
+      drain(sd, pk.to, &sd[1 - pk.to], c, now); /* as the socket glue does */
     }
     c->in_batch = 0;
     for (int i = 0; i < 2; i++) {
@@ -219,8 +221,7 @@ static uint64_t run(side *sd, channel *c, uint64_t start, uint64_t limit) {
       drain(sd, i, &sd[1 - i], c, now);
     }
     int done = c->count == 0;
-    for (int i = 0; i < 2; i++)
-      done = done && sd[i].next == sd[i].nmsg && touch_idle(sd[i].tp);
+    for (int i = 0; i < 2; i++) done = done && sd[i].next == sd[i].nmsg && touch_idle(sd[i].tp);
     if (done || now >= start + limit) break;
     uint64_t next = chan_next(c);
     for (int i = 0; i < 2; i++) {
@@ -382,9 +383,9 @@ static void test_lossy(suite *su, uint64_t seed, int batch) {
   if (batch) CHECK(su, st1.acks_sent < st0.delivered + st1.delivered + st1.duplicates);
   printf("  lossy seed %llu%s: sent %llu lost %llu dup %llu; A acked %u failed %u, "
          "B acked %u failed %u; srtt %u ms rto %u ms; dups filtered %llu\n",
-         (unsigned long long)seed, batch ? " (acks per batch)" : "", (unsigned long long)c.sent, (unsigned long long)c.lost,
-         (unsigned long long)c.duplicated, sd[0].acked_n, sd[0].failed_n, sd[1].acked_n,
-         sd[1].failed_n, st0.srtt_ms, st0.rto_ms,
+         (unsigned long long)seed, batch ? " (acks per batch)" : "", (unsigned long long)c.sent,
+         (unsigned long long)c.lost, (unsigned long long)c.duplicated, sd[0].acked_n,
+         sd[0].failed_n, sd[1].acked_n, sd[1].failed_n, st0.srtt_ms, st0.rto_ms,
          (unsigned long long)(st0.duplicates + st1.duplicates));
   sides_free(sd);
   chan_free(&c);
@@ -405,7 +406,7 @@ static void test_backoff_and_fail(suite *su) {
   for (int step = 0; step < 100; step++) {
     while (touch_pop(a, &act)) {
       if (act.kind == TOUCH_TRANSMIT && ntx < 32) {
-        CHECK(su, act.data[10] == ntx);   /* xmit counts transmissions */
+        CHECK(su, act.data[10] == ntx); /* xmit counts transmissions */
         tx_at[ntx++] = now;
       }
       if (act.kind == TOUCH_FAILED && act.id == id) {
@@ -477,14 +478,15 @@ static void test_in_flight_bound(suite *su) {
     if (act.kind == TOUCH_TRANSMIT && n < 8) memcpy(frames[n++], act.data, act.len);
   CHECK(su, n == 4);
   /* Deliver 2, 3, 4 (1 is lost) and return the acks. */
-  for (int i = 1; i < 4; i++) CHECK(su, touch_input(b, 10, frames[i], sizeof frames[i]) == TOUCH_OK);
+  for (int i = 1; i < 4; i++)
+    CHECK(su, touch_input(b, 10, frames[i], sizeof frames[i]) == TOUCH_OK);
   int acks = 0;
   while (touch_pop(b, &act))
     if (act.kind == TOUCH_TRANSMIT) {
       CHECK(su, touch_input(a, 20, act.data, act.len) == TOUCH_OK);
       acks++;
     }
-  CHECK(su, acks == 1);   /* one ack answers the three frames */
+  CHECK(su, acks == 1); /* one ack answers the three frames */
   int acked = 0;
   while (touch_pop(a, &act)) acked += act.kind == TOUCH_ACKED;
   CHECK(su, acked == 3);
@@ -496,13 +498,12 @@ static void test_in_flight_bound(suite *su) {
   CHECK(su, touch_input(b, 40, frames[0], sizeof frames[0]) == TOUCH_OK);
   while (touch_pop(b, &act))
     if (act.kind == TOUCH_TRANSMIT) touch_input(a, 50, act.data, act.len);
-  while (touch_pop(a, &act)) {
-  }
+  while (touch_pop(a, &act)) {}
   CHECK(su, touch_send(a, 60, (const uint8_t *)"m", 1, &id) == TOUCH_OK && id == 5);
   /* An unpopped outcome still holds its slot: the bound covers the queue. */
   touch_peer *s = touch_peer_new(&cfg, 77);
   for (int i = 0; i < 4; i++) touch_send(s, 0, (const uint8_t *)"m", 1, &id);
-  for (uint64_t t = 0; t < 100000 && touch_next_deadline(s) != UINT64_MAX; )
+  for (uint64_t t = 0; t < 100000 && touch_next_deadline(s) != UINT64_MAX;)
     touch_tick(s, t = touch_next_deadline(s));
   CHECK(su, touch_send(s, 200000, (const uint8_t *)"m", 1, &id) == TOUCH_EFULL);
   int fails = 0;
@@ -574,7 +575,8 @@ static void test_epoch(suite *su) {
   touch_peer *a = touch_peer_new(&cfg, 0x1234);
   uint32_t id;
   touch_send(a, 0, (const uint8_t *)"x", 1, &id);
-  CHECK(su, touch_input(a, 5, f, make_frame(f, WIRE_TOUCH_ACK, 0x9999, id, 0, NULL)) == TOUCH_ESTALE);
+  CHECK(su,
+        touch_input(a, 5, f, make_frame(f, WIRE_TOUCH_ACK, 0x9999, id, 0, NULL)) == TOUCH_ESTALE);
   touch_action act;
   CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_TRANSMIT && touch_pop(a, &act) == 0);
   CHECK(su, touch_input(a, 5, f, make_frame(f, WIRE_TOUCH_ACK, 0x1234, id, 0, NULL)) == TOUCH_OK);
@@ -591,7 +593,8 @@ static void test_malformed(suite *su) {
   uint8_t f[1300];
   size_t len = make_frame(f, WIRE_TOUCH, 2, 1, 0, "payload");
   int rejected = 0;
-  for (size_t l = 0; l < TOUCH_HEADER_LEN; l++) rejected += touch_input(p, 0, f, l) == TOUCH_EMALFORMED;
+  for (size_t l = 0; l < TOUCH_HEADER_LEN; l++)
+    rejected += touch_input(p, 0, f, l) == TOUCH_EMALFORMED;
   CHECK(su, rejected == TOUCH_HEADER_LEN);
   CHECK(su, touch_input(p, 0, NULL, 20) == TOUCH_EMALFORMED);
   f[0] = WIRE_PUNCH;
@@ -606,9 +609,9 @@ static void test_malformed(suite *su) {
   /* An ack echoing a transmission that never happened. */
   uint32_t id;
   touch_send(p, 0, (const uint8_t *)"x", 1, &id);
-  while (touch_pop(p, &act)) {
-  }
-  CHECK(su, touch_input(p, 1, f, make_frame(f, WIRE_TOUCH_ACK, 1, id, 3, NULL)) == TOUCH_EMALFORMED);
+  while (touch_pop(p, &act)) {}
+  CHECK(su,
+        touch_input(p, 1, f, make_frame(f, WIRE_TOUCH_ACK, 1, id, 3, NULL)) == TOUCH_EMALFORMED);
   CHECK(su, touch_pop(p, &act) == 0);
   touch_stats st;
   touch_get_stats(p, &st);
@@ -646,7 +649,7 @@ static void test_window(suite *su) {
   CHECK(su, deliveries(p) == 0);
   /* Wrap-around of the id space (RFC 1982 arithmetic). */
   touch_input(p, 0, f, make_frame(f, WIRE_TOUCH, 9, 0xfffffff0u, 0, "a"));
-  CHECK(su, deliveries(p) == 0);   /* more than 2^31 ahead = behind */
+  CHECK(su, deliveries(p) == 0); /* more than 2^31 ahead = behind */
   touch_input(p, 0, f, make_frame(f, WIRE_TOUCH, 10, 0xfffffffeu, 0, "a"));
   touch_input(p, 0, f, make_frame(f, WIRE_TOUCH, 10, 0xffffffffu, 0, "a"));
   touch_input(p, 0, f, make_frame(f, WIRE_TOUCH, 10, 1, 0, "a"));
@@ -663,10 +666,9 @@ static void test_window(suite *su) {
     for (size_t k = 0; k < len; k++) f[k] = (uint8_t)rng_next(&r);
     if (i % 2) f[0] = (uint8_t)(WIRE_TOUCH + (i % 4 == 1));
     int rc = touch_input(p, (uint64_t)i, f, len);
-    if (rc > 0 || rc < TOUCH_EBUSY) bad_rc++;   /* ENOMEM is touch_send's only */
+    if (rc > 0 || rc < TOUCH_EBUSY) bad_rc++; /* ENOMEM is touch_send's only */
     touch_tick(p, (uint64_t)i);
-    while (touch_pop(p, &act)) {
-    }
+    while (touch_pop(p, &act)) {}
   }
   CHECK(su, bad_rc == 0);
   touch_peer_free(p);
@@ -684,7 +686,8 @@ static void test_rx_busy(suite *su) {
   for (uint32_t id = 1; id <= TOUCH_RX_BUFS; id++)
     ok += touch_input(b, 0, f, make_frame(f, WIRE_TOUCH, 3, id, 0, "z")) == TOUCH_OK;
   CHECK(su, ok == TOUCH_RX_BUFS);
-  CHECK(su, touch_input(b, 0, f, make_frame(f, WIRE_TOUCH, 3, TOUCH_RX_BUFS + 1, 0, "z")) == TOUCH_EBUSY);
+  CHECK(su, touch_input(b, 0, f, make_frame(f, WIRE_TOUCH, 3, TOUCH_RX_BUFS + 1, 0, "z")) ==
+                TOUCH_EBUSY);
   /* A duplicate needs no buffer and is still acked. */
   CHECK(su, touch_input(b, 0, f, make_frame(f, WIRE_TOUCH, 3, 1, 1, "z")) == TOUCH_OK);
   touch_action act;
@@ -694,7 +697,8 @@ static void test_rx_busy(suite *su) {
     if (act.kind == TOUCH_TRANSMIT) acks++;
   }
   CHECK(su, dl == TOUCH_RX_BUFS && acks == 1);
-  CHECK(su, touch_input(b, 1, f, make_frame(f, WIRE_TOUCH, 3, TOUCH_RX_BUFS + 1, 1, "z")) == TOUCH_OK);
+  CHECK(su,
+        touch_input(b, 1, f, make_frame(f, WIRE_TOUCH, 3, TOUCH_RX_BUFS + 1, 1, "z")) == TOUCH_OK);
   CHECK(su, deliveries(b) == 1);
   touch_peer_free(b);
 }
@@ -711,8 +715,7 @@ static void test_rtt(suite *su) {
   size_t flen = 0, alen = 0;
   uint32_t id;
   touch_send(a, 0, (const uint8_t *)"r", 1, &id);
-  while (touch_pop(a, &act)) {
-  }   /* first transmission lost */
+  while (touch_pop(a, &act)) {} /* first transmission lost */
   touch_tick(a, 250);
   CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_TRANSMIT && act.data[10] == 1);
   memcpy(frame, act.data, flen = act.len);
@@ -732,8 +735,7 @@ static void test_rtt(suite *su) {
     while (touch_pop(b, &act))
       if (act.kind == TOUCH_TRANSMIT) memcpy(ackf, act.data, alen = act.len);
     touch_input(a, now + 100, ackf, alen);
-    while (touch_pop(a, &act)) {
-    }
+    while (touch_pop(a, &act)) {}
   }
   touch_stats st;
   touch_get_stats(a, &st);
@@ -750,7 +752,7 @@ static void test_rtt(suite *su) {
   touch_seed_rtt(c, 0);
   touch_peer_free(c);
   c = touch_peer_new(&cfg, 4);
-  touch_seed_rtt(c, 0);   /* loopback: the floor applies */
+  touch_seed_rtt(c, 0); /* loopback: the floor applies */
   touch_get_stats(c, &st);
   CHECK(su, st.rto_ms == cfg.min_rto_ms);
   touch_peer_free(c);
@@ -780,7 +782,8 @@ static void test_cwnd(suite *su) {
   touch_peer *a = touch_peer_new(&cfg, 9), *b = touch_peer_new(&cfg, 10);
   static uint8_t frames[128][TOUCH_HEADER_LEN + 1];
   uint32_t id;
-  for (int i = 0; i < 64; i++) CHECK(su, touch_send(a, 0, (const uint8_t *)"c", 1, &id) == TOUCH_OK);
+  for (int i = 0; i < 64; i++)
+    CHECK(su, touch_send(a, 0, (const uint8_t *)"c", 1, &id) == TOUCH_OK);
   CHECK(su, touch_send(a, 0, (const uint8_t *)"c", 1, &id) == TOUCH_EFULL);
   int n = transmits(a, frames, 128);
   CHECK(su, n == TOUCH_INITIAL_CWND);
@@ -890,7 +893,8 @@ static void test_multi_ack(suite *su) {
   old[1] = 0;
   put_be32(old + 6, 9);
   CHECK(su, touch_input(a, 40, old, sizeof old) == TOUCH_OK);
-  CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_ACKED && act.id == 9 && touch_pop(a, &act) == 0);
+  CHECK(su, touch_pop(a, &act) == 1 && act.kind == TOUCH_ACKED && act.id == 9 &&
+                touch_pop(a, &act) == 0);
   /* malformed ranged acks: nothing taken */
   uint8_t bad[TOUCH_ACK_MAX + 8];
   memcpy(bad, ack, TOUCH_ACK_LEN);
@@ -898,15 +902,15 @@ static void test_multi_ack(suite *su) {
   bad[11] = 1;
   put_be32(bad + 12, 8);
   bad[16] = 0;
-  bad[17] = 0;                                                           /* count 0 */
+  bad[17] = 0; /* count 0 */
   CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 7) == TOUCH_EMALFORMED);
   bad[17] = 1;
-  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 6) == TOUCH_EMALFORMED);   /* truncated */
-  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN) == TOUCH_EMALFORMED);       /* no count */
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 6) == TOUCH_EMALFORMED); /* truncated */
+  CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN) == TOUCH_EMALFORMED);     /* no count */
   bad[11] = TOUCH_ACK_RANGES + 1;
   CHECK(su, touch_input(a, 50, bad, sizeof bad) == TOUCH_EMALFORMED);
   bad[11] = 1;
-  put_be32(bad + 12, 0);                                                 /* id 0 */
+  put_be32(bad + 12, 0); /* id 0 */
   CHECK(su, touch_input(a, 50, bad, TOUCH_ACK_LEN + 7) == TOUCH_EMALFORMED);
   bad[16] = (TOUCH_WINDOW + 1) >> 8;
   bad[17] = (TOUCH_WINDOW + 1) & 0xff;
@@ -919,8 +923,8 @@ static void test_multi_ack(suite *su) {
   touch_peer *w = touch_peer_new(&cfg, 0xc1);
   for (int i = 0; i < 12; i++) touch_send(w, 0, (const uint8_t *)"m", 1, &id);
   CHECK(su, transmits(w, frames, 64) == TOUCH_INITIAL_CWND);
-  uint8_t lie[TOUCH_ACK_LEN + 7] = {WIRE_TOUCH_ACK, TOUCH_ACK_F_RANGES, 0, 0, 0, 0xc1, 0, 0, 0, 1, 0,
-                                    1, 0, 0, 0, 1, 0, 12};
+  uint8_t lie[TOUCH_ACK_LEN + 7] = {
+      WIRE_TOUCH_ACK, TOUCH_ACK_F_RANGES, 0, 0, 0, 0xc1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 12};
   CHECK(su, touch_input(w, 5, lie, sizeof lie) == TOUCH_OK);
   CHECK(su, count_kind(w, TOUCH_ACKED) == TOUCH_INITIAL_CWND);
   touch_get_stats(w, &st);
@@ -931,8 +935,7 @@ static void test_multi_ack(suite *su) {
   uint8_t f[64];
   for (uint32_t i = 1; i <= 41; i += 2) {
     touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, i, 0, "g"));
-    while (touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS)) {
-    }
+    while (touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS)) {}
   }
   n = one_ack(r, ack);
   CHECK(su, n == TOUCH_ACK_MAX && ack[11] == TOUCH_ACK_RANGES && be32(ack + 12) == 41 &&
@@ -952,12 +955,11 @@ static void test_multi_ack(suite *su) {
                 act.data[0] == WIRE_TOUCH_ACK && be32(act.data + 6) == 51);
   CHECK(su, !touch_acks_due(r) && touch_pop(r, &act) == 0);
   touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, 52, 0, "ab"));
-  while (touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS)) {
-  }
+  while (touch_pop_ex(r, &act, TOUCH_POP_HOLD_ACKS)) {}
   touch_input(r, 0, f, make_frame(f, WIRE_TOUCH, 0xe1, 54, 0, "ab"));
   n = one_ack(r, ack);
-  CHECK(su, n == TOUCH_ACK_LEN + 1 + 12 && ack[11] == 2 && be32(ack + 12) == 54 && be32(ack + 18) == 50 &&
-                ack[23] == 3);   /* 50 .. 52 */
+  CHECK(su, n == TOUCH_ACK_LEN + 1 + 12 && ack[11] == 2 && be32(ack + 12) == 54 &&
+                be32(ack + 18) == 50 && ack[23] == 3); /* 50 .. 52 */
   touch_peer_free(r);
   touch_peer_free(a);
   touch_peer_free(b);

@@ -107,4 +107,14 @@ function util.start_coturn(t, host, from, ip, secret, name)
   return h
 end
 
+-- argv running require(module)[fn](args...) with lua5.4 (or $LUA) in a lab
+-- host, with this process's module paths (each arg passed as a string)
+function util.lua_argv(module, fn, args)
+  local quoted = {}
+  for i, a in ipairs(args) do quoted[i] = ("%q"):format(tostring(a)) end
+  local code = ("package.path = %q; package.cpath = %q; require(%q).%s(%s)")
+    :format(package.path, package.cpath, module, fn, table.concat(quoted, ", "))
+  return proc.preload({ os.getenv("LUA") or "lua5.4", "-e", code })
+end
+
 return util

@@ -8,7 +8,6 @@
 -- touch and data.  spec/failover_lab_spec.lua runs the same client
 -- (spec/failover/alice.lua).
 local plan = require "natpunch.lab.plan"
-local proc = require "natpunch.lab.proc"
 local util = require "natpunch.lab.matrix.util"
 
 local failover = {}
@@ -80,12 +79,7 @@ end
 -- argv running failover.client(args...) in a lab host, with this
 -- process's module paths
 function failover.client_argv(args)
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = ("%q"):format(a) end
-  local code = ("package.path = %q; package.cpath = %q; "
-    .. "require('natpunch.lab.matrix.kinds.failover').client(%s)")
-    :format(package.path, package.cpath, table.concat(quoted, ", "))
-  return proc.preload({ os.getenv("LUA") or "lua5.4", "-e", code })
+  return util.lua_argv("natpunch.lab.matrix.kinds.failover", "client", args)
 end
 
 function failover.run(u)

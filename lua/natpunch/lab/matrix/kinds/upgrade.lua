@@ -9,7 +9,6 @@
 -- acked once.  spec/relay_lab_spec.lua runs the same peers
 -- (spec/upgrade/stream.lua).
 local plan = require "natpunch.lab.plan"
-local proc = require "natpunch.lab.proc"
 local util = require "natpunch.lab.matrix.util"
 
 local upgrade = {}
@@ -145,12 +144,7 @@ end
 -- argv running upgrade.stream(args...) in a lab host, with this process's
 -- module paths
 function upgrade.stream_argv(args)
-  local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = ("%q"):format(tostring(a)) end
-  local code = ("package.path = %q; package.cpath = %q; "
-    .. "require('natpunch.lab.matrix.kinds.upgrade').stream(%s)")
-    :format(package.path, package.cpath, table.concat(quoted, ", "))
-  return proc.preload({ os.getenv("LUA") or "lua5.4", "-e", code })
+  return util.lua_argv("natpunch.lab.matrix.kinds.upgrade", "stream", args)
 end
 
 function upgrade.run(u)
