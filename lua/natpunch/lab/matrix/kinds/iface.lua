@@ -73,13 +73,24 @@ function iface.connect(u, who, from, server, extra_wait, extra_connect, timeout)
   return util.first_events(out), out .. "\n--- waiting peer\n" .. waiter:output(), code
 end
 
+-- "exit N: LAST LINE" for a connector that exited without a `failed`
+-- event (its last line that is not an event: what it wrote to stderr)
+local function exit_reason(code, out)
+  local last
+  local conn = out:match("^(.-)\n%-%-%- waiting peer") or out
+  for line in conn:gmatch("[^\n]+") do
+    if not line:match("^{") then last = line end
+  end
+  return ("exit %s%s"):format(tostring(code), last and (": " .. last:sub(1, 200)) or "")
+end
+
 -- A result from the connector's events: connected, path, method, setup_ms,
 -- family, remote, and problems from the checks (cond, text) in `wants`.
 local function result(ev, out, code, wants)
   local c = ev.connected or {}
   local res = { connected = code == 0 and ev.connected ~= nil, path = c.path, method = c.method,
     setup_ms = c.setup_ms, remote = c.remote, family = c.family, problems = {},
-    reason = ev.failed and ev.failed.reason or (code ~= 0 and ("exit " .. tostring(code)) or nil) }
+    reason = ev.failed and ev.failed.reason or (code ~= 0 and exit_reason(code, out) or nil) }
   if res.connected then
     if not ev.touch_acked then wants[#wants + 1] = { false, "the touch was not acknowledged" } end
     for _, w in ipairs(wants) do
