@@ -268,11 +268,13 @@ function Peer:_register_at(e, timeout)
       self.discovering:set()
     end
   end
+  local gen = self.adv_gen
   local fields = self:_register_fields(e)
   self:_trace({ event = "trying", server = e.addr, private = fields.private })
   local reply, err = self:_request(fields, timeout, nil, { e })
   if not reply then return nil, err end
   if type(reply.cookie) == "string" then e.cookie = reply.cookie end
+  e.sent_gen = gen
   return reply
 end
 
@@ -291,6 +293,9 @@ end
 -- TURN allocation with the credentials it handed out) prepare, once.
 function Peer:_first_registration(e, reply)
   if self:_prepare_methods(reply) then
+    -- what we advertise changed: servers that answer a registration sent
+    -- before this get it again (natpunch.servers, e.sent_gen)
+    self.adv_gen = (self.adv_gen or 0) + 1
     for _, x in ipairs(self.srvset.list) do
       if x.state == "up" then self:_register_at(x, self.register_timeout) end
     end

@@ -93,7 +93,14 @@ function Set:_up(e, reply)
   self:_follow()
   -- methods may register again first (the NAT's port allocation, a TURN
   -- allocation), so that a peer introduced to us from now on gets it all
-  if first then p:_first_registration(e, reply) end
+  if first then p:_first_registration(e, reply)
+  elseif p.adv_gen and e.sent_gen ~= p.adv_gen then
+    -- this server answered a registration sent before the first one's
+    -- methods had measured what they advertise (the NAT's port
+    -- allocation): give it the news, or peers introduced through it
+    -- would choose methods without it
+    sched.spawn(function() if not p.closed then p:_register_at(e, p.register_timeout) end end)
+  end
   if not e.registered_once then
     e.registered_once = true
     local ip, port = p.udp:getsockname()
