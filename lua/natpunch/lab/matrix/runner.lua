@@ -141,21 +141,12 @@ function Runner:_start_server(host)
     "sh", rules })
   if code ~= 0 then error("matrix: cannot add counters in " .. host, 0) end
   local listen = t:addr(host) .. ":" .. PORT
-  local argv = {}
-  for _, w in ipairs(self.cmd) do argv[#argv + 1] = w end
-  local args = { "rendezvous", "--listen", listen, "--json" }
+  local args
   if host == "st" then
     self:_start_turn()
-    for _, w in ipairs({ "--turn", cases.S2 .. ":3478", "--turn-secret", cases.TURN_SECRET }) do
-      args[#args + 1] = w
-    end
+    args = { "--turn", cases.S2 .. ":3478", "--turn-secret", cases.TURN_SECRET }
   end
-  for _, w in ipairs(args) do argv[#argv + 1] = w end
-  local h = t:spawn(host, proc.preload(argv))
-  if not h:expect('"event":"listening"', 10) then
-    error("matrix: the rendezvous in " .. host .. " did not start: "
-      .. h:output(), 0)
-  end
+  local h = util.start_rendezvous(t, self.cmd, host, listen, args)
   -- the address peers use: the NAT's public one for a server behind a NAT
   local s = { host = host, proc = h, listen = listen,
     addr = self:reach(host) .. ":" .. PORT }

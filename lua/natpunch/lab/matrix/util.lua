@@ -117,4 +117,24 @@ function util.lua_argv(module, fn, args)
   return proc.preload({ os.getenv("LUA") or "lua5.4", "-e", code })
 end
 
+-- Start `natpunch rendezvous --listen LISTEN --json ARGS...` in host `host`
+-- of lab t (cmd: the runner's command) and wait until it listens; returns
+-- its handle, raises (with what it printed) when it does not.
+function util.start_rendezvous(t, cmd, host, listen, args)
+  local argv = { "rendezvous", "--listen", listen, "--json" }
+  for _, w in ipairs(args or {}) do argv[#argv + 1] = w end
+  local h = t:spawn(host, util.natpunch(cmd, argv))
+  if not h:expect('"event":"listening"', 10) then
+    h:stop()
+    error("matrix: the rendezvous on " .. listen .. " in " .. host .. " did not start: " .. h:output(), 0)
+  end
+  return h
+end
+
+-- Stop the processes a case kind keeps in u.procs (its down()).
+function util.stop_procs(u)
+  for _, h in ipairs(u.procs or {}) do h:stop() end
+  u.procs = {}
+end
+
 return util

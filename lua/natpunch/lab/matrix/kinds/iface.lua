@@ -22,13 +22,8 @@ iface.TURN_IP, iface.SECRET = "198.51.100.2", "lab-iface-secret"
 function iface.describe(opts) return plan.iface(opts) end
 
 local function rendezvous(u, listen, extra)
-  local args = { "rendezvous", "--listen", listen, "--json" }
-  for _, w in ipairs(extra or {}) do args[#args + 1] = w end
-  local h = u.t:spawn("s1", util.natpunch(u.cmd, args))
+  local h = util.start_rendezvous(u.t, u.cmd, "s1", listen, extra)
   u.procs[#u.procs + 1] = h
-  if not h:expect('"event":"listening"', 10) then
-    error("matrix: the rendezvous on " .. listen .. " did not start: " .. h:output(), 0)
-  end
   return h
 end
 
@@ -44,10 +39,7 @@ function iface.up(u)
   end
 end
 
-function iface.down(u)
-  for _, h in ipairs(u.procs or {}) do h:stop() end
-  u.procs = {}
-end
+iface.down = util.stop_procs
 
 -- A waiting peer in host `who` (a fresh id each time), then a connecting
 -- one in host `from` (natpunch peer --connect, -v: its "trying" event);

@@ -26,18 +26,11 @@ end
 function upgrade.up(u)
   u.procs = {}
   u.procs[1] = util.start_coturn(u.t, "s2", "p", upgrade.TURN_IP, upgrade.SECRET, "coturn-upgrade")
-  local rv = u.t:spawn("s1", util.natpunch(u.cmd, { "rendezvous", "--listen", upgrade.RV, "--json",
-    "--turn", upgrade.TURN_IP .. ":3478", "--turn-secret", upgrade.SECRET }))
-  u.procs[2] = rv
-  if not rv:expect('"event":"listening"', 10) then
-    error("matrix: upgrade: the rendezvous did not start: " .. rv:output(), 0)
-  end
+  u.procs[2] = util.start_rendezvous(u.t, u.cmd, "s1", upgrade.RV,
+    { "--turn", upgrade.TURN_IP .. ":3478", "--turn-secret", upgrade.SECRET })
 end
 
-function upgrade.down(u)
-  for _, h in ipairs(u.procs or {}) do h:stop() end
-  u.procs = {}
-end
+upgrade.down = util.stop_procs
 
 --- The peers of the upgrade (a library script in a lab host); one JSON
 -- object per line on stdout, each with hr = core.hrtime() in ms (the
