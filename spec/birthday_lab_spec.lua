@@ -52,26 +52,30 @@ labhelper.describe("#lab birthday punching: symmetric (random) x port-restricted
   end)
 
   -- no --methods: both peers measure their allocation, the introduction
-  -- carries both, and both choose udp then birthday (sym is random, prc not
-  -- symmetric; predict is left out: nothing sequential)
-  it("default methods: sym <-> prc is chosen as udp, birthday and connects via birthday", function()
+  -- carries both, and both choose birthday alone (sym is random, prc not
+  -- symmetric; predict is left out: nothing sequential; udp too: birthday
+  -- punches from the registered sockets alongside)
+  it("default methods: sym <-> prc is chosen as birthday and connects via birthday", function()
     for i, dir in ipairs({ { "a", "b" }, { "b", "a" } }) do
       local ev, bd, all, wev = pair(dir[1], dir[2], "d" .. i, false)
       assert.truthy(ev, all)
       assert.equal("birthday", ev.connected.method, all)
-      assert.equal("udp,birthday", ev.connected.methods, all)
+      assert.equal("birthday", ev.connected.methods, all)
       assert.equal("birthday", wev.connected and wev.connected.method, all)
-      assert.equal("udp,birthday", wev.connected.methods, all)
+      assert.equal("birthday", wev.connected.methods, all)
       assert.truthy(bd and bd.probes > 0, all)
       io.stderr:write(("\n  %s -> %s, default methods: %s, setup %d ms, %d probes\n")
         :format(dir[1], dir[2], ev.connected.methods, ev.connected.setup_ms, bd.probes))
     end
   end)
 
-  it("after udp fails: --methods udp,birthday connects with birthday", function()
+  -- an explicit list goes through the same filter: udp is left out (the
+  -- birthday method punches from the registered sockets too)
+  it("--methods udp,birthday connects with birthday", function()
     local ev, bd, all = pair("a", "b", "fallback", "udp,birthday")
     assert.truthy(ev, all)
     assert.equal("birthday", ev.connected.method, all)
+    assert.equal("birthday", ev.connected.methods, all)
     assert.truthy(bd and bd.probes > 0, all)
     io.stderr:write(("\n  sym -> prc, --methods udp,birthday: setup %d ms, %d probes\n")
       :format(ev.connected.setup_ms, bd.probes))

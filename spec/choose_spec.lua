@@ -39,13 +39,14 @@ describe("choose: the methods a pair tries", function()
     assert.equal("predict,relay", (pick("sequential:1", "sequential:2")))
     assert.equal("predict,udp", table.concat(choose.filter({ "predict", "udp" },
       { alloc = "sequential:1", your_alloc = "preserving" }), ","))
-    assert.equal("udp,birthday,relay", (pick("random", "preserving")))
-    assert.equal("udp,birthday,relay", (pick("preserving", "random")))
+    -- birthday punches from the registered sockets too: no udp before it
+    assert.equal("birthday,relay", (pick("random", "preserving")))
+    assert.equal("birthday,relay", (pick("preserving", "random")))
     assert.equal("udp,relay", (pick("random", "random")))
     assert.equal("udp,relay", (pick("random", "sequential:1")))
     -- discovery's endpoint-independent mapping: never symmetric, whatever the ports
     assert.equal("udp,relay", (pick("random", "preserving", "EI/APD")))
-    assert.equal("udp,birthday,relay", (pick("random", "preserving", "APD/APD", "EI/APD")))
+    assert.equal("birthday,relay", (pick("random", "preserving", "APD/APD", "EI/APD")))
     -- a side unknown: both stay (they decide for themselves)
     assert.equal("predict,birthday,relay", (pick(nil, "preserving")))
     assert.equal("predict,birthday,relay", (pick("random", nil)))
@@ -62,22 +63,34 @@ describe("choose: the methods a pair tries", function()
     end
   end)
 
-  it("gives udp a short budget when a hard method follows it", function()
-    local _, b = pick("random", "preserving")
+  it("gives udp a short budget when birthday follows it (a side unknown, or a methods list)", function()
+    local function budgets(list, intro) return select(2, choose.filter(list, intro)) end
+    local b = budgets({ "udp", "birthday" }, { your_alloc = "random" })
     assert.equal(choose.UDP_BEFORE_HARD_MAX_S, b.udp)     -- the server's RTT unknown
-    _, b = pick("preserving", "preserving")
-    assert.is_nil(b.udp)
+    b = budgets({ "udp", "birthday", "relay" }, { your_alloc = "random", alloc = "preserving" })
+    assert.is_nil(b.udp)   -- no udp before birthday for a birthday pair
+    assert.is_nil(select(2, pick("preserving", "preserving")).udp)
   end)
 
   it("scales udp's budget before birthday by the round trip to the server", function()
-    local intro = { your_alloc = "random", alloc = "preserving" }
-    local function budget(rtt) return select(2, choose.filter(ALL, intro, rtt)).udp end
+    local intro = { your_alloc = "random" }
+    local function budget(rtt) return select(2, choose.filter({ "udp", "birthday" }, intro, rtt)).udp end
     assert.equal(choose.UDP_BEFORE_HARD_S, budget(0.1))          -- the lab without delay
     assert.equal(choose.UDP_BEFORE_HARD_S, budget(50))           -- 25 ms per link
     assert.near(choose.UDP_HARD_RTTS * 0.12, budget(120), 1e-9)
     assert.equal(choose.UDP_BEFORE_HARD_MAX_S, budget(201))      -- 100 ms per link
     assert.equal(choose.UDP_BEFORE_HARD_MAX_S, budget(nil))
     assert.is_true(choose.udp_before_hard(120) > choose.udp_before_hard(80))
+  end)
+end)
+
+describe("birthday: the head start of plain punching", function()
+  local birthday = require "natpunch.method.birthday"
+  it("is HEAD_START_RTTS round trips to the server, within its bounds", function()
+    assert.equal(birthday.HEAD_START_MIN_S, birthday.head_start(0.2))    -- the lab without delay
+    assert.near(birthday.HEAD_START_RTTS * 0.1, birthday.head_start(100), 1e-9)
+    assert.equal(birthday.HEAD_START_MAX_S, birthday.head_start(400))
+    assert.equal(birthday.HEAD_START_MAX_S, birthday.head_start(nil))  -- unknown
   end)
 end)
 

@@ -527,6 +527,7 @@ function Peer:_on_introduce(m, e)
   end
   intro.punch_nonce, intro.punch_key, intro.touch_key = keys.nonce, keys.punch, keys.touch
   intro.tx_key, intro.rx_key, intro.peer_key = keys.tx_key, keys.rx_key, auth.hex(m.pk)
+  intro.rtt_ms = e and e.rtt_ms   -- the round trip to the introducing server
   local order, budgets = choose.filter(method.order(self.methods, intro.methods, intro.role), intro,
     e and e.rtt_ms)
   rec.attempt.budget = budgets
@@ -673,6 +674,8 @@ function Peer:_on_packet(err, data, ip, port, kind)
   if kind == "control" then
     local e = self.srvset:find(ip, port)
     if not e then
+      -- a peer's word during a connect (the birthday method's nomination)
+      for _, fn in pairs(self.control_watch) do if fn(data, ip, port) then return end end
       -- control traffic is only accepted from our servers
       self.counters.foreign_control = self.counters.foreign_control + 1
       return
@@ -908,6 +911,7 @@ function peer.new(opts)
       or { table.unpack(choose.DEFAULT) }, "peer", 2),
     default_methods = opts.methods == nil and opts.transport == nil,
     method_budget = opts.method_budget,
+    control_watch = {},   -- connect attempts' watchers of control from peers (birthday)
     counters = { malformed = 0, foreign_control = 0, unknown_source = 0, bad_mac = 0,
       unauthenticated = 0, bad_data = 0, intros_dropped = 0, intros_duplicate = 0 },
   }, Peer)

@@ -13,15 +13,18 @@
 --
 --   udp        always first (cone pairs, and a symmetric NAT against a
 --              cone that lets the new port in), except right before
---              predict: predict's first round punches udp's candidates too
---              (plus the predicted ports), and two methods that punch the
---              same candidates one after the other would meet across the
---              switch (one side still in udp, the other already
---              predicting) and name different winners;
+--              predict, and right before birthday for a pair that birthday
+--              is made for: predict's first round punches udp's candidates
+--              too (plus the predicted ports), birthday punches from both
+--              registered sockets alongside its probes, and two methods
+--              that punch the same candidates one after the other would
+--              meet across the switch (one side still in udp, the other
+--              already in the next method) and name different winners;
 --   predict    when a side is symmetric with sequential ports and neither
 --              is random;
 --   birthday   when exactly one side is symmetric with random ports and
---              the other is not symmetric;
+--              the other is not symmetric (it then connects the pairs udp
+--              can, as udp: symmetric against a full or restricted cone);
 --   relay      when a TURN server is known (peer.lua appends it).
 --
 -- A side counts as symmetric only when its allocation is sequential or
@@ -38,7 +41,8 @@ choose.DEFAULT = { "udp", "predict", "birthday" }
 
 local MAX_DELTA = 16
 
---- udp's budget (s) when birthday follows it: long enough for a
+--- udp's budget (s) when birthday follows it (an explicit methods list,
+-- or a side unknown): long enough for a
 -- symmetric NAT against a cone that lets the new port in, short enough
 -- that birthday gets its time (its median is about 1.6 s on its own).  udp
 -- connects those pairs in about 2 RTTs between the peers (155-207 ms at
@@ -111,9 +115,13 @@ function choose.filter(order, intro, rtt_ms)
     elseif name == "birthday" then keep = not known or (rnd == 1 and easy) end
     if keep then out[#out + 1] = name end
   end
-  -- udp right before predict: predict does it too (above)
+  -- udp right before predict, or before birthday for a pair it is made
+  -- for: those do it too (above)
+  local bpair = known and rnd == 1 and easy
   for i = #out - 1, 1, -1 do
-    if out[i] == "udp" and out[i + 1] == "predict" then table.remove(out, i) end
+    if out[i] == "udp" and (out[i + 1] == "predict" or (bpair and out[i + 1] == "birthday")) then
+      table.remove(out, i)
+    end
   end
   local budgets = {}
   for i, name in ipairs(out) do
