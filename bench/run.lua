@@ -573,18 +573,28 @@ end
 
 -- The ideal setup time of a case, per method, from the RTTs the matrix
 -- measured by ping in the same case (bench/README.md):
---   udp, predict, birthday: RTT to the rendezvous (the introduction) + RTT
---     between the peers (one punch check there and back); for birthday that
---     is the lucky case where the first probe hits;
+--   udp, predict: RTT to the rendezvous (the introduction) + RTT between
+--     the peers (one punch check there and back);
+--   birthday: the same + the median time of the search itself at the
+--     method's defaults (the median number of probes until one of
+--     `sockets` mappings among the ports is hit, at `rate` per second:
+--     what any prober with those bounds needs; birthday_search_ms);
 --   relay: RTT to the rendezvous + one RTT to the TURN server (ChannelBind
 --     to the other's relayed address, relay.run) + the RTT of the relayed
 --     path (a -> coturn -> b and back).  coturn sits on s2, beside s1 on the
 --     lab's undelayed internet, so the RTT to it is the RTT to the server,
 --     and the relayed path crosses the same two delayed links as the direct
 --     one, so its RTT is the peers' RTT: 2 x rtt_server + rtt_peer.
+local function birthday_search_ms()
+  local b = require "natpunch.method.birthday"
+  local p = b.sockets / (b.port_max - b.port_min + 1)
+  return math.log(0.5) / math.log(1 - p) / b.rate * 1000
+end
+
 local function ideal_ms(method, c)
   if not (c.rtt_server_ms and c.rtt_peer_ms) then return nil end
   if method == "relay" then return 2 * c.rtt_server_ms + c.rtt_peer_ms end
+  if method == "birthday" then return c.rtt_server_ms + c.rtt_peer_ms + birthday_search_ms() end
   return c.rtt_server_ms + c.rtt_peer_ms
 end
 

@@ -177,22 +177,21 @@ function Client:permit(ip)
   return true
 end
 
---- Permission and a channel toward peer ip:port, then the socket's route:
--- the channel number, or nil, message, code.
+--- A channel toward peer ip:port, then the socket's route: the channel
+-- number, or nil, message, code.  The ChannelBind installs the permission
+-- for ip as well (RFC 8656 section 12), so binding takes one round trip to
+-- the server, not two.
 function Client:bind(ip, port)
   local key = addr.format(ip, port)
   if self.channels[key] then return self.channels[key] end
   if self.n_channels >= MAX_CHANNELS then return nil, "bind: too many channels", "ENOSPC" end
-  if not self.permitted[ip] then
-    local ok, err, code = self:permit(ip)
-    if not ok then return nil, err, code end
-  end
   -- a peer unbound a while ago still has its channel on the server (until
   -- it expires), and the server refuses another number for it: reuse it
   local ch = self.unbound[key] or self.next_channel
   local m, err, code = self:_request({ method = "channel_bind", channel_number = ch,
     xor_peer_address = { ip = ip, port = port } }, "channel bind")
   if not m then return nil, err, code end
+  self.permitted[ip] = true   -- installed by the ChannelBind; refreshed from now on
   if self.unbound[key] then self.unbound[key] = nil
   else self.next_channel = ch < CHANNEL_LAST and ch + 1 or CHANNEL_FIRST end
   local ok, rerr, rcode = self.udp:relay_add(ip, port, self.server_ip, self.server_port, ch)
