@@ -44,6 +44,7 @@ local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local addr = require "natpunch.addr"
 local udp = require "natpunch.method.udp"
+local choose = require "natpunch.method.choose"
 
 local birthday = { name = "birthday", transport = "udp",
   sockets = 256, rate = 100, probes = 2048, port_min = 1024, port_max = 65535 }
@@ -60,9 +61,7 @@ birthday.NOMINATE_WAIT_S = 1
 --- The head start (s) of plain punching for a round trip of rtt_ms to
 -- the server (nil: unknown, the upper bound).
 function birthday.head_start(rtt_ms)
-  if type(rtt_ms) ~= "number" then return birthday.HEAD_START_MAX_S end
-  local s = birthday.HEAD_START_RTTS * rtt_ms / 1000
-  return math.max(birthday.HEAD_START_MIN_S, math.min(birthday.HEAD_START_MAX_S, s))
+  return choose.rtts(rtt_ms, birthday.HEAD_START_RTTS, birthday.HEAD_START_MIN_S, birthday.HEAD_START_MAX_S)
 end
 
 --- After registering, once: measure this peer's allocation (shared with

@@ -58,12 +58,17 @@ choose.UDP_BEFORE_HARD_S = 0.6
 choose.UDP_BEFORE_HARD_MAX_S = 1.5
 choose.UDP_HARD_RTTS = 8
 
+--- A wait (s) of `rtts` round trips of rtt_ms, within lo..hi (rtt_ms
+-- nil: unknown, hi).
+function choose.rtts(rtt_ms, rtts, lo, hi)
+  if type(rtt_ms) ~= "number" then return hi end
+  return math.max(lo, math.min(hi, rtts * rtt_ms / 1000))
+end
+
 --- udp's budget (s) before birthday for a round trip of rtt_ms to the
 -- server (nil: unknown, the upper bound).
 function choose.udp_before_hard(rtt_ms)
-  if type(rtt_ms) ~= "number" then return choose.UDP_BEFORE_HARD_MAX_S end
-  local s = choose.UDP_HARD_RTTS * rtt_ms / 1000
-  return math.max(choose.UDP_BEFORE_HARD_S, math.min(choose.UDP_BEFORE_HARD_MAX_S, s))
+  return choose.rtts(rtt_ms, choose.UDP_HARD_RTTS, choose.UDP_BEFORE_HARD_S, choose.UDP_BEFORE_HARD_MAX_S)
 end
 
 --- The `alloc` code of a natpunch.discover allocation result, or nil
