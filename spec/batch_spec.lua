@@ -317,4 +317,32 @@ describe("batched sends", function()
       u:close(); cli:close()
     end)
   end)
+
+  it("queues udp:send_batched from on_touch_batch, which runs at the batch's end", function()
+    helper.run(function()
+      local a = socket()
+      local b, b_port = socket()
+      local N, replies, fut = 8, {}, natpunch.future()
+      a:recv_start(function(_, data, _, _, kind)
+        if kind == "data" then replies[#replies + 1] = data end
+        if #replies == N then fut:set(true) end
+      end)
+      b:recv_start(function() end)
+      assert.is_true(b:on_touch_batch(function(list)
+        for _, m in ipairs(list) do assert(b:send_batched(m.host, m.port, "re:" .. m.data, "data")) end
+      end))
+      for i = 1, N do assert(a:touch("127.0.0.1", b_port, "m" .. i, function() end)) end
+      assert.is_true(fut:wait(3))
+      table.sort(replies)
+      local want = {}
+      for i = 1, N do want[i] = "re:m" .. i end
+      table.sort(want)
+      assert.same(want, replies)
+      local st = b:stats()
+      -- b sent only acks and replies, all of them in sendmmsg batches
+      assert.equal(st.tx_packets, st.tx_batched)
+      assert.is_true(st.tx_packets >= N + 1)
+      a:close(); b:close()
+    end)
+  end)
 end)
