@@ -3,7 +3,8 @@
 -- in C on the same socket as the Lua control messages), plus what the
 -- bench needs: --no-batch turns off batched sends (udp:batching(false)) to
 -- show what they buy, --lua-hook answers STUN in a Lua function called for
--- every datagram (the C answering off: decode, answer and send from Lua),
+-- every datagram (the C answering off: decode, answer and send from Lua,
+-- with udp:send_batched),
 -- and it stops by itself after --seconds or when a
 -- line "stop" (or EOF) comes on stdin, printing the socket counters as one
 -- JSON line.
@@ -43,7 +44,8 @@ if lua_hook then
     hooked = hooked + 1
     if kind == "stun" then
       local answer = stun.answer_binding(data, ip, p, software)
-      if answer then udp:send(ip, p, answer) end
+      -- queued with the batch's other answers: one sendmmsg at its end
+      if answer then udp:send_batched(ip, p, answer) end
       return
     end
     server:_on_packet(err, data, ip, p, kind)

@@ -68,17 +68,30 @@ int addr_make(int family, const uint8_t *ip, uint16_t port, struct sockaddr_stor
   return -1;
 }
 
+/* Dotted quad without inet_ntop, which formats IPv4 with sprintf: this
+ * runs for every datagram handed to Lua.  Same text ("%u.%u.%u.%u"). */
+static int ipv4_text(const uint8_t *b, char *buf, size_t size) {
+  char tmp[16], *p = tmp;
+  for (int i = 0; i < 4; i++) {
+    unsigned v = b[i];
+    if (v >= 100) *p++ = (char)('0' + v / 100);
+    if (v >= 10) *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    *p++ = i < 3 ? '.' : '\0';
+  }
+  if ((size_t)(p - tmp) > size) return -1;
+  memcpy(buf, tmp, (size_t)(p - tmp));
+  return 0;
+}
+
 int addr_ip_text(const struct sockaddr *sa, char *buf, size_t size) {
   if (size > 0) buf[0] = '\0';
   if (sa == NULL || size > 0x7fffffff) return -1;
-  const void *ip;
   if (sa->sa_family == AF_INET)
-    ip = &((const struct sockaddr_in *)sa)->sin_addr;
-  else if (sa->sa_family == AF_INET6)
-    ip = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-  else
-    return -1;
-  if (inet_ntop(sa->sa_family, ip, buf, (socklen_t)size) == NULL) {
+    return ipv4_text((const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr, buf, size);
+  if (sa->sa_family != AF_INET6) return -1;
+  if (inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf, (socklen_t)size) ==
+      NULL) {
     if (size > 0) buf[0] = '\0';
     return -1;
   }

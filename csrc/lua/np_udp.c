@@ -242,17 +242,24 @@ static int kind_prefix(lua_State *L, int idx) {
   return prefixes[luaL_checkoption(L, idx, "raw", kinds)];
 }
 
+int np_udp_send_args(lua_State *L, struct sockaddr_storage *to, const char **data, size_t *len) {
+  np_parse_addr(L, 2, 3, to);
+  *data = luaL_checklstring(L, 4, len);
+  int prefix = kind_prefix(L, 5);
+  luaL_argcheck(L, *len + (prefix >= 0) <= 65507, 4, "datagram too large");
+  return prefix;
+}
+
 /* udp:send(host, port, data [, kind]) -> true | nil, err, code
  * kind "raw" (default) sends data as is; "data"/"control" add the frame byte.
- * Sent at once (never batched), so the caller sees send errors. */
+ * Sent at once (never batched), so the caller sees send errors; see
+ * udp:send_batched (np_udp_batch.c) for the batched one. */
 static int udp_send(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
   struct sockaddr_storage ss;
-  np_parse_addr(L, 2, 3, &ss);
+  const char *data;
   size_t len;
-  const char *data = luaL_checklstring(L, 4, &len);
-  int prefix = kind_prefix(L, 5);
-  luaL_argcheck(L, len + (prefix >= 0) <= 65507, 4, "datagram too large");
+  int prefix = np_udp_send_args(L, &ss, &data, &len);
   int rc = np_udp_send_now(u, (struct sockaddr *)&ss, prefix, data, len);
   if (rc < 0) return np_push_error(L, rc);
   lua_pushboolean(L, 1);

@@ -117,6 +117,9 @@ int np_udp_send_now(np_udp *u, const struct sockaddr *to, int prefix, const void
 /* Hand a copy of one datagram to libuv's send queue (sent in order, later). */
 int np_udp_send_async(np_udp *u, const struct sockaddr *to, int prefix, const void *data,
                       size_t len);
+/* The arguments (host, port, data [, kind]) at 2..5 of udp:send and its
+ * kin: raises on bad ones; returns the frame byte (-1 for none). */
+int np_udp_send_args(lua_State *L, struct sockaddr_storage *to, const char **data, size_t *len);
 /* Handle one datagram as if it had just been received from `from` (the
  * receive demux): the relay engine passes on what its server relayed. */
 void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from);

@@ -28,6 +28,10 @@
  * An engine of the UDP hub (np_udp.h): its send hook takes datagrams while
  * the socket is inside a receive batch, its flush hook sends them.
  *   udp:batching([enable]) -> enabled   (on by default)
+ *   udp:send_batched(host, port, data [, kind]) -> true | nil, err, code
+ * The second is udp:send for a receive callback: the datagram joins the
+ * batch like an answer sent from C (one sendmmsg for all at its end), so a
+ * hook in Lua that answers every datagram costs no syscall per answer.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* sendmmsg */
@@ -49,8 +53,9 @@
 #define NP_TXQ_SMALL (8 * 1024)
 #define NP_TXQ_LARGE (128 * 1024)
 
-enum { C_BATCHES, C_BATCHED }; /* sendmmsg calls, datagrams they sent */
-static const char *const counters[] = {"tx_batches", "tx_batched", NULL};
+/* sendmmsg calls, datagrams they sent, queued datagrams that failed */
+enum { C_BATCHES, C_BATCHED, C_ERRORS };
+static const char *const counters[] = {"tx_batches", "tx_batched", "tx_batch_errors", NULL};
 
 typedef struct np_txq {
   int off; /* udp:batching(false) */
@@ -144,6 +149,7 @@ static void batch_flush(np_udp *u) {
   q->used = 0;
   if (uv_is_closing(&u->h.u.handle)) { /* see np_udp_send_now */
     u->st.tx_errors += n;
+    sl->counters[C_ERRORS] += n;
     return;
   }
   uv_os_fd_t fd;
@@ -163,6 +169,7 @@ static void batch_flush(np_udp *u) {
         break; /* the rest waits in libuv's queue, in order */
       } else {
         u->st.tx_errors++; /* sendmmsg reports the failing datagram: skip it */
+        sl->counters[C_ERRORS]++;
         i++;
       }
     }
@@ -206,7 +213,26 @@ static int udp_batching(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg methods[] = {{"batching", udp_batching}, {NULL, NULL}};
+/* udp:send_batched(host, port, data [, kind]) -> true | nil, err, code:
+ * inside a receive batch (from a receive callback) the datagram is queued
+ * with what C sends during it and leaves at the batch's end, in order with
+ * the socket's other sends; a failure then is counted (tx_errors,
+ * tx_batch_errors), not returned.  Elsewhere, or with batching off, it is
+ * sent at once like udp:send and its error is returned. */
+static int udp_send_batched(lua_State *L) {
+  np_udp *u = np_udp_check(L, 1);
+  struct sockaddr_storage ss;
+  const char *data;
+  size_t len;
+  int prefix = np_udp_send_args(L, &ss, &data, &len);
+  int rc = np_udp_sendto(u, (struct sockaddr *)&ss, prefix, data, len);
+  if (rc < 0) return np_push_error(L, rc);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"batching", udp_batching}, {"send_batched", udp_send_batched}, {NULL, NULL}};
 
 const np_udp_engine np_udp_batch_engine = {
     .name = "batch",
