@@ -4,6 +4,7 @@
 --   local srv = turn_server.start{ user = "alice:wonderland" }   -- long-term
 --   local srv = turn_server.start{ secret = "s3cret" }            -- REST API
 --   local srv = turn_server.start{ ip = "::1" }   -- listening and relaying on IPv6 loopback
+--   local srv = turn_server.start{ ip = "::1", relay = { "::1", "127.0.0.1" } }   -- relaying on both
 local helper = require "spec.helper"
 
 local M = {}
@@ -40,12 +41,13 @@ function M.start(opts)
   local lo = 20000 + math.random(0, 400) * 100
   local ip = opts.ip or "127.0.0.1"
   local lines = {
-    "listening-port=" .. port, "listening-ip=" .. ip, "relay-ip=" .. ip,
+    "listening-port=" .. port, "listening-ip=" .. ip,
     "min-port=" .. lo, "max-port=" .. (lo + 99), "realm=" .. M.REALM,
     "allow-loopback-peers", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
     "log-file=" .. dir .. "/turn.log", "simple-log", "pidfile=" .. dir .. "/pid",
     "userdb=" .. dir .. "/turn.db",
   }
+  for _, r in ipairs(opts.relay or { ip }) do lines[#lines + 1] = "relay-ip=" .. r end
   if opts.secret then
     lines[#lines + 1] = "use-auth-secret"
     lines[#lines + 1] = "static-auth-secret=" .. opts.secret

@@ -253,6 +253,51 @@ describe("natpunch.turn", function()
     end)
   end)
 
+  describe("against coturn reached over IPv6, relaying on both families", function()
+    local srv
+    setup(function()
+      assert(turn_server.available, "coturn's turnserver is not installed (make deps installs it)")
+      srv = turn_server.start{ ip = "::1", relay = { "::1", "127.0.0.1" }, user = "alice:wonderland" }
+    end)
+    teardown(function() if srv then srv:stop() end end)
+
+    it("gives a client on IPv6 an IPv4 relayed address that reaches an IPv4 peer", function()
+      helper.run(function()
+        local c
+        local a_got, b_got = natpunch.future(), natpunch.future()
+        local a = socket(function(data, ip, port, kind)
+          if kind == "stun" and c:handle(data, ip, port) then return end
+          if kind == "data" then a_got:set(data, ip, port) end
+        end, "::1")
+        local b = socket(function(data, ip, port, kind)
+          if kind == "data" then b_got:set(data, ip, port) end
+        end)                                                -- IPv4 only
+        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland",
+          family = "inet" })
+        local relayed, mapped = assert(c:allocate())
+        local rip, rport = assert(addr.parse(relayed))
+        assert.equal("127.0.0.1", rip)                      -- IPv4, though asked over IPv6
+        assert.matches("^%[::1%]:", mapped)
+        local ok, _, code = c:bind("::1", 9)                -- and so no IPv6 peer
+        assert.is_nil(ok)
+        assert.equal("ETURN443", code)
+        local bip, bport = b:getsockname()
+        assert(c:bind(bip, bport))
+        assert(a:send(bip, bport, "6 to 4", "data"))
+        local data, ip, port = b_got:wait(3)
+        assert.equal("6 to 4", data)
+        assert.same({ rip, rport }, { ip, port })
+        assert(b:send(rip, rport, "4 to 6", "data"))
+        data, ip, port = a_got:wait(3)
+        assert.equal("4 to 6", data)
+        assert.same({ bip, bport }, { ip, port })
+        c:close()
+        a:close()
+        b:close()
+      end, 20)
+    end)
+  end)
+
   describe("against coturn with a REST-API secret", function()
     local srv
     setup(function() srv = turn_server.start{ secret = "s3cret" } end)
