@@ -135,6 +135,7 @@ build = {
     ["natpunch.lab.matrix.util"] = "lua/natpunch/lab/matrix/util.lua",
     ["natpunch.lab.matrix.kinds.failover"] = "lua/natpunch/lab/matrix/kinds/failover.lua",
     ["natpunch.lab.matrix.kinds.iface"] = "lua/natpunch/lab/matrix/kinds/iface.lua",
+    ["natpunch.lab.matrix.kinds.relay6"] = "lua/natpunch/lab/matrix/kinds/relay6.lua",
     ["natpunch.lab.matrix.kinds.upgrade"] = "lua/natpunch/lab/matrix/kinds/upgrade.lua",
     ["natpunch.lab.nat_types"] = "lua/natpunch/lab/nat_types.lua",
     ["natpunch.lab.nft"] = "lua/natpunch/lab/nft.lua",

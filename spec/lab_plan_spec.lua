@@ -84,6 +84,33 @@ describe("natpunch.lab.plan", function()
     assert.matches("ct state established,related accept", fw)
   end)
 
+  it("plans symmetric NAT66 routers for TURN over IPv6 (lab.relay6)", function()
+    local p = plan.make(plan.relay6{ prefix = "npt" })
+    local n = p.by_name
+    assert.equal("sym", n.f1.nat6)
+    assert.equal("sym", n.f2.nat6)
+    assert.is_nil(n.nb.nat6)
+    assert.equal("2001:db8::12", n.s2.addr6)      -- coturn's IPv6 address
+    assert.equal("198.51.100.2", n.s2.addr)
+    assert.equal("2001:db8:1::2", n.x.addr)       -- IPv6 only
+    assert.equal("2001:db8:2::2", n.y.addr)
+    assert.equal("198.18.3.2", n.b.addr)
+    assert.is_nil(n.b.addr6)
+    assert.has_error(function()
+      plan.make{ prefix = "npt", nats = { { name = "na", nat6 = "sym" } } }   -- no IPv6
+    end)
+    assert.has_error(function()
+      plan.make{ prefix = "npt", nats = { { name = "na", ipv6 = true, nat6 = "full" } } }
+    end)
+    -- the NAT66: a random port per new flow onto the WAN address, the firewall's filter
+    local r = require("natpunch.lab.nft").nat66("2001:db8::1:1")
+    assert.matches("table ip6 natpunch6", r)
+    assert.truthy(r:find('snat to 2001:db8::1:1 fully-random', 1, true))
+    assert.matches("ct state established,related accept", r)
+    assert.truthy(r:find('iifname "wan" counter drop comment "unsolicited"', 1, true))
+    assert.has_error(function() require("natpunch.lab.nft").nat66("203.0.113.1") end)
+  end)
+
   it("draws random prefixes np + 4 hex digits", function()
     local seen = {}
     for _ = 1, 20 do

@@ -3,6 +3,8 @@
 -- by the spec itself (by pid, under `timeout`), never left running.
 --   local srv = turn_server.start{ user = "alice:wonderland" }   -- long-term
 --   local srv = turn_server.start{ secret = "s3cret" }            -- REST API
+--   local srv = turn_server.start{ ip = "::1" }   -- listening and relaying on IPv6 loopback
+--   local srv = turn_server.start{ ip = "::1", relay = { "::1", "127.0.0.1" } }   -- relaying on both
 local helper = require "spec.helper"
 
 local M = {}
@@ -37,13 +39,15 @@ function M.start(opts)
   local dir = assert(helper.tmpdir("coturn"))
   local port = helper.free_port("udp")
   local lo = 20000 + math.random(0, 400) * 100
+  local ip = opts.ip or "127.0.0.1"
   local lines = {
-    "listening-port=" .. port, "listening-ip=127.0.0.1", "relay-ip=127.0.0.1",
+    "listening-port=" .. port, "listening-ip=" .. ip,
     "min-port=" .. lo, "max-port=" .. (lo + 99), "realm=" .. M.REALM,
     "allow-loopback-peers", "no-tcp", "no-tls", "no-dtls", "no-cli", "no-tcp-relay",
     "log-file=" .. dir .. "/turn.log", "simple-log", "pidfile=" .. dir .. "/pid",
     "userdb=" .. dir .. "/turn.db",
   }
+  for _, r in ipairs(opts.relay or { ip }) do lines[#lines + 1] = "relay-ip=" .. r end
   if opts.secret then
     lines[#lines + 1] = "use-auth-secret"
     lines[#lines + 1] = "static-auth-secret=" .. opts.secret
@@ -54,14 +58,15 @@ function M.start(opts)
   local f = assert(io.open(dir .. "/turn.conf", "w"))
   f:write(table.concat(lines, "\n"), "\n")
   f:close()
-  local s = setmetatable({ dir = dir, port = port, address = "127.0.0.1:" .. port }, Server)
+  local s = setmetatable({ dir = dir, port = port, ip = ip,
+    address = (ip:find(":", 1, true) and "[" .. ip .. "]:" or ip .. ":") .. port }, Server)
   local cmd = string.format(NO_SAN .. "timeout -s KILL %d turnserver -c %s </dev/null >/dev/null 2>&1 &",
     M.LIFETIME, helper.q(dir .. "/turn.conf"))
   assert(os.execute(helper.sh(cmd)), "cannot start turnserver")
   for _ = 1, 100 do
     s.pid = s.pid or tonumber(helper.read_file(dir .. "/pid"):match("%d+") or "")
     if s.pid and os.execute(helper.sh(NO_SAN .. "timeout 1 turnutils_stunclient -p " .. port
-        .. " 127.0.0.1 2>/dev/null | grep -q 'reflexive addr'")) then
+        .. " " .. ip .. " 2>/dev/null | grep -q 'reflexive addr'")) then
       return s
     end
     os.execute("sleep 0.05")

@@ -8,9 +8,9 @@ local turn = require "natpunch.turn"
 local addr = require "natpunch.addr"
 local turn_server = require "spec.turn_server"
 
-local function socket(handler)
+local function socket(handler, bind_ip)
   local u = core.udp()
-  assert(u:bind("127.0.0.1", 0))
+  assert(u:bind(bind_ip or "127.0.0.1", 0))
   u:recv_start(function(e, data, ip, port, kind)
     if not e then handler(data, ip, port, kind) end
   end)
@@ -30,6 +30,31 @@ describe("natpunch.turn", function()
     assert.is_nil((turn.parse_url("turn://127.0.0.1:3478")))
     assert.has_error(function() turn.client{ server = "127.0.0.1:1", pasword = "x" } end)
     assert.has_error(function() turn.client{ server = "nowhere" } end)
+  end)
+
+  it("encodes and decodes TURN's IPv6 attributes (RFC 8656 §7.3, §18.10-18.12)", function()
+    local tid = "abcdefghijkl"
+    local req = core.stun.decode(core.stun.encode{ method = "allocate", transaction_id = tid,
+      requested_transport = 17, requested_address_family = "inet6", additional_address_family = "inet6" })
+    assert.equal("inet6", req.requested_address_family)
+    assert.equal("inet6", req.additional_address_family)
+    assert.is_nil(req.unknown_required)
+    local ans = core.stun.decode(core.stun.encode{ method = "allocate", class = "success", transaction_id = tid,
+      xor_relayed_address = { ip = "198.51.100.2", port = 49152 },
+      xor_relayed_address2 = { ip = "2001:db8::12", port = 49153 },
+      xor_peer_address = { ip = "2001:db8:4::2", port = 40000 },
+      address_error = { family = "inet6", code = 440, reason = "Address Family not Supported" } })
+    assert.same({ family = "inet", ip = "198.51.100.2", port = 49152 }, ans.xor_relayed_address)
+    assert.same({ family = "inet6", ip = "2001:db8::12", port = 49153 }, ans.xor_relayed_address2)
+    assert.same({ family = "inet6", ip = "2001:db8:4::2", port = 40000 }, ans.xor_peer_address)
+    assert.same({ family = "inet6", code = 440, reason = "Address Family not Supported" }, ans.address_error)
+    -- the IPv6 address is XORed with the cookie and the transaction id: not in clear
+    local wire = core.stun.encode{ method = "create_permission", transaction_id = tid,
+      xor_peer_address = { ip = "2001:db8:4::2", port = 40000 } }
+    assert.is_nil(wire:find("\x20\x01\x0d\xb8", 1, true))
+    assert.has_error(function() core.stun.encode{ requested_address_family = "ipx" } end)
+    assert.has_error(function() core.stun.encode{ address_error = { family = "inet6", code = 200 } } end)
+    assert.has_error(function() turn.client{ server = "127.0.0.1:1", family = "inet7" } end)
   end)
 
   describe("relay engine", function()
@@ -159,6 +184,117 @@ describe("natpunch.turn", function()
         c:close()
         a:close()
       end, 15)
+    end)
+  end)
+
+  describe("against coturn on IPv6", function()
+    local srv
+    setup(function()
+      assert(turn_server.available, "coturn's turnserver is not installed (make deps installs it)")
+      srv = turn_server.start{ ip = "::1", user = "alice:wonderland" }
+    end)
+    teardown(function() if srv then srv:stop() end end)
+
+    it("allocates an IPv6 relayed address; permissions, channels, data and touches over it", function()
+      helper.run(function()
+        local c
+        local a_got, b_got = natpunch.future(), natpunch.future()
+        local events = {}
+        local a = socket(function(data, ip, port, kind)
+          if kind == "stun" and c:handle(data, ip, port) then return end
+          if kind == "data" then a_got:set(data, ip, port) end
+        end, "::1")
+        local b = socket(function(data, ip, port, kind)
+          if kind == "data" then b_got:set(data, ip, port) end
+        end, "::1")
+        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland",
+          on_event = function(ev) events[#events + 1] = ev end })
+        local relayed, mapped = assert(c:allocate())
+        local rip, rport = assert(addr.parse(relayed))
+        assert.equal("::1", rip)                            -- coturn's relay-ip, an IPv6 address
+        assert.equal("[::1]:" .. select(2, a:getsockname()), mapped)
+        assert.equal("inet6", events[1].family)
+        -- an IPv4 peer cannot be reached from an IPv6 allocation (RFC 8656 §9.1)
+        local ok, _, code = c:bind("127.0.0.1", 9)
+        assert.is_nil(ok)
+        assert.equal("ETURN443", code)
+        local bip, bport = b:getsockname()
+        assert.equal("::1", bip)
+        assert.equal(0x4000, assert(c:bind(bip, bport)))
+        assert(a:send(bip, bport, "via relay6", "data"))
+        local data, ip, port = b_got:wait(3)
+        assert.equal("via relay6", data)
+        assert.same({ rip, rport }, { ip, port })           -- b sees the relayed address
+        assert(b:send(rip, rport, "back6", "data"))
+        data, ip, port = a_got:wait(3)
+        assert.equal("back6", data)
+        assert.same({ bip, bport }, { ip, port })           -- a sees b, not the server
+        local acked = natpunch.future()
+        a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
+        assert.is_nil(acked:wait(5))
+        local st = a:stats()
+        assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
+        assert.equal(0, st.relay_errors)
+        c:close()
+        a:close()
+        b:close()
+      end, 20)
+    end)
+
+    it("asks for an IPv4 relayed address from an IPv6-only server and gets 440", function()
+      helper.run(function()
+        local c = assert(turn.client{ server = srv.address, username = "alice", password = "wonderland",
+          family = "inet" })
+        local ok, err, code = c:allocate()
+        assert.is_nil(ok)
+        assert.equal("ETURN440", code, err)
+        c:close()
+      end, 15)
+    end)
+  end)
+
+  describe("against coturn reached over IPv6, relaying on both families", function()
+    local srv
+    setup(function()
+      assert(turn_server.available, "coturn's turnserver is not installed (make deps installs it)")
+      srv = turn_server.start{ ip = "::1", relay = { "::1", "127.0.0.1" }, user = "alice:wonderland" }
+    end)
+    teardown(function() if srv then srv:stop() end end)
+
+    it("gives a client on IPv6 an IPv4 relayed address that reaches an IPv4 peer", function()
+      helper.run(function()
+        local c
+        local a_got, b_got = natpunch.future(), natpunch.future()
+        local a = socket(function(data, ip, port, kind)
+          if kind == "stun" and c:handle(data, ip, port) then return end
+          if kind == "data" then a_got:set(data, ip, port) end
+        end, "::1")
+        local b = socket(function(data, ip, port, kind)
+          if kind == "data" then b_got:set(data, ip, port) end
+        end)                                                -- IPv4 only
+        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland",
+          family = "inet" })
+        local relayed, mapped = assert(c:allocate())
+        local rip, rport = assert(addr.parse(relayed))
+        assert.equal("127.0.0.1", rip)                      -- IPv4, though asked over IPv6
+        assert.matches("^%[::1%]:", mapped)
+        local ok, _, code = c:bind("::1", 9)                -- and so no IPv6 peer
+        assert.is_nil(ok)
+        assert.equal("ETURN443", code)
+        local bip, bport = b:getsockname()
+        assert(c:bind(bip, bport))
+        assert(a:send(bip, bport, "6 to 4", "data"))
+        local data, ip, port = b_got:wait(3)
+        assert.equal("6 to 4", data)
+        assert.same({ rip, rport }, { ip, port })
+        assert(b:send(rip, rport, "4 to 6", "data"))
+        data, ip, port = a_got:wait(3)
+        assert.equal("4 to 6", data)
+        assert.same({ bip, bport }, { ip, port })
+        c:close()
+        a:close()
+        b:close()
+      end, 20)
     end)
   end)
 

@@ -144,7 +144,11 @@ static int read_addr(const uint8_t *hdr, const uint8_t *v, size_t vlen, bool xor
  * +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  *              RFC 8489 §14.8, Figure 7: ERROR-CODE Attribute
  */
-static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_msg *m) {
+/* The class and number of ERROR-CODE (RFC 8489 §14.8, Figure 7) and
+ * ADDRESS-ERROR-CODE (RFC 8656 §18.12: the same with the family in the
+ * first byte), and the reason after them. */
+static int read_code(const uint8_t *v, size_t vlen, bool classic, uint16_t *code,
+                     struct stun_bytes *reason) {
   /* pjnath's CVE-2021-37706 was a reason length computed as vlen - 4
    * on a shorter attribute: check before subtracting. */
   if (vlen < 4 || vlen - 4 > STUN_MAX_TEXT) return STUN_EATTRLEN;
@@ -152,10 +156,14 @@ static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_m
   /* RFC 8489 §14.8: class 3..6, number 0..99; RFC 3489 §11.2.9
    * allowed classes 1..6. */
   if (cls < (classic ? 1u : 3u) || cls > 6 || num > 99) return STUN_EBADERRCODE;
-  m->error_code = (uint16_t)(cls * 100 + num);
-  m->error_reason.ptr = v + 4;
-  m->error_reason.len = vlen - 4;
+  *code = (uint16_t)(cls * 100 + num);
+  reason->ptr = v + 4;
+  reason->len = vlen - 4;
   return 0;
+}
+
+static int read_error(const uint8_t *v, size_t vlen, bool classic, struct stun_msg *m) {
+  return read_code(v, vlen, classic, &m->error_code, &m->error_reason);
 }
 
 static void note_unknown_required(struct stun_msg *m, uint16_t type) {
@@ -230,6 +238,16 @@ static int read_attr(const uint8_t *hdr, uint16_t type, const uint8_t *v, size_t
     if ((r = need_len(vlen, 4)) == 0) m->requested_transport = v[0];
     return r;
   case STUN_ATTR_DONT_FRAGMENT: return need_len(vlen, 0);
+  case STUN_ATTR_REQUESTED_ADDRESS_FAMILY:
+    /* RFC 8656 §18.10, §18.11: family then 24 reserved bits */
+    if ((r = need_len(vlen, 4)) == 0) m->requested_family = v[0];
+    return r;
+  case STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY:
+    if ((r = need_len(vlen, 4)) == 0) m->additional_family = v[0];
+    return r;
+  case STUN_ATTR_ADDRESS_ERROR_CODE:
+    if (vlen >= 1) m->address_error_family = v[0];
+    return read_code(v, vlen, false, &m->address_error_code, &m->address_error_reason);
   case STUN_ATTR_PRIORITY:
     if ((r = need_len(vlen, 4)) == 0) m->priority = be32(v);
     return r;
@@ -288,6 +306,9 @@ static uint32_t has_bit(uint16_t type) {
   case STUN_ATTR_CHANNEL_NUMBER: return STUN_HAS_CHANNEL_NUMBER;
   case STUN_ATTR_REQUESTED_TRANSPORT: return STUN_HAS_REQUESTED_TRANSPORT;
   case STUN_ATTR_DONT_FRAGMENT: return STUN_HAS_DONT_FRAGMENT;
+  case STUN_ATTR_REQUESTED_ADDRESS_FAMILY: return STUN_HAS_REQUESTED_FAMILY;
+  case STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY: return STUN_HAS_ADDITIONAL_FAMILY;
+  case STUN_ATTR_ADDRESS_ERROR_CODE: return STUN_HAS_ADDRESS_ERROR;
   }
   return 0;
 }
@@ -353,10 +374,17 @@ int stun_read(const uint8_t *data, size_t len, struct stun_msg *m) {
       if (type < 0x8000) note_unknown_required(m, type);
       continue;
     }
-    /* RFC 8489 §14: only the first occurrence is processed. */
+    /* RFC 8489 §14: only the first occurrence is processed; but a dual
+     * allocation answers with two XOR-RELAYED-ADDRESS (RFC 8656 §7.3). */
+    if (bit == STUN_HAS_XOR_RELAYED && (m->has & bit) && m->n_relayed == 1) {
+      if ((r = read_addr(data, v, vlen, true, &m->xor_relayed2)) < 0) return r;
+      m->n_relayed = 2;
+      continue;
+    }
     if (m->has & bit) continue;
     if ((r = read_attr(data, type, v, vlen, off, m)) < 0) return r;
     m->has |= bit;
+    if (bit == STUN_HAS_XOR_RELAYED) m->n_relayed = 1;
   }
   return 0;
 }

@@ -74,36 +74,39 @@ enum stun_method {
 /* Attribute types.  Below 0x8000 comprehension-required, above optional
  * (RFC 8489 §14). */
 enum stun_attr_type {
-  STUN_ATTR_MAPPED_ADDRESS = 0x0001,           /* RFC 8489 §14.1 */
-  STUN_ATTR_RESPONSE_ADDRESS = 0x0002,         /* RFC 3489 §11.2.2, never honoured */
-  STUN_ATTR_CHANGE_REQUEST = 0x0003,           /* RFC 5780 §7.2 */
-  STUN_ATTR_SOURCE_ADDRESS = 0x0004,           /* RFC 3489 §11.2.5 */
-  STUN_ATTR_CHANGED_ADDRESS = 0x0005,          /* RFC 3489 §11.2.3 */
-  STUN_ATTR_USERNAME = 0x0006,                 /* RFC 8489 §14.3 */
-  STUN_ATTR_MESSAGE_INTEGRITY = 0x0008,        /* RFC 8489 §14.5 */
-  STUN_ATTR_ERROR_CODE = 0x0009,               /* RFC 8489 §14.8 */
-  STUN_ATTR_UNKNOWN_ATTRIBUTES = 0x000A,       /* RFC 8489 §14.13 */
-  STUN_ATTR_CHANNEL_NUMBER = 0x000C,           /* RFC 8656 §18.1 */
-  STUN_ATTR_LIFETIME = 0x000D,                 /* RFC 8656 §18.2 */
-  STUN_ATTR_XOR_PEER_ADDRESS = 0x0012,         /* RFC 8656 §18.3 */
-  STUN_ATTR_DATA = 0x0013,                     /* RFC 8656 §18.4 */
-  STUN_ATTR_REALM = 0x0014,                    /* RFC 8489 §14.9 */
-  STUN_ATTR_NONCE = 0x0015,                    /* RFC 8489 §14.10 */
-  STUN_ATTR_MESSAGE_INTEGRITY_SHA256 = 0x001C, /* RFC 8489 §14.6 */
-  STUN_ATTR_XOR_RELAYED_ADDRESS = 0x0016,      /* RFC 8656 §18.5 */
-  STUN_ATTR_REQUESTED_TRANSPORT = 0x0019,      /* RFC 8656 §18.7 */
-  STUN_ATTR_DONT_FRAGMENT = 0x001A,            /* RFC 8656 §18.8 */
-  STUN_ATTR_XOR_MAPPED_ADDRESS = 0x0020,       /* RFC 8489 §14.2 */
-  STUN_ATTR_PRIORITY = 0x0024,                 /* RFC 8445 §16.1 */
-  STUN_ATTR_USE_CANDIDATE = 0x0025,            /* RFC 8445 §16.1 */
-  STUN_ATTR_PADDING = 0x0026,                  /* RFC 5780 §7.6 */
-  STUN_ATTR_RESPONSE_PORT = 0x0027,            /* RFC 5780 §7.5 */
-  STUN_ATTR_SOFTWARE = 0x8022,                 /* RFC 8489 §14.14 */
-  STUN_ATTR_FINGERPRINT = 0x8028,              /* RFC 8489 §14.7 */
-  STUN_ATTR_ICE_CONTROLLED = 0x8029,           /* RFC 8445 §16.1 */
-  STUN_ATTR_ICE_CONTROLLING = 0x802A,          /* RFC 8445 §16.1 */
-  STUN_ATTR_RESPONSE_ORIGIN = 0x802B,          /* RFC 5780 §7.3 */
-  STUN_ATTR_OTHER_ADDRESS = 0x802C,            /* RFC 5780 §7.4 */
+  STUN_ATTR_MAPPED_ADDRESS = 0x0001,            /* RFC 8489 §14.1 */
+  STUN_ATTR_RESPONSE_ADDRESS = 0x0002,          /* RFC 3489 §11.2.2, never honoured */
+  STUN_ATTR_CHANGE_REQUEST = 0x0003,            /* RFC 5780 §7.2 */
+  STUN_ATTR_SOURCE_ADDRESS = 0x0004,            /* RFC 3489 §11.2.5 */
+  STUN_ATTR_CHANGED_ADDRESS = 0x0005,           /* RFC 3489 §11.2.3 */
+  STUN_ATTR_USERNAME = 0x0006,                  /* RFC 8489 §14.3 */
+  STUN_ATTR_MESSAGE_INTEGRITY = 0x0008,         /* RFC 8489 §14.5 */
+  STUN_ATTR_ERROR_CODE = 0x0009,                /* RFC 8489 §14.8 */
+  STUN_ATTR_UNKNOWN_ATTRIBUTES = 0x000A,        /* RFC 8489 §14.13 */
+  STUN_ATTR_CHANNEL_NUMBER = 0x000C,            /* RFC 8656 §18.1 */
+  STUN_ATTR_LIFETIME = 0x000D,                  /* RFC 8656 §18.2 */
+  STUN_ATTR_XOR_PEER_ADDRESS = 0x0012,          /* RFC 8656 §18.3 */
+  STUN_ATTR_DATA = 0x0013,                      /* RFC 8656 §18.4 */
+  STUN_ATTR_REALM = 0x0014,                     /* RFC 8489 §14.9 */
+  STUN_ATTR_NONCE = 0x0015,                     /* RFC 8489 §14.10 */
+  STUN_ATTR_MESSAGE_INTEGRITY_SHA256 = 0x001C,  /* RFC 8489 §14.6 */
+  STUN_ATTR_XOR_RELAYED_ADDRESS = 0x0016,       /* RFC 8656 §18.5 */
+  STUN_ATTR_REQUESTED_ADDRESS_FAMILY = 0x0017,  /* RFC 8656 §18.10 */
+  STUN_ATTR_REQUESTED_TRANSPORT = 0x0019,       /* RFC 8656 §18.7 */
+  STUN_ATTR_DONT_FRAGMENT = 0x001A,             /* RFC 8656 §18.8 */
+  STUN_ATTR_XOR_MAPPED_ADDRESS = 0x0020,        /* RFC 8489 §14.2 */
+  STUN_ATTR_PRIORITY = 0x0024,                  /* RFC 8445 §16.1 */
+  STUN_ATTR_USE_CANDIDATE = 0x0025,             /* RFC 8445 §16.1 */
+  STUN_ATTR_PADDING = 0x0026,                   /* RFC 5780 §7.6 */
+  STUN_ATTR_RESPONSE_PORT = 0x0027,             /* RFC 5780 §7.5 */
+  STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY = 0x8000, /* RFC 8656 §18.11 */
+  STUN_ATTR_ADDRESS_ERROR_CODE = 0x8001,        /* RFC 8656 §18.12 */
+  STUN_ATTR_SOFTWARE = 0x8022,                  /* RFC 8489 §14.14 */
+  STUN_ATTR_FINGERPRINT = 0x8028,               /* RFC 8489 §14.7 */
+  STUN_ATTR_ICE_CONTROLLED = 0x8029,            /* RFC 8445 §16.1 */
+  STUN_ATTR_ICE_CONTROLLING = 0x802A,           /* RFC 8445 §16.1 */
+  STUN_ATTR_RESPONSE_ORIGIN = 0x802B,           /* RFC 5780 §7.3 */
+  STUN_ATTR_OTHER_ADDRESS = 0x802C,             /* RFC 5780 §7.4 */
 };
 
 #define STUN_FAMILY_IPV4 0x01 /* RFC 8489 §14.1 */
@@ -194,6 +197,9 @@ enum stun_has {
   STUN_HAS_CHANNEL_NUMBER = 1u << 26,
   STUN_HAS_REQUESTED_TRANSPORT = 1u << 27,
   STUN_HAS_DONT_FRAGMENT = 1u << 28,
+  STUN_HAS_REQUESTED_FAMILY = 1u << 29, /* REQUESTED-ADDRESS-FAMILY */
+  STUN_HAS_ADDITIONAL_FAMILY = 1u << 30,
+  STUN_HAS_ADDRESS_ERROR = 1u << 31,
 };
 
 /* RFC 8656 §12: channel numbers 0x4000 through 0x4FFF. */
@@ -229,6 +235,17 @@ struct stun_msg {
   /* TURN: the first XOR-PEER-ADDRESS only (a CreatePermission may list
    * several; natpunch sends one per request). */
   struct stun_addr xor_peer, xor_relayed;
+  /* A dual allocation (ADDITIONAL-ADDRESS-FAMILY, RFC 8656 §7.3) answers
+   * with two XOR-RELAYED-ADDRESS: the second goes here, n_relayed = 2. */
+  struct stun_addr xor_relayed2;
+  uint8_t n_relayed;
+  /* RFC 8656 §18.10-18.12: the family bytes as sent (STUN_FAMILY_IPV4,
+   * STUN_FAMILY_IPV6; any other value is kept for the server to refuse
+   * with 440), and ADDRESS-ERROR-CODE: the family whose allocation
+   * failed, its code (100 * class + number) and reason. */
+  uint8_t requested_family, additional_family, address_error_family;
+  uint16_t address_error_code;
+  struct stun_bytes address_error_reason;
   struct stun_bytes data;
   uint32_t lifetime;           /* seconds */
   uint16_t channel_number;     /* 0x4000..0x4FFF */
@@ -308,6 +325,13 @@ void stun_put_padding(struct stun_writer *w, size_t len);
 void stun_put_channel_number(struct stun_writer *w, uint16_t channel);
 /* RFC 8656 §18.7: protocol number then 24 reserved bits. */
 void stun_put_requested_transport(struct stun_writer *w, uint8_t protocol);
+/* REQUESTED-ADDRESS-FAMILY or ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.10,
+ * §18.11): family then 24 reserved bits; STUN_EINVAL for another type or
+ * a family other than STUN_FAMILY_IPV4/IPV6. */
+void stun_put_address_family(struct stun_writer *w, uint16_t type, uint8_t family);
+/* ADDRESS-ERROR-CODE (RFC 8656 §18.12): like ERROR-CODE, with the family
+ * in the first byte. */
+void stun_put_address_error(struct stun_writer *w, uint8_t family, int code, const char *reason);
 void stun_put_integrity(struct stun_writer *w, const void *key, size_t keylen);
 void stun_put_integrity_sha256(struct stun_writer *w, const void *key, size_t keylen);
 void stun_put_fingerprint(struct stun_writer *w);

@@ -155,6 +155,30 @@ void stun_put_error(struct stun_writer *w, int code, const char *reason) {
   if (rlen > 0) memcpy(p + 4, reason, rlen);
 }
 
+void stun_put_address_family(struct stun_writer *w, uint16_t type, uint8_t family) {
+  if ((type != STUN_ATTR_REQUESTED_ADDRESS_FAMILY && type != STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY) ||
+      (family != STUN_FAMILY_IPV4 && family != STUN_FAMILY_IPV6)) {
+    fail(w, STUN_EINVAL);
+    return;
+  }
+  stun_put_u32(w, type, (uint32_t)family << 24);
+}
+
+void stun_put_address_error(struct stun_writer *w, uint8_t family, int code, const char *reason) {
+  size_t rlen = reason != NULL ? strlen(reason) : 0;
+  if (code < 300 || code > 699 || rlen > STUN_MAX_TEXT ||
+      (family != STUN_FAMILY_IPV4 && family != STUN_FAMILY_IPV6)) {
+    fail(w, STUN_EINVAL);
+    return;
+  }
+  uint8_t *p = reserve(w, STUN_ATTR_ADDRESS_ERROR_CODE, 4 + rlen);
+  if (p == NULL) return;
+  p[0] = family;
+  p[2] = (uint8_t)(code / 100);
+  p[3] = (uint8_t)(code % 100);
+  if (rlen > 0) memcpy(p + 4, reason, rlen);
+}
+
 void stun_put_unknown(struct stun_writer *w, const uint16_t *types, size_t n) {
   if (types == NULL && n > 0) {
     fail(w, STUN_EINVAL);

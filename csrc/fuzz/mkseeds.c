@@ -62,6 +62,41 @@ static const struct {
 };
 #define N_VECS (sizeof vecs / sizeof vecs[0])
 
+/* TURN over IPv6 (RFC 8656 §7.3, §18.10-18.12): an Allocate asking for
+ * an IPv6 relayed address (and a dual one), its answer with two
+ * XOR-RELAYED-ADDRESS, one whose IPv6 half failed, and a ChannelBind
+ * toward an IPv6 peer. */
+static void turn6_seeds(uint8_t *buf, size_t cap) {
+  static const uint8_t tid[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+  struct stun_writer w;
+  struct stun_addr r4, r6;
+  stun_addr_parse("198.51.100.2", 49152, &r4);
+  stun_addr_parse("2001:db8::12", 49153, &r6);
+  stun_writer_init(&w, buf, cap, STUN_METHOD_ALLOCATE, STUN_CLASS_REQUEST, tid, 12);
+  stun_put_requested_transport(&w, STUN_TRANSPORT_UDP);
+  stun_put_address_family(&w, STUN_ATTR_REQUESTED_ADDRESS_FAMILY, STUN_FAMILY_IPV6);
+  stun_put_fingerprint(&w);
+  put("stun_read", "turn-allocate-v6", buf, (size_t)stun_writer_finish(&w));
+  stun_writer_init(&w, buf, cap, STUN_METHOD_ALLOCATE, STUN_CLASS_REQUEST, tid, 12);
+  stun_put_requested_transport(&w, STUN_TRANSPORT_UDP);
+  stun_put_address_family(&w, STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY, STUN_FAMILY_IPV6);
+  put("stun_read", "turn-allocate-dual", buf, (size_t)stun_writer_finish(&w));
+  stun_writer_init(&w, buf, cap, STUN_METHOD_ALLOCATE, STUN_CLASS_SUCCESS, tid, 12);
+  stun_put_addr(&w, STUN_ATTR_XOR_RELAYED_ADDRESS, &r4);
+  stun_put_addr(&w, STUN_ATTR_XOR_RELAYED_ADDRESS, &r6);
+  stun_put_addr(&w, STUN_ATTR_XOR_MAPPED_ADDRESS, &r6);
+  stun_put_u32(&w, STUN_ATTR_LIFETIME, 600);
+  put("stun_read", "turn-allocated-dual", buf, (size_t)stun_writer_finish(&w));
+  stun_writer_init(&w, buf, cap, STUN_METHOD_ALLOCATE, STUN_CLASS_SUCCESS, tid, 12);
+  stun_put_addr(&w, STUN_ATTR_XOR_RELAYED_ADDRESS, &r4);
+  stun_put_address_error(&w, STUN_FAMILY_IPV6, 440, "Address Family not Supported");
+  put("stun_read", "turn-allocated-v6-failed", buf, (size_t)stun_writer_finish(&w));
+  stun_writer_init(&w, buf, cap, STUN_METHOD_CHANNEL_BIND, STUN_CLASS_REQUEST, tid, 12);
+  stun_put_channel_number(&w, 0x4000);
+  stun_put_addr(&w, STUN_ATTR_XOR_PEER_ADDRESS, &r6);
+  put("stun_read", "turn-channel-bind-v6", buf, (size_t)stun_writer_finish(&w));
+}
+
 static void stun_seeds(void) {
   uint8_t buf[2048];
   for (size_t i = 0; i < N_VECS; i++) put("stun_read", vecs[i].name, vecs[i].p, vecs[i].len);
@@ -74,6 +109,7 @@ static void stun_seeds(void) {
   size_t n = craft(buf, 0x0001, NULL, 0);
   buf[n] = 0xAA;
   put("stun_read", "trailing-1", buf, n + 1);
+  turn6_seeds(buf, sizeof buf);
 
   /* integrity: [klen][key][flip u16][mask u8][message] */
   uint8_t in[2048];

@@ -129,6 +129,18 @@ static void set_int(lua_State *L, const char *field, lua_Integer v) {
   lua_setfield(L, -2, field);
 }
 
+/* An address family byte (RFC 8656 §18.10-18.12): "inet", "inet6", or
+ * the number when it is neither. */
+static void set_family(lua_State *L, const char *field, uint8_t family) {
+  if (family == STUN_FAMILY_IPV4)
+    lua_pushstring(L, "inet");
+  else if (family == STUN_FAMILY_IPV6)
+    lua_pushstring(L, "inet6");
+  else
+    lua_pushinteger(L, family);
+  lua_setfield(L, -2, field);
+}
+
 static void set_bool(lua_State *L, const char *field, int v) {
   lua_pushboolean(L, v);
   lua_setfield(L, -2, field);
@@ -166,6 +178,7 @@ static int stun_decode(lua_State *L) {
 
   for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
     if (m.has & addr_attrs[i].has) set_addr(L, addr_attrs[i].name, msg_addr(&m, &addr_attrs[i]));
+  if (m.n_relayed == 2) set_addr(L, "xor_relayed_address2", &m.xor_relayed2);
   for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
     if (m.has & bytes_attrs[i].has)
       set_bytes(L, bytes_attrs[i].name, msg_bytes(&m, &bytes_attrs[i]));
@@ -193,6 +206,17 @@ static int stun_decode(lua_State *L) {
   if (m.has & STUN_HAS_REQUESTED_TRANSPORT)
     set_int(L, "requested_transport", m.requested_transport);
   if (m.has & STUN_HAS_DONT_FRAGMENT) set_bool(L, "dont_fragment", 1);
+  if (m.has & STUN_HAS_REQUESTED_FAMILY)
+    set_family(L, "requested_address_family", m.requested_family);
+  if (m.has & STUN_HAS_ADDITIONAL_FAMILY)
+    set_family(L, "additional_address_family", m.additional_family);
+  if (m.has & STUN_HAS_ADDRESS_ERROR) {
+    lua_createtable(L, 0, 3);
+    set_family(L, "family", m.address_error_family);
+    set_int(L, "code", m.address_error_code);
+    set_bytes(L, "reason", m.address_error_reason);
+    lua_setfield(L, -2, "address_error");
+  }
   /* 64-bit tie-breakers: Lua integers are 64-bit, so they wrap to
    * negative above 2^63 and encode() maps them back */
   if (m.has & STUN_HAS_ICE_CONTROLLED) set_int(L, "ice_controlled", (lua_Integer)m.ice_controlled);
@@ -301,6 +325,53 @@ static void put_error_field(lua_State *L, struct stun_writer *w) {
       reason = lua_tostring(L, -1);
     }
     stun_put_error(w, (int)code, reason);
+    lua_settop(L, t);
+  }
+  lua_pop(L, 1);
+}
+
+/* "inet" or "inet6" on top of the stack: its family byte; `what` names it
+ * in the error. */
+static uint8_t check_family(lua_State *L, const char *what) {
+  const char *f = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+  if (strcmp(f, "inet") == 0) return STUN_FAMILY_IPV4;
+  if (strcmp(f, "inet6") == 0) return STUN_FAMILY_IPV6;
+  return (uint8_t)luaL_error(L, "%s: \"inet\" or \"inet6\" expected", what);
+}
+
+/* REQUESTED-ADDRESS-FAMILY, ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.10,
+ * §18.11): msg.requested_address_family = "inet" | "inet6", ... */
+static void put_family_field(lua_State *L, struct stun_writer *w, const char *name, uint16_t type) {
+  if (field(L, 1, name) != LUA_TNIL) {
+    const char *what = lua_pushfstring(L, "msg.%s", name);
+    lua_pushvalue(L, -2);
+    uint8_t fam = check_family(L, what);
+    lua_pop(L, 2);
+    stun_put_address_family(w, type, fam);
+  }
+  lua_pop(L, 1);
+}
+
+/* ADDRESS-ERROR-CODE (RFC 8656 §18.12): msg.address_error = {family=,
+ * code=, reason=}. */
+static void put_address_error_field(lua_State *L, struct stun_writer *w) {
+  if (field(L, 1, "address_error") != LUA_TNIL) {
+    if (!lua_istable(L, -1))
+      luaL_error(L, "msg.address_error: table {family=, code=, reason=} expected, got %s",
+                 luaL_typename(L, -1));
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "family");
+    uint8_t fam = check_family(L, "msg.address_error.family");
+    lua_getfield(L, t, "code");
+    lua_Integer code = check_int(L, "msg.address_error.", "code", 300, 699);
+    lua_getfield(L, t, "reason");
+    const char *reason = NULL;
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "msg.address_error.reason: string expected, got %s", luaL_typename(L, -1));
+      reason = lua_tostring(L, -1);
+    }
+    stun_put_address_error(w, fam, (int)code, reason);
     lua_settop(L, t);
   }
   lua_pop(L, 1);
@@ -466,12 +537,17 @@ static int build(lua_State *L, const struct header *h, const char *key, size_t k
   stun_writer_init(&w, buf, cap, h->method, h->cls, h->tid, h->tid_len);
   for (size_t i = 0; i < N_ATTRS(addr_attrs); i++)
     put_addr_field(L, &w, addr_attrs[i].name, addr_attrs[i].type);
+  /* the second relayed address of a dual allocation (RFC 8656 §7.3) */
+  put_addr_field(L, &w, "xor_relayed_address2", STUN_ATTR_XOR_RELAYED_ADDRESS);
   for (size_t i = 0; i < N_ATTRS(bytes_attrs); i++)
     put_string_field(L, &w, bytes_attrs[i].name, bytes_attrs[i].type);
   put_error_field(L, &w);
   put_unknown_field(L, &w);
   put_change_field(L, &w);
   for (size_t i = 0; i < N_ATTRS(int_attrs); i++) put_int_field(L, &w, &int_attrs[i]);
+  put_family_field(L, &w, "requested_address_family", STUN_ATTR_REQUESTED_ADDRESS_FAMILY);
+  put_family_field(L, &w, "additional_address_family", STUN_ATTR_ADDITIONAL_ADDRESS_FAMILY);
+  put_address_error_field(L, &w);
   put_string_field(L, &w, software_attr.name, software_attr.type);
   /* RFC 8489 §14.5-14.7: MESSAGE-INTEGRITY, then -SHA256, then
    * FINGERPRINT, last */

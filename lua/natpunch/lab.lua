@@ -79,6 +79,7 @@ end
 -- The description of `natpunch lab up` (lab/plan.lua).
 lab.standard = plan.standard
 lab.iface = plan.iface
+lab.relay6 = plan.relay6
 
 ---------------------------------------------------------------------------
 -- the topology object (building: lab/build.lua)

@@ -35,7 +35,7 @@ local CHANNEL_FIRST, CHANNEL_LAST = 0x4000, 0x43FF   -- np_udp_relay.c's range
 local MAX_CHANNELS = 16
 
 local OPTIONS = { udp = true, server = true, username = true, password = true, secret = true,
-  id = true, ttl = true, lifetime = true, software = true, on_event = true }
+  id = true, ttl = true, lifetime = true, software = true, on_event = true, family = true }
 
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
@@ -151,25 +151,44 @@ function Client:handle(data, ip, port)
   return true
 end
 
---- Allocates a relayed transport address: relayed "ip:port", mapped
--- "ip:port" (the client's server-reflexive address); or nil, message, code.
+--- Allocates a relayed transport address of the client's family
+-- (opts.family): relayed "ip:port", mapped "ip:port" (the client's
+-- server-reflexive address); or nil, message, code.  An IPv6 relayed
+-- address, or an IPv4 one from a server reached over IPv6, is asked for
+-- with REQUESTED-ADDRESS-FAMILY (RFC 8656 §7.1, §18.10); a server without
+-- relay addresses of that family answers 440 (code "ETURN440").
 function Client:allocate()
-  local m, err, code = self:_request({ method = "allocate", requested_transport = 17,
-    lifetime = self.lifetime }, "allocate")
+  local req = { method = "allocate", requested_transport = 17, lifetime = self.lifetime }
+  if self.family ~= "inet" or addr.family(self.server_ip) ~= "inet" then
+    req.requested_address_family = self.family
+  end
+  local m, err, code = self:_request(req, "allocate")
   if not m then return nil, err, code end
   local r, x = m.xor_relayed_address, m.xor_mapped_address
   if not r then return nil, "allocate: no XOR-RELAYED-ADDRESS in the answer", "EPROTO" end
+  if r.family ~= self.family then
+    -- (RFC 8656 §7.3: the relayed address has the family asked for)
+    return nil, ("allocate: asked for an %s relayed address, got %s"):format(self.family,
+      addr.format(r.ip, r.port)), "EPROTO"
+  end
   self.relayed = addr.format(r.ip, r.port)
   self.mapped = x and addr.format(x.ip, x.port) or nil
   self.lifetime = m.lifetime or self.lifetime
   self:_emit{ event = "relay_allocated", relayed = self.relayed, mapped = self.mapped,
-    server = self.server, lifetime = self.lifetime }
+    server = self.server, lifetime = self.lifetime, family = self.family }
   self:_start_refresh()
   return self.relayed, self.mapped
 end
 
 --- CreatePermission for a peer IP (RFC 8656 §9): true or nil, message, code.
+-- The peer must have the relayed address's family: a TURN server relays
+-- IPv4 to IPv4 and IPv6 to IPv6 only (RFC 8656 §9.1, error 443; coturn
+-- likewise), so another family is refused here without asking.
 function Client:permit(ip)
+  if addr.family(ip) ~= self.family then
+    return nil, ("create permission: peer %s is not %s like the relayed address"):format(ip, self.family),
+      "ETURN443"
+  end
   local m, err, code = self:_request({ method = "create_permission",
     xor_peer_address = { ip = ip, port = 0 } }, "create permission")
   if not m then return nil, err, code end
@@ -264,7 +283,8 @@ Client.__gc = function(self) if self.own_udp and not self.closed then self.udp:c
 -- allocate from (its owner passes STUN packets to handle); without it the
 -- client binds its own.  Credentials: username + password, or secret + id
 -- (REST API, opts.ttl seconds, default 86400).  opts.lifetime (s, default
--- 600), opts.software, opts.on_event(ev).
+-- 600), opts.software, opts.on_event(ev), opts.family: "inet" or "inet6",
+-- the family of the relayed address to allocate (default: the server's).
 function turn.client(opts)
   assert(type(opts) == "table", "turn.client: options table expected")
   for k in pairs(opts) do
@@ -272,7 +292,12 @@ function turn.client(opts)
   end
   local ip, port = addr.parse(opts.server or "")
   if not ip then error("turn.client: server: " .. tostring(port), 2) end
+  local family = opts.family or addr.family(ip)
+  if family ~= "inet" and family ~= "inet6" then
+    error("turn.client: family: \"inet\" or \"inet6\" expected, got " .. tostring(opts.family), 2)
+  end
   local self = setmetatable({ server = addr.format(ip, port), server_ip = ip, server_port = port,
+    family = family,
     lifetime = opts.lifetime or LIFETIME, software = opts.software, on_event = opts.on_event,
     pending = {}, permitted = {}, channels = {}, unbound = {}, n_channels = 0, next_channel = CHANNEL_FIRST },
     Client)

@@ -271,7 +271,7 @@ function Topology:_load_rules(n, head, suffix)
     tcp_unsolicited = n.tcp_unsolicited, tcp_allow = n.tcp_allow,
     forward = n.forward })
   -- the IPv6 firewall once, at the first load (set_nat_type swaps the ip table only)
-  if n.ipv6 and head == "" then rules = rules .. nft.firewall6() end
+  if n.ipv6 and head == "" then rules = rules .. (n.nat6 and nft.nat66(n.addr6) or nft.firewall6()) end
   local path = state.log_path(self.prefix, n.name .. suffix)
   state.append(self.prefix, "log", path)
   local f = assert(io.open(path, "w"))

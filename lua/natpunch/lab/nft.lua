@@ -230,4 +230,41 @@ function nft.firewall6()
   }, "\n")
 end
 
+--- The IPv6 side of a router with nat6 = "sym": a symmetric NAT66 in
+-- front of the same stateful firewall.  Every new UDP or TCP flow leaving
+-- the LAN gets the router's WAN address `addr6` and a random port
+-- (fully-random: the mapping depends on the destination, like the
+-- symmetric NAT of nat_types), so two peers behind such routers cannot
+-- predict each other's ports and have no direct path; what nobody inside
+-- asked for is dropped and counted, toward the LAN's own addresses
+-- (forward) as toward the router's (input).  ICMPv6 (neighbour
+-- discovery, errors) keeps the plain address translation.
+function nft.nat66(addr6)
+  assert(type(addr6) == "string" and addr6:find(":", 1, true), "nft.nat66: an IPv6 address expected")
+  return table.concat({
+    "table ip6 natpunch6 {",
+    "  chain prerouting {",
+    "    type nat hook prerouting priority dstnat; policy accept;",
+    "  }",
+    "  chain postrouting {",
+    "    type nat hook postrouting priority srcnat; policy accept;",
+    ('    oifname "wan" meta l4proto { udp, tcp } snat to %s fully-random'):format(addr6),
+    ('    oifname "wan" snat to %s'):format(addr6),
+    "  }",
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy drop;",
+    "    ct state established,related accept",
+    '    iifname "lan" oifname "wan" accept',
+    '    iifname "wan" counter drop comment "unsolicited"',
+    "  }",
+    "  chain input {",
+    "    type filter hook input priority filter; policy accept;",
+    "    ct state established,related accept",
+    ('    iifname "wan" ip6 daddr %s meta l4proto { udp, tcp } counter drop comment "unsolicited"'):format(addr6),
+    "  }",
+    "}",
+    "",
+  }, "\n")
+end
+
 return nft

@@ -280,6 +280,13 @@ function plan.make(desc)
         n.tcp_allow[#n.tcp_allow + 1] = a
       end
     end
+    -- IPv6 through a symmetric NAT66 (nft.nat66) rather than the plain
+    -- firewall: no direct IPv6 path between two such LANs
+    if spec.nat6 ~= nil then
+      if spec.nat6 ~= "sym" then error(("lab: %s: nat6 must be \"sym\""):format(spec.name), 3) end
+      if spec.ipv6 ~= true then error(("lab: %s: nat6 needs ipv6 = true"):format(spec.name), 3) end
+      n.nat6 = spec.nat6
+    end
     -- the LAN first, so a NAT's own outer address cannot land in it
     local lan = spec.lan or ("198.18.%d.0/24"):format(i)
     n.lan_net, n.lan_len = ip4.check_lan(lan, spec.name)
@@ -375,6 +382,31 @@ function plan.iface(opts)
       { name = "y", behind = "f2", ipv6 = "only" },
       { name = "d1", behind = "f1", ipv6 = true },
       { name = "d2", behind = "f2", ipv6 = true },
+    },
+  }
+end
+
+-- The lab of spec/relay6_lab_spec.lua (docs/LAB.md "TURN over IPv6"):
+--   s1 203.0.113.2 + 2001:db8::11    rendezvous (IPv4 and IPv6)
+--   s2 198.51.100.2 + 2001:db8::12   TURN (coturn) on both families
+--   f1 sym 203.0.113.11, LAN 198.18.1.0/24 + 2001:db8:1::/64, symmetric NAT66: x (IPv6 only)
+--   f2 sym 203.0.113.12, LAN 198.18.2.0/24 + 2001:db8:2::/64, symmetric NAT66: y (IPv6 only)
+--   nb sym 203.0.113.13, LAN 198.18.3.0/24: b (IPv4 only)
+function plan.relay6(opts)
+  opts = opts or {}
+  return {
+    prefix = opts.prefix,
+    nats = {
+      { name = "f1", type = "sym", public = "203.0.113.11", lan = "198.18.1.0/24", ipv6 = true, nat6 = "sym" },
+      { name = "f2", type = "sym", public = "203.0.113.12", lan = "198.18.2.0/24", ipv6 = true, nat6 = "sym" },
+      { name = "nb", type = "sym", public = "203.0.113.13", lan = "198.18.3.0/24" },
+    },
+    hosts = {
+      { name = "s1", public = "203.0.113.2", ipv6 = true },
+      { name = "s2", public = "198.51.100.2", ipv6 = true },
+      { name = "x", behind = "f1", ipv6 = "only" },
+      { name = "y", behind = "f2", ipv6 = "only" },
+      { name = "b", behind = "nb" },
     },
   }
 end

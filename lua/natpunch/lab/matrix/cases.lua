@@ -121,6 +121,9 @@ unit{ name = "hard-ipv6-only", unit = "iface", variant = "v6only", a = "fw6", b 
 unit{ name = "hard-dual-stack", unit = "iface", variant = "dualstack", a = "sym + fw6", b = "sym + fw6",
   connector = "d1", acceptor = "d2", method = "udp", path = "private",
   title = "dual-stack sym -> sym via udp over IPv6 (not the IPv4 relay)" }
+unit{ name = "hard-relay-ipv6", unit = "relay6", a = "sym NAT66", b = "sym NAT66",
+  connector = "x", acceptor = "y", method = "relay", path = "relay",
+  title = "IPv6-only, sym NAT66 -> sym NAT66 via relay (coturn on IPv6)" }
 end
 
 -- The cases of the registry as it is now (rebuilt when it changed).
