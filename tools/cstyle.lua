@@ -16,6 +16,7 @@ local FORMATTED = {
   "csrc/core/punch.c", "csrc/core/punch.h", "csrc/core/touch.c", "csrc/core/touch.h",
   "csrc/fuzz/fuzz_punch.c", "csrc/fuzz/fuzz_touch.c", "csrc/lua/np_udp.c", "csrc/lua/np_udp.h",
   "csrc/lua/np_udp_batch.c", "csrc/lua/np_udp_path.c", "csrc/lua/np_udp_punch.c",
+  "csrc/lua/np_udp_recv.c", "csrc/lua/np_udp_recv.h",
   "csrc/lua/np_udp_relay.c", "csrc/lua/np_udp_touch.c", "csrc/test/test_punch.c",
   "csrc/test/test_touch.c",
   "bench/ipv4_port.h", "bench/loadgen.c", "bench/stun_raw.c", "bench/udp_blast.c",

@@ -798,6 +798,10 @@ int touch_idle(const touch_peer *p) {
   return p->slots_used == 0 && p->qcount == 0 && !touch_acks_due(p);
 }
 
+const touch_stats *touch_counters(const touch_peer *p) {
+  return &p->stats;
+}
+
 void touch_get_stats(const touch_peer *p, touch_stats *out) {
   *out = p->stats;
   out->srtt_ms = p->have_rtt ? (uint32_t)((p->srtt_us + 500) / 1000) : 0;

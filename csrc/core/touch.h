@@ -204,5 +204,10 @@ typedef struct touch_stats {
 } touch_stats;
 
 void touch_get_stats(const touch_peer *p, touch_stats *out);
+/* The counters of touch_stats (sent .. fast_retransmits) in place, without
+ * the derived fields (srtt_ms .. ssthresh, left 0): a read without a copy
+ * for a caller that follows one counter across a call (the binding's
+ * per-frame duplicate count).  Valid as long as p. */
+const touch_stats *touch_counters(const touch_peer *p);
 
 #endif

@@ -33,7 +33,7 @@
  * (spec/cdeps_spec.lua checks nm -D). */
 #define NP_EXPORT __attribute__((visibility("default")))
 
-/* Size of the shared receive buffer: libuv's recvmmsg path (UV_UDP_RECVMMSG)
+/* Size of the shared receive buffer: the UDP receive path (np_udp_recv.c)
  * cuts the buffer into 64 KiB slots, one per datagram, so this allows
  * batches of up to 16 datagrams per system call. */
 #define NP_RECV_SLOT  (64 * 1024)

@@ -1,7 +1,7 @@
 /*
  * np_udp.c - UDP sockets: bind (with SO_REUSEADDR/SO_REUSEPORT and an
- * optional interface), batched receive (UV_UDP_RECVMMSG), send, and the
- * receive demux by first byte (RFC 7983 style, see wire.h):
+ * optional interface), batched receive (recvmmsg, np_udp_recv.c), send, and
+ * the receive demux by first byte (RFC 7983 style, see wire.h):
  *   STUN -> answered in C when the socket is a STUN server, else delivered
  *   CONTROL / DATA -> delivered to Lua without the frame byte
  *   a byte an engine registered (touch, punch) -> that engine's input
@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include "addr.h"
 #include "np_udp.h"
+#include "np_udp_recv.h"
 #include "stun.h"
 #include "wire.h"
 
@@ -57,6 +58,7 @@ static void udp_free(np_handle *h) {
   for (const np_udp_engine *const *e = u->engines; *e; e++)
     if ((*e)->free) (*e)->free(u);
   u->in_batch = 0;
+  np_recv_close(&u->recv); /* closed with the state (walk_close) */
   if (u->timer) uv_close((uv_handle_t *)u->timer, free_timer);
   u->timer = NULL;
 }
@@ -69,7 +71,7 @@ static int udp_new(lua_State *L) {
   for (unsigned i = 0; u->engines[i]; i++)
     for (unsigned k = 0; k < u->engines[i]->nframes; k++)
       u->by_frame[u->engines[i]->frames[k]] = (uint8_t)(i + 1);
-  int rc = uv_udp_init_ex(&u->h.ctx->loop, &u->h.u.udp, AF_UNSPEC | UV_UDP_RECVMMSG);
+  int rc = uv_udp_init_ex(&u->h.ctx->loop, &u->h.u.udp, AF_UNSPEC);
   if (rc < 0) {
     *u->h.ud = NULL;
     free(u);
@@ -291,15 +293,6 @@ void np_udp_deliver_named(np_udp *u, const char *kind, const void *data, size_t 
   np_call(u->h.ctx, 5);
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  (void)suggested;
-  np_udp *u = (np_udp *)handle;
-  /* One buffer per loop is enough: datagrams are handled synchronously and
-   * nothing keeps a pointer into it after the callback returns. */
-  buf->base = u->h.ctx->recv_buf;
-  buf->len = NP_RECV_SLOT * NP_RECV_BATCH;
-}
-
 static void answer_stun(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *from) {
   uint8_t out[256];
   int len = stun_answer_binding(p, n, from, u->software[0] ? u->software : NULL, out, sizeof out);
@@ -359,37 +352,46 @@ void np_udp_input(np_udp *u, const uint8_t *p, size_t n, const struct sockaddr *
   }
 }
 
-static void on_recv(uv_udp_t *handle, ssize_t nread, const uv_buf_t *buf,
-                    const struct sockaddr *addr, unsigned flags) {
-  np_udp *u = (np_udp *)handle;
-  (void)buf;
-  /* closed from a callback inside a recvmmsg batch: libuv 1.44 still hands
-   * over the rest of the batch; the socket is gone, drop it */
-  if (uv_is_closing((uv_handle_t *)handle)) return;
-  if (addr == NULL) batch_end(u); /* UV_UDP_MMSG_FREE, nothing, or an error */
-  if (nread == 0 && addr == NULL) return;
+/* The receive path (np_udp_recv.c): each datagram of a recvmmsg batch,
+ * then the batch's end (no address) or an error.  Returns whether the rest
+ * of the batch is wanted. */
+static int on_recv(void *arg, ssize_t nread, const char *data, const struct sockaddr *addr,
+                   int truncated) {
+  np_udp *u = arg;
+  /* closed from a callback inside the batch: the socket is gone, drop the rest */
+  if (uv_is_closing(&u->h.u.handle)) return 0;
+  if (addr == NULL) batch_end(u); /* the end of the batch, nothing, or an error */
   if (nread < 0) {
     lua_State *L = np_cb_push(u->h.ctx, u->recv_cb_ref);
-    if (!L) return;
+    if (!L) return 0;
     np_push_cb_status(L, (int)nread);
     np_call(u->h.ctx, 1);
-    return;
+    return 0;
   }
-  if (!addr) return;
-  if (flags & UV_UDP_PARTIAL) {
+  if (!addr) return 0;
+  if (truncated) {
     u->st.rx_truncated++; /* larger than a slot: never happens below 64 KiB */
-    return;
+    return 1;
   }
   u->st.rx_packets++;
   u->st.rx_bytes += (uint64_t)nread;
-  /* only a recvmmsg chunk is sure to be followed by an end-of-batch call */
-  if (flags & UV_UDP_MMSG_CHUNK) u->in_batch = 1;
+  u->in_batch = 1; /* the end of the batch follows */
   struct sockaddr_storage from;
   if (u->dual && addr->sa_family == AF_INET6 && addr_copy(&from, addr) == 0) {
     addr_normalize(&from); /* an IPv4 peer of a dual-stack socket */
     addr = (const struct sockaddr *)&from;
   }
-  np_udp_input(u, (const uint8_t *)buf->base, (size_t)nread, addr);
+  np_udp_input(u, (const uint8_t *)data, (size_t)nread, addr);
+  return u->receiving && !uv_is_closing(&u->h.u.handle);
+}
+
+/* Receiving needs the socket: unbound, it is bound to 0.0.0.0:0 first
+ * (what libuv's uv_udp_recv_start did). */
+static int recv_fd(np_udp *u, uv_os_fd_t *fd) {
+  if (uv_fileno(&u->h.u.handle, fd) == 0) return 0;
+  struct sockaddr_in any = {.sin_family = AF_INET};
+  int rc = uv_udp_bind(&u->h.u.udp, (struct sockaddr *)&any, 0);
+  return rc < 0 ? rc : uv_fileno(&u->h.u.handle, fd);
 }
 
 /* udp:recv_start(cb [, {raw=bool}]); cb(err, data, host, port, kind) */
@@ -403,7 +405,9 @@ static int udp_recv_start(lua_State *L) {
   }
   np_setref(L, &u->recv_cb_ref, 2);
   if (!u->receiving) {
-    int rc = uv_udp_recv_start(&u->h.u.udp, on_alloc, on_recv);
+    uv_os_fd_t fd;
+    int rc = recv_fd(u, &fd);
+    if (rc == 0) rc = np_recv_start(&u->recv, u->h.ctx, fd, on_recv, u);
     if (rc < 0) return np_push_error(L, rc);
     u->receiving = 1;
   }
@@ -414,8 +418,8 @@ static int udp_recv_start(lua_State *L) {
 
 static int udp_recv_stop(lua_State *L) {
   np_udp *u = np_udp_check(L, 1);
-  batch_end(u); /* libuv ends the batch without telling */
-  uv_udp_recv_stop(&u->h.u.udp);
+  batch_end(u); /* the rest of a batch being handed over is dropped */
+  np_recv_stop(u->recv);
   u->receiving = 0;
   np_unpin(&u->h);
   lua_pushboolean(L, 1);
@@ -528,6 +532,7 @@ static int udp_close(lua_State *L) {
   np_handle *h = np_handle_test(L, 1, NP_UDP_MT);
   if (h) {
     batch_end((np_udp *)h);
+    np_recv_close(&((np_udp *)h)->recv); /* the port is free when this returns */
     if (lua_isfunction(L, 2)) np_setref(L, &h->close_cb_ref, 2);
     np_handle_close(h);
   }
@@ -537,7 +542,10 @@ static int udp_close(lua_State *L) {
 /* __gc and __close: as for every handle, after what a batch queued. */
 static int udp_gc(lua_State *L) {
   void **ud = lua_touserdata(L, 1);
-  if (ud && *ud) batch_end((np_udp *)*ud);
+  if (ud && *ud) {
+    batch_end((np_udp *)*ud);
+    np_recv_close(&((np_udp *)*ud)->recv);
+  }
   return np_handle_gc(L);
 }
 

@@ -84,11 +84,12 @@ struct np_udp {
   int recv_cb_ref;
   int raw; /* deliver every datagram as is, no demux */
   int receiving;
-  int stun_server;   /* answer STUN Binding requests in C */
-  char software[64]; /* SOFTWARE attribute of answers, "" for none */
+  struct np_recv *recv; /* the receive path (np_udp_recv.c), from the first recv_start */
+  int stun_server;      /* answer STUN Binding requests in C */
+  char software[64];    /* SOFTWARE attribute of answers, "" for none */
   int bound;
   int dual;     /* AF_INET6 without IPV6_V6ONLY: IPv4 as ::ffff:a.b.c.d */
-  int in_batch; /* inside one recvmmsg batch: engines may hold sends */
+  int in_batch; /* inside one recvmmsg batch (np_udp_recv.c): engines may hold sends */
   np_udp_stats st;
   uv_timer_t *timer;                   /* the engines' deadline timer, lazily */
   const np_udp_engine *const *engines; /* NULL-terminated, from np_udp_open */

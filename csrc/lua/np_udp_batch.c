@@ -1,9 +1,8 @@
 /*
  * np_udp_batch.c - batched sends on the receive fast path.
  *
- * libuv (UV_UDP_RECVMMSG) calls the receive callback once per datagram of
- * a recvmmsg(2) batch, flagged UV_UDP_MMSG_CHUNK, and then once more with
- * nread 0, no address and UV_UDP_MMSG_FREE.  A STUN server answers every
+ * The receive path (np_udp_recv.c) hands over each datagram of a
+ * recvmmsg(2) batch, and then the end of the batch.  A STUN server answers every
  * request of the batch from C, one sendto(2) each; here those answers (and
  * any other datagram sent from C meanwhile: touch frames and acks, punch
  * checks) are copied into a per-socket queue and leave together with one
@@ -20,8 +19,8 @@
  *    be queued (too large) or that Lua sends itself (np_udp_send_now, which
  *    flushes every engine) flushes the queue first, and when libuv's own send queue is not
  *    empty everything goes behind it;
- *  - the socket is flushed before it stops receiving (libuv then ends the
- *    batch without the UV_UDP_MMSG_FREE call) or closes (the fd goes);
+ *  - the socket is flushed before it stops receiving (the rest of the
+ *    batch, and its end call, are then dropped) or closes (the fd goes);
  *  - a full socket buffer (EAGAIN) or a partial sendmmsg result leaves the
  *    rest to libuv's send queue, which keeps the order too.
  *

@@ -528,12 +528,10 @@ static void touch_engine_input(np_udp *u, const uint8_t *frame, size_t len,
     }
     len -= NP_MAC_TAG;
   }
-  touch_stats before;
-  touch_get_stats(e->peer, &before);
+  const touch_stats *ts = touch_counters(e->peer); /* read in place, before and after */
+  uint64_t redundant = ts->duplicates + ts->too_old;
   int rc = touch_input(e->peer, np_now_ms(u->h.ctx), frame, len);
-  touch_stats after;
-  touch_get_stats(e->peer, &after);
-  c[C_DUPLICATES] += (after.duplicates - before.duplicates) + (after.too_old - before.too_old);
+  c[C_DUPLICATES] += ts->duplicates + ts->too_old - redundant;
   if (rc == TOUCH_EMALFORMED) c[C_MALFORMED]++;
   lru_touch(m, e, np_now_ms(u->h.ctx));
   /* the acks leave after the deliveries have reached Lua: at the end of the
@@ -559,11 +557,10 @@ static uint64_t touch_engine_tick(np_udp *u, uint64_t now) {
   for (tm_entry *e = m->act_head, *n; e; e = n) {
     n = e->act_next;
     if (touch_next_deadline(e->peer) <= now) {
-      touch_stats before, after;
-      touch_get_stats(e->peer, &before);
+      const touch_stats *ts = touch_counters(e->peer);
+      uint64_t before = ts->retransmitted;
       touch_tick(e->peer, now);
-      touch_get_stats(e->peer, &after);
-      slot(u)->counters[C_RETRANSMITS] += after.retransmitted - before.retransmitted;
+      slot(u)->counters[C_RETRANSMITS] += ts->retransmitted - before;
       drain(u, e, 0);
       if (!e->active) continue;
     }

@@ -330,6 +330,10 @@ static void test_roundtrip(suite *su) {
   CHECK(su, st.rto_ms == 240);
   touch_get_stats(b, &st);
   CHECK(su, st.delivered == 1 && st.acks_sent == 1);
+  /* touch_counters: the same counters in place, the derived fields left 0 */
+  CHECK(su, touch_counters(b)->delivered == 1 && touch_counters(b)->acks_sent == 1);
+  CHECK(su, touch_counters(a)->acked == 1 && touch_counters(a)->stale_acks == 2);
+  CHECK(su, touch_counters(a)->srtt_ms == 0 && touch_counters(a)->rto_ms == 0);
   /* Payload limits. */
   uint8_t big[1201];
   memset(big, 0x5a, sizeof big);
