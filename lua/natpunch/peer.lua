@@ -24,6 +24,7 @@ local options = require "natpunch.options"
 local auth = require "natpunch.auth"
 local server_set = require "natpunch.servers"
 local upgrade = require "natpunch.upgrade"
+local interfaces = require "natpunch.interfaces"
 
 local peer = {}
 
@@ -79,6 +80,11 @@ function Peer:_register_fields(e)
   -- our key (docs/SECURITY.md), then extra candidates first, then gathered ones
   local private = { table.unpack(self.extra_candidates) }
   for _, c in ipairs(candidates.gather(self.udp, e.ip, self.family == nil and "both" or nil)) do
+    if #private >= candidates.MAX_PRIVATE then break end
+    private[#private + 1] = c
+  end
+  -- each_interface: the sockets per interface address, and their mappings
+  for _, c in ipairs(interfaces.candidates(self.ifaces or {})) do
     if #private >= candidates.MAX_PRIVATE then break end
     private[#private + 1] = c
   end
@@ -374,6 +380,11 @@ function Peer:_prepare_methods(reply)
     if not has then self.methods[#self.methods + 1] = "relay" end
   end
   local changed = self:_measure_alloc(reply)
+  -- each_interface: every interface's socket learns its mapping (its NAT)
+  if self.ifaces and #self.ifaces > 0 then
+    if interfaces.map(self.ifaces, self.server_ip, self.server_port) then changed = true end
+    self:_emit({ event = "interfaces", candidates = table.concat(interfaces.candidates(self.ifaces), ",") })
+  end
   for _, name in ipairs(self.methods) do
     local m = method.get(name)
     if m.prepare and m.prepare(self, reply) then changed = true end
@@ -861,6 +872,7 @@ function Peer:close()
     end
   end
   self.udp:close()
+  interfaces.close(self.ifaces)
 end
 Peer.__close = Peer.close
 
@@ -877,7 +889,8 @@ Peer.__close = Peer.close
 -- Every key natpunch.peer{} accepts; any other raises.
 local KNOWN = { "id", "server", "servers", "bind", "on_message", "on_session", "on_event",
   "reuseaddr", "reuseport", "verbose", "refresh", "methods", "allow", "candidates", "encrypt", "key_file",
-  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport", "dual_stack" }
+  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport", "dual_stack",
+  "each_interface" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function peer.new(opts)
@@ -994,6 +1007,11 @@ function peer.new(opts)
   -- touches itself: a spoofed source costs no memory (issue 11)
   self.udp:touch_config{ accept = "known" }
   self.udp:recv_start(function(...) self:_on_packet(...) end)
+  -- each_interface: a socket per interface address too (natpunch.interfaces),
+  -- its packets handled as the main socket's
+  if opts.each_interface and (bip == "0.0.0.0" or bip == "::") then
+    self.ifaces = interfaces.open(addr.family(bip), function(...) self:_on_packet(...) end)
+  end
   return self
 end
 

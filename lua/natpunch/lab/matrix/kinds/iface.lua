@@ -5,6 +5,10 @@
 --              the rendezvous's IPv6 address: udp, inet6;
 --   dualhome   a dual-homed host (h: eth0 behind a symmetric NAT, eth1 on
 --              the LAN of b's port-restricted NAT) -> b: over eth1's LAN;
+--   dualnat    a dual-homed host (g: eth0 behind the symmetric NAT, which
+--              passes only its rendezvous traffic (iface.cut), eth1 behind
+--              a port-restricted NAT of its own) -> b, --each-interface:
+--              through eth1's NAT, b sees its public address;
 --   dualstack  dual-stack peers (--dual-stack, d1 -> d2) behind symmetric
 --              NATs for IPv4, firewalls for IPv6, with a TURN relay to fall
 --              back to: direct over IPv6, not relayed.
@@ -20,6 +24,27 @@ iface.RV_TURN = "203.0.113.2:3479"        -- the same host, handing out TURN cre
 iface.TURN_IP, iface.SECRET = "198.51.100.2", "lab-iface-secret"
 
 function iface.describe(opts) return plan.iface(opts) end
+
+-- g's first NAT (na) cut: what g sends from its eth0 address anywhere but
+-- the rendezvous host, and what comes back to it from there, is dropped
+-- (and counted: `nft list table ip npcut` in na).  Once per lab.
+function iface.cut(t)
+  local g, rv = t:addr("g"), iface.RV4:match("^(.-):")
+  local rules = ("table ip npcut {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n"
+    .. "  ip saddr %s ip daddr != %s counter drop\n  ip daddr %s ip saddr != %s counter drop\n }\n}\n")
+    :format(g, rv, g, rv)
+  local script = "nft list table ip npcut >/dev/null 2>&1 || printf '%s' \"$1\" | nft -f -"
+  local out, code = t:exec("na", { "sh", "-c", script, "sh", rules })
+  if code ~= 0 then error("iface: cannot cut na: " .. out, 0) end
+end
+
+-- Packets the cut dropped so far.
+function iface.cut_drops(t)
+  local out = t:exec("na", { "nft", "list", "table", "ip", "npcut" })
+  local n = 0
+  for p in out:gmatch("packets (%d+) bytes %d+ drop") do n = n + tonumber(p) end
+  return n
+end
 
 local function rendezvous(u, listen, extra)
   local h = util.start_rendezvous(u.t, u.cmd, "s1", listen, extra)
@@ -111,6 +136,25 @@ function iface.dualhome(u)
       ("candidates %s lack eth0 %s or eth1 %s"):format(private, eth0, eth1) },
     { tostring(c.remote):find(u.t:addr("b") .. ":", 1, true),
       ("remote %s is not b's LAN address"):format(tostring(c.remote)) },
+  })
+end
+
+-- The waiting peer's first events (the part of iface.connect's output after
+-- "--- waiting peer").
+function iface.waiter_events(out)
+  return util.first_events(out:match("\n%-%-%- waiting peer\n(.*)$") or "")
+end
+
+function iface.dualnat(u)
+  iface.cut(u.t)
+  local ev, out, code = iface.connect(u, "b", "g", iface.RV4, nil, { "--each-interface" })
+  local c, w = ev.connected or {}, iface.waiter_events(out).connected or {}
+  local nat2 = u.t:public("nd")
+  return result(ev, out, code, {
+    { tostring(c.remote):find(u.t:public("nb") .. ":", 1, true), ("remote %s is not b's public address")
+      :format(tostring(c.remote)) },
+    { tostring(w.remote):find(nat2 .. ":", 1, true), ("b saw %s, not g's second NAT %s")
+      :format(tostring(w.remote), nat2) },
   })
 end
 
