@@ -8,7 +8,8 @@
 --   * a dual-homed host whose first NAT passes nothing but its rendezvous
 --     traffic (eth0 behind it, eth1 behind a NAT of its own) connects with
 --     --each-interface through the second NAT, whose public address the
---     other peer sees; without it, it cannot;
+--     other peer sees; without it, it cannot; with nothing through the
+--     first NAT at all, it registers through the second too;
 --   * dual-stack peers (--dual-stack) behind symmetric NATs for IPv4 and
 --     firewalls for IPv6 connect directly over IPv6 rather than through the
 --     IPv4 TURN relay they fall back to without IPv6.
@@ -159,6 +160,28 @@ labhelper.describe("#lab several interfaces and IPv6", function()
     assert.is_nil(ev.connected, out)
     figures[#figures + 1] = ("dual-homed host, first NAT cut: %d/%d connected through the second NAT "
       .. "(--each-interface), setup %s; without: failed"):format(#times, RUNS, summary(times))
+  end)
+
+  it("a dual-homed host whose first NAT passes nothing registers and connects through its second", function()
+    iface.cut(t, true)
+    local g_eth1, nat2 = t:node("g").also[1].addr, t:public("nd")
+    local ev, out, code = connect("b", "g", RV4, nil, { "--each-interface" }, 20)
+    local dropped = iface.cut_drops(t)
+    iface.cut(t)        -- back to the cut of the other cases (the rendezvous passes)
+    assert.equal(0, code, out)
+    -- the default route's registration went unanswered: through eth1's socket, via nd
+    assert.truthy(ev.server_via, out)
+    assert.truthy(ev.registered.public:find(nat2 .. ":", 1, true), out)
+    assert.truthy(ev.answered["local"]:find(g_eth1 .. ":", 1, true), out)
+    -- (the allocation probe through the default route went unanswered: with
+    -- it unknown, predict stays, whose first round is udp's punch)
+    assert.equal("public", ev.connected.path, out)
+    assert.equal("over g", ev.message and ev.message.data, out)
+    local w = iface.waiter_events(out)
+    assert.truthy(w.connected and w.connected.remote:find(nat2 .. ":", 1, true), out)
+    assert.is_true(dropped > 0, out)
+    figures[#figures + 1] = ("dual-homed host, first NAT cut entirely: connected through the second "
+      .. "(registered via eth1), setup %d ms"):format(ev.connected.setup_ms)
   end)
 
   local relay_it = labhelper.skip_reason{ tools = { "turnserver" } } and pending or it

@@ -115,6 +115,13 @@ function interfaces.candidates(list)
   return out
 end
 
+--- The sockets of the list.
+function interfaces.sockets(list)
+  local out = {}
+  for i, x in ipairs(list) do out[i] = x.udp end
+  return out
+end
+
 --- Close every socket of the list.
 function interfaces.close(list)
   for _, x in ipairs(list or {}) do

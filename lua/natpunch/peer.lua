@@ -193,7 +193,7 @@ function Peer:_request(fields, timeout, pad, targets)
     for i = 1, active do
       local e = targets[i]
       if not errors[e] then
-        local ok, serr = self.udp:send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
+        local ok, serr = (e.sock or self.udp):send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
         if not ok then err = serr end
       end
     end
@@ -263,6 +263,33 @@ function Peer:_request(fields, timeout, pad, targets)
   return reply, from
 end
 
+-- each_interface: the socket a server is reached through (e.sock; nil:
+-- the peer's own) is the one that last got an answer.  A registration
+-- goes out through it; unanswered, through each interface socket in turn
+-- (the default route may not reach the server), each with an equal share
+-- of the timeout.  The server then records that socket's mapping, and
+-- introductions, connects and refreshes go through it.
+function Peer:_register_via(e, fields, timeout)
+  local order = { e.sock or self.udp }
+  for _, u in ipairs({ self.udp, table.unpack(interfaces.sockets(self.ifaces)) }) do
+    if u ~= order[1] and not u:is_closed() then order[#order + 1] = u end
+  end
+  local share = math.max(1, timeout / #order)
+  local reply, err
+  for i, u in ipairs(order) do
+    e.sock = u ~= self.udp and u or nil
+    local f = {}
+    for k, v in pairs(fields) do f[k] = v end
+    reply, err = self:_request(f, share, nil, { e })
+    if reply or err ~= "timeout" or self.closed then break end
+    if i < #order then
+      self:_emit({ event = "server_via", server = e.addr, reason = "no answer",
+        ["local"] = addr.format(order[i + 1]:getsockname()) })
+    end
+  end
+  return reply, err
+end
+
 -- Register with server entry e (natpunch.servers).
 function Peer:_register_at(e, timeout)
   if self.discover and not self.nat then
@@ -277,7 +304,12 @@ function Peer:_register_at(e, timeout)
   local gen = self.adv_gen
   local fields = self:_register_fields(e)
   self:_trace({ event = "trying", server = e.addr, private = fields.private })
-  local reply, err = self:_request(fields, timeout, nil, { e })
+  local reply, err
+  if self.ifaces and #self.ifaces > 0 then
+    reply, err = self:_register_via(e, fields, timeout)
+  else
+    reply, err = self:_request(fields, timeout, nil, { e })
+  end
   if not reply then return nil, err end
   if type(reply.cookie) == "string" then e.cookie = reply.cookie end
   e.sent_gen = gen
@@ -639,7 +671,7 @@ function Peer:connect(id, timeout)
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      self.udp:send(via.ip, via.port, self:_encode_request(again, msg.CONNECT_PAD, via), "control")
+      (via.sock or self.udp):send(via.ip, via.port, self:_encode_request(again, msg.CONNECT_PAD, via), "control")
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -664,7 +696,7 @@ end
 -- e: the server entry that introduced us (natpunch.servers).
 function Peer:_report(e, nonce, name, outcome, setup_ms)
   if not self.report or self.closed or not e or not e.ctl_key then return end
-  self.udp:send(e.ip, e.port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
+  (e.sock or self.udp):send(e.ip, e.port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
     method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }, nil, e), "control")
 end
 
@@ -868,7 +900,8 @@ function Peer:close()
   end
   for _, e in ipairs(self.srvset.list) do
     if e.state == "up" then
-      self.udp:send(e.ip, e.port, self:_encode_request({ t = "unregister", id = self.id }, nil, e), "control")
+      (e.sock or self.udp):send(e.ip, e.port, self:_encode_request({ t = "unregister", id = self.id }, nil, e),
+        "control")
     end
   end
   self.udp:close()

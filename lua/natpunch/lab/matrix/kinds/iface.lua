@@ -26,15 +26,17 @@ iface.TURN_IP, iface.SECRET = "198.51.100.2", "lab-iface-secret"
 function iface.describe(opts) return plan.iface(opts) end
 
 -- g's first NAT (na) cut: what g sends from its eth0 address anywhere but
--- the rendezvous host, and what comes back to it from there, is dropped
--- (and counted: `nft list table ip npcut` in na).  Once per lab.
-function iface.cut(t)
+-- the rendezvous host (full: anywhere at all), and what comes back to it
+-- from there, is dropped (and counted: `nft list table ip npcut` in na).
+-- Replaces the previous cut.
+function iface.cut(t, full)
   local g, rv = t:addr("g"), iface.RV4:match("^(.-):")
-  local rules = ("table ip npcut {\n chain forward {\n  type filter hook forward priority -10; policy accept;\n"
-    .. "  ip saddr %s ip daddr != %s counter drop\n  ip daddr %s ip saddr != %s counter drop\n }\n}\n")
-    :format(g, rv, g, rv)
-  local script = "nft list table ip npcut >/dev/null 2>&1 || printf '%s' \"$1\" | nft -f -"
-  local out, code = t:exec("na", { "sh", "-c", script, "sh", rules })
+  local except = full and "" or (" ip daddr != " .. rv)
+  local except_in = full and "" or (" ip saddr != " .. rv)
+  local rules = ("table ip npcut {}\ndelete table ip npcut\ntable ip npcut {\n chain forward {\n"
+    .. "  type filter hook forward priority -10; policy accept;\n"
+    .. "  ip saddr %s%s counter drop\n  ip daddr %s%s counter drop\n }\n}\n"):format(g, except, g, except_in)
+  local out, code = t:exec("na", { "sh", "-c", "printf '%s' \"$1\" | nft -f -", "sh", rules })
   if code ~= 0 then error("iface: cannot cut na: " .. out, 0) end
 end
 
