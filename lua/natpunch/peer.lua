@@ -302,6 +302,13 @@ function Peer:_register_at(e, timeout)
     end
   end
   local gen = self.adv_gen
+  -- each_interface: a refresh of the primary's registration refreshes the
+  -- interface sockets' mappings too (keeping them open in their NATs)
+  if self.ifaces and #self.ifaces > 0 and self.ever_registered and e == self.srvset:primary()
+     and now() - (self.ifaces_mapped or 0) > 1000 then
+    interfaces.map(self.ifaces, e.ip, e.port)
+    self.ifaces_mapped = now()
+  end
   local fields = self:_register_fields(e)
   self:_trace({ event = "trying", server = e.addr, private = fields.private })
   local reply, err
@@ -415,6 +422,7 @@ function Peer:_prepare_methods(reply)
   -- each_interface: every interface's socket learns its mapping (its NAT)
   if self.ifaces and #self.ifaces > 0 then
     if interfaces.map(self.ifaces, self.server_ip, self.server_port) then changed = true end
+    self.ifaces_mapped = now()
     self:_emit({ event = "interfaces", candidates = table.concat(interfaces.candidates(self.ifaces), ",") })
   end
   for _, name in ipairs(self.methods) do
