@@ -6,6 +6,10 @@
 -- cone NAT and against a symmetric NAT whose other side lets in a port it
 -- has not contacted (peer-reflexive candidates); see docs/TRAVERSAL.md.
 --
+-- A peer with sockets per interface (peer{ each_interface = true },
+-- natpunch.interfaces) punches from its own socket first and, when that
+-- finds nothing, from every interface socket at once (udp.OWN_FIRST_S).
+--
 -- Needs from the introduction: the nonce, the other peer's candidates
 -- (private + public).  Advertises nothing.
 local sched = require "natpunch.sched"
