@@ -281,9 +281,10 @@ function Peer:_register_via(e, fields, timeout)
     local f = {}
     for k, v in pairs(fields) do f[k] = v end
     reply, err = self:_request(f, share, nil, { e })
-    if reply or err ~= "timeout" or self.closed then break end
+    -- (a send that fails, say no route that way, moves on too)
+    if reply or self.closed then break end
     if i < #order then
-      self:_emit({ event = "server_via", server = e.addr, reason = "no answer",
+      self:_emit({ event = "server_via", server = e.addr, reason = tostring(err),
         ["local"] = addr.format(order[i + 1]:getsockname()) })
     end
   end
