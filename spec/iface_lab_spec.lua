@@ -8,8 +8,9 @@
 --   * a dual-homed host whose first NAT passes nothing but its rendezvous
 --     traffic (eth0 behind it, eth1 behind a NAT of its own) connects with
 --     --each-interface through the second NAT, whose public address the
---     other peer sees; without it, it cannot; with nothing through the
---     first NAT at all, it registers through the second too;
+--     other peer sees (either way round); without it, it cannot; with
+--     nothing through the first NAT at all, it registers through the
+--     second too;
 --   * dual-stack peers (--dual-stack) behind symmetric NATs for IPv4 and
 --     firewalls for IPv6 connect directly over IPv6 rather than through the
 --     IPv4 TURN relay they fall back to without IPv6.
@@ -154,6 +155,12 @@ labhelper.describe("#lab several interfaces and IPv6", function()
       assert.is_true(iface.cut_drops(t) > drops, out)     -- the first NAT was tried, and dropped it
       times[#times + 1] = ev.connected.setup_ms
     end
+    -- the other way round: g waits (introduced through na), b connects and reaches g through nd
+    do
+      local ev, out, code = connect("g", "b", RV4, { "--each-interface" }, nil, 10)
+      assert.equal(0, code, out)
+      assert.truthy(ev.connected.remote:find(nat2 .. ":", 1, true), out)
+    end
     -- without --each-interface: only the cut NAT (udp alone: no birthday through it either)
     local ev, out, code = connect("b", "g", RV4, nil, { "--methods", "udp" }, 4)
     assert.equal(1, code, out)
@@ -180,6 +187,12 @@ labhelper.describe("#lab several interfaces and IPv6", function()
     local w = iface.waiter_events(out)
     assert.truthy(w.connected and w.connected.remote:find(nat2 .. ":", 1, true), out)
     assert.is_true(dropped > 0, out)
+    -- the other way round: g waits, registered and introduced through eth1's socket
+    iface.cut(t, true)
+    local rev, rout, rcode = connect("g", "b", RV4, { "--each-interface" }, nil, 10)
+    iface.cut(t)
+    assert.equal(0, rcode, rout)
+    assert.truthy(rev.connected.remote:find(nat2 .. ":", 1, true), rout)
     figures[#figures + 1] = ("dual-homed host, first NAT cut entirely: connected through the second "
       .. "(registered via eth1), setup %d ms"):format(ev.connected.setup_ms)
   end)
