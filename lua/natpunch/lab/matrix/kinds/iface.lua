@@ -92,15 +92,20 @@ function iface.connect(u, who, from, server, extra_wait, extra_connect, timeout)
   return util.first_events(out), out .. "\n--- waiting peer\n" .. waiter:output(), code
 end
 
--- "exit N: LAST LINE" for a connector that exited without a `failed`
--- event (its last line that is not an event: what it wrote to stderr)
+-- "exit N: LINE" for a connector that exited without a `failed` event:
+-- the first line it wrote to stderr that says "error" (a traceback's last
+-- line says nothing), else its last line that is not an event
 local function exit_reason(code, out)
-  local last
+  local last, err
   local conn = out:match("^(.-)\n%-%-%- waiting peer") or out
   for line in conn:gmatch("[^\n]+") do
-    if not line:match("^{") then last = line end
+    if not line:match("^{") then
+      last = line
+      if not err and line:lower():find("error", 1, true) then err = line end
+    end
   end
-  return ("exit %s%s"):format(tostring(code), last and (": " .. last:sub(1, 200)) or "")
+  local line = err or last
+  return ("exit %s%s"):format(tostring(code), line and (": " .. line:sub(1, 200)) or "")
 end
 
 -- A result from the connector's events: connected, path, method, setup_ms,
