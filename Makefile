@@ -52,14 +52,18 @@ help:
 	@echo "make bench-docs  record a run into docs/BENCH.md with its SVG plots"
 	@echo "make traversal-docs  run the lab's hard cases TRAVERSAL_RUNS times (as root) into docs/TRAVERSAL.md"
 
+# The modules and programs processes load (the lab starts natpunch in its
+# namespaces all the time) are written to a temporary file and renamed into
+# place: a rebuild while something runs never lets a starting process load
+# a half-written file ("file too short": it exits 1 before it can say why).
 build/natpunch/core.so: $(PURE_SRC) $(BIND_SRC) $(HDRS)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@ $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) $(NETTLE_LIBS) \
-	  $(REDIS_LIBS) $(SODIUM_LIBS)
+	$(CC) $(ALL_CFLAGS) $(SO_CFLAGS) $(LUA_CFLAGS) $(UV_CFLAGS) -shared -o $@.tmp $(PURE_SRC) $(BIND_SRC) $(UV_LIBS) \
+	  $(NETTLE_LIBS) $(REDIS_LIBS) $(SODIUM_LIBS) && mv -f $@.tmp $@
 
 build/natpunch/readline.so: $(RL_SRC)
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -shared -o $@ $(RL_SRC) $(RL_LIBS)
+	$(CC) $(ALL_CFLAGS) $(LUA_CFLAGS) -shared -o $@.tmp $(RL_SRC) $(RL_LIBS) && mv -f $@.tmp $@
 
 build-san/natpunch/readline.so: $(RL_SRC)
 	@mkdir -p $(@D)
@@ -67,7 +71,7 @@ build-san/natpunch/readline.so: $(RL_SRC)
 
 build/natpunch-wire: $(WIRE_SRC) $(wildcard csrc/labwire/*.h)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -o $@ $(WIRE_SRC)
+	$(CC) -std=gnu11 $(WARN) $(CFLAGS) -o $@.tmp $(WIRE_SRC) && mv -f $@.tmp $@
 
 # Test tool of the spoofing specs: UDP with forged IPv4 sources through a raw
 # socket, only toward the lab's ranges inside a namespace, or on loopback

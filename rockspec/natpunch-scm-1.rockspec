@@ -104,6 +104,7 @@ build = {
     ["natpunch.addr"] = "lua/natpunch/addr.lua",
     ["natpunch.auth"] = "lua/natpunch/auth.lua",
     ["natpunch.candidates"] = "lua/natpunch/candidates.lua",
+    ["natpunch.interfaces"] = "lua/natpunch/interfaces.lua",
     ["natpunch.checkout"] = "lua/natpunch/checkout.lua",
     ["natpunch.dns"] = "lua/natpunch/dns.lua",
     ["natpunch.cli"] = "lua/natpunch/cli/init.lua",

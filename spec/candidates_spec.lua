@@ -98,6 +98,32 @@ describe("candidates", function()
     u:close()
   end)
 
+  it("offers an interface socket's own endpoint and its mapping when that differs (each_interface)", function()
+    local interfaces = require "natpunch.interfaces"
+    local list = { { ip = "198.18.5.2", port = 40001, mapped = "203.0.113.15:40001" },
+      { ip = "198.18.1.3", port = 40002 },                                   -- nothing answered
+      { ip = "203.0.113.50", port = 40003, mapped = "203.0.113.50:40003" } }  -- no NAT
+    assert.same({ "198.18.5.2:40001", "203.0.113.15:40001", "198.18.1.3:40002", "203.0.113.50:40003" },
+      interfaces.candidates(list))
+    -- the addresses worth a socket: never loopback or link-local, each once, at most MAX
+    local core = require "natpunch.core"
+    local got = interfaces.addresses("inet")
+    assert.is_true(#got <= interfaces.MAX)
+    local seen = {}
+    for _, ip in ipairs(got) do
+      assert.is_nil(cand.class(ip), ip)
+      assert.is_nil(seen[ip], ip)
+      seen[ip] = true
+    end
+    local want = {}
+    for _, itf in ipairs(core.interface_addresses()) do
+      if itf.family == "inet" and not itf.internal and cand.class(itf.ip) == nil then want[itf.ip] = true end
+    end
+    for ip in pairs(want) do
+      if #got < interfaces.MAX then assert.truthy(seen[ip], ip) end
+    end
+  end)
+
   it("refuses an unknown class name in a policy", function()
     assert.has_error(function() cand.policy{ allow = { "everything" } } end)
   end)

@@ -50,7 +50,12 @@ describe("natpunch.lab.plan", function()
     -- h: eth0 on na's LAN (default route), eth1 on nb's
     assert.equal("198.18.1.2", n.h.addr)
     assert.equal("198.18.1.1", n.h.gateway)
-    assert.same({ { behind = "nb", ifname = "eth1", addr = "198.18.2.2", prefixlen = 24 } }, n.h.also)
+    assert.same({ { behind = "nb", ifname = "eth1", addr = "198.18.2.2", prefixlen = 24, lan = "198.18.2.0/24",
+      gateway = "198.18.2.1", table = 101 } }, n.h.also)
+    -- g: eth0 behind na too, eth1 behind nd (its own NAT: no peer on that LAN)
+    assert.equal("198.18.1.3", n.g.addr)
+    assert.same({ { behind = "nd", ifname = "eth1", addr = "198.18.5.2", prefixlen = 24, lan = "198.18.5.0/24",
+      gateway = "198.18.5.1", table = 101 } }, n.g.also)
     assert.equal("198.18.2.3", n.b.addr)          -- the LAN's next address after h's
     -- IPv6: routers' WAN on the internet's 2001:db8::/64, LANs 2001:db8:<i>::/64
     assert.equal("2001:db8::11", n.s1.addr6)

@@ -24,6 +24,7 @@ local options = require "natpunch.options"
 local auth = require "natpunch.auth"
 local server_set = require "natpunch.servers"
 local upgrade = require "natpunch.upgrade"
+local interfaces = require "natpunch.interfaces"
 
 local peer = {}
 
@@ -79,6 +80,11 @@ function Peer:_register_fields(e)
   -- our key (docs/SECURITY.md), then extra candidates first, then gathered ones
   local private = { table.unpack(self.extra_candidates) }
   for _, c in ipairs(candidates.gather(self.udp, e.ip, self.family == nil and "both" or nil)) do
+    if #private >= candidates.MAX_PRIVATE then break end
+    private[#private + 1] = c
+  end
+  -- each_interface: the sockets per interface address, and their mappings
+  for _, c in ipairs(interfaces.candidates(self.ifaces or {})) do
     if #private >= candidates.MAX_PRIVATE then break end
     private[#private + 1] = c
   end
@@ -187,7 +193,7 @@ function Peer:_request(fields, timeout, pad, targets)
     for i = 1, active do
       local e = targets[i]
       if not errors[e] then
-        local ok, serr = self.udp:send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
+        local ok, serr = (e.sock or self.udp):send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
         if not ok then err = serr end
       end
     end
@@ -257,6 +263,34 @@ function Peer:_request(fields, timeout, pad, targets)
   return reply, from
 end
 
+-- each_interface: the socket a server is reached through (e.sock; nil:
+-- the peer's own) is the one that last got an answer.  A registration
+-- goes out through it; unanswered, through each interface socket in turn
+-- (the default route may not reach the server), each with an equal share
+-- of the timeout.  The server then records that socket's mapping, and
+-- introductions, connects and refreshes go through it.
+function Peer:_register_via(e, fields, timeout)
+  local order = { e.sock or self.udp }
+  for _, u in ipairs({ self.udp, table.unpack(interfaces.sockets(self.ifaces)) }) do
+    if u ~= order[1] and not u:is_closed() then order[#order + 1] = u end
+  end
+  local share = math.max(1, timeout / #order)
+  local reply, err
+  for i, u in ipairs(order) do
+    e.sock = u ~= self.udp and u or nil
+    local f = {}
+    for k, v in pairs(fields) do f[k] = v end
+    reply, err = self:_request(f, share, nil, { e })
+    -- (a send that fails, say no route that way, moves on too)
+    if reply or self.closed then break end
+    if i < #order then
+      self:_emit({ event = "server_via", server = e.addr, reason = tostring(err),
+        ["local"] = addr.format(order[i + 1]:getsockname()) })
+    end
+  end
+  return reply, err
+end
+
 -- Register with server entry e (natpunch.servers).
 function Peer:_register_at(e, timeout)
   if self.discover and not self.nat then
@@ -269,9 +303,21 @@ function Peer:_register_at(e, timeout)
     end
   end
   local gen = self.adv_gen
+  -- each_interface: a refresh of the primary's registration refreshes the
+  -- interface sockets' mappings too (keeping them open in their NATs)
+  if self.ifaces and #self.ifaces > 0 and self.ever_registered and e == self.srvset:primary()
+     and now() - (self.ifaces_mapped or 0) > 1000 then
+    interfaces.map(self.ifaces, e.ip, e.port)
+    self.ifaces_mapped = now()
+  end
   local fields = self:_register_fields(e)
   self:_trace({ event = "trying", server = e.addr, private = fields.private })
-  local reply, err = self:_request(fields, timeout, nil, { e })
+  local reply, err
+  if self.ifaces and #self.ifaces > 0 then
+    reply, err = self:_register_via(e, fields, timeout)
+  else
+    reply, err = self:_request(fields, timeout, nil, { e })
+  end
   if not reply then return nil, err end
   if type(reply.cookie) == "string" then e.cookie = reply.cookie end
   e.sent_gen = gen
@@ -374,6 +420,12 @@ function Peer:_prepare_methods(reply)
     if not has then self.methods[#self.methods + 1] = "relay" end
   end
   local changed = self:_measure_alloc(reply)
+  -- each_interface: every interface's socket learns its mapping (its NAT)
+  if self.ifaces and #self.ifaces > 0 then
+    if interfaces.map(self.ifaces, self.server_ip, self.server_port) then changed = true end
+    self.ifaces_mapped = now()
+    self:_emit({ event = "interfaces", candidates = table.concat(interfaces.candidates(self.ifaces), ",") })
+  end
   for _, name in ipairs(self.methods) do
     local m = method.get(name)
     if m.prepare and m.prepare(self, reply) then changed = true end
@@ -629,7 +681,7 @@ function Peer:connect(id, timeout)
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      self.udp:send(via.ip, via.port, self:_encode_request(again, msg.CONNECT_PAD, via), "control")
+      (via.sock or self.udp):send(via.ip, via.port, self:_encode_request(again, msg.CONNECT_PAD, via), "control")
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -654,7 +706,7 @@ end
 -- e: the server entry that introduced us (natpunch.servers).
 function Peer:_report(e, nonce, name, outcome, setup_ms)
   if not self.report or self.closed or not e or not e.ctl_key then return end
-  self.udp:send(e.ip, e.port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
+  (e.sock or self.udp):send(e.ip, e.port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
     method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }, nil, e), "control")
 end
 
@@ -860,10 +912,12 @@ function Peer:close()
   end
   for _, e in ipairs(self.srvset.list) do
     if e.state == "up" then
-      self.udp:send(e.ip, e.port, self:_encode_request({ t = "unregister", id = self.id }, nil, e), "control")
+      (e.sock or self.udp):send(e.ip, e.port, self:_encode_request({ t = "unregister", id = self.id }, nil, e),
+        "control")
     end
   end
   self.udp:close()
+  interfaces.close(self.ifaces)
 end
 Peer.__close = Peer.close
 
@@ -880,7 +934,8 @@ Peer.__close = Peer.close
 -- Every key natpunch.peer{} accepts; any other raises.
 local KNOWN = { "id", "server", "servers", "bind", "on_message", "on_session", "on_event",
   "reuseaddr", "reuseport", "verbose", "refresh", "methods", "allow", "candidates", "encrypt", "key_file",
-  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport", "dual_stack" }
+  "secret", "seed", "server_key", "token", "token_lifetime", "turn", "method_budget", "transport", "dual_stack",
+  "each_interface" }
 for k in pairs(DEFAULTS) do KNOWN[#KNOWN + 1] = k end
 
 function peer.new(opts)
@@ -998,6 +1053,11 @@ function peer.new(opts)
   -- touches itself: a spoofed source costs no memory (issue 11)
   self.udp:touch_config{ accept = "known" }
   self.udp:recv_start(function(...) self:_on_packet(...) end)
+  -- each_interface: a socket per interface address too (natpunch.interfaces),
+  -- its packets handled as the main socket's
+  if opts.each_interface and (bip == "0.0.0.0" or bip == "::") then
+    self.ifaces = interfaces.open(addr.family(bip), function(...) self:_on_packet(...) end)
+  end
   return self
 end
 

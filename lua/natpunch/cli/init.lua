@@ -401,6 +401,20 @@ function cli.main(argv)
   if not ok then
     if interrupted(code) then return cli.INTERRUPTED end
     io.stderr:write("natpunch ", name, ": error: ", tostring(code), "\n")
+    -- with --json the last line is still a `failed` event (an error before
+    -- the command's own loop: a C module that cannot be loaded, say, while
+    -- a rebuild rewrites it)
+    for _, a in ipairs(rest) do
+      if a == "--" then break end
+      if a == "--json" then
+        local text = tostring(code)
+        text = (text:match("^(.-)\nstack traceback:") or text):gsub("%s+", " ")
+        local reason = "internal error: " .. text:sub(1, 300)
+        io.stdout:write(require("natpunch.json").encode({ event = "failed", reason = reason }, cli.KEY_ORDER), "\n")
+        io.stdout:flush()
+        break
+      end
+    end
     return cli.FAIL
   end
   return math.tointeger(code) or cli.OK

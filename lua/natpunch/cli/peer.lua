@@ -23,6 +23,8 @@ local OPTIONS = {
   { "bind", arg = "ADDR:PORT", type = "addr", port_zero = true, help = "local address (default 0.0.0.0:0)" },
   { "dual-stack", help = "one socket for IPv4 and IPv6 ([::]:0 unless --bind [::]:PORT): "
       .. "candidates of both families" },
+  { "each-interface", help = "a socket per interface address too, each with its mapping (through that "
+      .. "network's NAT) as a candidate: punched from when the default route finds no path" },
   { "timeout", arg = "S", type = "number", positive = true, max = 86400,
     help = "give up after S seconds (default " .. DEFAULT_TIMEOUT .. " with --connect; "
       .. "when waiting: run until interrupted)" },
@@ -61,7 +63,8 @@ M.summary = "register as a peer; wait for peers, or connect to one by id"
 M.usage = table.concat({
   "Usage: natpunch peer --server ADDR:PORT [--server ADDR:PORT ...] --id ID",
   "                     [--connect ID] [--send TEXT] [--touch TEXT]",
-  "                     [--bind ADDR:PORT] [--dual-stack] [--timeout S] [--no-echo] [--json]",
+  "                     [--bind ADDR:PORT] [--dual-stack] [--each-interface] [--timeout S]",
+  "                     [--no-echo] [--json]",
   "                     [--candidate IP:PORT ...] [--key FILE] [--server-key HEX]",
   "                     [--secret SECRET | --token TOKEN] [--no-encrypt]",
   "                     [--transport udp|tcp|auto|tcp,udp] [--stdio]",
@@ -165,6 +168,11 @@ local function human(ev)
     return "trying server " .. ev.server .. " (local candidates: " .. (ev.private ~= "" and ev.private or "none") .. ")"
   elseif e == "retransmit" then
     return string.format("no answer from %s yet: %s request sent again (attempt %d)", ev.server, ev.request, ev.attempt)
+  elseif e == "interfaces" then
+    return "sockets per interface: " .. (ev.candidates ~= "" and ev.candidates or "none")
+  elseif e == "punching_interfaces" then
+    return string.format("no path from the default route (%s): punching from %d interface socket(s)",
+      tostring(ev.reason), ev.sockets or 0)
   elseif e == "punching" then
     return "punching toward " .. ev.peer .. ": " .. ev.candidates
   elseif e == "answered" then
@@ -326,7 +334,7 @@ function M.run(argv)
     end
     local ok_new, p, err = pcall(natpunch.peer, {
       servers = opts.server, id = opts.id, bind = opts.bind, transport = opts.transport,
-      dual_stack = opts.dual_stack,
+      dual_stack = opts.dual_stack, each_interface = opts.each_interface,
       discover = opts.discover, keepalive = opts.keepalive, keepalive_server = opts.keepalive_server,
       candidates = opts.candidate, key_file = opts.key, server_key = opts.server_key,
       secret = opts.secret, token = opts.token, allow = opts.allow,

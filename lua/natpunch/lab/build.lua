@@ -235,12 +235,20 @@ function Topology:_uplink(n, ifname)
     addr6(n.ns, n.addr6 .. "/64", ifname)
     must_ip("-n", n.ns, "-6", "route", "add", "default", "via", n.gateway6)
   end
-  -- a dual-homed host's other LANs: an address and the connected route
+  -- a dual-homed host's other LANs: an address, the connected route, and
+  -- source-based routing (what is sent from that address goes out that
+  -- LAN's NAT: its own table with the LAN and a default route via the NAT)
   for _, x in ipairs(n.also or {}) do
     self:_link(n.ns, x.ifname, self:ns(x.behind), "h-" .. n.name, "lan", nil,
       n.name .. "-" .. x.ifname)
     must_ip("-n", n.ns, "addr", "add", x.addr .. "/" .. x.prefixlen, "dev",
       x.ifname)
+    local tab = tostring(x.table)
+    must_ip("-n", n.ns, "route", "add", x.lan, "dev", x.ifname, "table", tab)
+    must_ip("-n", n.ns, "route", "add", "default", "via", x.gateway, "dev",
+      x.ifname, "table", tab)
+    must_ip("-n", n.ns, "rule", "add", "from", x.addr, "table", tab,
+      "priority", tab)
   end
 end
 

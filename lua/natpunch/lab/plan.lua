@@ -10,7 +10,8 @@
 --
 -- Several interfaces and IPv6 (docs/LAB.md "Dual-homed hosts and IPv6"):
 --   { name = "h", behind = "na", also_behind = { "nb" } }   -- eth0 on na's LAN
---        (default route), eth1 on nb's LAN (its connected route only)
+--        (default route), eth1 on nb's LAN (its connected route; from eth1's
+--        address, source-routed out nb: table 101)
 --   { name = "n6", type = "sym", ipv6 = true }   -- a NAT for IPv4 that also
 --        routes the IPv6 LAN 2001:db8:<i>::/64, behind a stateful firewall
 --   { name = "x", behind = "n6", ipv6 = "only" } -- IPv6 only (ipv6 = true:
@@ -216,7 +217,7 @@ function plan.make(desc)
     attach6(n, spec)
     if n.ipv6 == "only" then n.addr, n.gateway, n.prefixlen = n.addr6, nil, nil end
     -- more LANs (a dual-homed host): eth1, eth2, ... each on another NAT's
-    -- LAN with only its connected route; the default route stays on eth0
+    -- LAN with its connected route; the default route stays on eth0
     n.also = {}
     for i, name in ipairs(spec.also_behind or {}) do
       if n.role ~= "host" or not spec.behind or spec.ipv6 == "only" then
@@ -229,8 +230,11 @@ function plan.make(desc)
       for _, x in ipairs(n.also) do
         if x.behind == outer.name then error(("lab: %s: %s listed twice"):format(n.name, name), 4) end
       end
+      -- source-based routing: what leaves from this address (a socket
+      -- bound to it) goes out this LAN's NAT (ip rule from ADDR table T)
       n.also[i] = { behind = outer.name, ifname = "eth" .. i, addr = lan_addr(n, outer),
-        prefixlen = outer.lan_len }
+        prefixlen = outer.lan_len, lan = outer.lan, gateway = ip4.format(outer.lan_net + 1),
+        table = 100 + i }
     end
     -- more public addresses on the same interface (an RFC 5780 server
     -- needs two): on the internet only, each in a public subnet
@@ -360,6 +364,7 @@ end
 --   s2 198.51.100.2                  TURN (coturn), IPv4 only
 --   na sym 203.0.113.11, LAN 198.18.1.0/24     h's eth0 (default route)
 --   nb prc 203.0.113.12, LAN 198.18.2.0/24     h's eth1, host b
+--   nd prc 203.0.113.15, LAN 198.18.5.0/24     g's eth1 (g's eth0 behind na)
 --   f1 sym 203.0.113.13, LAN 198.18.3.0/24 + 2001:db8:3::/64: x (IPv6 only), d1 (both)
 --   f2 sym 203.0.113.14, LAN 198.18.4.0/24 + 2001:db8:4::/64: y (IPv6 only), d2 (both)
 -- f1 and f2 route IPv6 behind a stateful firewall (nft.firewall6).
@@ -372,6 +377,7 @@ function plan.iface(opts)
       { name = "nb", type = "prc", public = "203.0.113.12", lan = "198.18.2.0/24" },
       { name = "f1", type = "sym", public = "203.0.113.13", lan = "198.18.3.0/24", ipv6 = true },
       { name = "f2", type = "sym", public = "203.0.113.14", lan = "198.18.4.0/24", ipv6 = true },
+      { name = "nd", type = "prc", public = "203.0.113.15", lan = "198.18.5.0/24" },
     },
     hosts = {
       { name = "s1", public = "203.0.113.2", ipv6 = true },
@@ -382,6 +388,7 @@ function plan.iface(opts)
       { name = "y", behind = "f2", ipv6 = "only" },
       { name = "d1", behind = "f1", ipv6 = true },
       { name = "d2", behind = "f2", ipv6 = true },
+      { name = "g", behind = "na", also_behind = { "nd" } },
     },
   }
 end

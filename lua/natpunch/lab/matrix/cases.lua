@@ -115,6 +115,9 @@ unit{ name = "hard-upgrade", unit = "upgrade", a = "sym", b = "sym -> full", met
 unit{ name = "hard-dual-homed", unit = "iface", variant = "dualhome", a = "sym + prc LAN", b = "prc",
   connector = "h", method = "udp", path = "private",
   title = "dual-homed (eth0 behind sym, eth1 on prc's LAN) -> prc via udp" }
+unit{ name = "hard-dual-nat", unit = "iface", variant = "dualnat", a = "sym (cut) + prc", b = "prc",
+  connector = "g", method = "udp", path = "public",
+  title = "dual-homed, eth0's sym NAT cut, --each-interface -> prc via udp through eth1's prc NAT" }
 unit{ name = "hard-ipv6-only", unit = "iface", variant = "v6only", a = "fw6", b = "fw6",
   connector = "x", acceptor = "y", method = "udp", path = "private",
   title = "IPv6-only, firewall -> firewall via udp" }

@@ -5,6 +5,10 @@
 --              the rendezvous's IPv6 address: udp, inet6;
 --   dualhome   a dual-homed host (h: eth0 behind a symmetric NAT, eth1 on
 --              the LAN of b's port-restricted NAT) -> b: over eth1's LAN;
+--   dualnat    a dual-homed host (g: eth0 behind the symmetric NAT, which
+--              passes only its rendezvous traffic (iface.cut), eth1 behind
+--              a port-restricted NAT of its own) -> b, --each-interface:
+--              through eth1's NAT, b sees its public address;
 --   dualstack  dual-stack peers (--dual-stack, d1 -> d2) behind symmetric
 --              NATs for IPv4, firewalls for IPv6, with a TURN relay to fall
 --              back to: direct over IPv6, not relayed.
@@ -20,6 +24,29 @@ iface.RV_TURN = "203.0.113.2:3479"        -- the same host, handing out TURN cre
 iface.TURN_IP, iface.SECRET = "198.51.100.2", "lab-iface-secret"
 
 function iface.describe(opts) return plan.iface(opts) end
+
+-- g's first NAT (na) cut: what g sends from its eth0 address anywhere but
+-- the rendezvous host (full: anywhere at all), and what comes back to it
+-- from there, is dropped (and counted: `nft list table ip npcut` in na).
+-- Replaces the previous cut.
+function iface.cut(t, full)
+  local g, rv = t:addr("g"), iface.RV4:match("^(.-):")
+  local except = full and "" or (" ip daddr != " .. rv)
+  local except_in = full and "" or (" ip saddr != " .. rv)
+  local rules = ("table ip npcut {}\ndelete table ip npcut\ntable ip npcut {\n chain forward {\n"
+    .. "  type filter hook forward priority -10; policy accept;\n"
+    .. "  ip saddr %s%s counter drop\n  ip daddr %s%s counter drop\n }\n}\n"):format(g, except, g, except_in)
+  local out, code = t:exec("na", { "sh", "-c", "printf '%s' \"$1\" | nft -f -", "sh", rules })
+  if code ~= 0 then error("iface: cannot cut na: " .. out, 0) end
+end
+
+-- Packets the cut dropped so far.
+function iface.cut_drops(t)
+  local out = t:exec("na", { "nft", "list", "table", "ip", "npcut" })
+  local n = 0
+  for p in out:gmatch("packets (%d+) bytes %d+ drop") do n = n + tonumber(p) end
+  return n
+end
 
 local function rendezvous(u, listen, extra)
   local h = util.start_rendezvous(u.t, u.cmd, "s1", listen, extra)
@@ -65,15 +92,20 @@ function iface.connect(u, who, from, server, extra_wait, extra_connect, timeout)
   return util.first_events(out), out .. "\n--- waiting peer\n" .. waiter:output(), code
 end
 
--- "exit N: LAST LINE" for a connector that exited without a `failed`
--- event (its last line that is not an event: what it wrote to stderr)
+-- "exit N: LINE" for a connector that exited without a `failed` event:
+-- the first line it wrote to stderr that says "error" (a traceback's last
+-- line says nothing), else its last line that is not an event
 local function exit_reason(code, out)
-  local last
+  local last, err
   local conn = out:match("^(.-)\n%-%-%- waiting peer") or out
   for line in conn:gmatch("[^\n]+") do
-    if not line:match("^{") then last = line end
+    if not line:match("^{") then
+      last = line
+      if not err and line:lower():find("error", 1, true) then err = line end
+    end
   end
-  return ("exit %s%s"):format(tostring(code), last and (": " .. last:sub(1, 200)) or "")
+  local line = err or last
+  return ("exit %s%s"):format(tostring(code), line and (": " .. line:sub(1, 200)) or "")
 end
 
 -- A result from the connector's events: connected, path, method, setup_ms,
@@ -111,6 +143,25 @@ function iface.dualhome(u)
       ("candidates %s lack eth0 %s or eth1 %s"):format(private, eth0, eth1) },
     { tostring(c.remote):find(u.t:addr("b") .. ":", 1, true),
       ("remote %s is not b's LAN address"):format(tostring(c.remote)) },
+  })
+end
+
+-- The waiting peer's first events (the part of iface.connect's output after
+-- "--- waiting peer").
+function iface.waiter_events(out)
+  return util.first_events(out:match("\n%-%-%- waiting peer\n(.*)$") or "")
+end
+
+function iface.dualnat(u)
+  iface.cut(u.t)
+  local ev, out, code = iface.connect(u, "b", "g", iface.RV4, nil, { "--each-interface" })
+  local c, w = ev.connected or {}, iface.waiter_events(out).connected or {}
+  local nat2 = u.t:public("nd")
+  return result(ev, out, code, {
+    { tostring(c.remote):find(u.t:public("nb") .. ":", 1, true), ("remote %s is not b's public address")
+      :format(tostring(c.remote)) },
+    { tostring(w.remote):find(nat2 .. ":", 1, true), ("b saw %s, not g's second NAT %s")
+      :format(tostring(w.remote), nat2) },
   })
 end
 
