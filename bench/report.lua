@@ -160,6 +160,17 @@ if S.touch then
   end
   p(("| round trip, 32 bytes, one at a time (p50) | %.1f us | %.1f us | %.2f | <= 1.1 |"):format(t.touch_ping.p50_us,
     t.raw_ping.p50_us, t.rtt_ratio))
+  if t.epoll_ping then
+    p(("| raw C round trip with epoll (an event loop's wake-up, no natpunch) | %.1f us | %.1f us | %.2f | |")
+      :format(t.epoll_ping.p50_us, t.raw_ping.p50_us, t.epoll_ratio))
+    p(("| touch round trip against the raw one with epoll | %.1f us | %.1f us | %.2f | |"):format(t.touch_ping.p50_us,
+      t.epoll_ping.p50_us, t.rtt_ratio_epoll))
+  end
+  if t.rtt_ratio_min then
+    p("")
+    p(("Round trip: %d interleaved runs of %d pings each; touch x raw per pair: min %.2f, median %.2f, max %.2f.")
+      :format(t.rtt_pairs, t.rtt_pings, t.rtt_ratio_min, t.rtt_ratio_pair_median, t.rtt_ratio_max))
+  end
   p("")
   write(outdir .. "/bench/touch.svg", bar_chart("Touch vs raw C UDP, two processes on loopback",
     "bulk: messages per second (1200 bytes, window 64)", {

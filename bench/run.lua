@@ -404,40 +404,43 @@ local function serve(name, cmd, eof_stops)
   error(name .. " did not start: " .. (read_file(proc.log) or ""):sub(-300), 0)
 end
 
--- The round trips: raw and touch ping-pong interleaved against one echo
--- server and one touch receiver started once, pairs of runs in alternating
--- order (raw first, then touch first) so that drift on the machine hits
--- both alike.  Each run gives its p50; the figure is the median of the
--- p50s of each side, and the spread the least and greatest ratio of a pair.
+-- The round trips: raw, raw with epoll and touch ping-pong interleaved
+-- against echo servers and one touch receiver started once, runs in
+-- alternating order (raw first, then touch first) so that drift on the
+-- machine hits all alike.  "raw with epoll" waits in epoll_wait and then
+-- reads, as an event loop does (udp_blast --epoll): the part of the gap
+-- that any epoll-based loop pays (the kernel's wake-up through epoll costs
+-- more than a blocked recv's).  Each run gives its p50; the figure is the
+-- median of the p50s of each side, and the spread the least and greatest
+-- ratio of a pair.
 local function ping_rounds(pairs_n, pings, lua)
-  local raw, touch, ratios = {}, {}, {}
-  local echo = serve("echo", function(p)
-    return q(UDP_BLAST) .. " --echo --listen 127.0.0.1:" .. p .. " --seconds 120"
-  end)
+  local raw, ep, touch, ratios = {}, {}, {}, {}
+  local procs = {}
   local ok, err = pcall(function()
-    local recv = serve("touch-recv", function(p) return lua .. " --recv --port " .. p .. " --seconds 120" end, true)
-    local ok2, err2 = pcall(function()
-      local function raw_run()
-        return json_line(capture(pin(1) .. q(UDP_BLAST) .. " --ping --server 127.0.0.1:" .. echo.port
-          .. " --count " .. pings .. " --size 32 2>&1"))
-      end
-      local function touch_run()
-        return json_line(capture(pin(1) .. lua .. " --ping --to 127.0.0.1:" .. recv.port
-          .. " --count " .. pings .. " --size 32 2>&1"))
-      end
-      for i = 1, pairs_n do
-        local r, t
-        if i % 2 == 1 then r = raw_run(); t = touch_run() else t = touch_run(); r = raw_run() end
-        raw[#raw + 1], touch[#touch + 1] = r, t
-        ratios[#ratios + 1] = t.p50_us / r.p50_us
-      end
+    procs.echo = serve("echo", function(p)
+      return q(UDP_BLAST) .. " --echo --listen 127.0.0.1:" .. p .. " --seconds 120"
     end)
-    stop(recv)
-    if not ok2 then error(err2, 0) end
+    procs.echo_ep = serve("echo-epoll", function(p)
+      return q(UDP_BLAST) .. " --echo --epoll --listen 127.0.0.1:" .. p .. " --seconds 120"
+    end)
+    procs.recv = serve("touch-recv", function(p) return lua .. " --recv --port " .. p .. " --seconds 120" end, true)
+    local function run(cmd, port)
+      return json_line(capture(pin(1) .. cmd .. " 127.0.0.1:" .. port .. " --count " .. pings .. " --size 32 2>&1"))
+    end
+    local function raw_run() return run(q(UDP_BLAST) .. " --ping --server", procs.echo.port) end
+    local function ep_run() return run(q(UDP_BLAST) .. " --ping --epoll --server", procs.echo_ep.port) end
+    local function touch_run() return run(lua .. " --ping --to", procs.recv.port) end
+    for i = 1, pairs_n do
+      local r, e, t
+      if i % 2 == 1 then r = raw_run(); e = ep_run(); t = touch_run()
+      else t = touch_run(); e = ep_run(); r = raw_run() end
+      raw[#raw + 1], ep[#ep + 1], touch[#touch + 1] = r, e, t
+      ratios[#ratios + 1] = t.p50_us / r.p50_us
+    end
   end)
-  stop(echo)
+  for _, name in ipairs({ "recv", "echo_ep", "echo" }) do if procs[name] then stop(procs[name]) end end
   if not ok then error(err, 0) end
-  return raw, touch, ratios
+  return raw, ep, touch, ratios
 end
 
 local function touch_suite()
@@ -480,8 +483,9 @@ local function touch_suite()
   local tbb = median(runs.touch_bulk_batch, "msgs_per_s")
   local ping_pairs = 4 * opts.rounds
   io.stderr:write(("bench: touch round trips, %d interleaved pairs of %d pings\n"):format(ping_pairs, pings))
-  local raw_pings, touch_pings, rtt_ratios = ping_rounds(ping_pairs, pings, lua)
+  local raw_pings, ep_pings, touch_pings, rtt_ratios = ping_rounds(ping_pairs, pings, lua)
   local rp, tp = median(raw_pings, "p50_us"), median(touch_pings, "p50_us")
+  local ep = median(ep_pings, "p50_us")
   table.sort(rtt_ratios)
   table.sort(per_round)
   print(("Touch between two processes on 127.0.0.1 (receiver CPU 0, sender CPU 1), 1200-byte messages,"
@@ -498,8 +502,12 @@ local function touch_suite()
   print(line:format("round trip, 32 bytes, one at a time", "p50 us", "p99 us", "x base", "answered"))
   print(line:format("raw C UDP ping-pong (baseline)", ("%.1f"):format(rp.p50_us), ("%.1f"):format(rp.p99_us), "1.00",
     rp.answered .. "/" .. rp.count))
+  print(line:format("raw C ping-pong, epoll", ("%.1f"):format(ep.p50_us), ("%.1f"):format(ep.p99_us),
+    ("%.2f"):format(ep.p50_us / rp.p50_us), ep.answered .. "/" .. ep.count))
   print(line:format("natpunch touch (until acked)", ("%.1f"):format(tp.p50_us), ("%.1f"):format(tp.p99_us),
     ("%.2f"):format(tp.p50_us / rp.p50_us), tp.answered .. "/" .. tp.count))
+  print(("round trip: touch is %.2fx the raw ping-pong with epoll (an event loop's wake-up)")
+    :format(tp.p50_us / ep.p50_us))
   print(("round trip: median p50 of %d interleaved runs each (%d pings a run); x base over the pairs:"
     .. " min %.2f, median %.2f, max %.2f; bulk x base over the rounds: min %.2f, max %.2f"):format(ping_pairs,
     pings, rtt_ratios[1], rtt_ratios[(#rtt_ratios + 1) // 2], rtt_ratios[#rtt_ratios], per_round[1],
@@ -510,6 +518,9 @@ local function touch_suite()
   rows.bulk_ratio = tb.msgs_per_s / rb.msgs_per_s
   rows.bulk_batch_ratio = tbb.msgs_per_s / rb.msgs_per_s
   rows.rtt_ratio = tp.p50_us / rp.p50_us
+  rows.epoll_ping = ep
+  rows.epoll_ratio = ep.p50_us / rp.p50_us         -- what an epoll loop's wake-up costs
+  rows.rtt_ratio_epoll = tp.p50_us / ep.p50_us     -- touch against that
   rows.rtt_pairs, rows.rtt_pings = ping_pairs, pings
   rows.rtt_ratio_min, rows.rtt_ratio_max = rtt_ratios[1], rtt_ratios[#rtt_ratios]
   rows.rtt_ratio_pair_median = rtt_ratios[(#rtt_ratios + 1) // 2]

@@ -21,6 +21,10 @@
  *       send every datagram back
  *   udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]
  *       one datagram at a time, wait for its echo: round trip p50/p99.
+ *   --epoll (with --echo and --ping): wait in epoll_wait, then read without
+ *       blocking, as an event loop does (libuv: epoll_wait, then recvmmsg),
+ *       instead of sleeping in recv: the kernel's wake-up through epoll
+ *       costs more than a blocked recv's, and this shows how much.
  *
  * The sockets keep the kernel's default buffer sizes, as natpunch's do.
  * Every mode is bounded (--seconds, default 60; --count).  Loopback or the
@@ -36,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,13 +70,34 @@ static int cmp_u64(const void *a, const void *b) {
   return x < y ? -1 : x > y;
 }
 
+/* --epoll: an epoll instance watching fd for input, or -1 */
+static int watch(int fd) {
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+  if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    perror("epoll");
+    if (ep >= 0) close(ep);
+    return -1;
+  }
+  return ep;
+}
+
+/* --epoll: wait until fd is readable (at most ms); 0 when it is */
+static int await_input(int ep, int ms) {
+  struct epoll_event ev;
+  return epoll_wait(ep, &ev, 1, ms) == 1 ? 0 : -1;
+}
+
 /* --sink and --echo: one loop, answer every datagram (ack or echo). */
-static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, double idle) {
+static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, double idle,
+                 int use_epoll) {
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
   if (fd < 0 || bind(fd, (const struct sockaddr *)listen_at, sizeof *listen_at) < 0) {
     perror("bind");
     return 1;
   }
+  int ep = use_epoll ? watch(fd) : -1;
+  if (use_epoll && ep < 0) return 1;
   static char bufs[BATCH][MAXSZ];
   static char acks[BATCH][8];
   struct mmsghdr in[BATCH], out[BATCH];
@@ -91,7 +117,9 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, 
       in[i].msg_hdr = (struct msghdr){
           .msg_name = &from[i], .msg_namelen = sizeof from[i], .msg_iov = &iin[i], .msg_iovlen = 1};
     }
-    int got = recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
+    int got = ep >= 0
+                  ? (await_input(ep, 50) == 0 ? recvmmsg(fd, in, BATCH, MSG_DONTWAIT, NULL) : -1)
+                  : recvmmsg(fd, in, BATCH, MSG_WAITFORONE, NULL);
     if (got <= 0) {
       if (idle > 0 && n > 0 && now_ns() - last > (uint64_t)(idle * 1e9)) break;
       continue;
@@ -138,6 +166,7 @@ static int serve(const struct sockaddr_in *listen_at, int echo, double seconds, 
     fflush(stdout);
   }
   free(seen);
+  if (ep >= 0) close(ep);
   close(fd);
   return 0;
 }
@@ -254,12 +283,14 @@ static int blast(const struct sockaddr_in *to, long count, size_t size, int wind
   return 0;
 }
 
-static int ping(const struct sockaddr_in *to, long count, size_t size) {
+static int ping(const struct sockaddr_in *to, long count, size_t size, int use_epoll) {
   int fd = socket(AF_INET, SOCK_DGRAM, 0);
   if (fd < 0 || connect(fd, (const struct sockaddr *)to, sizeof *to) < 0) {
     perror("connect");
     return 1;
   }
+  int ep = use_epoll ? watch(fd) : -1;
+  if (use_epoll && ep < 0) return 1;
   uint64_t *rtt = calloc((size_t)count, sizeof *rtt);
   char buf[MAXSZ];
   memset(buf, 'p', size);
@@ -270,17 +301,20 @@ static int ping(const struct sockaddr_in *to, long count, size_t size) {
     uint64_t t = now_ns();
     if (send(fd, buf, size, 0) < 0) return 1;
     char r[MAXSZ];
-    if (recv(fd, r, sizeof r, 0) < 0) {
+    if (ep >= 0 ? (await_input(ep, 200) < 0 || recv(fd, r, sizeof r, MSG_DONTWAIT) < 0)
+                : recv(fd, r, sizeof r, 0) < 0) {
       lost++;
       continue;
     }
     rtt[n++] = now_ns() - t;
   }
   qsort(rtt, (size_t)n, sizeof *rtt, cmp_u64);
-  printf("{\"mode\":\"ping\",\"count\":%ld,\"size\":%zu,\"answered\":%ld,\"lost\":%ld,"
-         "\"p50_us\":%.2f,\"p99_us\":%.2f}\n",
-         count, size, n, lost, n ? rtt[n / 2] / 1e3 : -1.0, n ? rtt[(n * 99) / 100] / 1e3 : -1.0);
+  printf("{\"mode\":\"ping\",\"epoll\":%s,\"count\":%ld,\"size\":%zu,\"answered\":%ld,"
+         "\"lost\":%ld,\"p50_us\":%.2f,\"p99_us\":%.2f}\n",
+         ep >= 0 ? "true" : "false", count, size, n, lost, n ? rtt[n / 2] / 1e3 : -1.0,
+         n ? rtt[(n * 99) / 100] / 1e3 : -1.0);
   free(rtt);
+  if (ep >= 0) close(ep);
   close(fd);
   return 0;
 }
@@ -289,7 +323,7 @@ int main(int argc, char **argv) {
   const char *mode = NULL, *where = NULL;
   long count = 200000;
   size_t size = 1200;
-  int window = 64, one_way = 0;
+  int window = 64, one_way = 0, use_epoll = 0;
   double seconds = 60, idle = 0, rate = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -319,13 +353,16 @@ int main(int argc, char **argv) {
       i++;
     } else if (!strcmp(a, "--oneway")) {
       one_way = 1;
+    } else if (!strcmp(a, "--epoll")) {
+      use_epoll = 1;
     } else {
       fprintf(stderr,
               "usage: udp_blast --sink|--echo --listen IP:PORT [--seconds N] [--idle S]\n"
               "       udp_blast --blast --server IP:PORT [--count N] [--size B] [--window W]\n"
               "       udp_blast --blast --oneway --server IP:PORT [--count N] [--size B] [--rate "
               "BIT/S]\n"
-              "       udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]\n");
+              "       udp_blast --ping --server 127.0.0.1:PORT [--count N] [--size B]\n"
+              "       (--echo and --ping: [--epoll])\n");
       return 2;
     }
   }
@@ -336,9 +373,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "udp_blast: bad arguments (address: 127.0.0.1 or the lab's ranges)\n");
     return 2;
   }
-  if (!strcmp(mode, "sink")) return serve(&sa, 0, seconds, idle);
-  if (!strcmp(mode, "echo")) return serve(&sa, 1, seconds, 0);
+  if (!strcmp(mode, "sink")) return serve(&sa, 0, seconds, idle, 0);
+  if (!strcmp(mode, "echo")) return serve(&sa, 1, seconds, 0, use_epoll);
   if (!strcmp(mode, "blast"))
     return one_way ? oneway(&sa, count, size, rate) : blast(&sa, count, size, window);
-  return ping(&sa, count, size);
+  return ping(&sa, count, size, use_epoll);
 }
