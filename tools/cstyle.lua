@@ -18,7 +18,7 @@ local FORMATTED = {
   "csrc/lua/np_udp_batch.c", "csrc/lua/np_udp_path.c", "csrc/lua/np_udp_punch.c",
   "csrc/lua/np_udp_recv.c", "csrc/lua/np_udp_recv.h",
   "csrc/lua/np_udp_relay.c", "csrc/lua/np_udp_touch.c", "csrc/test/test_punch.c",
-  "csrc/test/test_touch.c",
+  "csrc/test/test_touch.c", "csrc/test/test_addr.c",
   "bench/ipv4_port.h", "bench/loadgen.c", "bench/stun_raw.c", "bench/udp_blast.c",
   "csrc/core/addr.c", "csrc/core/addr.h", "csrc/core/bytes.h", "csrc/core/crc32.c",
   "csrc/core/crypto.h", "csrc/core/hash.c", "csrc/core/stun.c", "csrc/core/stun.h",
