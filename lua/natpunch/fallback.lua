@@ -4,15 +4,17 @@
 --
 -- Armed when the session connects directly and both peers have a TURN
 -- allocation (this peer's own, natpunch.method.relay's prepare, and the
--- other's relayed address, advertised as m.relay.addr): this side asks
--- its TURN server for a permission toward the other's relayed address (so
--- what the other sends from there reaches us), and watches the session.
+-- other's relayed address, advertised as m.relay.addr): this side binds
+-- a TURN channel toward the other's relayed address (so what the other
+-- sends from there reaches us, and no route goes there before the switch:
+-- only datagrams addressed to the relayed address take it), and watches
+-- the session.
 --
 -- Death: touches are in flight and nothing has come back from the peer
 -- (no ack, no touch, no data) for `fallback` seconds (peer option,
 -- default 2; 0: never).  An idle session is not watched: its death shows
--- at its next touch.  Then this side binds a TURN channel toward the
--- other's relayed address and sets the socket's path (u:path_set): what
+-- at its next touch.  Then this side (binding the channel again if that
+-- failed at arming) sets the socket's path (u:path_set): what
 -- is addressed to the other's direct endpoint now goes over the relay,
 -- and its frames from the relayed address are the direct endpoint's.  The
 -- session stays keyed as before, and so does the socket's touch state
@@ -62,8 +64,15 @@ end
 local function watch(s, fb)
   local owner = s.owner
   local c = owner.turn_client
-  -- the other's relayed datagrams pass our allocation only with a permission
-  if c and not c.closed and not c.permitted[fb.ip] then c:permit(fb.ip) end
+  -- a channel toward the other's relayed address at once (its permission
+  -- lets what the other sends from there pass our allocation, and the
+  -- route takes it in): the relay method, cancelled when the direct path
+  -- won, may have left the server a binding this side never installed,
+  -- whose ChannelData would be dropped
+  if c and not c.closed then
+    local ch = c:bind(fb.ip, fb.port)
+    if ch then fb.channel = true elseif not c.closed and not c.permitted[fb.ip] then c:permit(fb.ip) end
+  end
   local limit_ms = owner.fallback * 1000
   local step = math.min(fallback.STEP, owner.fallback / 8)
   local last, at = progress(s), core.now()
@@ -183,9 +192,11 @@ function fallback.forget(s)
   local fb = s._fallback
   if not fb then return end
   local owner = s.owner
-  if owner.fallbacks and owner.fallbacks[fb.theirs] == s then owner.fallbacks[fb.theirs] = nil end
-  if fb.state == "relayed" then
-    if not owner.udp:is_closed() then owner.udp:path_clear(s.ip, s.port) end
+  local mine = owner.fallbacks and owner.fallbacks[fb.theirs] == s
+  if mine then owner.fallbacks[fb.theirs] = nil end
+  if fb.state == "relayed" and not owner.udp:is_closed() then owner.udp:path_clear(s.ip, s.port) end
+  -- the channel, unless a later session toward the same peer armed again
+  if mine and (fb.channel or fb.state == "relayed") then
     require("natpunch.method.relay").release(owner, fb.ip, fb.port)
   end
   fb.state = "closed"

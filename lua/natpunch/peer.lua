@@ -559,11 +559,11 @@ function Peer:_on_introduce(m, e)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
       transport = s.transport, method = s.method, methods = table.concat(order, ","), family = s.family,
       setup_ms = s.setup_ms, server = rec.server })
+    -- a direct session moves to the relay if its path dies (natpunch.fallback)
+    fallback.arm(s, intro)
     rec.done:set(s)
     s.connected_at = now()
     if race and s.path == "relay" then self:_keep_trying(s, intro, race, later) end
-    -- a direct session moves to the relay if its path dies (natpunch.fallback)
-    fallback.arm(s, intro)
     if m.role == "accept" and self.on_session then self.on_session(s) end
   end)
 end
