@@ -45,6 +45,7 @@ local fallback = {}
 fallback.NOTICE_EVERY = 0.25    -- s between notices
 fallback.NOTICES = 12           -- notices sent at most (3 s)
 fallback.STEP = 0.25            -- s between looks at a watched session, at most
+fallback.ARM_CHANNELS = 8       -- arming binds a channel while the TURN client has fewer (of 16)
 
 local MAGIC = "NPFB"
 
@@ -68,9 +69,10 @@ local function watch(s, fb)
   -- lets what the other sends from there pass our allocation, and the
   -- route takes it in): the relay method, cancelled when the direct path
   -- won, may have left the server a binding this side never installed,
-  -- whose ChannelData would be dropped
+  -- whose ChannelData would be dropped.  Half of the client's channels at
+  -- most: the others stay for relayed sessions (then a permission only)
   if c and not c.closed then
-    local ch = c:bind(fb.ip, fb.port)
+    local ch = c.n_channels < fallback.ARM_CHANNELS and c:bind(fb.ip, fb.port)
     if ch then fb.channel = true elseif not c.closed and not c.permitted[fb.ip] then c:permit(fb.ip) end
   end
   local limit_ms = owner.fallback * 1000
