@@ -168,6 +168,7 @@ build = {
     ["natpunch.stunserver"] = "lua/natpunch/stunserver.lua",
     ["natpunch.turn"] = "lua/natpunch/turn.lua",
     ["natpunch.upgrade"] = "lua/natpunch/upgrade.lua",
+    ["natpunch.fallback"] = "lua/natpunch/fallback.lua",
   },
   install = {
     bin = { natpunch = "bin/natpunch" },

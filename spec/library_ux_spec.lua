@@ -27,8 +27,13 @@ describe("library surfaces", function()
       local p = assert(natpunch.peer{ server = rv:address(), id = "a", bind = "127.0.0.1:0",
         on_message = function() end, on_session = function() end, on_event = function() end,
         register_timeout = 1, connect_timeout = 1, touch_timeout = 1, rto = 0.1, refresh = 1,
-        reuseaddr = false, reuseport = false, verbose = false })
-      p:close(); rv:close()
+        reuseaddr = false, reuseport = false, verbose = false, fallback = 0 })
+      p:close()
+      -- fallback: seconds (0: never), like upgrade
+      ok, err = pcall(natpunch.peer, { server = rv:address(), id = "b", fallback = -1 })
+      assert.is_false(ok)
+      assert.matches("peer: fallback must be a number of seconds (0: never)", err, 1, true)
+      rv:close()
     end)
   end)
 

@@ -25,6 +25,7 @@ local auth = require "natpunch.auth"
 local server_set = require "natpunch.servers"
 local upgrade = require "natpunch.upgrade"
 local interfaces = require "natpunch.interfaces"
+local fallback = require "natpunch.fallback"
 
 local peer = {}
 
@@ -46,6 +47,7 @@ local DEFAULTS = {
   keepalive_server = false, -- keepalive-daemon "ip:port" (default: the server's IP, port 3490)
   keepalive_max = 120,     -- longest mapping lifetime tried (s)
   upgrade = 120,           -- s a relayed session goes on punching for a direct path (0: never)
+  fallback = 2,            -- s of silence (touches in flight) before a direct session moves to the relay (0: never)
   report = true,           -- tell the server how each connect ended (its punch metrics)
 }
 
@@ -443,7 +445,7 @@ local function new_session(self, intro, link, started)
     path = link.path, transport = link.transport, method = link.method,
     family = link.ip and addr.family(link.ip) or nil,
     setup_ms = now() - started,
-    inbox = {}, waiting = {},
+    inbox = {}, waiting = {}, rx_count = 0,
     key = intro.peer_key, encrypted = intro.tx_key ~= nil,
     tx_key = intro.tx_key, rx_key = intro.rx_key, tx_ctr = 0,
     rx_window = intro.tx_key and auth.window(DATA_WINDOW) or nil,
@@ -610,6 +612,8 @@ function Peer:_on_introduce(m, e)
     self:_emit({ event = "connected", peer = s.peer, remote = s.remote, path = s.path,
       transport = s.transport, method = s.method, methods = table.concat(order, ","), family = s.family,
       setup_ms = s.setup_ms, server = rec.server })
+    -- a direct session moves to the relay if its path dies (natpunch.fallback)
+    fallback.arm(s, intro)
     rec.done:set(s)
     s.connected_at = now()
     if race and s.path == "relay" then self:_keep_trying(s, intro, race, later) end
@@ -760,7 +764,12 @@ function Peer:_on_packet(err, data, ip, port, kind)
   if kind == "data" or kind == "touch" then
     local from = addr.format(ip, port)
     local s = self.sessions[from]
-    if s then return s:_deliver(data, kind) end
+    if s then
+      if s._fallback and fallback.is_notice(s, data, kind) then return end
+      return s:_deliver(data, kind)
+    end
+    -- a direct session's peer that moved to the relay (natpunch.fallback)
+    if self.fallbacks and fallback.input(self, from, data, kind) then return end
     if next(self.intros) then
       -- The other side may finish punching first and send before our own
       -- check has succeeded (touch is acked in C already): keep a few
@@ -795,6 +804,7 @@ end
 
 function Session:_deliver(data, kind)
   local owner = self.owner
+  self.rx_count = self.rx_count + 1     -- what came back (natpunch.fallback watches it)
   if self.rx_key then
     data = open(self, data, kind)
     if not data then
@@ -838,6 +848,7 @@ function Session:close()
   local owner = self.owner
   if self._upgrade and self._upgrade.cancel then self._upgrade.cancel() end
   upgrade.forget(self)
+  fallback.forget(self)
   if self.link.route and owner.sessions[self.link.route] == self then owner.sessions[self.link.route] = nil end
   if owner.by_peer[self.peer] == self then owner.by_peer[self.peer] = nil end
   self.link:close()
@@ -869,8 +880,8 @@ function Session:touch(data, cb)
     if cb then cb(err, rtt) else entry.fut:set(err, rtt) end
   end
   if not cb then entry.fut = sched.future() end
-  local id, err = link:touch(data, done)
-  if not id then return nil, err end
+  local id, err, code = link:touch(data, done)
+  if not id then return nil, err, code end
   entry.id, entry.done = id, done
   owner.touching[entry] = true
   if cb then return id end
@@ -975,6 +986,9 @@ function peer.new(opts)
   end
   if type(self.upgrade) ~= "number" or self.upgrade < 0 then
     error("peer: upgrade must be a number of seconds (0: never)", 2)
+  end
+  if type(self.fallback) ~= "number" or self.fallback < 0 then
+    error("peer: fallback must be a number of seconds (0: never)", 2)
   end
   -- (refresh defaults to nil, so the loop above never sees it)
   if opts.refresh ~= nil then

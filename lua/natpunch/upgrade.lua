@@ -22,8 +22,9 @@
 -- the switch (datagrams already relayed still land), then dropped (the
 -- binding expires on the server).  The allocation stays: it is the peer's
 -- advertised relayed address, for its other sessions and later
--- introductions.  A direct path that dies later does not fall back to the
--- relay (left out; see docs/TRAVERSAL.md).
+-- introductions.  The other direction, a direct session whose path dies
+-- moving to the relay, is natpunch.fallback's; a session upgraded here is
+-- not watched by it (left out; see docs/TRAVERSAL.md).
 local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local method = require "natpunch.method"
