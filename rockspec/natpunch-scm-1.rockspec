@@ -78,6 +78,7 @@ build = {
         "csrc/lua/np_udp.c",
         "csrc/lua/np_udp_batch.c",
         "csrc/lua/np_udp_path.c",
+        "csrc/lua/np_udp_recv.c",
         "csrc/lua/np_udp_relay.c",
         "csrc/lua/np_udp_punch.c",
         "csrc/lua/np_udp_touch.c",
