@@ -135,6 +135,7 @@ build = {
     ["natpunch.lab.matrix.report"] = "lua/natpunch/lab/matrix/report.lua",
     ["natpunch.lab.matrix.runner"] = "lua/natpunch/lab/matrix/runner.lua",
     ["natpunch.lab.matrix.util"] = "lua/natpunch/lab/matrix/util.lua",
+    ["natpunch.lab.matrix.kinds.fallback"] = "lua/natpunch/lab/matrix/kinds/fallback.lua",
     ["natpunch.lab.matrix.kinds.failover"] = "lua/natpunch/lab/matrix/kinds/failover.lua",
     ["natpunch.lab.matrix.kinds.iface"] = "lua/natpunch/lab/matrix/kinds/iface.lua",
     ["natpunch.lab.matrix.kinds.relay6"] = "lua/natpunch/lab/matrix/kinds/relay6.lua",

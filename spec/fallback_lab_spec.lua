@@ -8,119 +8,49 @@
 -- flight, nothing back for `fallback` seconds), moves the session to the
 -- relay and tells bob over it; both report path_changed from "public" to
 -- "relay", and every touch of the stream is acked once at alice and
--- delivered once at bob.  Lab namespaces: prefix "fbl" ("fb" alone
--- would match the host's ifb links in assert_gone).  Tags: #lab (needs
--- root).
+-- delivered once at bob; also for a relayed session upgraded to the direct
+-- path before the cut (sym x sym, bob's NAT opened).  The hard matrix's fallback case
+-- (natpunch.lab.matrix.kinds.fallback: fallback.once runs it,
+-- fallback.problems lists what it lacks), here on clean links and with
+-- 20 ms per NAT link.  Lab namespaces: prefix "fbl" and four random hex
+-- digits (runs beside one another do not meet; "fb" alone would match the
+-- host's ifb links in assert_gone).  Tags: #lab (needs root).
 local lab = require "natpunch.lab"
-local proc = require "natpunch.lab.proc"
-local util = require "natpunch.lab.matrix.util"
-local core = require "natpunch.core"
+local fallback = require "natpunch.lab.matrix.kinds.fallback"
+local runner = require "natpunch.lab.matrix.runner"
 local labhelper = require "spec.labhelper"
-
-local RV, TURN_IP = "203.0.113.2", "198.51.100.2"
-local SECRET = "lab-fallback-secret"
-
-local events, natpunch = labhelper.events, labhelper.natpunch
-
--- spec/upgrade/stream.lua in a lab host, with this process's module paths
-local function stream(args)
-  local paths = ("package.path = %q; package.cpath = %q"):format(package.path, package.cpath)
-  local script = assert(package.searchpath("spec.upgrade.stream", package.path))
-  local argv = { os.getenv("LUA") or "lua5.4", "-e", paths, script }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.preload(argv)
-end
-
--- Cut every packet between NAT `nat` and address `other` (both ways), in
--- one table of nat's namespace that goes with the lab.
-local function cut(t, nat, other)
-  for _, cmd in ipairs({
-    { "nft", "add", "table", "ip", "fbcut" },
-    { "nft", "add", "chain", "ip", "fbcut", "pre", "{ type filter hook prerouting priority -400 ; }" },
-    { "nft", "add", "rule", "ip", "fbcut", "pre", "ip", "saddr", other, "drop" },
-    { "nft", "add", "rule", "ip", "fbcut", "pre", "ip", "daddr", other, "drop" },
-  }) do
-    local out, code = t:exec(nat, cmd)
-    assert(code == 0, table.concat(cmd, " ") .. ": " .. out)
-  end
-end
 
 labhelper.describe("#lab relay fallback of a direct session", function()
 
-  local function run(after, link)
-    local t <close> = lab.topology(lab.standard{ a = "prc", b = "prc", link = link, prefix = "fbl" })
+  local function run(link, a, b, opts)
+    local prefix = ("fbl%04x"):format(math.random(0, 0xffff))
+    local t <close> = lab.topology(fallback.describe({ prefix = prefix, link = link, a = a, b = b }))
     t:up()
-    local turnd = util.start_coturn(t, "s2", "p", TURN_IP, SECRET, "coturn-fallback")
-    local rv = t:spawn("s1", natpunch({ "rendezvous", "--listen", RV .. ":3478", "--json",
-      "--turn", TURN_IP .. ":3478", "--turn-secret", SECRET }))
-    assert(rv:expect('"event":"listening"', 10), rv:output())
-    local N, GAP_MS = 400, 15
-    local server = RV .. ":3478"
-    local bob = t:spawn("b", stream({ "wait", "bob", server, "25", "10" }))
-    assert(bob:expect('"event":"relay_allocated"', 15), bob:output())
-    local alice = t:spawn("a", stream({ "connect", "alice", server, "bob", tostring(N), tostring(GAP_MS), "10" }))
-    assert(alice:expect('"event":"connected"', 20), alice:output() .. "\n--- bob\n" .. bob:output())
-    assert(alice:expect('"resolved":' .. after .. '[,}]', 30), alice:output())
-    local cut_at = core.hrtime() // 1000000
-    cut(t, "nb", t:public("na"))
-    assert(alice:expect('"event":"sent"', 60), alice:output() .. "\n--- bob\n" .. bob:output())
-    assert(bob:expect('"event":"received"', 45), bob:output())
-    local ev, bev = events(alice:output()), events(bob:output())
-    local why = alice:output() .. "\n--- bob\n" .. bob:output()
-    -- direct first (both allocated on coturn, the direct path won)
-    assert.truthy(ev.relay_allocated, why)
-    assert.equal("public", ev.connected.path, why)
-    assert.equal("udp", ev.connected.method, why)
-    assert.truthy(ev.path_changed, "no fallback\n" .. why)
-    assert.equal("public", ev.path_changed.from, why)
-    assert.equal("relay", ev.path_changed.path, why)
-    assert.equal("relay", ev.path_changed.method)
-    assert.truthy(ev.path_changed.relayed:find(TURN_IP, 1, true), ev.path_changed.relayed)
-    assert.truthy(ev.path_changed.remote:find(t:public("nb"), 1, true), ev.path_changed.remote)
-    assert.truthy(bev.path_changed, "bob did not fall back\n" .. why)
-    assert.equal("public", bev.path_changed.from, why)
-    assert.equal("relay", bev.path_changed.path, why)
-    -- alice found the death, bob followed her notice
-    assert.truthy(ev.path_changed.reason:find("nothing from the direct path", 1, true), ev.path_changed.reason)
-    assert.equal("the other peer moved to the relay", bev.path_changed.reason)
-    assert.is_nil(ev.fallback_failed, why)
-    assert.is_nil(bev.fallback_failed, why)
-    -- the switch came after the cut, not before
-    assert.is_true(ev.path_changed.hr >= cut_at)
-    assert.is_true(bev.path_changed.hr >= cut_at)
-    assert.equal("relay", ev.sent.path)
-    -- every touch acked once at alice, delivered once at bob
-    assert.same({}, ev.sent.failed)
-    assert.equal(N, #ev.sent.acks)
-    assert.equal(N, #bev.received.counts)
-    for i = 1, N do
-      assert.equal(1, ev.sent.acks[i], "acks of touch " .. i)
-      assert.equal(1, bev.received.counts[i], "deliveries of touch " .. i)
-    end
-    -- the touch layer delivered each once (no replayed ciphertext reached
-    -- the session's window), and no notice reached it as a message
-    assert.equal(0, bev.received.counters.bad_data)
-    assert.equal(N, bev.received.counters.touch_delivered)
-    -- after the switch the path engine carried the session through the relay
-    assert.is_true(ev.sent.counters.relay_out > ev.path_changed.counters.relay_out)
-    assert.is_true(ev.sent.counters.path_out > 0 and bev.received.counters.path_in > 0)
-    local c = ev.sent.counters
-    io.stderr:write(("\n  prc/prc fallback (link delay %s): cut at touch %d, path_changed %d ms later (alice), "
-      .. "%d ms (bob); %d touches once each; alice: %d retransmits, %d relayed datagrams; "
-      .. "bob: %d duplicates dropped, %d unsolicited\n")
-      :format(link and link.delay or "none", after, ev.path_changed.hr - cut_at, bev.path_changed.hr - cut_at, N,
-        c.touch_retransmits, c.relay_out, bev.received.counters.touch_duplicates,
-        bev.received.counters.touch_unsolicited))
-    alice:stop()
-    bob:stop()
-    rv:stop()
-    turnd:stop()
+    local u = { t = t, cmd = runner.command(), seq = 1 }
+    local ok, err = pcall(function()
+      fallback.up(u)
+      local r = fallback.once(u, opts)
+      local why = (r.logs.connector or "") .. "\n--- bob\n" .. (r.logs.acceptor or "")
+      assert.same({}, fallback.problems(r, t), why)
+      if opts then assert.is_true(r.upgraded) end
+      io.stderr:write(("\n  %s/%s fallback (link delay %s): %s\n")
+        :format(a or "prc", b or "prc", link and link.delay or "none", fallback.figures(r)))
+    end)
+    fallback.down(u)
     t:down()
-    labhelper.assert_gone("fbl")
+    labhelper.assert_gone(prefix)
+    if not ok then error(err, 0) end
   end
 
-  it("a direct session falls back to the relay when its path is cut", function() run(150) end)
+  it("a direct session falls back to the relay when its path is cut", function() run() end)
 
   it("a direct session falls back to the relay when its path is cut (20 ms per NAT link)",
-    function() run(150, { delay = "20ms" }) end)
+    function() run({ delay = "20ms" }) end)
+
+  -- relayed (sym x sym), bob's NAT opened into a full cone, the session
+  -- upgraded to the direct path (natpunch.upgrade), then cut: the upgraded
+  -- session falls back to the relay it came from
+  it("a relayed session upgraded to direct falls back to the relay when that path is cut", function()
+    run(nil, "sym", "sym", { open = { nat = "nb", type = "full", back = "sym" }, n = 600, connect_timeout = 2 })
+  end)
 end, { tools = { "turnserver", "turnutils_stunclient" }, hint = "coturn: make deps" })

@@ -4,8 +4,8 @@
 -- One run of each case through the real lab NATs and coturn, with the
 -- peers' default methods: the table must show every case connected, as
 -- expected, by its method, on its path; among them the cases of their own
--- kind (natpunch.lab.matrix.kinds: failover, upgrade, dual-homed, IPv6-only,
--- dual-stack), each run once.  The splice tool is checked without root.
+-- kind (natpunch.lab.matrix.kinds: failover, upgrade, fallback, dual-homed,
+-- IPv6-only, dual-stack, relay over IPv6), each run once.  The splice tool is checked without root.
 -- Tags: #lab.
 local helper = require "spec.helper"
 local lab = require "natpunch.lab"

@@ -95,8 +95,8 @@ describe("natpunch.lab.matrix (no root needed)", function()
   it("has hard cases apart (symmetric NATs, the method that must win), left out of all", function()
     local hard = matrix.names("hard")
     assert.same({ "hard-symseq-prc", "hard-prc-symseq", "hard-sym-prc", "hard-prc-sym", "hard-sym-sym",
-      "hard-failover", "hard-upgrade", "hard-dual-homed", "hard-dual-nat", "hard-ipv6-only", "hard-dual-stack",
-      "hard-relay-ipv6" }, hard)
+      "hard-failover", "hard-upgrade", "hard-fallback", "hard-dual-homed", "hard-dual-nat", "hard-ipv6-only",
+      "hard-dual-stack", "hard-relay-ipv6" }, hard)
     for _, name in ipairs(matrix.names("all")) do assert.is_nil(name:match("^hard"), name) end
     assert.equal("predict", matrix.case("hard-symseq-prc").method)
     assert.equal("birthday", matrix.case("hard-prc-sym").method)
@@ -112,8 +112,8 @@ describe("natpunch.lab.matrix (no root needed)", function()
     assert.equal("symseq", nats.naseq)
     assert.equal("symseq", nats.nbseq)
     -- the cases of their own kind build their own labs: nothing of theirs here
-    for _, name in ipairs({ "hard-failover", "hard-upgrade", "hard-dual-homed", "hard-dual-nat", "hard-ipv6-only",
-      "hard-dual-stack", "hard-relay-ipv6" }) do
+    for _, name in ipairs({ "hard-failover", "hard-upgrade", "hard-fallback", "hard-dual-homed", "hard-dual-nat",
+      "hard-ipv6-only", "hard-dual-stack", "hard-relay-ipv6" }) do
       local c = matrix.case(name)
       assert.is_string(c.unit, name)
       assert.is_table(require("natpunch.lab.matrix.kinds." .. c.unit).describe({}).hosts, name)

@@ -32,9 +32,16 @@
 -- its cue and switches the same way (it may also have found the death
 -- itself: then both switch, and the notices are dropped).
 --
--- Once relayed the session stays relayed (no upgrade back), and a session
--- that was upgraded from the relay is not watched (left out, see
--- docs/TRAVERSAL.md).  On close the path and the channel go.
+-- A session that came up relayed and was upgraded to a direct path
+-- (natpunch.upgrade.switch) is armed too, when the upgrade happens: it is
+-- keyed by the other's relayed address already and keeps the relay
+-- method's channel (the upgrade does not release it then), so its switch
+-- only clears the socket's path (u:path_clear): what is addressed to the
+-- relayed address takes the channel again.  Its notices arrive from that
+-- address, as the session's (fallback.is_notice).
+--
+-- Once relayed the session stays relayed (no upgrade back).  On close the
+-- path and the channel go.
 local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local addr = require "natpunch.addr"
@@ -72,7 +79,7 @@ local function watch(s, fb)
   -- whose ChannelData would be dropped.  Half of the client's channels at
   -- most: the others stay for relayed sessions (then a permission only)
   if c and not c.closed then
-    local ch = c.n_channels < fallback.ARM_CHANNELS and c:bind(fb.ip, fb.port)
+    local ch = (c.channels[fb.theirs] or c.n_channels < fallback.ARM_CHANNELS) and c:bind(fb.ip, fb.port)
     if ch then fb.channel = true elseif not c.closed and not c.permitted[fb.ip] then c:permit(fb.ip) end
   end
   local limit_ms = owner.fallback * 1000
@@ -96,20 +103,28 @@ end
 --- Arm session s (just connected, intro: its introduction) for the
 -- fallback when it can have one: a direct UDP session on the peer's own
 -- socket, a TURN allocation here and a relayed address advertised by the
--- other peer, `fallback` > 0.  true if armed.
+-- other peer, `fallback` > 0; or a relayed session just upgraded to a
+-- direct path (s.direct_ip set: the other's relayed address is the
+-- session's own).  true if armed.
 function fallback.arm(s, intro)
   local owner = s.owner
-  if not owner.fallback or owner.fallback <= 0 or s.path == "relay" or s.direct_ip or s._fallback then
+  local upgraded = s.direct_ip ~= nil
+  if not owner.fallback or owner.fallback <= 0 or s.path == "relay" or s._fallback then
     return false
   end
   local link = s.link
   if s.transport ~= "udp" or link.socket ~= owner.udp or not link.route then return false end
   local c, info = owner.turn_client, intro.info and intro.info.relay
-  if not (c and owner.relayed and info and info.addr and intro.punch_key) then return false end
-  local ip, port = candidates.check(info.addr, owner.policy)
+  if not (c and owner.relayed and intro.punch_key) then return false end
+  local ip, port
+  if upgraded then
+    ip, port = s.ip, s.port
+  elseif info and info.addr then
+    ip, port = candidates.check(info.addr, owner.policy)
+  end
   if not ip then return false end
   local fb = { ip = ip, port = port, theirs = addr.format(ip, port), mine = owner.relayed,
-    key = intro.punch_key, state = "armed" }
+    key = intro.punch_key, state = "armed", upgraded = upgraded }
   s._fallback = fb
   owner.fallbacks = owner.fallbacks or {}
   owner.fallbacks[fb.theirs] = s
@@ -152,13 +167,19 @@ function fallback.switch(s, why, noticed)
     return nil, "closed"
   end
   if not ch then return failed(err) end
-  local ok, perr = owner.udp:path_set(s.ip, s.port, fb.ip, fb.port)
-  if not ok then
-    require("natpunch.method.relay").release(owner, fb.ip, fb.port)
-    return failed(perr)
+  local from = s.path
+  if fb.upgraded then
+    -- keyed by the relayed address: without the path, the channel again
+    owner.udp:path_clear(s.ip, s.port)
+    s.remote, s.direct_ip, s.direct_port = fb.theirs, nil, nil
+  else
+    local ok, perr = owner.udp:path_set(s.ip, s.port, fb.ip, fb.port)
+    if not ok then
+      require("natpunch.method.relay").release(owner, fb.ip, fb.port)
+      return failed(perr)
+    end
   end
   fb.state = "relayed"
-  local from = s.path
   s.path, s.relayed, s.method = "relay", fb.theirs, "relay"
   owner:_emit({ event = "path_changed", peer = s.peer, from = from, path = "relay", remote = s.remote,
     relayed = fb.theirs, method = "relay", reason = why, bind_ms = core.now() - t0,
@@ -182,10 +203,15 @@ function fallback.input(owner, from, data, kind)
 end
 
 --- true if data (kind) is a notice for session s (one that arrives after
--- the switch, through the path): dropped, it is no message.
+-- the switch, through the path; or, for an upgraded session keyed by the
+-- relayed address, its cue, and it switches): dropped, it is no message.
 function fallback.is_notice(s, data, kind)
   local fb = s._fallback
-  return kind == "data" and #data == #MAGIC + 16 and data == notice_of(fb.theirs, fb.key)
+  if not (kind == "data" and #data == #MAGIC + 16 and data == notice_of(fb.theirs, fb.key)) then return false end
+  if fb.state == "armed" then
+    sched.spawn(fallback.switch, s, "the other peer moved to the relay", true)
+  end
+  return true
 end
 
 --- Forget the fallback of session s (when it closes): the path and the
@@ -196,7 +222,9 @@ function fallback.forget(s)
   local owner = s.owner
   local mine = owner.fallbacks and owner.fallbacks[fb.theirs] == s
   if mine then owner.fallbacks[fb.theirs] = nil end
-  if fb.state == "relayed" and not owner.udp:is_closed() then owner.udp:path_clear(s.ip, s.port) end
+  if fb.state == "relayed" and not fb.upgraded and not owner.udp:is_closed() then
+    owner.udp:path_clear(s.ip, s.port)
+  end
   -- the channel, unless a later session toward the same peer armed again
   if mine and (fb.channel or fb.state == "relayed") then
     require("natpunch.method.relay").release(owner, fb.ip, fb.port)

@@ -626,13 +626,17 @@ end
 -- background goes on for `upgrade` seconds (natpunch.upgrade).
 function Peer:_keep_trying(s, intro, race, later)
   s._upgrade = race
+  -- upgraded, the session falls back to the relay if the direct path dies
+  local function switch(l)
+    if upgrade.switch(s, l) then fallback.arm(s, intro) end
+  end
   local function background()
     if s.closed or self.closed or not self.upgrade or self.upgrade <= 0 then return end
     sched.spawn(function()
       local h = {}
       s._upgrade = h
       local l = upgrade.punch(self, intro, self.upgrade, h)
-      if l and not s.closed then upgrade.switch(s, l) end
+      if l and not s.closed then switch(l) end
     end)
   end
   function later.fn(l)
@@ -640,7 +644,7 @@ function Peer:_keep_trying(s, intro, race, later)
     -- a link on the peer's own socket (udp, predict) can take over; one
     -- with sockets of its own (birthday) cannot carry this session
     if l and l.socket == self.udp and l.route then
-      upgrade.switch(s, l)
+      switch(l)
     else
       if l and l.close then l:close() end
       background()

@@ -20,11 +20,13 @@
 --
 -- The TURN channel toward the other peer is kept RELAY_KEEP seconds after
 -- the switch (datagrams already relayed still land), then dropped (the
--- binding expires on the server).  The allocation stays: it is the peer's
+-- binding expires on the server) - unless natpunch.fallback armed the
+-- session (the caller arms it after the switch): then it stays for the
+-- way back, and goes when the session closes.  The allocation stays: it is the peer's
 -- advertised relayed address, for its other sessions and later
 -- introductions.  The other direction, a direct session whose path dies
--- moving to the relay, is natpunch.fallback's; a session upgraded here is
--- not watched by it (left out; see docs/TRAVERSAL.md).
+-- moving to the relay, is natpunch.fallback's, for a session upgraded
+-- here too.
 local core = require "natpunch.core"
 local sched = require "natpunch.sched"
 local method = require "natpunch.method"
@@ -163,7 +165,7 @@ function upgrade.switch(s, link)
   -- the relayed datagrams in flight still land through the channel a while
   sched.spawn(function()
     sched.sleep(upgrade.RELAY_KEEP)
-    if owner.closed then return end
+    if owner.closed or (s._fallback and not s.closed) then return end
     require("natpunch.method.relay").release(owner, s.ip, s.port)
   end)
   return true

@@ -112,6 +112,8 @@ unit{ name = "hard-failover", unit = "failover", a = "prc", b = "prc", method = 
   title = "failover: s1 killed, prc -> prc via udp through s2 (kill to connection)" }
 unit{ name = "hard-upgrade", unit = "upgrade", a = "sym", b = "sym -> full", method = "udp",
   title = "relayed sym -> sym upgrades to direct udp when b's NAT opens (open to path_changed)" }
+unit{ name = "hard-fallback", unit = "fallback", a = "prc", b = "prc (cut)", method = "relay", path = "relay",
+  title = "direct -> relay fallback: prc -> prc via udp, the direct path cut (cut to path_changed)" }
 unit{ name = "hard-dual-homed", unit = "iface", variant = "dualhome", a = "sym + prc LAN", b = "prc",
   connector = "h", method = "udp", path = "private",
   title = "dual-homed (eth0 behind sym, eth1 on prc's LAN) -> prc via udp" }
