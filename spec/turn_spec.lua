@@ -17,6 +17,32 @@ local function socket(handler, bind_ip)
   return u
 end
 
+-- Through client c's allocation (relayed address rip:rport, on socket a)
+-- toward socket b: a channel, data both ways, a touch acknowledged back
+-- through it.  a_got / b_got: futures the sockets' data handlers set.
+-- Returns b's address.
+local function relay_both_ways(a, b, c, rip, rport, a_got, b_got)
+  local bip, bport = b:getsockname()
+  assert.equal(0x4000, assert(c:bind(bip, bport)))
+  assert.equal(0x4000, c:bind(bip, bport))           -- bound once
+  assert(a:send(bip, bport, "via relay", "data"))
+  local data, ip, port = b_got:wait(3)
+  assert.equal("via relay", data)
+  assert.same({ rip, rport }, { ip, port })           -- b sees the relayed address
+  assert(b:send(rip, rport, "back", "data"))
+  data, ip, port = a_got:wait(3)
+  assert.equal("back", data)
+  assert.same({ bip, bport }, { ip, port })           -- a sees b, not the server
+  -- a touch: a's frames leave as ChannelData, b's acknowledgement comes back through it
+  local acked = natpunch.future()
+  a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
+  assert.is_nil(acked:wait(5))
+  local st = a:stats()
+  assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
+  assert.equal(0, st.relay_errors)
+  return bip, bport
+end
+
 describe("natpunch.turn", function()
   it("makes REST-API credentials as coturn checks them", function()
     local user, pass = turn.rest_credentials("s3cret", "alice", 3600, 1000)
@@ -105,25 +131,7 @@ describe("natpunch.turn", function()
         local relayed, mapped = assert(c:allocate())
         local rip, rport = assert(addr.parse(relayed))
         assert.equal(a:getsockname(), (addr.parse(mapped)))
-        local bip, bport = b:getsockname()
-        assert.equal(0x4000, assert(c:bind(bip, bport)))
-        assert.equal(0x4000, c:bind(bip, bport))           -- bound once
-        assert(a:send(bip, bport, "via relay", "data"))
-        local data, ip, port = b_got:wait(3)
-        assert.equal("via relay", data)
-        assert.same({ rip, rport }, { ip, port })           -- b sees the relayed address
-        assert(b:send(rip, rport, "back", "data"))
-        data, ip, port = a_got:wait(3)
-        assert.equal("back", data)
-        assert.same({ bip, bport }, { ip, port })           -- a sees b, not the server
-        -- a touch: a's frames leave as ChannelData, b's acknowledgement comes back through it
-        local acked = natpunch.future()
-        a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
-        local err = acked:wait(5)
-        assert.is_nil(err)
-        local st = a:stats()
-        assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
-        assert.equal(0, st.relay_errors)
+        local bip, bport = relay_both_ways(a, b, c, rip, rport, a_got, b_got)
         -- unbind (after an upgrade to a direct path): the route goes; a
         -- later bind takes the same number again (the server still has it
         -- bound to b, and would refuse another) and relays again
@@ -132,7 +140,7 @@ describe("natpunch.turn", function()
         assert.equal(0x4000, assert(c:bind(bip, bport)))
         b_got = natpunch.future()
         assert(a:send(bip, bport, "again", "data"))
-        data, ip, port = b_got:wait(3)
+        local data, ip, port = b_got:wait(3)
         assert.equal("again", data)
         assert.same({ rip, rport }, { ip, port })
         c:close()
@@ -218,23 +226,8 @@ describe("natpunch.turn", function()
         local ok, _, code = c:bind("127.0.0.1", 9)
         assert.is_nil(ok)
         assert.equal("ETURN443", code)
-        local bip, bport = b:getsockname()
-        assert.equal("::1", bip)
-        assert.equal(0x4000, assert(c:bind(bip, bport)))
-        assert(a:send(bip, bport, "via relay6", "data"))
-        local data, ip, port = b_got:wait(3)
-        assert.equal("via relay6", data)
-        assert.same({ rip, rport }, { ip, port })           -- b sees the relayed address
-        assert(b:send(rip, rport, "back6", "data"))
-        data, ip, port = a_got:wait(3)
-        assert.equal("back6", data)
-        assert.same({ bip, bport }, { ip, port })           -- a sees b, not the server
-        local acked = natpunch.future()
-        a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
-        assert.is_nil(acked:wait(5))
-        local st = a:stats()
-        assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
-        assert.equal(0, st.relay_errors)
+        assert.equal("::1", (b:getsockname()))
+        relay_both_ways(a, b, c, rip, rport, a_got, b_got)
         c:close()
         a:close()
         b:close()

@@ -208,6 +208,17 @@ function nft.ruleset(n)
   return table.concat(L, "\n") .. "\n"
 end
 
+-- The IPv6 firewall's forward chain: out from the LAN, and answers back
+-- in; the rest from the internet dropped and counted.
+local FORWARD6 = table.concat({
+  "  chain forward {",
+  "    type filter hook forward priority filter; policy drop;",
+  "    ct state established,related accept",
+  '    iifname "lan" oifname "wan" accept',
+  '    iifname "wan" counter drop comment "unsolicited"',
+  "  }",
+}, "\n")
+
 --- The IPv6 side of a router with ipv6 = true: no NAT (2001:db8 is
 -- routed), a stateful firewall like a home router's: whatever the LAN
 -- sends out, and what conntrack sees as its answer (established or
@@ -219,12 +230,7 @@ end
 function nft.firewall6()
   return table.concat({
     "table ip6 natpunch6 {",
-    "  chain forward {",
-    "    type filter hook forward priority filter; policy drop;",
-    "    ct state established,related accept",
-    '    iifname "lan" oifname "wan" accept',
-    '    iifname "wan" counter drop comment "unsolicited"',
-    "  }",
+    FORWARD6,
     "}",
     "",
   }, "\n")
@@ -251,12 +257,7 @@ function nft.nat66(addr6)
     ('    oifname "wan" meta l4proto { udp, tcp } snat to %s fully-random'):format(addr6),
     ('    oifname "wan" snat to %s'):format(addr6),
     "  }",
-    "  chain forward {",
-    "    type filter hook forward priority filter; policy drop;",
-    "    ct state established,related accept",
-    '    iifname "lan" oifname "wan" accept',
-    '    iifname "wan" counter drop comment "unsolicited"',
-    "  }",
+    FORWARD6,
     "  chain input {",
     "    type filter hook input priority filter; policy accept;",
     "    ct state established,related accept",
