@@ -17,27 +17,59 @@ local function socket(handler, bind_ip)
   return u
 end
 
--- Through client c's allocation (relayed address rip:rport, on socket a)
--- toward socket b: a channel, data both ways, a touch acknowledged back
--- through it.  a_got / b_got: futures the sockets' data handlers set.
--- Returns b's address.
-local function relay_both_ways(a, b, c, rip, rport, a_got, b_got)
-  local bip, bport = b:getsockname()
-  assert.equal(0x4000, assert(c:bind(bip, bport)))
-  assert.equal(0x4000, c:bind(bip, bport))           -- bound once
-  assert(a:send(bip, bport, "via relay", "data"))
-  local data, ip, port = b_got:wait(3)
-  assert.equal("via relay", data)
+-- Two sockets and a TURN client on the first: t.a (bound to a_ip) hands
+-- the server's answers to t.c, and both put the data they receive into
+-- t.a_got / t.b_got (futures; a test may put new ones there).  opts: more
+-- fields of turn.client's options.
+local function endpoints(srv, a_ip, b_ip, opts)
+  local t = { a_got = natpunch.future(), b_got = natpunch.future() }
+  t.a = socket(function(data, ip, port, kind)
+    if kind == "stun" and t.c:handle(data, ip, port) then return end
+    if kind == "data" then t.a_got:set(data, ip, port) end
+  end, a_ip)
+  t.b = socket(function(data, ip, port, kind)
+    if kind == "data" then t.b_got:set(data, ip, port) end
+  end, b_ip)
+  local o = { udp = t.a, server = srv.address, username = "alice", password = "wonderland" }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  t.c = assert(turn.client(o))
+  return t
+end
+
+local function endpoints_close(t)
+  t.c:close()
+  t.a:close()
+  t.b:close()
+end
+
+-- Through t.c's allocation (relayed address rip:rport) between t.a and t.b,
+-- once bound: `there` to b, which sees it from the relayed address, and
+-- `back`, which a sees from b (not from the server).  Returns b's address.
+local function exchange(t, rip, rport, there, back)
+  local bip, bport = t.b:getsockname()
+  assert(t.a:send(bip, bport, there, "data"))
+  local data, ip, port = t.b_got:wait(3)
+  assert.equal(there, data)
   assert.same({ rip, rport }, { ip, port })           -- b sees the relayed address
-  assert(b:send(rip, rport, "back", "data"))
-  data, ip, port = a_got:wait(3)
-  assert.equal("back", data)
+  assert(t.b:send(rip, rport, back, "data"))
+  data, ip, port = t.a_got:wait(3)
+  assert.equal(back, data)
   assert.same({ bip, bport }, { ip, port })           -- a sees b, not the server
+  return bip, bport
+end
+
+-- A channel toward t.b, data both ways, a touch acknowledged back through
+-- it.  Returns b's address.
+local function relay_both_ways(t, rip, rport)
+  local bip, bport = t.b:getsockname()
+  assert.equal(0x4000, assert(t.c:bind(bip, bport)))
+  assert.equal(0x4000, t.c:bind(bip, bport))           -- bound once
+  exchange(t, rip, rport, "via relay", "back")
   -- a touch: a's frames leave as ChannelData, b's acknowledgement comes back through it
   local acked = natpunch.future()
-  a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
+  t.a:touch(bip, bport, "reliable", function(err, _, rtt) acked:set(err, rtt) end)
   assert.is_nil(acked:wait(5))
-  local st = a:stats()
+  local st = t.a:stats()
   assert.is_true(st.relay_out >= 2 and st.relay_in >= 2)
   assert.equal(0, st.relay_errors)
   return bip, bport
@@ -118,34 +150,24 @@ describe("natpunch.turn", function()
 
     it("relays data and touches both ways through an allocation", function()
       helper.run(function()
-        local c
-        local a_got, b_got = natpunch.future(), natpunch.future()
-        local a = socket(function(data, ip, port, kind)
-          if kind == "stun" and c:handle(data, ip, port) then return end
-          if kind == "data" then a_got:set(data, ip, port) end
-        end)
-        local b = socket(function(data, ip, port, kind)
-          if kind == "data" then b_got:set(data, ip, port) end
-        end)
-        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland" })
+        local t = endpoints(srv)
+        local a, c = t.a, t.c
         local relayed, mapped = assert(c:allocate())
         local rip, rport = assert(addr.parse(relayed))
         assert.equal(a:getsockname(), (addr.parse(mapped)))
-        local bip, bport = relay_both_ways(a, b, c, rip, rport, a_got, b_got)
+        local bip, bport = relay_both_ways(t, rip, rport)
         -- unbind (after an upgrade to a direct path): the route goes; a
         -- later bind takes the same number again (the server still has it
         -- bound to b, and would refuse another) and relays again
         assert.is_true(c:unbind(bip, bport))
         assert.is_false(c:unbind(bip, bport))
         assert.equal(0x4000, assert(c:bind(bip, bport)))
-        b_got = natpunch.future()
+        t.b_got = natpunch.future()
         assert(a:send(bip, bport, "again", "data"))
-        local data, ip, port = b_got:wait(3)
+        local data, ip, port = t.b_got:wait(3)
         assert.equal("again", data)
         assert.same({ rip, rport }, { ip, port })
-        c:close()
-        a:close()
-        b:close()
+        endpoints_close(t)
       end, 20)
     end)
 
@@ -205,18 +227,9 @@ describe("natpunch.turn", function()
 
     it("allocates an IPv6 relayed address; permissions, channels, data and touches over it", function()
       helper.run(function()
-        local c
-        local a_got, b_got = natpunch.future(), natpunch.future()
         local events = {}
-        local a = socket(function(data, ip, port, kind)
-          if kind == "stun" and c:handle(data, ip, port) then return end
-          if kind == "data" then a_got:set(data, ip, port) end
-        end, "::1")
-        local b = socket(function(data, ip, port, kind)
-          if kind == "data" then b_got:set(data, ip, port) end
-        end, "::1")
-        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland",
-          on_event = function(ev) events[#events + 1] = ev end })
+        local t = endpoints(srv, "::1", "::1", { on_event = function(ev) events[#events + 1] = ev end })
+        local a, b, c = t.a, t.b, t.c
         local relayed, mapped = assert(c:allocate())
         local rip, rport = assert(addr.parse(relayed))
         assert.equal("::1", rip)                            -- coturn's relay-ip, an IPv6 address
@@ -227,10 +240,8 @@ describe("natpunch.turn", function()
         assert.is_nil(ok)
         assert.equal("ETURN443", code)
         assert.equal("::1", (b:getsockname()))
-        relay_both_ways(a, b, c, rip, rport, a_got, b_got)
-        c:close()
-        a:close()
-        b:close()
+        relay_both_ways(t, rip, rport)
+        endpoints_close(t)
       end, 20)
     end)
 
@@ -256,17 +267,8 @@ describe("natpunch.turn", function()
 
     it("gives a client on IPv6 an IPv4 relayed address that reaches an IPv4 peer", function()
       helper.run(function()
-        local c
-        local a_got, b_got = natpunch.future(), natpunch.future()
-        local a = socket(function(data, ip, port, kind)
-          if kind == "stun" and c:handle(data, ip, port) then return end
-          if kind == "data" then a_got:set(data, ip, port) end
-        end, "::1")
-        local b = socket(function(data, ip, port, kind)
-          if kind == "data" then b_got:set(data, ip, port) end
-        end)                                                -- IPv4 only
-        c = assert(turn.client{ udp = a, server = srv.address, username = "alice", password = "wonderland",
-          family = "inet" })
+        local t = endpoints(srv, "::1", nil, { family = "inet" })   -- b: IPv4 only
+        local c = t.c
         local relayed, mapped = assert(c:allocate())
         local rip, rport = assert(addr.parse(relayed))
         assert.equal("127.0.0.1", rip)                      -- IPv4, though asked over IPv6
@@ -274,19 +276,9 @@ describe("natpunch.turn", function()
         local ok, _, code = c:bind("::1", 9)                -- and so no IPv6 peer
         assert.is_nil(ok)
         assert.equal("ETURN443", code)
-        local bip, bport = b:getsockname()
-        assert(c:bind(bip, bport))
-        assert(a:send(bip, bport, "6 to 4", "data"))
-        local data, ip, port = b_got:wait(3)
-        assert.equal("6 to 4", data)
-        assert.same({ rip, rport }, { ip, port })
-        assert(b:send(rip, rport, "4 to 6", "data"))
-        data, ip, port = a_got:wait(3)
-        assert.equal("4 to 6", data)
-        assert.same({ bip, bport }, { ip, port })
-        c:close()
-        a:close()
-        b:close()
+        assert(c:bind(t.b:getsockname()))
+        exchange(t, rip, rport, "6 to 4", "4 to 6")
+        endpoints_close(t)
       end, 20)
     end)
   end)
