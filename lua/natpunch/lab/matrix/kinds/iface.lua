@@ -71,15 +71,18 @@ iface.down = util.stop_procs
 -- A waiting peer in host `who` (a fresh id each time), then a connecting
 -- one in host `from` (natpunch peer --connect, -v: its "trying" event);
 -- returns the connector's first events by name, both outputs, its exit code.
--- u: { t = lab topology, cmd = natpunch command, seq = counter }.
-function iface.connect(u, who, from, server, extra_wait, extra_connect, timeout)
+-- u: { t = lab topology, cmd = natpunch command, seq = counter }.  The
+-- waiting peer must also have reported `relay_allocated` when `relayed`
+-- (default: when server is iface.RV_TURN, which hands out TURN).
+function iface.connect(u, who, from, server, extra_wait, extra_connect, timeout, relayed)
   u.seq = (u.seq or 0) + 1
   local id = ("%s%d"):format(who, u.seq)
   local args = { "peer", "--server", server, "--id", id, "--json", "--timeout", "60" }
   for _, w in ipairs(extra_wait or {}) do args[#args + 1] = w end
   local waiter = u.t:spawn(who, util.natpunch(u.cmd, args))
   local ok = waiter:expect('"event":"registered"', 15)
-  if ok and server == iface.RV_TURN then ok = waiter:expect('"event":"relay_allocated"', 15) end
+  if relayed == nil then relayed = server == iface.RV_TURN end
+  if ok and relayed then ok = waiter:expect('"event":"relay_allocated"', 15) end
   if not ok then
     waiter:stop()
     return {}, "waiting peer not ready\n" .. waiter:output(), -1

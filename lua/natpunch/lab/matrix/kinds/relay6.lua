@@ -10,6 +10,7 @@
 local plan = require "natpunch.lab.plan"
 local coturn = require "natpunch.lab.coturn"
 local util = require "natpunch.lab.matrix.util"
+local iface = require "natpunch.lab.matrix.kinds.iface"
 
 local relay6 = {}
 
@@ -43,21 +44,8 @@ relay6.down = util.stop_procs
 -- outputs and the connector's exit code.  u: { t = lab topology, cmd =
 -- natpunch command, seq = counter }.
 function relay6.connect(u, who, from, server, extra, timeout)
-  u.seq = (u.seq or 0) + 1
-  local id = ("%s%d"):format(who, u.seq)
-  local waiter = u.t:spawn(who, util.natpunch(u.cmd,
-    { "peer", "--server", server, "--id", id, "--json", "--timeout", "60" }))
-  if not waiter:expect('"event":"relay_allocated"', 15) then
-    waiter:stop()
-    return {}, {}, "waiting peer not ready\n" .. waiter:output(), -1
-  end
-  local cargs = { "peer", "--server", server, "--id", from .. u.seq, "--connect", id,
-    "--touch", "over " .. from, "--timeout", tostring(timeout or 20), "--json", "-v" }
-  for _, w in ipairs(extra or {}) do cargs[#cargs + 1] = w end
-  local out, code = u.t:exec(from, util.natpunch(u.cmd, cargs))
-  waiter:stop()
-  local wout = waiter:output()
-  return util.first_events(out), util.first_events(wout), out .. "\n--- waiting peer\n" .. wout, code
+  local ev, out, code = iface.connect(u, who, from, server, nil, extra, timeout or 20, true)
+  return ev, iface.waiter_events(out), out, code
 end
 
 -- What a relayed IPv6 connection must show, as sentences (empty: all of it):
