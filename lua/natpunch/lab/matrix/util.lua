@@ -107,6 +107,15 @@ function util.start_coturn(t, host, from, ip, secret, name)
   return h
 end
 
+--- The servers of a kind that relays: coturn in s2 (address ip, REST-API
+-- secret, checked from host p) and a rendezvous in s1 at rv that hands
+-- out its credentials, into u.procs (util.stop_procs stops them).
+function util.start_relay_servers(u, rv, ip, secret, name)
+  u.procs = {}
+  u.procs[1] = util.start_coturn(u.t, "s2", "p", ip, secret, name)
+  u.procs[2] = util.start_rendezvous(u.t, u.cmd, "s1", rv, { "--turn", ip .. ":3478", "--turn-secret", secret })
+end
+
 -- argv running require(module)[fn](args...) with lua5.4 (or $LUA) in a lab
 -- host, with this process's module paths (each arg passed as a string)
 function util.lua_argv(module, fn, args)

@@ -32,10 +32,7 @@ function fallback.describe(opts)
 end
 
 function fallback.up(u)
-  u.procs = {}
-  u.procs[1] = util.start_coturn(u.t, "s2", "p", fallback.TURN_IP, fallback.SECRET, "coturn-fallback")
-  u.procs[2] = util.start_rendezvous(u.t, u.cmd, "s1", fallback.RV,
-    { "--turn", fallback.TURN_IP .. ":3478", "--turn-secret", fallback.SECRET })
+  util.start_relay_servers(u, fallback.RV, fallback.TURN_IP, fallback.SECRET, "coturn-fallback")
 end
 
 fallback.down = util.stop_procs

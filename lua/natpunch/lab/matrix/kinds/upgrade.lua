@@ -24,10 +24,7 @@ function upgrade.describe(opts)
 end
 
 function upgrade.up(u)
-  u.procs = {}
-  u.procs[1] = util.start_coturn(u.t, "s2", "p", upgrade.TURN_IP, upgrade.SECRET, "coturn-upgrade")
-  u.procs[2] = util.start_rendezvous(u.t, u.cmd, "s1", upgrade.RV,
-    { "--turn", upgrade.TURN_IP .. ":3478", "--turn-secret", upgrade.SECRET })
+  util.start_relay_servers(u, upgrade.RV, upgrade.TURN_IP, upgrade.SECRET, "coturn-upgrade")
 end
 
 upgrade.down = util.stop_procs
