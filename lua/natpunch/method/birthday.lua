@@ -310,7 +310,7 @@ local function hard_side(ctx)
   ctx:on_cancel(function() stop_probing() stop_direct() end)
   local k, link = decided:wait(ctx:remaining() + 0.5)
   if k == "u" then stop_probing()
-  elseif k == "b" then stop_direct() ctx:on_cancel(function() link:close() end)
+  elseif k == "b" then stop_direct()
   else
     stop_probing() stop_direct()
     return nil, link or "timeout"
