@@ -195,7 +195,7 @@ function Peer:_request(fields, timeout, pad, targets)
     for i = 1, active do
       local e = targets[i]
       if not errors[e] then
-        local ok, serr = (e.sock or self.udp):send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
+        local ok, serr = self:_send_control(e, fields, pad)
         if not ok then err = serr end
       end
     end
@@ -263,6 +263,13 @@ function Peer:_request(fields, timeout, pad, targets)
   if not reply then return nil, err or "timeout" end
   if reply.t == "error" then return nil, reply.reason or "error" end
   return reply, from
+end
+
+-- Send a control request (fields, padded to pad) to server entry e, from
+-- the socket it is reached through (e.sock, below; the peer's own by
+-- default): udp:send's results.
+function Peer:_send_control(e, fields, pad)
+  return (e.sock or self.udp):send(e.ip, e.port, self:_encode_request(fields, pad, e), "control")
 end
 
 -- each_interface: the socket a server is reached through (e.sock; nil:
@@ -689,7 +696,7 @@ function Peer:connect(id, timeout)
     while true do
       sched.sleep(gap)
       if rec.done:is_set() or self.closed then return end
-      (via.sock or self.udp):send(via.ip, via.port, self:_encode_request(again, msg.CONNECT_PAD, via), "control")
+      self:_send_control(via, again, msg.CONNECT_PAD)
       gap = math.min(gap * 2, REPEAT_MAX)
     end
   end)
@@ -714,8 +721,8 @@ end
 -- e: the server entry that introduced us (natpunch.servers).
 function Peer:_report(e, nonce, name, outcome, setup_ms)
   if not self.report or self.closed or not e or not e.ctl_key then return end
-  (e.sock or self.udp):send(e.ip, e.port, self:_encode_request({ t = "report", id = self.id, nonce = nonce,
-    method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil }, nil, e), "control")
+  self:_send_control(e, { t = "report", id = self.id, nonce = nonce,
+    method = name, outcome = outcome, setup_ms = setup_ms and math.floor(setup_ms) or nil })
 end
 
 function Peer:session(id)
@@ -927,8 +934,7 @@ function Peer:close()
   end
   for _, e in ipairs(self.srvset.list) do
     if e.state == "up" then
-      (e.sock or self.udp):send(e.ip, e.port, self:_encode_request({ t = "unregister", id = self.id }, nil, e),
-        "control")
+      self:_send_control(e, { t = "unregister", id = self.id })
     end
   end
   self.udp:close()
